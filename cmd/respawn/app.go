@@ -1,0 +1,57 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/spf13/cobra"
+
+	"github.com/respawn-dev/respawn/internal/config"
+)
+
+// app is what every subcommand shares: the config (loaded once, on first
+// use, from the same flags and environment the daemons use) and the output.
+type app struct {
+	out    io.Writer
+	loader *config.Loader
+
+	once sync.Once
+	cfg  *config.Config
+	err  error
+}
+
+func newApp(out io.Writer) *app { return &app{out: out} }
+
+func (a *app) root() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "respawn",
+		Short:         "Run and operate a respawn game-server cluster",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	a.loader = config.Bind(root.PersistentFlags())
+	for _, add := range []func(*app) []*cobra.Command{
+		clusterCommands,
+	} {
+		root.AddCommand(add(a)...)
+	}
+	return root
+}
+
+// config returns the loaded configuration.
+func (a *app) config() (*config.Config, error) {
+	a.once.Do(func() { a.cfg, a.err = a.loader.Load() })
+	return a.cfg, a.err
+}
+
+// printJSON writes v indented, for --json output.
+func (a *app) printJSON(v any) error {
+	enc := json.NewEncoder(a.out)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		return fmt.Errorf("write json: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,358 @@
+// Package config loads the cluster's settings: built-in defaults, then
+// configs/world.yaml (strictly: unknown keys are errors), then RESPAWN_*
+// environment variables, then command-line flags. Every daemon and the CLI
+// load it the same way, so `respawn config validate` sees exactly what a
+// daemon would see at start.
+package config
+
+import (
+	"fmt"
+	"net"
+	"time"
+)
+
+// Config is the whole cluster configuration. Each top-level key is one
+// section of configs/world.yaml.
+type Config struct {
+	// DataDir is where the cluster writes: databases, journals, epochs, logs.
+	DataDir string `yaml:"data_dir"`
+	// ShmDir holds the scenes' shared-memory event logs.
+	ShmDir string `yaml:"shm_dir"`
+	// BinDir is where `respawn up` and the world manager find the binaries;
+	// empty means the directory of the running executable.
+	BinDir string `yaml:"bin_dir"`
+
+	Log      Log      `yaml:"log"`
+	Admin    Admin    `yaml:"admin"`
+	NATS     NATS     `yaml:"nats"`
+	WorldMgr WorldMgr `yaml:"worldmgr"`
+	Scene    Scene    `yaml:"scene"`
+	Datasvr  Datasvr  `yaml:"datasvr"`
+	Gateway  Gateway  `yaml:"gateway"`
+
+	// Processes says which scene process hosts which scenes.
+	Processes []Process `yaml:"processes"`
+
+	// Source is the file this configuration was read from ("" for defaults).
+	Source string `yaml:"-"`
+}
+
+// Log configures zap.
+type Log struct {
+	Level  string `yaml:"level"`  // debug, info, warn, error
+	Format string `yaml:"format"` // auto (console on a terminal, JSON otherwise), console, json
+}
+
+// Admin configures every admin HTTP port (metrics, /healthz, pprof, the API).
+type Admin struct {
+	// Token is required on admin requests when an admin port is bound to a
+	// non-loopback address; on loopback it is optional.
+	Token string `yaml:"token"`
+}
+
+// NATS says where the message bus is.
+type NATS struct {
+	// URL of an external NATS server or cluster. Empty: datasvr embeds one
+	// listening on Listen, and everyone else connects there.
+	URL    string `yaml:"url"`
+	Listen string `yaml:"listen"`
+}
+
+// WorldMgr configures the world manager and the control protocol.
+type WorldMgr struct {
+	Listen            string        `yaml:"listen"` // scene control TCP
+	Admin             string        `yaml:"admin"`
+	HeartbeatInterval time.Duration `yaml:"heartbeat_interval"`
+	HeartbeatTimeout  time.Duration `yaml:"heartbeat_timeout"`
+	// RecoveryWindow is how long a restarted manager collects scene reports
+	// before respawning scenes nobody reported. 0 means 2 × HeartbeatTimeout.
+	RecoveryWindow time.Duration `yaml:"recovery_window"`
+	Restart        Restart       `yaml:"restart"`
+}
+
+// Restart is an OTP-style restart policy, shared by the world manager (for
+// scene processes) and `respawn up` (for daemons).
+type Restart struct {
+	// MaxRestarts within Window marks the child failed: more than this many
+	// restarts in Window and it is not restarted again.
+	MaxRestarts int           `yaml:"max_restarts"`
+	Window      time.Duration `yaml:"window"`
+	// The first restart in a window is immediate; later ones wait
+	// BackoffInitial, doubling up to BackoffMax.
+	BackoffInitial time.Duration `yaml:"backoff_initial"`
+	BackoffMax     time.Duration `yaml:"backoff_max"`
+}
+
+// Scene configures scene processes.
+type Scene struct {
+	// Host is the address scene processes listen on (random ports).
+	Host     string `yaml:"host"`
+	TickHz   int    `yaml:"tick_hz"`
+	ShmSlots int    `yaml:"shm_slots"`
+	// ShmSlotSize is the bytes per log slot (both halves).
+	ShmSlotSize int `yaml:"shm_slot_size"`
+	// SnapshotEvents and SnapshotInterval bound a slot's events since its
+	// last snapshot.
+	SnapshotEvents   int           `yaml:"snapshot_events"`
+	SnapshotInterval time.Duration `yaml:"snapshot_interval"`
+	// FlushInterval is how often the log is msync'ed: a machine crash loses
+	// at most this much; a process crash loses nothing.
+	FlushInterval time.Duration `yaml:"flush_interval"`
+	SaveInterval  time.Duration `yaml:"save_interval"`
+}
+
+// Datasvr configures the data server.
+type Datasvr struct {
+	Admin string `yaml:"admin"`
+	// Database is a DSN: sqlite:PATH (relative to data_dir), postgres://…,
+	// or mysql://user:pass@tcp(host:port)/db.
+	Database      string        `yaml:"database"`
+	FlushInterval time.Duration `yaml:"flush_interval"`
+	// GroupCommit is the longest a save waits for the journal's fsync batch.
+	GroupCommit time.Duration `yaml:"group_commit"`
+	// JournalMaxBytes bounds the journal; beyond it saves are refused.
+	JournalMaxBytes int64 `yaml:"journal_max_bytes"`
+	// CacheMaxBytes bounds cached offline players.
+	CacheMaxBytes int64 `yaml:"cache_max_bytes"`
+}
+
+// Gateway configures the client gateway.
+type Gateway struct {
+	Listen    string `yaml:"listen"`
+	WebSocket string `yaml:"websocket"`
+	Admin     string `yaml:"admin"`
+}
+
+// Process is one scene process and the scenes it hosts.
+type Process struct {
+	Name   string   `yaml:"name"`
+	Scenes []string `yaml:"scenes"`
+}
+
+// Default returns the built-in defaults: a working one-machine cluster.
+func Default() Config {
+	return Config{
+		DataDir: "./data",
+		ShmDir:  "/dev/shm/respawn",
+		Log:     Log{Level: "info", Format: "auto"},
+		NATS:    NATS{Listen: "127.0.0.1:7422"},
+		WorldMgr: WorldMgr{
+			Listen:            "127.0.0.1:7100",
+			Admin:             "127.0.0.1:7101",
+			HeartbeatInterval: 200 * time.Millisecond,
+			HeartbeatTimeout:  time.Second,
+			Restart: Restart{
+				MaxRestarts:    5,
+				Window:         30 * time.Second,
+				BackoffInitial: 50 * time.Millisecond,
+				BackoffMax:     2 * time.Second,
+			},
+		},
+		Scene: Scene{
+			Host:             "127.0.0.1",
+			TickHz:           10,
+			ShmSlots:         64,
+			ShmSlotSize:      16 << 20,
+			SnapshotEvents:   10000,
+			SnapshotInterval: 30 * time.Second,
+			FlushInterval:    100 * time.Millisecond,
+			SaveInterval:     time.Second,
+		},
+		Datasvr: Datasvr{
+			Admin:           "127.0.0.1:7301",
+			Database:        "sqlite:respawn.db",
+			FlushInterval:   5 * time.Second,
+			GroupCommit:     2 * time.Millisecond,
+			JournalMaxBytes: 1 << 30,
+			CacheMaxBytes:   256 << 20,
+		},
+		Gateway: Gateway{
+			Listen:    "127.0.0.1:7000",
+			WebSocket: "127.0.0.1:7001",
+			Admin:     "127.0.0.1:7201",
+		},
+		Processes: []Process{
+			{Name: "town", Scenes: []string{"town"}},
+			{Name: "forest", Scenes: []string{"forest"}},
+		},
+	}
+}
+
+// EffectiveRecoveryWindow returns the recovery window with its default applied.
+func (w WorldMgr) EffectiveRecoveryWindow() time.Duration {
+	if w.RecoveryWindow > 0 {
+		return w.RecoveryWindow
+	}
+	return 2 * w.HeartbeatTimeout
+}
+
+// ProcessOf returns the process hosting scene id.
+func (c *Config) ProcessOf(sceneID string) (Process, bool) {
+	for _, p := range c.Processes {
+		for _, s := range p.Scenes {
+			if s == sceneID {
+				return p, true
+			}
+		}
+	}
+	return Process{}, false
+}
+
+// Process returns the process named name.
+func (c *Config) Process(name string) (Process, bool) {
+	for _, p := range c.Processes {
+		if p.Name == name {
+			return p, true
+		}
+	}
+	return Process{}, false
+}
+
+// Validate checks the configuration and names the key of the first problem.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	if c.DataDir == "" {
+		bad("data_dir", "must not be empty")
+	}
+	if c.ShmDir == "" {
+		bad("shm_dir", "must not be empty")
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "auto", "console", "json":
+	default:
+		bad("log.format", "%q is not one of auto, console, json", c.Log.Format)
+	}
+	addr := func(key, v string, optional bool) {
+		if v == "" && optional {
+			return
+		}
+		if _, _, err := net.SplitHostPort(v); err != nil {
+			bad(key, "%q is not host:port: %v", v, err)
+		}
+	}
+	addr("nats.listen", c.NATS.Listen, c.NATS.URL != "")
+	addr("worldmgr.listen", c.WorldMgr.Listen, false)
+	addr("worldmgr.admin", c.WorldMgr.Admin, false)
+	addr("datasvr.admin", c.Datasvr.Admin, false)
+	addr("gateway.listen", c.Gateway.Listen, false)
+	addr("gateway.websocket", c.Gateway.WebSocket, false)
+	addr("gateway.admin", c.Gateway.Admin, false)
+	w := c.WorldMgr
+	if w.HeartbeatInterval <= 0 {
+		bad("worldmgr.heartbeat_interval", "must be positive, got %s", w.HeartbeatInterval)
+	}
+	if w.HeartbeatTimeout <= w.HeartbeatInterval {
+		bad("worldmgr.heartbeat_timeout", "must be greater than worldmgr.heartbeat_interval (%s), got %s", w.HeartbeatInterval, w.HeartbeatTimeout)
+	}
+	if w.RecoveryWindow < 0 {
+		bad("worldmgr.recovery_window", "must not be negative")
+	}
+	if w.Restart.MaxRestarts < 0 {
+		bad("worldmgr.restart.max_restarts", "must not be negative")
+	}
+	if w.Restart.Window <= 0 {
+		bad("worldmgr.restart.window", "must be positive")
+	}
+	if w.Restart.BackoffInitial < 0 || w.Restart.BackoffMax < w.Restart.BackoffInitial {
+		bad("worldmgr.restart.backoff_max", "must be at least worldmgr.restart.backoff_initial")
+	}
+	s := c.Scene
+	if s.TickHz < 1 || s.TickHz > 1000 {
+		bad("scene.tick_hz", "must be between 1 and 1000, got %d", s.TickHz)
+	}
+	if s.ShmSlots < 1 {
+		bad("scene.shm_slots", "must be at least 1")
+	}
+	if s.ShmSlotSize < 64<<10 {
+		bad("scene.shm_slot_size", "must be at least 65536, got %d", s.ShmSlotSize)
+	}
+	if s.SnapshotEvents < 1 {
+		bad("scene.snapshot_events", "must be at least 1")
+	}
+	if s.FlushInterval <= 0 {
+		bad("scene.flush_interval", "must be positive")
+	}
+	if s.SaveInterval <= 0 {
+		bad("scene.save_interval", "must be positive")
+	}
+	if c.Datasvr.Database == "" {
+		bad("datasvr.database", "must not be empty")
+	}
+	if c.Datasvr.FlushInterval <= 0 {
+		bad("datasvr.flush_interval", "must be positive")
+	}
+	if len(c.Processes) == 0 {
+		bad("processes", "at least one scene process is needed")
+	}
+	names := map[string]bool{}
+	scenes := map[string]string{}
+	for i, p := range c.Processes {
+		key := fmt.Sprintf("processes[%d]", i)
+		if !validName(p.Name) {
+			bad(key+".name", "%q must be 1-32 characters of a-z, 0-9, '-' or '_'", p.Name)
+		}
+		if names[p.Name] {
+			bad(key+".name", "%q is used twice", p.Name)
+		}
+		names[p.Name] = true
+		if len(p.Scenes) == 0 {
+			bad(key+".scenes", "process %q hosts no scene", p.Name)
+		}
+		for j, sc := range p.Scenes {
+			if !validName(sc) {
+				bad(fmt.Sprintf("%s.scenes[%d]", key, j), "%q must be 1-32 characters of a-z, 0-9, '-' or '_'", sc)
+			}
+			if other, dup := scenes[sc]; dup {
+				bad(fmt.Sprintf("%s.scenes[%d]", key, j), "scene %q is already hosted by process %q", sc, other)
+			}
+			scenes[sc] = p.Name
+		}
+	}
+	if len(errs) > 0 {
+		return &Error{Problems: errs}
+	}
+	return nil
+}
+
+func validName(s string) bool {
+	if len(s) == 0 || len(s) > 32 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// Error lists every problem found in a configuration.
+type Error struct{ Problems []error }
+
+func (e *Error) Error() string {
+	msg := "invalid config: "
+	for i, p := range e.Problems {
+		if i > 0 {
+			msg += "; "
+		}
+		msg += p.Error()
+	}
+	return msg
+}
+
+// ClientURL is the NATS URL every process connects to: the external one, or
+// the one datasvr embeds.
+func (n NATS) ClientURL() string {
+	if n.URL != "" {
+		return n.URL
+	}
+	return "nats://" + n.Listen
+}
