@@ -168,21 +168,25 @@ func (sl *Slot) Replay(fn func(r Record) error) error {
 	if sl.dead != nil {
 		return sl.unusable("replay")
 	}
+	var seq uint64
+	var fnErr error
 	err := sl.scan(sl.halves[sl.active], func(r Record, _ int) error {
-		if err := fn(r); err != nil {
-			return fmt.Errorf("shmlog: replay of slot %d (%q) at seq %d: %w", sl.idx, sl.id, r.Seq, err)
-		}
-		return nil
+		seq, fnErr = r.Seq, fn(r)
+		return fnErr
 	})
-	if err != nil {
+	switch {
+	case err == nil:
+		return nil
+	case err == fnErr:
+		return fmt.Errorf("shmlog: replay of slot %d (%q) at seq %d: %w", sl.idx, sl.id, seq, err)
+	default:
 		return fmt.Errorf("shmlog: replay: %w", err)
 	}
-	return nil
 }
 
 // Stats describes the active half.
 func (sl *Slot) Stats() SlotStats {
-	size := len(sl.halves[sl.active])
+	size := sl.store.halfSize
 	return SlotStats{
 		Index:         sl.idx,
 		Generation:    sl.gen,
