@@ -2,7 +2,11 @@
 // the module that says who owns it, who reads it and how it is pushed.
 package modules
 
-import "time"
+import (
+	"time"
+
+	"github.com/respawn-dev/respawn/internal/replica"
+)
 
 // Scene states as the world manager reports them.
 const (
@@ -25,4 +29,14 @@ type SceneRow struct {
 	Restarts int       `json:"restarts"`
 	Since    time.Time `json:"since"`
 	ReplayMS float64   `json:"replay_ms"`
+}
+
+// SceneTable is the scene table: the world manager owns it, gateways route
+// from their replica, the CLI shows it. Immediate, because a gateway must
+// follow a respawned scene to its new address at once.
+var SceneTable = replica.Module{
+	Name:        "scene_table",
+	Owner:       replica.RoleWorldMgr,
+	Subscribers: []replica.Role{replica.RoleGateway, replica.RoleCLI},
+	Mode:        replica.Immediate,
 }
