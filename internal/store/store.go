@@ -1,10 +1,21 @@
 // Package store is the database behind the data server: one interface,
 // three backends (SQLite, PostgreSQL, MySQL/MariaDB), chosen by DSN.
+//
+// All three share one implementation on top of database/sql (sqlstore.go);
+// a dialect supplies the SQL that differs: placeholders, the versioned
+// upsert, the schema migrations and the lock that serialises migrating
+// processes. The write path is built for the data server's write-behind
+// flush: SaveBatch is one transaction made of a few multi-row upserts, so
+// the cost per player is a fraction of a statement, and the upsert itself
+// refuses to replace a row with an older version, so a delayed or retried
+// flush can never roll a player back.
 package store
 
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 )
 
 // Record is one player's row: the latest data the data server flushed, and
@@ -39,4 +50,46 @@ type Stats struct {
 	Rows       uint64
 	Statements uint64
 	Batches    uint64
+}
+
+// Open connects to the database named by dsn, applies pending schema
+// migrations and returns a ready Store. Accepted forms:
+//
+//	sqlite:PATH                       PATH relative to dataDir unless absolute
+//	postgres://... / postgresql://... pgx connection URL
+//	mysql://user:pass@tcp(host:port)/db?params   go-sql-driver/mysql DSN after the prefix
+//
+// A database that cannot be reached fails Open with an error after at most
+// the connect timeout (5s unless the DSN sets one) or when ctx ends.
+func Open(ctx context.Context, dsn string, dataDir string) (Store, error) {
+	scheme, rest, ok := splitScheme(dsn)
+	if !ok {
+		// Deliberately not quoting dsn: it may hold a password.
+		return nil, errors.New("store: DSN has no scheme (want sqlite:PATH, postgres://..., postgresql://... or mysql://...)")
+	}
+	switch scheme {
+	case "sqlite":
+		return openSQLite(ctx, rest, dataDir)
+	case "postgres", "postgresql":
+		return openPostgres(ctx, dsn)
+	case "mysql":
+		return openMySQL(ctx, strings.TrimPrefix(rest, "//"))
+	default:
+		return nil, fmt.Errorf("store: unsupported DSN scheme %q (want sqlite, postgres, postgresql or mysql)", scheme)
+	}
+}
+
+// splitScheme splits "scheme:rest". The scheme is lower-cased so that
+// "SQLite:x.db" works; rest is returned untouched.
+func splitScheme(dsn string) (scheme, rest string, ok bool) {
+	i := strings.IndexByte(dsn, ':')
+	if i <= 0 {
+		return "", "", false
+	}
+	for _, c := range dsn[:i] {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '+' || c == '-' || c == '.') {
+			return "", "", false
+		}
+	}
+	return strings.ToLower(dsn[:i]), dsn[i+1:], true
 }
