@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"os"
 	"strings"
 	"time"
 
@@ -80,11 +81,11 @@ func (s *Server) Shutdown(ctx context.Context) error { return s.srv.Shutdown(ctx
 func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
 	if s.health != nil {
 		if err := s.health(); err != nil {
-			WriteError(w, http.StatusServiceUnavailable, err)
+			WriteJSON(w, http.StatusServiceUnavailable, map[string]any{"healthy": false, "pid": os.Getpid(), "error": err.Error()})
 			return
 		}
 	}
-	WriteJSON(w, http.StatusOK, map[string]any{"healthy": true})
+	WriteJSON(w, http.StatusOK, map[string]any{"healthy": true, "pid": os.Getpid()})
 }
 
 func (s *Server) auth(next http.Handler) http.Handler {

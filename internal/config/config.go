@@ -67,7 +67,10 @@ type WorldMgr struct {
 	// RecoveryWindow is how long a restarted manager collects scene reports
 	// before respawning scenes nobody reported. 0 means 2 × HeartbeatTimeout.
 	RecoveryWindow time.Duration `yaml:"recovery_window"`
-	Restart        Restart       `yaml:"restart"`
+	// StartTimeout bounds how long a spawned scene process may take to
+	// replay its log and register before it is killed and counted a crash.
+	StartTimeout time.Duration `yaml:"start_timeout"`
+	Restart      Restart       `yaml:"restart"`
 }
 
 // Restart is an OTP-style restart policy, shared by the world manager (for
@@ -141,6 +144,7 @@ func Default() Config {
 			Admin:             "127.0.0.1:7101",
 			HeartbeatInterval: 200 * time.Millisecond,
 			HeartbeatTimeout:  time.Second,
+			StartTimeout:      15 * time.Second,
 			Restart: Restart{
 				MaxRestarts:    5,
 				Window:         30 * time.Second,
@@ -254,6 +258,9 @@ func (c *Config) Validate() error {
 	}
 	if w.RecoveryWindow < 0 {
 		bad("worldmgr.recovery_window", "must not be negative")
+	}
+	if w.StartTimeout <= 0 {
+		bad("worldmgr.start_timeout", "must be positive")
 	}
 	if w.Restart.MaxRestarts < 0 {
 		bad("worldmgr.restart.max_restarts", "must not be negative")

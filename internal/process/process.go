@@ -1,0 +1,95 @@
+// Package process starts, signals and watches OS processes by pid. The world
+// manager uses it for scene processes, which must outlive the manager, and
+// `respawn up` for daemons.
+package process
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Alive reports whether pid is a live process. A zombie (dead, not yet
+// reaped by its parent) counts as dead: it can never run again.
+func Alive(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
+		return false
+	}
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	// The state letter follows the command name in parentheses, which may
+	// itself contain spaces or parentheses: split at the last ')'.
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 || i+2 >= len(stat) {
+		return true
+	}
+	state := stat[i+2]
+	return state != 'Z' && state != 'X'
+}
+
+// Signal sends sig to pid.
+func Signal(pid int, sig syscall.Signal) error {
+	if pid <= 0 {
+		return fmt.Errorf("signal pid %d: not a process id", pid)
+	}
+	if err := syscall.Kill(pid, sig); err != nil {
+		return fmt.Errorf("signal %s to pid %d: %w", sig, pid, err)
+	}
+	return nil
+}
+
+// WaitGone polls until pid is no longer alive or ctx ends.
+func WaitGone(ctx context.Context, pid int) error {
+	t := time.NewTicker(2 * time.Millisecond)
+	defer t.Stop()
+	for Alive(pid) {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("pid %d still alive: %w", pid, ctx.Err())
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// KillAndWait sends SIGKILL to pid and waits until it is gone, so whatever
+// it held (a log's lock, a port) is free for its replacement.
+func KillAndWait(ctx context.Context, pid int) error {
+	if !Alive(pid) {
+		return nil
+	}
+	if err := Signal(pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return err
+	}
+	return WaitGone(ctx, pid)
+}
+
+// ParseSignal accepts KILL, SIGKILL, kill, STOP, TERM, CONT, INT, HUP.
+func ParseSignal(s string) (syscall.Signal, error) {
+	switch strings.TrimPrefix(strings.ToUpper(s), "SIG") {
+	case "KILL":
+		return syscall.SIGKILL, nil
+	case "STOP":
+		return syscall.SIGSTOP, nil
+	case "CONT":
+		return syscall.SIGCONT, nil
+	case "TERM":
+		return syscall.SIGTERM, nil
+	case "INT":
+		return syscall.SIGINT, nil
+	case "HUP":
+		return syscall.SIGHUP, nil
+	}
+	return 0, fmt.Errorf("unknown signal %q (want KILL, STOP, CONT, TERM, INT or HUP)", s)
+}

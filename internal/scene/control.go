@@ -1,0 +1,121 @@
+package scene
+
+import (
+	"context"
+	"errors"
+	"net"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/respawn-dev/respawn/internal/config"
+	"github.com/respawn-dev/respawn/internal/ctlproto"
+)
+
+// control is the scene process's side of the control connection. The
+// process keeps serving players whatever happens here: a lost manager only
+// means reconnecting, with backoff, and reporting again.
+type control struct {
+	cfg    config.WorldMgr
+	log    *zap.Logger
+	hello  func() ctlproto.Hello
+	report func() []ctlproto.SceneReport
+	// exit is called when the manager tells this process to go.
+	exit func(reason string)
+}
+
+func (c *control) run(ctx context.Context) {
+	backoff := 20 * time.Millisecond
+	for ctx.Err() == nil {
+		registered, err := c.session(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if registered {
+			backoff = 20 * time.Millisecond
+		}
+		c.log.Warn("world manager connection lost; still serving, reconnecting",
+			zap.Error(err), zap.Duration("backoff", backoff))
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		// Short ceiling: a restarted manager collects reports only for its
+		// recovery window (2 × heartbeat timeout by default).
+		backoff = min(backoff*2, c.cfg.HeartbeatTimeout/2)
+	}
+}
+
+var errExit = errors.New("told to exit")
+
+// session runs one connection until it breaks. registered says whether the
+// manager accepted us on it.
+func (c *control) session(ctx context.Context) (registered bool, err error) {
+	d := net.Dialer{Timeout: c.cfg.HeartbeatTimeout}
+	nc, err := d.DialContext(ctx, "tcp", c.cfg.Listen)
+	if err != nil {
+		return false, err
+	}
+	conn := ctlproto.NewConn(nc)
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+
+	if err := conn.Send(ctlproto.TypeHello, c.hello(), c.cfg.HeartbeatTimeout); err != nil {
+		return false, err
+	}
+	f, err := conn.Receive(c.cfg.HeartbeatTimeout)
+	if err != nil {
+		return false, err
+	}
+	switch f.Type {
+	case ctlproto.TypeExit:
+		c.exitWith(f)
+		return false, errExit
+	case ctlproto.TypeWelcome:
+	default:
+		return false, errors.New("expected welcome, got " + f.Type.String())
+	}
+	c.log.Info("registered with world manager", zap.String("manager", c.cfg.Listen))
+
+	errs := make(chan error, 1)
+	go func() {
+		t := time.NewTicker(c.cfg.HeartbeatInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if err := conn.Send(ctlproto.TypeHeartbeat, ctlproto.Heartbeat{Scenes: c.report()}, c.cfg.HeartbeatTimeout); err != nil {
+					errs <- err
+					conn.Close()
+					return
+				}
+			}
+		}
+	}()
+	for {
+		f, err := conn.Receive(c.cfg.HeartbeatTimeout)
+		if err != nil {
+			select {
+			case werr := <-errs:
+				return true, werr
+			default:
+			}
+			return true, err
+		}
+		if f.Type == ctlproto.TypeExit {
+			c.exitWith(f)
+			return true, errExit
+		}
+	}
+}
+
+func (c *control) exitWith(f ctlproto.Frame) {
+	var e ctlproto.Exit
+	_ = f.Decode(&e) // the reason is only for the log
+	c.log.Warn("world manager told this process to exit", zap.String("reason", e.Reason))
+	c.exit(e.Reason)
+}

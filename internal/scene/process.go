@@ -1,0 +1,187 @@
+// Package scene is a scene process: it hosts the scenes the world manager
+// assigned it, each a deterministic state machine driven by one goroutine,
+// keeps every event in a shared-memory log before applying it, and after a
+// crash rebuilds every scene by replaying that log before it reports
+// itself running.
+package scene
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/respawn-dev/respawn/internal/admin"
+	"github.com/respawn-dev/respawn/internal/config"
+	"github.com/respawn-dev/respawn/internal/ctlproto"
+	"github.com/respawn-dev/respawn/internal/modules"
+)
+
+// CrashEnv names scene processes that must exit at start: a test hook for
+// crash loops (RESPAWN_TEST_CRASH_AT_START=forest,town).
+const CrashEnv = "RESPAWN_TEST_CRASH_AT_START"
+
+// Options configure a scene process.
+type Options struct {
+	Config   *config.Config
+	Log      *zap.Logger
+	Process  string // which process of the world config this is
+	Epoch    uint64
+	Restarts int
+}
+
+// Process is a running scene process.
+type Process struct {
+	opt    Options
+	cfg    *config.Config
+	log    *zap.Logger
+	spec   config.Process
+	start  time.Time
+	replay time.Duration
+
+	admin *admin.Server
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	once   sync.Once
+	done   chan struct{}
+	exitMu sync.Mutex
+	exitOK bool // told to exit by the manager (clean exit)
+}
+
+// New checks the options; Start does the work.
+func New(opt Options) (*Process, error) {
+	if opt.Config == nil {
+		return nil, errors.New("scene: no config")
+	}
+	spec, ok := opt.Config.Process(opt.Process)
+	if !ok {
+		return nil, fmt.Errorf("scene: process %q is not in the world config", opt.Process)
+	}
+	if opt.Epoch == 0 {
+		return nil, fmt.Errorf("scene: process %q: epoch must be at least 1", opt.Process)
+	}
+	if opt.Log == nil {
+		opt.Log = zap.NewNop()
+	}
+	return &Process{opt: opt, cfg: opt.Config, log: opt.Log, spec: spec, start: time.Now(), done: make(chan struct{})}, nil
+}
+
+// Start replays the log, starts serving, then registers with the manager.
+func (p *Process) Start(ctx context.Context) error {
+	if slices.Contains(splitList(os.Getenv(CrashEnv)), p.spec.Name) {
+		return fmt.Errorf("scene process %s: crashing at start because %s says so", p.spec.Name, CrashEnv)
+	}
+	p.ctx, p.cancel = context.WithCancel(ctx)
+	began := time.Now()
+	// Replay comes before anything else: nobody may see a scene that is
+	// not yet where it was.
+	p.replay = time.Since(began)
+
+	adm, err := admin.New(p.cfg.Scene.Host+":0", p.cfg.Admin.Token, nil)
+	if err != nil {
+		return fmt.Errorf("scene process %s: %w", p.spec.Name, err)
+	}
+	p.admin = adm
+	p.routes()
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		if err := adm.Serve(); err != nil {
+			p.log.Error("admin server", zap.Error(err))
+		}
+	}()
+
+	ctl := &control{
+		cfg:    p.cfg.WorldMgr,
+		log:    p.log,
+		hello:  p.hello,
+		report: p.report,
+		exit: func(string) {
+			p.exitMu.Lock()
+			p.exitOK = true
+			p.exitMu.Unlock()
+			go p.Shutdown()
+		},
+	}
+	p.wg.Add(1)
+	go func() { defer p.wg.Done(); ctl.run(p.ctx) }()
+	p.log.Info("scene process serving", zap.String("addr", adm.Addr()), zap.Strings("scenes", p.spec.Scenes),
+		zap.Duration("replay", p.replay))
+	go func() {
+		<-p.ctx.Done()
+		p.Shutdown()
+	}()
+	return nil
+}
+
+// Addr is the process's service address.
+func (p *Process) Addr() string { return p.admin.Addr() }
+
+// Done is closed after Shutdown finished.
+func (p *Process) Done() <-chan struct{} { return p.done }
+
+// Shutdown stops serving and closes the log; safe to call twice.
+func (p *Process) Shutdown() {
+	p.once.Do(func() {
+		p.cancel()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = p.admin.Shutdown(ctx) // best effort on the way out
+		p.wg.Wait()
+		close(p.done)
+	})
+}
+
+func (p *Process) hello() ctlproto.Hello {
+	return ctlproto.Hello{
+		Process: p.spec.Name, PID: os.Getpid(), Addr: p.Addr(), Epoch: p.opt.Epoch,
+		Restarts: p.opt.Restarts, Started: p.start, ReplayMS: float64(p.replay.Microseconds()) / 1000,
+		Scenes: p.report(),
+	}
+}
+
+func (p *Process) report() []ctlproto.SceneReport {
+	out := make([]ctlproto.SceneReport, 0, len(p.spec.Scenes))
+	for _, id := range p.spec.Scenes {
+		out = append(out, ctlproto.SceneReport{ID: id, Epoch: p.opt.Epoch, State: modules.SceneRunning})
+	}
+	return out
+}
+
+func (p *Process) routes() {
+	p.admin.Handle("GET /v1/info", func(w http.ResponseWriter, _ *http.Request) {
+		admin.WriteJSON(w, http.StatusOK, p.hello())
+	})
+}
+
+// Run runs a scene process until ctx ends or the manager says exit.
+func Run(ctx context.Context, opt Options) error {
+	p, err := New(opt)
+	if err != nil {
+		return err
+	}
+	if err := p.Start(ctx); err != nil {
+		return err
+	}
+	<-p.Done()
+	return nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}

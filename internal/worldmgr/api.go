@@ -1,0 +1,187 @@
+package worldmgr
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/respawn-dev/respawn/internal/admin"
+	"github.com/respawn-dev/respawn/internal/modules"
+	"github.com/respawn-dev/respawn/internal/process"
+)
+
+// The admin API. Every handler does its work on the loop goroutine via call.
+func (m *Manager) routes() {
+	m.admin.Handle("GET /v1/status", m.apiStatus)
+	m.admin.Handle("GET /v1/scenes", m.apiScenes)
+	m.admin.Handle("POST /v1/scenes/{id}/kill", m.apiKill)
+	m.admin.Handle("POST /v1/scenes/{id}/restart", m.apiRestart)
+	m.admin.Handle("POST /v1/stop", m.apiStop)
+}
+
+// Status is GET /v1/status.
+type Status struct {
+	PID        int  `json:"pid"`
+	Recovering bool `json:"recovering"`
+	Stopping   bool `json:"stopping"`
+}
+
+func (m *Manager) apiStatus(w http.ResponseWriter, _ *http.Request) {
+	var st Status
+	if err := m.call(func() { st = Status{PID: os.Getpid(), Recovering: m.recovering, Stopping: m.stopping} }); err != nil {
+		admin.WriteError(w, http.StatusServiceUnavailable, err)
+		return
+	}
+	admin.WriteJSON(w, http.StatusOK, st)
+}
+
+func (m *Manager) apiScenes(w http.ResponseWriter, _ *http.Request) {
+	var rows []modules.SceneRow
+	if err := m.call(func() { rows = m.table() }); err != nil {
+		admin.WriteError(w, http.StatusServiceUnavailable, err)
+		return
+	}
+	admin.WriteJSON(w, http.StatusOK, rows)
+}
+
+// KillResult is the answer to POST /v1/scenes/{id}/kill.
+type KillResult struct {
+	Scene   string `json:"scene"`
+	Process string `json:"process"`
+	PID     int    `json:"pid"`
+	Epoch   uint64 `json:"epoch"`
+	Signal  string `json:"signal"`
+}
+
+func (m *Manager) apiKill(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	sigName := r.URL.Query().Get("signal")
+	if sigName == "" {
+		sigName = "KILL"
+	}
+	sig, err := process.ParseSignal(sigName)
+	if err != nil {
+		admin.WriteError(w, http.StatusBadRequest, err)
+		return
+	}
+	var res KillResult
+	var status int
+	if err := m.call(func() {
+		p := m.procOf(id)
+		if p == nil {
+			status, err = http.StatusNotFound, fmt.Errorf("unknown scene %q", id)
+			return
+		}
+		if p.pid == 0 || !process.Alive(p.pid) {
+			status, err = http.StatusConflict, fmt.Errorf("scene %q has no live process (state %s)", id, p.state)
+			return
+		}
+		res = KillResult{Scene: id, Process: p.name, PID: p.pid, Epoch: p.epoch, Signal: sig.String()}
+		if err = process.Signal(p.pid, sig); err != nil {
+			status = http.StatusInternalServerError
+		}
+	}); err != nil && status == 0 {
+		status = http.StatusServiceUnavailable
+	}
+	if err != nil {
+		admin.WriteError(w, status, err)
+		return
+	}
+	m.log.Sugar().Infow("operator signalled scene process", "scene", id, "scene_pid", res.PID, "signal", res.Signal)
+	admin.WriteJSON(w, http.StatusOK, res)
+}
+
+// apiRestart clears a failed scene's restart history and starts it; a
+// running one is killed and replaced at once.
+func (m *Manager) apiRestart(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	var err error
+	status := http.StatusOK
+	var row modules.SceneRow
+	if cerr := m.call(func() {
+		p := m.procOf(id)
+		if p == nil {
+			status, err = http.StatusNotFound, fmt.Errorf("unknown scene %q", id)
+			return
+		}
+		if m.stopping {
+			status, err = http.StatusConflict, fmt.Errorf("world is stopping")
+			return
+		}
+		p.hist.Reset()
+		switch p.state {
+		case modules.SceneFailed:
+			p.state = modules.SceneDead
+			p.respawnAt = time.Now()
+			m.maybeRespawn(p, time.Now())
+		case modules.SceneRunning, modules.SceneStarting:
+			m.died(p, "restarted by operator", time.Now())
+			p.hist.Reset() // the operator's restart is not a crash
+		}
+		for _, rr := range m.table() {
+			if rr.ID == id {
+				row = rr
+			}
+		}
+	}); cerr != nil {
+		status, err = http.StatusServiceUnavailable, cerr
+	}
+	if err != nil {
+		admin.WriteError(w, status, err)
+		return
+	}
+	admin.WriteJSON(w, status, row)
+}
+
+// apiStop stops every scene process and waits until they are gone: what
+// `respawn up` does on Ctrl-C. A plain SIGTERM to the manager does not do
+// this, so restarting the manager never stops the world.
+func (m *Manager) apiStop(w http.ResponseWriter, r *http.Request) {
+	done := make(chan struct{})
+	if err := m.call(func() {
+		m.stopping = true
+		m.stopWaiters = append(m.stopWaiters, done)
+		for _, p := range m.procs {
+			if p.conn != nil {
+				p.conn.exit("world stopping")
+			}
+			if p.state == modules.SceneRecovering || p.state == modules.SceneDead && p.dyingPID == 0 {
+				p.state = modules.SceneDead
+			}
+		}
+		m.notifyStopped()
+	}); err != nil {
+		admin.WriteError(w, http.StatusServiceUnavailable, err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	defer cancel()
+	select {
+	case <-done:
+		admin.WriteJSON(w, http.StatusOK, map[string]bool{"stopped": true})
+	case <-ctx.Done():
+		// Graceful exit took too long: kill what is left by pid.
+		_ = m.call(func() {
+			for _, p := range m.procs {
+				if p.pid != 0 && process.Alive(p.pid) {
+					_ = process.Signal(p.pid, syscall.SIGKILL)
+				}
+			}
+		})
+		admin.WriteJSON(w, http.StatusOK, map[string]bool{"stopped": true, "killed": true})
+	}
+}
+
+func (m *Manager) procOf(scene string) *proc {
+	for _, p := range m.procs {
+		for _, s := range p.scenes {
+			if s == scene {
+				return p
+			}
+		}
+	}
+	return nil
+}
