@@ -66,7 +66,7 @@ const (
 	DefaultSlots    = 64
 	DefaultSlotSize = 16 << 20
 
-	MinSlotSize = 8 << 10
+	MinSlotSize = 4 << 10
 	MaxSlotSize = 1 << 30
 	MaxSlots    = 1 << 16
 
@@ -122,7 +122,7 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // must have. Zero fields take the defaults.
 type Options struct {
 	Slots    int // number of slots; default 64, at most MaxSlots
-	SlotSize int // bytes per slot including both halves; default 16 MiB, a multiple of 4096 in [8 KiB, 1 GiB]
+	SlotSize int // bytes per slot including both halves; default 16 MiB, a multiple of 4096 in [4 KiB, 1 GiB]
 }
 
 func (o Options) withDefaults() (Options, error) {
