@@ -1,0 +1,42 @@
+# respawn — build, run and test. `make run` and `make test` are all a fresh
+# clone needs (Go 1.26 on the PATH).
+GO      ?= go
+BIN     := bin
+CONFIG  ?= configs/world.yaml
+FUZZTIME ?= 5s
+
+.PHONY: build run test test-unit fuzz bench vet fmt clean
+
+build:
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+run: build
+	$(BIN)/respawn up --config $(CONFIG)
+
+# Unit and integration tests (the integration tests build and start the real
+# binaries themselves), then every fuzz target briefly.
+test: vet
+	$(GO) test -race -count=1 -timeout 8m ./...
+	$(MAKE) fuzz
+
+fuzz:
+	@set -e; grep -rHoE --include='*_test.go' '^func Fuzz[A-Za-z0-9_]+' internal | sed 's/:func / /' | sort -u | \
+	while read -r file target; do \
+		pkg=./$$(dirname $$file); \
+		echo "fuzz $$target in $$pkg for $(FUZZTIME)"; \
+		$(GO) test -run='^$$' -fuzz="^$$target$$" -fuzztime=$(FUZZTIME) $$pkg; \
+	done
+
+bench: build
+	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=1x ./test/e2e
+	$(GO) test -run='^$$' -bench=. -benchmem ./internal/...
+
+vet:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
+	$(GO) vet ./...
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+clean:
+	rm -rf $(BIN)

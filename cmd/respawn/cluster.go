@@ -1,0 +1,235 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/respawn-dev/respawn/internal/launch"
+	"github.com/respawn-dev/respawn/internal/modules"
+)
+
+func clusterCommands(a *app) []*cobra.Command {
+	return []*cobra.Command{upCommand(a), statusCommand(a), scenesCommand(a), sceneCommand(a), configCommand(a)}
+}
+
+func upCommand(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:   "up",
+		Short: "Start datasvr, worldmgr and gateway, restart them if they die; Ctrl-C stops everything",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := a.config()
+			if err != nil {
+				return err
+			}
+			binDir := cfg.BinDir
+			if binDir == "" {
+				exe, err := os.Executable()
+				if err != nil {
+					return err
+				}
+				binDir = filepath.Dir(exe)
+			}
+			args := a.loader.ChildArgs(cfg)
+			if f := cmd.Flags().Lookup("log.format"); (f == nil || !f.Changed) && os.Getenv("RESPAWN_LOG_FORMAT") == "" && isTerminal(os.Stdout) {
+				args = append(args, "--log.format", "console")
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			return launch.Run(ctx, launch.Options{Config: cfg, ChildArgs: args, BinDir: binDir, Out: a.out})
+		},
+	}
+}
+
+func isTerminal(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// DaemonStatus is one daemon in `respawn status --json`.
+type DaemonStatus struct {
+	Running bool   `json:"running"`
+	PID     int    `json:"pid,omitempty"`
+	Healthy bool   `json:"healthy"`
+	Admin   string `json:"admin"`
+	Error   string `json:"error,omitempty"`
+}
+
+func statusCommand(a *app) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show which daemons run and whether they are healthy",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			cfg, err := a.config()
+			if err != nil {
+				return err
+			}
+			out := map[string]DaemonStatus{}
+			for name, addr := range map[string]string{"worldmgr": cfg.WorldMgr.Admin, "datasvr": cfg.Datasvr.Admin, "gateway": cfg.Gateway.Admin} {
+				var h struct {
+					Healthy bool   `json:"healthy"`
+					PID     int    `json:"pid"`
+					Error   string `json:"error"`
+				}
+				st := DaemonStatus{Admin: addr}
+				if err := a.adminCall("GET", addr, "/healthz", nil, &h); err != nil {
+					st.Error = "not reachable: " + err.Error()
+				} else {
+					st.Running, st.PID, st.Healthy, st.Error = true, h.PID, h.Healthy, h.Error
+				}
+				out[name] = st
+			}
+			if asJSON {
+				return a.printJSON(out)
+			}
+			tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "DAEMON\tPID\tHEALTHY\tADMIN\tNOTE")
+			for _, name := range []string{"datasvr", "worldmgr", "gateway"} {
+				st := out[name]
+				pid := "-"
+				if st.Running {
+					pid = fmt.Sprint(st.PID)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%s\n", name, pid, st.Healthy, st.Admin, st.Error)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func (a *app) scenes() ([]modules.SceneRow, error) {
+	cfg, err := a.config()
+	if err != nil {
+		return nil, err
+	}
+	var rows []modules.SceneRow
+	if err := a.adminCall("GET", cfg.WorldMgr.Admin, "/v1/scenes", nil, &rows); err != nil {
+		return nil, fmt.Errorf("scene table from worldmgr: %w", err)
+	}
+	return rows, nil
+}
+
+func (a *app) sceneRow(id string) (modules.SceneRow, error) {
+	rows, err := a.scenes()
+	if err != nil {
+		return modules.SceneRow{}, err
+	}
+	i := slices.IndexFunc(rows, func(r modules.SceneRow) bool { return r.ID == id })
+	if i < 0 {
+		return modules.SceneRow{}, fmt.Errorf("unknown scene %q", id)
+	}
+	return rows[i], nil
+}
+
+func scenesCommand(a *app) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "scenes",
+		Short: "Show the scene table",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			rows, err := a.scenes()
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return a.printJSON(rows)
+			}
+			tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "SCENE\tPROCESS\tSTATE\tPID\tEPOCH\tPLAYERS\tRESTARTS\tSINCE\tADDR")
+			for _, r := range rows {
+				since := "-"
+				if !r.Since.IsZero() {
+					since = time.Since(r.Since).Round(time.Second).String()
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\n", r.ID, r.Process, r.State, r.PID, r.Epoch, r.Players, r.Restarts, since, r.Addr)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func sceneCommand(a *app) *cobra.Command {
+	scene := &cobra.Command{Use: "scene", Short: "Act on one scene"}
+	var signal string
+	kill := &cobra.Command{
+		Use:   "kill ID",
+		Short: "Send a signal to the process hosting scene ID (default KILL)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			cfg, err := a.config()
+			if err != nil {
+				return err
+			}
+			var res struct {
+				Scene, Process, Signal string
+				PID                    int
+				Epoch                  uint64
+			}
+			path := "/v1/scenes/" + url.PathEscape(args[0]) + "/kill?signal=" + url.QueryEscape(signal)
+			if err := a.adminCall("POST", cfg.WorldMgr.Admin, path, nil, &res); err != nil {
+				return err
+			}
+			fmt.Fprintf(a.out, "sent %s to pid %d (process %s, epoch %d) hosting scene %s\n", res.Signal, res.PID, res.Process, res.Epoch, res.Scene)
+			return nil
+		},
+	}
+	kill.Flags().StringVar(&signal, "signal", "KILL", "KILL, STOP, CONT or TERM")
+	restart := &cobra.Command{
+		Use:   "restart ID",
+		Short: "Restart scene ID's process; also clears a failed scene",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			cfg, err := a.config()
+			if err != nil {
+				return err
+			}
+			var row modules.SceneRow
+			if err := a.adminCall("POST", cfg.WorldMgr.Admin, "/v1/scenes/"+url.PathEscape(args[0])+"/restart", nil, &row); err != nil {
+				return err
+			}
+			fmt.Fprintf(a.out, "scene %s: %s (process %s)\n", row.ID, row.State, row.Process)
+			return nil
+		},
+	}
+	scene.AddCommand(kill, restart)
+	return scene
+}
+
+func configCommand(a *app) *cobra.Command {
+	c := &cobra.Command{Use: "config", Short: "Configuration tools"}
+	c.AddCommand(&cobra.Command{
+		Use:   "validate",
+		Short: "Load the configuration exactly as a daemon would and report problems",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			cfg, err := a.config()
+			if err != nil {
+				return err
+			}
+			src := cfg.Source
+			if src == "" {
+				src = "built-in defaults"
+			}
+			fmt.Fprintf(a.out, "config OK (%s): %d scene processes\n", src, len(cfg.Processes))
+			return nil
+		},
+	})
+	return c
+}
