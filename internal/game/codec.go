@@ -570,6 +570,9 @@ func unmarshalAs[T Result](b []byte) (Result, error) {
 // normItems sorts and merges l by item, rejecting non-positive counts, so a
 // trade has one canonical form however the client spelled it.
 func normItems(l []ItemCount) ([]ItemCount, error) {
+	if len(l) == 0 {
+		return nil, nil // nil, not empty: the snapshot cannot tell them apart
+	}
 	if len(l) > maxTradeLines {
 		return nil, fmt.Errorf("more than %d lines", maxTradeLines)
 	}

@@ -438,6 +438,9 @@ func (s *Scene) removePlayer(p *playerState) {
 // arrive makes incoming data a present player, placed at the spawn point.
 func (s *Scene) arrive(d player.Data, version uint64) *playerState {
 	d = d.Clone()
+	if len(d.Items) == 0 {
+		d.Items = nil
+	}
 	p := &playerState{data: d, version: version, join: version, acked: version, hp: maxHP(d.Level)}
 	if d.Scene != s.def.ID {
 		p.data.Scene = s.def.ID
@@ -668,7 +671,13 @@ func (s *Scene) addItem(p *playerState, item string, delta int64) error {
 	if delta > 0 && have > maxHoldable-delta {
 		return fmt.Errorf("player %s: %s would exceed %d", p.data.ID, item, int64(maxHoldable))
 	}
-	return p.data.Add(item, delta)
+	if err := p.data.Add(item, delta); err != nil {
+		return err
+	}
+	if len(p.data.Items) == 0 {
+		p.data.Items = nil // one spelling of "no items", as after a restore
+	}
+	return nil
 }
 
 // maxHoldable caps any balance far below int64 overflow.
@@ -698,8 +707,8 @@ func (s *Scene) opBuy(p *playerState, op Buy, out []Effect) (Result, []Effect) {
 	if have := p.data.Count(op.Item); have > maxHoldable-op.Count {
 		return errResult(ErrLimit, "cannot hold more %s", op.Item), out
 	}
-	_ = p.data.Add(goldItem, -cost) // checked above
-	_ = p.data.Add(op.Item, op.Count)
+	_ = s.addItem(p, goldItem, -cost) // checked above
+	_ = s.addItem(p, op.Item, op.Count)
 	s.led(goldItem).Sunk += cost
 	s.led(op.Item).Minted += op.Count
 	out = append(out, s.save(p, true), s.profile(p))
