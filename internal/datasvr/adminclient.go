@@ -1,0 +1,102 @@
+package datasvr
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// AdminClient is the GM / operations side of datasvr (the respawn CLI and
+// the bot). Requests without a deadline in ctx time out after 15 s.
+type AdminClient struct {
+	nc      *nats.Conn
+	timeout time.Duration
+}
+
+// NewAdminClient returns an admin client over nc.
+func NewAdminClient(nc *nats.Conn) *AdminClient {
+	return &AdminClient{nc: nc, timeout: 15 * time.Second}
+}
+
+// Create makes a new player (a GM test character).
+func (a *AdminClient) Create(ctx context.Context, id, name string) error {
+	var ack Ack
+	if err := request(ctx, a.nc, a.timeout, SubjectCreate, CreateRequest{Player: id, Name: name}, &ack); err != nil {
+		return fmt.Errorf("create player %s: %w", id, err)
+	}
+	if err := ack.Error.Err(); err != nil {
+		return fmt.Errorf("create player %s: %w", id, err)
+	}
+	return nil
+}
+
+// Show returns a player as datasvr holds it (the newest acknowledged data).
+func (a *AdminClient) Show(ctx context.Context, id string) (ShowReply, error) {
+	var rep ShowReply
+	if err := request(ctx, a.nc, a.timeout, SubjectShow, ShowRequest{Player: id}, &rep); err != nil {
+		return rep, fmt.Errorf("show player %s: %w", id, err)
+	}
+	if err := rep.Error.Err(); err != nil {
+		return rep, fmt.Errorf("show player %s: %w", id, err)
+	}
+	return rep, nil
+}
+
+// Give adds count of item (negative: takes) and returns once the change
+// is durable: in datasvr's journal for an offline player, in the owner
+// scene's acknowledged save for an online one.
+func (a *AdminClient) Give(ctx context.Context, reqID, id, item string, count int64) (GiveReply, error) {
+	var rep GiveReply
+	if err := request(ctx, a.nc, a.timeout, SubjectGive, AdminGiveRequest{ReqID: reqID, Player: id, Item: item, Count: count}, &rep); err != nil {
+		return rep, fmt.Errorf("give player %s %d %s: %w", id, count, item, err)
+	}
+	if rep.Error != "" {
+		return rep, fmt.Errorf("give player %s %d %s: %w", id, count, item, codeErr(rep.Code, rep.Error))
+	}
+	return rep, nil
+}
+
+// Kick asks the owner scene to save and drop the player. With force, a
+// scene that does not answer loses the lease anyway.
+func (a *AdminClient) Kick(ctx context.Context, reqID, id string, force bool) error {
+	var rep KickReply
+	if err := request(ctx, a.nc, a.timeout, SubjectKick, AdminKickRequest{ReqID: reqID, Player: id, Force: force}, &rep); err != nil {
+		return fmt.Errorf("kick player %s: %w", id, err)
+	}
+	if rep.Error != "" {
+		return fmt.Errorf("kick player %s: %w", id, codeErr(rep.Code, rep.Error))
+	}
+	return nil
+}
+
+// Flush returns once the database holds everything datasvr acknowledged
+// before the call.
+func (a *AdminClient) Flush(ctx context.Context) (int, error) {
+	var rep FlushReply
+	if err := request(ctx, a.nc, a.timeout, SubjectFlush, FlushRequest{}, &rep); err != nil {
+		return 0, fmt.Errorf("flush: %w", err)
+	}
+	if err := rep.Error.Err(); err != nil {
+		return 0, fmt.Errorf("flush: %w", err)
+	}
+	return rep.Players, nil
+}
+
+// Stats returns datasvr's counters.
+func (a *AdminClient) Stats(ctx context.Context) (StatsReply, error) {
+	var rep StatsReply
+	if err := request(ctx, a.nc, a.timeout, SubjectStats, StatsRequest{}, &rep); err != nil {
+		return rep, fmt.Errorf("stats: %w", err)
+	}
+	return rep, rep.Error.Err()
+}
+
+func codeErr(code, msg string) error {
+	if code == "" {
+		return errors.New(msg)
+	}
+	return (&Error{Code: code, Message: msg}).Err()
+}
