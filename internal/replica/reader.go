@@ -221,9 +221,10 @@ func NewReader[T any](ctx context.Context, nc *nats.Conn, m Module, role Role, o
 		return nil, fmt.Errorf("replica: module %s: subscribe inbox: %w", m.Name, err)
 	}
 	for _, s := range []*nats.Subscription{r.updSub, r.inboxSub} {
-		// Position modules can burst thousands of entries per interval;
-		// give the subscription room before NATS calls it a slow consumer.
-		_ = s.SetPendingLimits(1<<16, 256<<20)
+		// Bursts (an immediate module flooded, a big snapshot) should queue
+		// rather than be dropped; a drop is still repaired by the gap
+		// detection and resync.
+		_ = s.SetPendingLimits(1<<20, 256<<20)
 	}
 	r.statusCh = nc.StatusChanged(nats.CONNECTED)
 	ctx, r.cancel = context.WithCancel(ctx)
