@@ -271,6 +271,9 @@ func (s *Server) startNATS() error {
 	if err != nil {
 		return fmt.Errorf("datasvr: nats.listen: %w", err)
 	}
+	if port == 0 {
+		port = server.RANDOM_PORT // nats-server reads 0 as its default, 4222
+	}
 	ns, err := server.NewServer(&server.Options{
 		ServerName: "respawn-datasvr",
 		Host:       host,
