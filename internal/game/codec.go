@@ -59,13 +59,38 @@ var (
 	errOverflow = errors.New("integer overflow")
 )
 
-type encoder struct{ b []byte }
+// encoder appends the primitives. It refuses (via err) anything the decoder
+// would refuse, so a record that was logged can always be replayed.
+type encoder struct {
+	b   []byte
+	err error
+}
 
-func (e *encoder) u8(v byte)      { e.b = append(e.b, v) }
-func (e *encoder) uv(v uint64)    { e.b = binary.AppendUvarint(e.b, v) }
-func (e *encoder) v(v int64)      { e.b = binary.AppendVarint(e.b, v) }
-func (e *encoder) u64(v uint64)   { e.b = binary.LittleEndian.AppendUint64(e.b, v) }
-func (e *encoder) str(s string)   { e.uv(uint64(len(s))); e.b = append(e.b, s...) }
+func (e *encoder) u8(v byte)    { e.b = append(e.b, v) }
+func (e *encoder) uv(v uint64)  { e.b = binary.AppendUvarint(e.b, v) }
+func (e *encoder) v(v int64)    { e.b = binary.AppendVarint(e.b, v) }
+func (e *encoder) u64(v uint64) { e.b = binary.LittleEndian.AppendUint64(e.b, v) }
+func (e *encoder) str(s string) {
+	if len(s) > maxStrLen && e.err == nil {
+		e.err = fmt.Errorf("string of %d bytes: %w", len(s), errTooLong)
+	}
+	e.uv(uint64(len(s)))
+	e.b = append(e.b, s...)
+}
+
+func (e *encoder) int(v int) {
+	if (v < math.MinInt32 || v > math.MaxInt32) && e.err == nil {
+		e.err = fmt.Errorf("int %d: %w", v, errOverflow)
+	}
+	e.v(int64(v))
+}
+
+func (e *encoder) list(n int) {
+	if n > maxListLen && e.err == nil {
+		e.err = fmt.Errorf("list of %d: %w", n, errTooLong)
+	}
+	e.uv(uint64(n))
+}
 func (e *encoder) bytes(b []byte) { e.uv(uint64(len(b))); e.b = append(e.b, b...) }
 func (e *encoder) boolean(v bool) {
 	if v {
@@ -76,7 +101,7 @@ func (e *encoder) boolean(v bool) {
 }
 
 func (e *encoder) items(l []ItemCount) {
-	e.uv(uint64(len(l)))
+	e.list(len(l))
 	for _, ic := range l {
 		e.str(ic.Item)
 		e.v(ic.Count)
@@ -84,7 +109,7 @@ func (e *encoder) items(l []ItemCount) {
 }
 
 func (e *encoder) strs(l []string) {
-	e.uv(uint64(len(l)))
+	e.list(len(l))
 	for _, s := range l {
 		e.str(s)
 	}
@@ -93,17 +118,17 @@ func (e *encoder) strs(l []string) {
 func (e *encoder) player(d *player.Data) {
 	e.str(d.ID)
 	e.str(d.Name)
-	e.v(int64(d.Level))
+	e.int(d.Level)
 	e.v(d.Gold)
 	names := d.ItemNames()
-	e.uv(uint64(len(names)))
+	e.list(len(names))
 	for _, n := range names {
 		e.str(n)
 		e.v(d.Items[n])
 	}
 	e.str(d.Scene)
-	e.v(int64(d.X))
-	e.v(int64(d.Y))
+	e.int(d.X)
+	e.int(d.Y)
 }
 
 // decoder reads what encoder wrote. The first error sticks and every later
@@ -340,6 +365,9 @@ func AppendEvent(dst []byte, ev Event) ([]byte, error) {
 	default:
 		return dst, fmt.Errorf("game: encode event: unknown type %T", ev)
 	}
+	if e.err != nil {
+		return dst, fmt.Errorf("game: encode %T: %w", ev, e.err)
+	}
 	return e.b, nil
 }
 
@@ -347,8 +375,8 @@ func (e *encoder) op(op Op) error {
 	switch op := op.(type) {
 	case Move:
 		e.u8(opMove)
-		e.v(int64(op.X))
-		e.v(int64(op.Y))
+		e.int(op.X)
+		e.int(op.Y)
 	case Attack:
 		e.u8(opAttack)
 		e.str(op.Monster)

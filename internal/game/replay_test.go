@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/respawn-dev/respawn/internal/player"
@@ -294,6 +295,15 @@ func TestCodecRoundTrip(t *testing.T) {
 	}
 	if _, err := EncodeEvent(nil); err == nil {
 		t.Fatal("encoded nil")
+	}
+	for _, ev := range []Event{
+		Request{Session: "s", Seq: 1, Op: Move{X: 1 << 40}},
+		Request{Session: "s", Seq: 1, Op: Chat{Text: strings.Repeat("x", maxStrLen+1)}},
+		Enter{Player: player.Data{ID: "p", Level: -1 << 40}},
+	} {
+		if b, err := EncodeEvent(ev); err == nil {
+			t.Fatalf("encoded %T that cannot be decoded (%d bytes)", ev, len(b))
+		}
 	}
 	if _, err := EncodeEvent(Request{Session: "s", Seq: 1}); err == nil {
 		t.Fatal("encoded a request without an op")
