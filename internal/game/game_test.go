@@ -611,8 +611,13 @@ func TestSaves(t *testing.T) {
 	if effs := s.Apply(SaveTick{}); effs[0].(Save).Version != 3 {
 		t.Fatalf("second save: %v", effs)
 	}
+	// Until acknowledged, the save is resent on recovery (it may have been
+	// lost with the process), at the same version.
+	if re := effectsOf[Save](s.RecoveryEffects()); len(re) != 1 || re[0].Version != 3 || re[0].Player.X != 7 {
+		t.Fatalf("recovery saves: %+v", re)
+	}
 	s.Apply(SaveAck{Player: "p1", Version: 3})
-	if s.players["p1"].acked != 3 {
+	if s.players["p1"].acked != 3 || len(s.RecoveryEffects()) != 0 {
 		t.Fatal("ack not recorded")
 	}
 	// A rejection of a save from before this stay is stale and ignored.
@@ -630,6 +635,14 @@ func TestSaves(t *testing.T) {
 	effs = s.Apply(Leave{Player: "p2"})
 	if sv := effectsOf[Save](effs); len(sv) != 1 || !sv[0].Urgent {
 		t.Fatalf("leave: %v", effs)
+	}
+	// Leaving with a saved but unacknowledged version resends that save.
+	enter(t, s, "p3", 0, nil)
+	do(t, s, "s3", "p3", 1, Move{X: 9, Y: 9})
+	s.Apply(SaveTick{})
+	effs = s.Apply(Leave{Player: "p3"})
+	if sv := effectsOf[Save](effs); len(sv) != 1 || sv[0].Version != 2 {
+		t.Fatalf("leave after unacked save: %v", effs)
 	}
 }
 

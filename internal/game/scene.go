@@ -241,7 +241,9 @@ func (s *Scene) LiveRooms() []CreateRoom {
 
 // RecoveryEffects is what the process performs after restoring and replaying
 // the scene, instead of re-sending replayed effects: rooms to (re)create,
-// then pending transfers, then EndRoom if the room had finished.
+// then pending transfers, then EndRoom if the room had finished, then saves
+// the data server has not acknowledged (same version: it must treat a save
+// of the version it already holds as a duplicate and acknowledge it).
 func (s *Scene) RecoveryEffects() []Effect {
 	var out []Effect
 	for _, r := range s.LiveRooms() {
@@ -252,6 +254,14 @@ func (s *Scene) RecoveryEffects() []Effect {
 	}
 	if e, ok := s.endRoomEffect(); ok {
 		out = append(out, e)
+	}
+	// A Save emitted before the crash may never have reached the data server,
+	// and replay has marked the player clean: resend every unacknowledged one.
+	// Dirty players are left to the next SaveTick.
+	for _, p := range s.plist {
+		if !p.dirty && p.version > p.acked {
+			out = append(out, Save{Player: p.data.Clone(), Version: p.version, Urgent: true})
+		}
 	}
 	return out
 }
@@ -489,8 +499,12 @@ func (s *Scene) onLeave(ev Leave) []Effect {
 		p.touch()
 	}
 	out := []Effect{Broadcast{Scene: s.def.ID, Body: Notice{Type: "player_left", ID: p.data.ID, Name: p.data.Name}}}
-	if p.dirty {
+	switch {
+	case p.dirty:
 		out = append(out, s.save(p, true))
+	case p.version > p.acked:
+		// Its last save is unacknowledged (maybe lost in a crash): send it again.
+		out = append(out, Save{Player: p.data.Clone(), Version: p.version, Urgent: true})
 	}
 	return out
 }
