@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // NATS subjects. Requests and replies are JSON encodings of the types
@@ -95,7 +96,8 @@ func (e *Error) Err() error {
 		return nil
 	}
 	if s, ok := codeErrs[e.Code]; ok {
-		return fmt.Errorf("%w: %s", s, e.Message)
+		// The message is usually the server's wrapped sentinel already.
+		return fmt.Errorf("%w: %s", s, strings.TrimPrefix(e.Message, s.Error()+": "))
 	}
 	return fmt.Errorf("datasvr: %s: %s", e.Code, e.Message)
 }

@@ -1,0 +1,268 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/spf13/cobra"
+
+	"github.com/respawn-dev/respawn/internal/datasvr"
+)
+
+// playerCommands are the GM commands on player data: they talk to datasvr
+// (and, for save-all, to every scene) over NATS request-reply.
+func playerCommands(a *app) []*cobra.Command {
+	p := &cobra.Command{Use: "player", Short: "Create, inspect and change players (GM)"}
+	p.AddCommand(playerCreateCmd(a), playerShowCmd(a), playerGiveCmd(a, 1), playerGiveCmd(a, -1), playerKickCmd(a))
+	return []*cobra.Command{p, saveAllCmd(a)}
+}
+
+// natsConn connects to the cluster's NATS (cfg.NATS.ClientURL()).
+func (a *app) natsConn() (*nats.Conn, error) {
+	cfg, err := a.config()
+	if err != nil {
+		return nil, err
+	}
+	url := cfg.NATS.ClientURL()
+	nc, err := nats.Connect(url, nats.Name("respawn-cli"), nats.Timeout(5*time.Second))
+	if err != nil {
+		return nil, fmt.Errorf("connect to nats at %s (is datasvr running?): %w", url, err)
+	}
+	return nc, nil
+}
+
+// withDatasvr runs fn with an admin client; the timeout covers the whole
+// command.
+func (a *app) withDatasvr(timeout time.Duration, fn func(ctx context.Context, nc *nats.Conn, c *datasvr.AdminClient) error) error {
+	nc, err := a.natsConn()
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return fn(ctx, nc, datasvr.NewAdminClient(nc))
+}
+
+func playerCreateCmd(a *app) *cobra.Command {
+	var name string
+	cmd := &cobra.Command{
+		Use:   "create ID",
+		Short: "Create a player (a GM test character)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			return a.withDatasvr(15*time.Second, func(ctx context.Context, _ *nats.Conn, c *datasvr.AdminClient) error {
+				if err := c.Create(ctx, args[0], name); err != nil {
+					return err
+				}
+				fmt.Fprintf(a.out, "created player %s\n", args[0])
+				return nil
+			})
+		},
+	}
+	cmd.Flags().StringVar(&name, "name", "", "character name (default: the id)")
+	return cmd
+}
+
+// playerShow is what `player show --json` prints.
+type playerShow struct {
+	ID      string           `json:"id"`
+	Name    string           `json:"name"`
+	Version uint64           `json:"version"`
+	Gold    int64            `json:"gold"`
+	Items   map[string]int64 `json:"items"`
+	Owner   *datasvr.Owner   `json:"owner"`
+	Online  bool             `json:"online"`
+	// InDatabase is false while the newest version is only in datasvr's
+	// journal (durable, not yet flushed).
+	InDatabase bool `json:"in_database"`
+}
+
+func playerShowCmd(a *app) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "show ID",
+		Short: "Show a player's newest acknowledged data",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			return a.withDatasvr(15*time.Second, func(ctx context.Context, _ *nats.Conn, c *datasvr.AdminClient) error {
+				r, err := c.Show(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				out := playerShow{ID: r.ID, Name: r.Name, Version: r.Version, Gold: r.Gold, Items: r.Items,
+					Owner: r.Owner, Online: r.Online, InDatabase: !r.Dirty}
+				if out.Items == nil {
+					out.Items = map[string]int64{}
+				}
+				if asJSON {
+					return a.printJSON(out)
+				}
+				owner := "none (offline)"
+				if r.Owner != nil {
+					owner = fmt.Sprintf("scene %s epoch %d", r.Owner.Scene, r.Owner.Epoch)
+					if r.Owner.Epoch == 0 {
+						owner += " (handed over, not yet loaded)"
+					}
+				}
+				fmt.Fprintf(a.out, "player   %s (%s)\nversion  %d\nowner    %s\ngold     %d\n", r.ID, r.Name, r.Version, owner, r.Gold)
+				names := make([]string, 0, len(r.Items))
+				for k := range r.Items {
+					names = append(names, k)
+				}
+				sort.Strings(names)
+				for _, k := range names {
+					fmt.Fprintf(a.out, "item     %s x%d\n", k, r.Items[k])
+				}
+				return nil
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func playerGiveCmd(a *app, sign int64) *cobra.Command {
+	verb, short := "give", "Give a player COUNT of ITEM (ITEM gold means gold)"
+	if sign < 0 {
+		verb, short = "take", "Take COUNT of ITEM from a player (ITEM gold means gold)"
+	}
+	return &cobra.Command{
+		Use:   verb + " ID ITEM COUNT",
+		Short: short,
+		Long: short + ".\n\nAn online player's owner scene applies the change as a logged event; an offline\n" +
+			"player is changed in datasvr. Either way the command returns once the change is durable.",
+		Args: cobra.ExactArgs(3),
+		RunE: func(_ *cobra.Command, args []string) error {
+			n, err := strconv.ParseInt(args[2], 10, 64)
+			if err != nil || n <= 0 {
+				return fmt.Errorf("COUNT must be a positive integer, got %q", args[2])
+			}
+			return a.withDatasvr(20*time.Second, func(ctx context.Context, _ *nats.Conn, c *datasvr.AdminClient) error {
+				// One id per command: a scene that sees it twice (datasvr
+				// retrying) applies it once.
+				reqID := "gm-" + strings.TrimPrefix(nats.NewInbox(), nats.InboxPrefix)
+				rep, err := c.Give(ctx, reqID, args[0], args[1], sign*n)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(a.out, "player %s now has %d %s (version %d)\n", args[0], rep.Count, args[1], rep.Version)
+				return nil
+			})
+		},
+	}
+}
+
+func playerKickCmd(a *app) *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "kick ID",
+		Short: "Have the player's scene save and drop them",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			return a.withDatasvr(20*time.Second, func(ctx context.Context, _ *nats.Conn, c *datasvr.AdminClient) error {
+				reqID := "kick-" + strings.TrimPrefix(nats.NewInbox(), nats.InboxPrefix)
+				if err := c.Kick(ctx, reqID, args[0], force); err != nil {
+					return err
+				}
+				fmt.Fprintf(a.out, "player %s kicked\n", args[0])
+				return nil
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&force, "force", false, "drop the lease in datasvr if the owner scene does not answer (only when it is dead)")
+	return cmd
+}
+
+func saveAllCmd(a *app) *cobra.Command {
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "save-all",
+		Short: "Every scene saves its players now, then datasvr flushes to the database",
+		Long: "Asks every scene in the config to save all dirty players and waits for their saves to be\n" +
+			"acknowledged, then asks datasvr to flush; returns once the database holds everything.\n" +
+			"Scenes that do not answer within --timeout are reported and make the command fail.",
+		Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			cfg, err := a.config()
+			if err != nil {
+				return err
+			}
+			return a.withDatasvr(timeout+30*time.Second, func(ctx context.Context, nc *nats.Conn, c *datasvr.AdminClient) error {
+				var scenes []string
+				for _, p := range cfg.Processes {
+					scenes = append(scenes, p.Scenes...)
+				}
+				sort.Strings(scenes)
+				replies := make([]string, len(scenes))
+				var failed []string
+				var mu sync.Mutex
+				var wg sync.WaitGroup
+				for i, sc := range scenes {
+					wg.Go(func() {
+						sctx, cancel := context.WithTimeout(ctx, timeout)
+						defer cancel()
+						msg, err := nc.RequestWithContext(sctx, datasvr.SceneSaveAllSubject(sc), mustJSON(datasvr.SaveAllRequest{ReqID: "saveall-" + strconv.FormatInt(time.Now().UnixNano(), 36)}))
+						var rep datasvr.SaveAllReply
+						if err == nil {
+							err = jsonDecode(msg.Data, &rep)
+						}
+						if err == nil && rep.Error != "" {
+							err = errors.New(rep.Error)
+						}
+						mu.Lock()
+						defer mu.Unlock()
+						if err != nil {
+							if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, context.DeadlineExceeded) {
+								err = fmt.Errorf("did not answer within %s", timeout)
+							}
+							replies[i] = fmt.Sprintf("scene %-16s FAILED: %v", sc, err)
+							failed = append(failed, sc)
+							return
+						}
+						replies[i] = fmt.Sprintf("scene %-16s saved %d players", sc, rep.Players)
+					})
+				}
+				wg.Wait()
+				for _, r := range replies {
+					fmt.Fprintln(a.out, r)
+				}
+				n, err := c.Flush(ctx)
+				if err != nil {
+					return fmt.Errorf("datasvr flush: %w", err)
+				}
+				fmt.Fprintf(a.out, "datasvr flushed %d players to the database\n", n)
+				if len(failed) > 0 {
+					sort.Strings(failed)
+					return fmt.Errorf("save-all: %d scene(s) did not save: %s", len(failed), strings.Join(failed, ", "))
+				}
+				return nil
+			})
+		},
+	}
+	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "how long to wait for each scene")
+	return cmd
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("encode %T: %v", v, err)) // only our own plain structs get here
+	}
+	return b
+}
+
+func jsonDecode(b []byte, v any) error {
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("bad reply: %w", err)
+	}
+	return nil
+}
