@@ -136,7 +136,7 @@ func (w *world) route(s *Scene, effects []Effect) {
 			switch {
 			case w.r.IntN(100) == 0:
 				w.queue = append(w.queue, ScriptEvent{Scene: s.ID(), Event: SaveRejected{Player: ef.Player.ID, Version: ef.Version, Reason: "stale epoch"}})
-			case ef.Version > cur.version:
+			case ef.Version >= cur.version: // equal: a resent save, acknowledged again
 				w.datasvr[ef.Player.ID] = simSaved{data: ef.Player.Clone(), version: ef.Version}
 				w.queue = append(w.queue, ScriptEvent{Scene: s.ID(), Event: SaveAck{Player: ef.Player.ID, Version: ef.Version}})
 			default:
