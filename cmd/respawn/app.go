@@ -34,6 +34,7 @@ func (a *app) root() *cobra.Command {
 	a.loader = config.Bind(root.PersistentFlags())
 	for _, add := range []func(*app) []*cobra.Command{
 		clusterCommands,
+		gmCommands,
 	} {
 		root.AddCommand(add(a)...)
 	}

@@ -208,7 +208,7 @@ func sceneCommand(a *app) *cobra.Command {
 			return nil
 		},
 	}
-	scene.AddCommand(kill, restart)
+	scene.AddCommand(kill, restart, sceneInspectCommand(a))
 	return scene
 }
 

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"net"
 	"time"
+
+	"github.com/respawn-dev/respawn/internal/game"
 )
 
 // Config is the whole cluster configuration. Each top-level key is one
@@ -32,6 +34,8 @@ type Config struct {
 
 	// Processes says which scene process hosts which scenes.
 	Processes []Process `yaml:"processes"`
+	// Scenes is the world's content: monsters, NPCs, shops, dungeons.
+	Scenes []game.SceneDef `yaml:"scenes"`
 
 	// Source is the file this configuration was read from ("" for defaults).
 	Source string `yaml:"-"`
@@ -179,7 +183,18 @@ func Default() Config {
 			{Name: "town", Scenes: []string{"town"}},
 			{Name: "forest", Scenes: []string{"forest"}},
 		},
+		Scenes: game.DefaultScenes(),
 	}
+}
+
+// SceneDef returns the definition of scene id.
+func (c *Config) SceneDef(id string) (game.SceneDef, bool) {
+	for _, d := range c.Scenes {
+		if d.ID == id {
+			return d, true
+		}
+	}
+	return game.SceneDef{}, false
 }
 
 // EffectiveRecoveryWindow returns the recovery window with its default applied.
@@ -321,6 +336,20 @@ func (c *Config) Validate() error {
 				bad(fmt.Sprintf("%s.scenes[%d]", key, j), "scene %q is already hosted by process %q", sc, other)
 			}
 			scenes[sc] = p.Name
+			if _, ok := c.SceneDef(sc); !ok && validName(sc) {
+				bad(fmt.Sprintf("%s.scenes[%d]", key, j), "scene %q has no definition under scenes", sc)
+			}
+		}
+	}
+	defs := map[string]bool{}
+	for i, d := range c.Scenes {
+		key := fmt.Sprintf("scenes[%d]", i)
+		if defs[d.ID] {
+			bad(key+".id", "%q is defined twice", d.ID)
+		}
+		defs[d.ID] = true
+		if err := d.Validate(); err != nil {
+			bad(key, "%v", err)
 		}
 	}
 	if len(errs) > 0 {

@@ -9,7 +9,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"slices"
 	"strings"
@@ -17,6 +16,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/respawn-dev/respawn/internal/admin"
 	"github.com/respawn-dev/respawn/internal/config"
@@ -47,6 +48,8 @@ type Process struct {
 	replay time.Duration
 
 	admin *admin.Server
+	host  *host
+	nc    *nats.Conn
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -84,14 +87,35 @@ func (p *Process) Start(ctx context.Context) error {
 	began := time.Now()
 	// Replay comes before anything else: nobody may see a scene that is
 	// not yet where it was.
+	p.host = newHost(p.cfg, p.log, p.opt.Epoch)
+	if err := p.host.open(p.ctx, LogPath(p.cfg.ShmDir, p.spec.Name)); err != nil {
+		p.cancel()
+		return fmt.Errorf("scene process %s: %w", p.spec.Name, err)
+	}
+	if err := p.host.restore(p.spec.Scenes); err != nil {
+		p.host.stopAll()
+		p.cancel()
+		return fmt.Errorf("scene process %s: %w", p.spec.Name, err)
+	}
 	p.replay = time.Since(began)
 
 	adm, err := admin.New(p.cfg.Scene.Host+":0", p.cfg.Admin.Token, nil)
 	if err != nil {
+		p.host.stopAll()
+		p.cancel()
 		return fmt.Errorf("scene process %s: %w", p.spec.Name, err)
 	}
+	adm.Registry.MustRegister(p.host.collectors()...)
 	p.admin = adm
 	p.routes()
+	if err := p.connectNATS(); err != nil {
+		p.host.stopAll()
+		p.cancel()
+		return fmt.Errorf("scene process %s: %w", p.spec.Name, err)
+	}
+	p.host.startAll()
+	p.wg.Add(1)
+	go func() { defer p.wg.Done(); p.flushLog() }()
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
@@ -137,6 +161,10 @@ func (p *Process) Shutdown() {
 		defer cancel()
 		_ = p.admin.Shutdown(ctx) // best effort on the way out
 		p.wg.Wait()
+		if p.nc != nil {
+			p.nc.Close()
+		}
+		p.host.stopAll()
 		close(p.done)
 	})
 }
@@ -152,15 +180,30 @@ func (p *Process) hello() ctlproto.Hello {
 func (p *Process) report() []ctlproto.SceneReport {
 	out := make([]ctlproto.SceneReport, 0, len(p.spec.Scenes))
 	for _, id := range p.spec.Scenes {
-		out = append(out, ctlproto.SceneReport{ID: id, Epoch: p.opt.Epoch, State: modules.SceneRunning})
+		r := ctlproto.SceneReport{ID: id, Epoch: p.opt.Epoch, State: modules.SceneRunning}
+		if l, ok := p.host.loop(id); ok {
+			r.Players = int(l.players.Load())
+		}
+		out = append(out, r)
 	}
 	return out
 }
 
-func (p *Process) routes() {
-	p.admin.Handle("GET /v1/info", func(w http.ResponseWriter, _ *http.Request) {
-		admin.WriteJSON(w, http.StatusOK, p.hello())
-	})
+// flushLog msyncs the log on a timer: a machine crash loses at most one
+// interval; a process crash loses nothing (the page cache survives it).
+func (p *Process) flushLog() {
+	t := time.NewTicker(p.cfg.Scene.FlushInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-t.C:
+			if err := p.host.store.Flush(); err != nil {
+				p.log.Error("flush event log", zap.Error(err))
+			}
+		}
+	}
 }
 
 // Run runs a scene process until ctx ends or the manager says exit.

@@ -1,0 +1,143 @@
+package scene
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+
+	"github.com/respawn-dev/respawn/internal/admin"
+	"github.com/respawn-dev/respawn/internal/game"
+)
+
+// The scene process's own API, on its service address: GM commands and
+// inspection. Every change goes through the loop as a logged event.
+func (p *Process) routes() {
+	p.admin.Handle("GET /v1/info", func(w http.ResponseWriter, _ *http.Request) {
+		admin.WriteJSON(w, http.StatusOK, p.hello())
+	})
+	p.admin.Handle("GET /v1/scenes/{id}/inspect", p.apiInspect)
+	p.admin.Handle("POST /v1/scenes/{id}/gm/damage", p.apiDamage)
+	p.admin.Handle("POST /v1/scenes/{id}/request", p.apiRequest)
+}
+
+func (p *Process) loopFor(w http.ResponseWriter, r *http.Request) (*loop, bool) {
+	id := r.PathValue("id")
+	if r.URL.Query().Get("room") != "" {
+		id = r.URL.Query().Get("room")
+	}
+	l, ok := p.host.loop(id)
+	if !ok {
+		admin.WriteError(w, http.StatusNotFound, fmt.Errorf("scene %q is not hosted by process %s", id, p.spec.Name))
+	}
+	return l, ok
+}
+
+func (p *Process) apiInspect(w http.ResponseWriter, r *http.Request) {
+	l, ok := p.loopFor(w, r)
+	if !ok {
+		return
+	}
+	var v game.View
+	if err := l.read(func(st *game.Scene) { v = st.Inspect() }); err != nil {
+		admin.WriteError(w, http.StatusServiceUnavailable, err)
+		return
+	}
+	v.Epoch = p.opt.Epoch
+	admin.WriteJSON(w, http.StatusOK, v)
+}
+
+// DamageRequest is the body of POST /v1/scenes/{id}/gm/damage. ReqID makes
+// a retried command apply once.
+type DamageRequest struct {
+	ReqID   string `json:"req_id"`
+	Monster string `json:"monster"`
+	Amount  int64  `json:"amount"`
+}
+
+func (p *Process) apiDamage(w http.ResponseWriter, r *http.Request) {
+	l, ok := p.loopFor(w, r)
+	if !ok {
+		return
+	}
+	var req DamageRequest
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	if req.ReqID == "" || req.Monster == "" || req.Amount <= 0 {
+		admin.WriteError(w, http.StatusBadRequest, errors.New("req_id, monster and a positive amount are required"))
+		return
+	}
+	effs, err := l.submit(game.GMDamage{ReqID: req.ReqID, Monster: req.Monster, Amount: req.Amount})
+	if err != nil {
+		admin.WriteError(w, http.StatusServiceUnavailable, err)
+		return
+	}
+	for _, e := range effs {
+		if rep, ok := e.(game.GMReply); ok && rep.ReqID == req.ReqID {
+			writeResult(w, rep.Body)
+			return
+		}
+	}
+	admin.WriteError(w, http.StatusInternalServerError, errors.New("the scene gave no answer"))
+}
+
+// RequestBody is the body of POST /v1/scenes/{id}/request: one client
+// request, as the gateway will relay it.
+type RequestBody struct {
+	Session string          `json:"session"`
+	Player  string          `json:"player"`
+	Seq     uint64          `json:"seq"`
+	Op      json.RawMessage `json:"op"`
+}
+
+func (p *Process) apiRequest(w http.ResponseWriter, r *http.Request) {
+	l, ok := p.loopFor(w, r)
+	if !ok {
+		return
+	}
+	var req RequestBody
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	op, err := DecodeOp(req.Op)
+	if err != nil {
+		admin.WriteError(w, http.StatusBadRequest, err)
+		return
+	}
+	if req.Session == "" || req.Player == "" || req.Seq == 0 {
+		admin.WriteError(w, http.StatusBadRequest, errors.New("session, player and seq (from 1) are required"))
+		return
+	}
+	effs, err := l.submit(game.Request{Session: req.Session, Player: req.Player, Seq: req.Seq, Op: op})
+	if err != nil {
+		admin.WriteError(w, http.StatusServiceUnavailable, err)
+		return
+	}
+	for _, e := range effs {
+		if rep, ok := e.(game.Reply); ok && rep.Session == req.Session {
+			writeResult(w, rep.Body)
+			return
+		}
+	}
+	admin.WriteError(w, http.StatusInternalServerError, errors.New("the scene gave no answer"))
+}
+
+func writeResult(w http.ResponseWriter, body game.Result) {
+	if e, ok := body.(game.ErrorResult); ok {
+		admin.WriteJSON(w, http.StatusUnprocessableEntity, e)
+		return
+	}
+	admin.WriteJSON(w, http.StatusOK, body)
+}
+
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		admin.WriteError(w, http.StatusBadRequest, fmt.Errorf("bad request body: %w", err))
+		return false
+	}
+	return true
+}

@@ -1,0 +1,85 @@
+package scene
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"go.uber.org/zap"
+
+	"github.com/respawn-dev/respawn/internal/game"
+)
+
+// EventSubject is where another process delivers cross-scene events
+// (a travelling player, its acknowledgement) to scene id.
+func EventSubject(scene string) string { return "respawn.scene." + scene + ".event" }
+
+// connectNATS connects to the bus without waiting for it: a scene keeps
+// serving while datasvr (and its embedded NATS server) restarts.
+func (p *Process) connectNATS() error {
+	log := p.log
+	nc, err := nats.Connect(p.cfg.NATS.ClientURL(),
+		nats.Name(fmt.Sprintf("scene %s epoch %d", p.spec.Name, p.opt.Epoch)),
+		nats.RetryOnFailedConnect(true),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(100*time.Millisecond),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			log.Warn("bus disconnected; reconnecting", zap.Error(err))
+		}),
+		nats.ReconnectHandler(func(*nats.Conn) { log.Info("bus reconnected") }),
+	)
+	if err != nil {
+		return fmt.Errorf("connect to NATS %s: %w", p.cfg.NATS.ClientURL(), err)
+	}
+	p.nc = nc
+	p.host.remote = func(ctx context.Context, scene string, ev game.Event) error {
+		raw, err := game.EncodeEvent(ev)
+		if err != nil {
+			return err
+		}
+		msg, err := nc.RequestWithContext(ctx, EventSubject(scene), raw)
+		if err != nil {
+			return fmt.Errorf("deliver to scene %s: %w", scene, err)
+		}
+		if len(msg.Data) > 0 {
+			return fmt.Errorf("scene %s refused the event: %s", scene, msg.Data)
+		}
+		return nil
+	}
+	for _, id := range p.spec.Scenes {
+		l, _ := p.host.loop(id)
+		if _, err := nc.Subscribe(EventSubject(id), func(m *nats.Msg) { p.onBusEvent(l, m) }); err != nil {
+			return fmt.Errorf("subscribe %s: %w", EventSubject(id), err)
+		}
+	}
+	return nil
+}
+
+// onBusEvent accepts only the events other scenes may send; the answer is
+// empty once the event is logged and applied, or an error text.
+func (p *Process) onBusEvent(l *loop, m *nats.Msg) {
+	answer := func(s string) {
+		if m.Reply != "" {
+			_ = m.Respond([]byte(s)) // the sender retries on its own if this is lost
+		}
+	}
+	ev, err := game.DecodeEvent(m.Data)
+	if err != nil {
+		answer("bad event: " + err.Error())
+		return
+	}
+	switch ev.(type) {
+	case game.TravelIn, game.TravelAck:
+	default:
+		answer(fmt.Sprintf("event %T is not accepted from the bus", ev))
+		return
+	}
+	go func() {
+		if _, err := l.submit(ev); err != nil {
+			answer(err.Error())
+			return
+		}
+		answer("")
+	}()
+}

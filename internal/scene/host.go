@@ -1,0 +1,333 @@
+package scene
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/respawn-dev/respawn/internal/config"
+	"github.com/respawn-dev/respawn/internal/game"
+	"github.com/respawn-dev/respawn/internal/shmlog"
+)
+
+// host owns the process's event log and the loops of its scenes and rooms,
+// and performs the effects the loops hand it.
+type host struct {
+	cfg   *config.Config
+	log   *zap.Logger
+	epoch uint64
+	store *shmlog.Store
+	// remote delivers an event to a scene of another process (nil: none).
+	remote func(ctx context.Context, scene string, ev game.Event) error
+	// effects are performed by these hooks where a subsystem handles them
+	// (saves → data server, profiles → replicas, replies → callers).
+	hooks hooks
+
+	mu    sync.Mutex
+	loops map[string]*loop
+
+	mEvents    prometheus.Counter
+	mLogErrors prometheus.Counter
+	mSnapshots prometheus.Histogram
+	mReplay    prometheus.Gauge
+}
+
+// hooks let subsystems take the effects they own. Each runs on the loop
+// goroutine of the scene that produced the effect and must not block.
+type hooks struct {
+	save    func(l *loop, s game.Save)
+	profile func(l *loop, e game.Effect)
+}
+
+// LogPath is where a scene process keeps its event log.
+func LogPath(shmDir, process string) string { return filepath.Join(shmDir, process+".log") }
+
+func newHost(cfg *config.Config, log *zap.Logger, epoch uint64) *host {
+	return &host{
+		cfg: cfg, log: log, epoch: epoch, loops: map[string]*loop{},
+		mEvents: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "respawn_scene_events_total", Help: "Events logged and applied.",
+		}),
+		mLogErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "respawn_scene_log_errors_total", Help: "Events refused because they could not be logged.",
+		}),
+		mSnapshots: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "respawn_scene_snapshot_seconds", Help: "Time to snapshot a scene into its log slot.",
+			Buckets: prometheus.ExponentialBuckets(0.00005, 2, 14),
+		}),
+		mReplay: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "respawn_scene_replay_seconds", Help: "How long the last start's log replay took.",
+		}),
+	}
+}
+
+func (h *host) collectors() []prometheus.Collector {
+	return []prometheus.Collector{h.mEvents, h.mLogErrors, h.mSnapshots, h.mReplay}
+}
+
+// open opens (or creates) the log, waiting briefly if a previous
+// incarnation still holds its lock: the manager kills that one before
+// spawning us, but the kernel may take a moment to release the lock.
+func (h *host) open(ctx context.Context, path string) error {
+	opt := shmlog.Options{Slots: h.cfg.Scene.ShmSlots, SlotSize: h.cfg.Scene.ShmSlotSize}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st, err := shmlog.Open(path, opt)
+		if err == nil {
+			h.store = st
+			return nil
+		}
+		if !errors.Is(err, shmlog.ErrLocked) || time.Now().After(deadline) {
+			return fmt.Errorf("open event log: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// restore rebuilds every hosted scene and live room from the log: the
+// latest snapshot, then every event after it, with effects discarded.
+func (h *host) restore(scenes []string) error {
+	start := time.Now()
+	for _, id := range scenes {
+		def, ok := h.cfg.SceneDef(id)
+		if !ok {
+			return fmt.Errorf("scene %s: no definition", id)
+		}
+		if err := h.restoreOne(id, "", def); err != nil {
+			return err
+		}
+	}
+	// Rooms: each live room of a scene, created if a crash came between
+	// logging its creation and taking its slot.
+	for _, id := range scenes {
+		for _, cr := range h.loops[id].st.LiveRooms() {
+			if err := h.restoreOne(cr.RoomID, id, cr.Def); err != nil {
+				return err
+			}
+		}
+	}
+	// Slots nobody claims are rooms whose end was logged by the parent
+	// just before a crash: free them.
+	for _, id := range h.store.IDs() {
+		if _, ok := h.loops[id]; !ok && strings.Contains(id, "/") {
+			h.log.Info("freeing the slot of an ended room", zap.String("room", id))
+			if err := h.store.Free(id); err != nil {
+				return fmt.Errorf("free ended room %s: %w", id, err)
+			}
+		} else if !ok {
+			h.log.Warn("log slot of a scene this process does not host; left alone", zap.String("slot", id))
+		}
+	}
+	h.mReplay.Set(time.Since(start).Seconds())
+	return nil
+}
+
+func (h *host) restoreOne(id, parent string, def game.SceneDef) error {
+	slot, ok := h.store.Get(id)
+	if !ok {
+		var err error
+		if slot, err = h.store.Create(id); err != nil {
+			return fmt.Errorf("scene %s: take a log slot: %w", id, err)
+		}
+	}
+	st, n, err := Replay(slot, def)
+	if err != nil {
+		return err
+	}
+	l := newLoop(h, id, parent, st, slot)
+	l.sinceSnap = n
+	h.loops[id] = l
+	h.log.Info("scene restored", zap.String("scene", id), zap.Int("events_replayed", n), zap.Uint64("tick", st.Tick()))
+	return nil
+}
+
+// Replay rebuilds a scene from its slot: snapshot, then events. It returns
+// the scene and how many events were applied on top of the snapshot.
+func Replay(slot *shmlog.Slot, def game.SceneDef) (*game.Scene, int, error) {
+	var st *game.Scene
+	n := 0
+	err := slot.Replay(func(r shmlog.Record) error {
+		if r.Kind == shmlog.KindSnapshot {
+			if len(r.Payload) == 0 {
+				st = game.New(def)
+				return nil
+			}
+			var err error
+			st, err = game.Restore(def, r.Payload)
+			return err
+		}
+		if st == nil {
+			st = game.New(def)
+		}
+		ev, err := game.DecodeEvent(r.Payload)
+		if err != nil {
+			return fmt.Errorf("event %d: %w", r.Seq, err)
+		}
+		st.Apply(ev)
+		n++
+		return nil
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("scene %s: replay: %w", slot.ID(), err)
+	}
+	if st == nil {
+		st = game.New(def)
+	}
+	return st, n, nil
+}
+
+// startAll starts every loop, then performs what recovery owes: rooms to
+// create, transfers to resend, ended rooms to free.
+func (h *host) startAll() {
+	h.mu.Lock()
+	loops := h.sortedLoops()
+	for _, l := range loops {
+		go l.run()
+	}
+	h.mu.Unlock()
+	for _, l := range loops {
+		_ = l.read(func(st *game.Scene) { h.perform(l, st.RecoveryEffects()) })
+	}
+}
+
+func (h *host) sortedLoops() []*loop {
+	out := make([]*loop, 0, len(h.loops))
+	for _, l := range h.loops {
+		out = append(out, l)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].id < out[j].id })
+	return out
+}
+
+func (h *host) loop(id string) (*loop, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	l, ok := h.loops[id]
+	return l, ok
+}
+
+// stopAll stops every loop, snapshots and flushes the log, and closes it.
+func (h *host) stopAll() {
+	h.mu.Lock()
+	loops := h.sortedLoops()
+	h.mu.Unlock()
+	for _, l := range loops {
+		l.stop()
+		if !l.freed {
+			_ = l.snapshot() // logged: a failed snapshot only means a longer replay
+		}
+	}
+	if h.store != nil {
+		if err := h.store.Close(); err != nil {
+			h.log.Error("close event log", zap.Error(err))
+		}
+	}
+}
+
+// deliver hands ev to scene to, here or in another process, without
+// blocking the caller's loop.
+func (h *host) deliver(to string, ev game.Event) {
+	if l, ok := h.loop(to); ok {
+		go func() {
+			if _, err := l.submit(ev); err != nil {
+				h.log.Warn("local delivery failed", zap.String("to", to), zap.Error(err))
+			}
+		}()
+		return
+	}
+	if h.remote == nil {
+		h.log.Warn("no route to scene", zap.String("to", to))
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if err := h.remote(ctx, to, ev); err != nil {
+			// Transfers are resent until acknowledged, so this is retried.
+			h.log.Warn("remote delivery failed; will retry", zap.String("to", to), zap.Error(err))
+		}
+	}()
+}
+
+// perform carries out effects on the goroutine of the loop that made them.
+func (h *host) perform(l *loop, effs []game.Effect) {
+	for _, e := range effs {
+		switch e := e.(type) {
+		case game.Save:
+			if h.hooks.save != nil {
+				h.hooks.save(l, e)
+			}
+		case game.TravelOut:
+			h.deliver(e.To, game.TravelIn{TransferID: e.TransferID, From: e.From, Player: e.Player, Version: e.Version})
+		case game.AckTransfer:
+			h.deliver(e.To, game.TravelAck{TransferID: e.TransferID})
+		case game.CreateRoom:
+			if err := h.createRoom(l.id, e); err != nil {
+				l.log.Error("create room", zap.String("room", e.RoomID), zap.Error(err))
+			}
+		case game.EndRoom:
+			h.endRoom(l, e)
+		case game.Warn:
+			l.log.Warn("scene warning", zap.String("msg", e.Msg))
+		case game.ProfileChanged, game.PositionChanged:
+			if h.hooks.profile != nil {
+				h.hooks.profile(l, e)
+			}
+		}
+		// Replies, notifications, broadcasts, chat and kicks go to the
+		// waiting caller (GM API) or, with the gateway, to clients.
+	}
+}
+
+func (h *host) createRoom(parent string, cr game.CreateRoom) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.loops[cr.RoomID]; ok {
+		return nil
+	}
+	slot, ok := h.store.Get(cr.RoomID)
+	if !ok {
+		var err error
+		if slot, err = h.store.Create(cr.RoomID); err != nil {
+			return fmt.Errorf("room %s: %w", cr.RoomID, err)
+		}
+	}
+	l := newLoop(h, cr.RoomID, parent, game.New(cr.Def), slot)
+	h.loops[cr.RoomID] = l
+	go l.run()
+	l.log.Info("room created", zap.String("parent", parent), zap.Int("slot", slot.Index()), zap.Int("free_slots", h.store.FreeSlots()))
+	return nil
+}
+
+// endRoom runs on the room's own loop: tell the parent (which logs it),
+// then free the slot. A crash in between leaves a slot the parent no
+// longer lists, which restore frees.
+func (h *host) endRoom(room *loop, e game.EndRoom) {
+	parent, ok := h.loop(e.Parent)
+	if ok {
+		if _, err := parent.submit(game.RoomEnded{RoomID: e.RoomID, Applied: e.Applied, AppliedFloor: e.AppliedFloor}); err != nil {
+			room.log.Error("parent did not take the room's end; keeping the slot", zap.Error(err))
+			return
+		}
+	}
+	h.mu.Lock()
+	delete(h.loops, e.RoomID)
+	h.mu.Unlock()
+	if err := h.store.Free(e.RoomID); err != nil {
+		room.log.Error("free room slot", zap.Error(err))
+	}
+	room.freed = true
+	room.log.Info("room ended; slot freed", zap.Int("free_slots", h.store.FreeSlots()))
+}

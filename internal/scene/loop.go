@@ -1,0 +1,202 @@
+package scene
+
+import (
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/respawn-dev/respawn/internal/game"
+	"github.com/respawn-dev/respawn/internal/shmlog"
+)
+
+// loop owns one scene's (or dungeon room's) state. Everything that changes
+// the state is an event that arrives on in; the loop logs it, applies it,
+// and hands the effects to the host. Nothing else touches st.
+type loop struct {
+	id     string
+	parent string // for dungeon rooms: the scene that opened it
+	h      *host
+	log    *zap.Logger
+	st     *game.Scene
+	slot   *shmlog.Slot
+
+	in   chan submission
+	quit chan struct{}
+	done chan struct{}
+
+	buf       []byte
+	sinceSnap int
+	lastSnap  time.Time
+	events    uint64 // applied since start, for the load report
+	freed     bool
+	// players is read by the heartbeat reporter on another goroutine.
+	players atomic.Int64
+}
+
+// submission is one event for the loop, or a read of its state.
+type submission struct {
+	ev game.Event
+	// read runs on the loop goroutine instead of an event (inspect).
+	read func(*game.Scene)
+	// done receives the event's effects (nil if it was refused) or is
+	// closed after read.
+	done chan<- result
+}
+
+type result struct {
+	effects []game.Effect
+	err     error
+}
+
+func newLoop(h *host, id, parent string, st *game.Scene, slot *shmlog.Slot) *loop {
+	return &loop{
+		id: id, parent: parent, h: h, st: st, slot: slot,
+		log:  h.log.With(zap.String("scene", id)),
+		in:   make(chan submission, 1024),
+		quit: make(chan struct{}),
+		done: make(chan struct{}),
+		lastSnap: time.Now(),
+	}
+}
+
+// ErrStopped: the scene's loop is no longer running (room ended, process
+// stopping).
+var ErrStopped = errors.New("scene loop stopped")
+
+// submit queues ev and waits for its effects.
+func (l *loop) submit(ev game.Event) ([]game.Effect, error) {
+	done := make(chan result, 1)
+	select {
+	case l.in <- submission{ev: ev, done: done}:
+	case <-l.done:
+		return nil, fmt.Errorf("scene %s: %w", l.id, ErrStopped)
+	}
+	select {
+	case r := <-done:
+		return r.effects, r.err
+	case <-l.done:
+		return nil, fmt.Errorf("scene %s: %w", l.id, ErrStopped)
+	}
+}
+
+// read runs fn on the loop goroutine.
+func (l *loop) read(fn func(*game.Scene)) error {
+	done := make(chan result, 1)
+	select {
+	case l.in <- submission{read: fn, done: done}:
+	case <-l.done:
+		return fmt.Errorf("scene %s: %w", l.id, ErrStopped)
+	}
+	select {
+	case <-done:
+		return nil
+	case <-l.done:
+		return fmt.Errorf("scene %s: %w", l.id, ErrStopped)
+	}
+}
+
+func (l *loop) run() {
+	defer close(l.done)
+	cfg := l.h.cfg.Scene
+	tick := time.NewTicker(time.Second / time.Duration(cfg.TickHz))
+	defer tick.Stop()
+	save := time.NewTicker(cfg.SaveInterval)
+	defer save.Stop()
+	// Unacknowledged transfers are resent until their destination answers.
+	resend := time.NewTicker(time.Second)
+	defer resend.Stop()
+	for {
+		select {
+		case <-l.quit:
+			return
+		case s := <-l.in:
+			if s.read != nil {
+				s.read(l.st)
+				s.done <- result{}
+				continue
+			}
+			effs, err := l.step(s.ev)
+			if s.done != nil {
+				s.done <- result{effects: effs, err: err}
+			}
+		case <-tick.C:
+			_, _ = l.step(game.Tick{}) // a failed append is logged in step
+		case <-save.C:
+			_, _ = l.step(game.SaveTick{})
+		case <-resend.C:
+			for _, t := range l.st.PendingTransfers() {
+				l.h.perform(l, []game.Effect{t})
+			}
+			if time.Since(l.lastSnap) >= cfg.SnapshotInterval && l.sinceSnap > 0 {
+				l.snapshot()
+			}
+		}
+		if l.freed {
+			return
+		}
+	}
+}
+
+// step is the heart of the process: log, then apply, then perform.
+func (l *loop) step(ev game.Event) ([]game.Effect, error) {
+	var err error
+	l.buf, err = game.AppendEvent(l.buf[:0], ev)
+	if err != nil {
+		l.log.Error("event refused: cannot encode", zap.Error(err))
+		return nil, fmt.Errorf("scene %s: encode event: %w", l.id, err)
+	}
+	if err := l.append(l.buf); err != nil {
+		// Never apply what is not in the log: a replay would not know it.
+		l.log.Error("event refused: cannot log it", zap.Error(err))
+		l.h.mLogErrors.Inc()
+		return nil, err
+	}
+	effs := l.st.Apply(ev)
+	l.players.Store(int64(l.st.Players()))
+	l.events++
+	l.h.mEvents.Inc()
+	l.sinceSnap++
+	if l.sinceSnap >= l.h.cfg.Scene.SnapshotEvents {
+		l.snapshot()
+	}
+	l.h.perform(l, effs)
+	return effs, nil
+}
+
+func (l *loop) append(rec []byte) error {
+	_, err := l.slot.Append(rec)
+	if errors.Is(err, shmlog.ErrSlotFull) {
+		// The slot's event area is full: compact into a snapshot and retry.
+		if serr := l.snapshot(); serr != nil {
+			return fmt.Errorf("scene %s: log full and snapshot failed: %w", l.id, serr)
+		}
+		_, err = l.slot.Append(rec)
+	}
+	if err != nil {
+		return fmt.Errorf("scene %s: log append: %w", l.id, err)
+	}
+	return nil
+}
+
+func (l *loop) snapshot() error {
+	start := time.Now()
+	if err := l.slot.Snapshot(l.st.Snapshot()); err != nil {
+		l.log.Error("snapshot failed; events keep accumulating", zap.Error(err))
+		return err
+	}
+	l.sinceSnap, l.lastSnap = 0, time.Now()
+	l.h.mSnapshots.Observe(time.Since(start).Seconds())
+	return nil
+}
+
+func (l *loop) stop() {
+	select {
+	case <-l.quit:
+	default:
+		close(l.quit)
+	}
+	<-l.done
+}
