@@ -54,10 +54,10 @@ type result struct {
 func newLoop(h *host, id, parent string, st *game.Scene, slot *shmlog.Slot) *loop {
 	return &loop{
 		id: id, parent: parent, h: h, st: st, slot: slot,
-		log:  h.log.With(zap.String("scene", id)),
-		in:   make(chan submission, 1024),
-		quit: make(chan struct{}),
-		done: make(chan struct{}),
+		log:      h.log.With(zap.String("scene", id)),
+		in:       make(chan submission, 1024),
+		quit:     make(chan struct{}),
+		done:     make(chan struct{}),
 		lastSnap: time.Now(),
 	}
 }
