@@ -41,7 +41,7 @@ func runMain(m *testing.M) int {
 	defer os.RemoveAll(dir)
 	var pkgs []string
 	for _, name := range []string{"worldmgr", "scene", "respawn", "datasvr", "gateway", "bot"} {
-		if _, err := os.Stat(filepath.Join("..", "..", "cmd", name)); err == nil {
+		if _, err := os.Stat(filepath.Join("..", "..", "cmd", name, "main.go")); err == nil {
 			pkgs = append(pkgs, "./cmd/"+name)
 		}
 	}

@@ -1,0 +1,120 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/respawn-dev/respawn/internal/game"
+	"github.com/respawn-dev/respawn/internal/modules"
+)
+
+func (c *cluster) inspect(id string) (game.View, error) {
+	var v game.View
+	out, err := c.tryRespawn("scene", "inspect", id, "--json")
+	if err != nil {
+		return v, fmt.Errorf("%v: %s", err, out)
+	}
+	return v, json.Unmarshal([]byte(out), &v)
+}
+
+func monster(v game.View, id string) game.MonsterView {
+	for _, m := range v.Monsters {
+		if m.ID == id {
+			return m
+		}
+	}
+	return game.MonsterView{}
+}
+
+func npc(v game.View, id string) game.NPCView {
+	for _, n := range v.NPCs {
+		if n.ID == id {
+			return n
+		}
+	}
+	return game.NPCView{}
+}
+
+// Seed 003's complaint, as a test: Hogger left at 1 HP must still be at
+// 1 HP after the scene process is killed, the escort NPC must not jump
+// back, and time must go on rather than restart.
+func TestHoggerStaysAt1HPAcrossKill9(t *testing.T) {
+	c := newCluster(t)
+	c.start("worldmgr")
+	c.waitRunning(15 * time.Second)
+
+	var res game.MonsterResult
+	out := c.respawn("gm", "damage", "--scene", "forest", "--monster", "hogger", "--amount", "999", "--json")
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if res.HP != 1 || res.MaxHP != 1000 {
+		t.Fatalf("after 999 damage Hogger has %d/%d HP", res.HP, res.MaxHP)
+	}
+	// Let the escort walk a few steps so "where it was" is not the start.
+	var before game.View
+	waitFor(t, 10*time.Second, func() error {
+		var err error
+		if before, err = c.inspect("forest"); err != nil {
+			return err
+		}
+		if npc(before, "farmer").PathIndex < 2 {
+			return fmt.Errorf("farmer at step %d", npc(before, "farmer").PathIndex)
+		}
+		return nil
+	})
+	old := find(t, c.waitRunning(time.Second), "forest")
+	c.respawn("scene", "kill", "forest")
+	waitFor(t, 5*time.Second, func() error {
+		r, err := c.scene("forest")
+		if err != nil {
+			return err
+		}
+		if r.PID == old.PID || r.State != modules.SceneRunning {
+			return fmt.Errorf("forest %s pid %d", r.State, r.PID)
+		}
+		return nil
+	})
+	after, err := c.inspect("forest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := monster(after, "hogger"); h.HP != 1 {
+		t.Errorf("Hogger came back with %d HP, want 1", h.HP)
+	}
+	if after.Tick < before.Tick {
+		t.Errorf("tick went from %d back to %d", before.Tick, after.Tick)
+	}
+	// The escort takes one step every 10 ticks along a looping path of 6
+	// points: it must be where it was plus the steps of the ticks since.
+	fb, fa := npc(before, "farmer"), npc(after, "farmer")
+	if want := (fb.PathIndex + int(after.Tick/10-before.Tick/10)) % 6; fa.PathIndex != want {
+		t.Errorf("escort went from step %d (tick %d) to step %d (tick %d), want step %d", fb.PathIndex, before.Tick, fa.PathIndex, after.Tick, want)
+	}
+	if after.Epoch != old.Epoch+1 {
+		t.Errorf("epoch %d, want %d", after.Epoch, old.Epoch+1)
+	}
+	r, _ := c.scene("forest")
+	t.Logf("replayed to tick %d in %.2f ms (Hogger %d HP, farmer step %d)", after.Tick, r.ReplayMS, monster(after, "hogger").HP, fa.PathIndex)
+
+	// And the last hit after the crash kills him.
+	out = c.respawn("gm", "damage", "--scene", "forest", "--monster", "hogger", "--amount", "1", "--json")
+	if err := json.Unmarshal([]byte(out), &res); err != nil || !res.Killed {
+		t.Fatalf("last hit: %s", out)
+	}
+}
+
+// The log is locked while its process lives: a second opener is refused.
+func TestLiveLogCannotBeOpenedTwice(t *testing.T) {
+	c := newCluster(t)
+	c.start("worldmgr")
+	c.waitRunning(15 * time.Second)
+	out, err := c.tryRespawn("replay-check", filepath.Join(c.shmDir, "forest.log"))
+	if err == nil || !strings.Contains(out, "locked") {
+		t.Fatalf("replay-check of a live log: err %v, output:\n%s", err, out)
+	}
+}
