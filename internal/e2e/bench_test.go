@@ -3,13 +3,17 @@ package e2e
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/respawn-dev/respawn/internal/game"
 	"github.com/respawn-dev/respawn/internal/modules"
+	"github.com/respawn-dev/respawn/internal/player"
+	"github.com/respawn-dev/respawn/internal/shmlog"
 )
 
 // benchKills is how many kills a recovery benchmark makes
@@ -39,8 +43,13 @@ func measureRecovery(b *testing.B, sig syscall.Signal, kills int) {
 	c := newCluster(b, "--worldmgr.restart.max-restarts", "100000", "--worldmgr.restart.backoff-initial", "0s")
 	c.start("worldmgr")
 	c.waitRunning(15 * time.Second)
+	measureRecoveryLoop(b, c, sig, kills)
+}
+
+func measureRecoveryLoop(b *testing.B, c *cluster, sig syscall.Signal, kills int) {
 	for b.Loop() {
 		var took []time.Duration
+		var replay []float64
 		for range kills {
 			old, err := c.scene("forest")
 			if err != nil {
@@ -61,6 +70,13 @@ func measureRecovery(b *testing.B, sig syscall.Signal, kills int) {
 				time.Sleep(time.Millisecond)
 			}
 			took = append(took, time.Since(start))
+			if r, err := c.scene("forest"); err == nil {
+				replay = append(replay, r.ReplayMS)
+			}
+		}
+		slices.Sort(replay)
+		if len(replay) > 0 {
+			b.ReportMetric(replay[len(replay)/2], "replay_p50_ms")
 		}
 		slices.Sort(took)
 		p := func(q float64) float64 { return float64(took[int(q*float64(len(took)-1))].Microseconds()) / 1000 }
@@ -68,5 +84,59 @@ func measureRecovery(b *testing.B, sig syscall.Signal, kills int) {
 		b.ReportMetric(p(0.99), "p99_ms")
 		b.ReportMetric(float64(took[len(took)-1].Microseconds())/1000, "max_ms")
 		fmt.Fprintf(os.Stderr, "%s: %d kills, p50 %.1f ms, p99 %.1f ms, max %.1f ms\n", b.Name(), kills, p(0.5), p(0.99), float64(took[len(took)-1].Microseconds())/1000)
+	}
+}
+
+// BenchmarkCrashToRunningFullLog is the same measurement with a forest log
+// holding 500 players and 100k events since its last snapshot, so every
+// respawn replays all of them (snapshots are pushed out of the way with
+// scene.snapshot_events).
+func BenchmarkCrashToRunningFullLog(b *testing.B) {
+	c := newCluster(b, "--worldmgr.restart.max-restarts", "100000", "--worldmgr.restart.backoff-initial", "0s",
+		"--scene.snapshot-events", "100000000", "--scene.snapshot-interval", "1h")
+	prefillForest(b, c, 500, 100_000)
+	c.start("worldmgr")
+	c.waitRunning(30 * time.Second)
+	measureRecoveryLoop(b, c, syscall.SIGKILL, benchKills(30))
+}
+
+// prefillForest writes what a busy forest would have logged: players
+// entering, then requests (moves, attacks) and ticks.
+func prefillForest(b *testing.B, c *cluster, players, events int) {
+	b.Helper()
+	st, err := shmlog.Open(filepath.Join(c.shmDir, "forest.log"), shmlog.Options{Slots: 64, SlotSize: 16 << 20})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	slot, err := st.Create("forest")
+	if err != nil {
+		b.Fatal(err)
+	}
+	add := func(ev game.Event) {
+		raw, err := game.EncodeEvent(ev)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := slot.Append(raw); err != nil {
+			b.Fatal(err)
+		}
+	}
+	seq := make([]uint64, players)
+	for i := range players {
+		add(game.Enter{Player: player.Data{ID: fmt.Sprintf("p%d", i), Name: fmt.Sprintf("Player %d", i), Gold: 100}, Version: 1})
+	}
+	for n := 0; n < events; n++ {
+		i := n % players
+		switch {
+		case n%10 == 0:
+			add(game.Tick{})
+		case n%10 == 1:
+			seq[i]++
+			add(game.Request{Session: fmt.Sprintf("s%d", i), Player: fmt.Sprintf("p%d", i), Seq: seq[i], Op: game.Attack{Monster: "wolf-1"}})
+		default:
+			seq[i]++
+			add(game.Request{Session: fmt.Sprintf("s%d", i), Player: fmt.Sprintf("p%d", i), Seq: seq[i], Op: game.Move{X: n % 90, Y: i % 90}})
+		}
 	}
 }
