@@ -47,6 +47,11 @@ func (p *Process) connectNATS() error {
 		}
 		return nil
 	}
+	rep, err := newReplicas(p.ctx, nc, p.spec.Name, p.opt.Epoch, p.log)
+	if err != nil {
+		return fmt.Errorf("replicas: %w", err)
+	}
+	p.host.replicas = rep
 	for _, id := range p.spec.Scenes {
 		l, _ := p.host.loop(id)
 		if _, err := nc.Subscribe(EventSubject(id), func(m *nats.Msg) { p.onBusEvent(l, m) }); err != nil {

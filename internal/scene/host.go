@@ -28,8 +28,10 @@ type host struct {
 	// remote delivers an event to a scene of another process (nil: none).
 	remote func(ctx context.Context, scene string, ev game.Event) error
 	// effects are performed by these hooks where a subsystem handles them
-	// (saves → data server, profiles → replicas, replies → callers).
+	// (saves → data server, replies → callers).
 	hooks hooks
+	// replicas publishes profiles, positions, load and chat (nil: none).
+	replicas *replicas
 
 	mu    sync.Mutex
 	loops map[string]*loop
@@ -43,8 +45,7 @@ type host struct {
 // hooks let subsystems take the effects they own. Each runs on the loop
 // goroutine of the scene that produced the effect and must not block.
 type hooks struct {
-	save    func(l *loop, s game.Save)
-	profile func(l *loop, e game.Effect)
+	save func(l *loop, s game.Save)
 }
 
 // LogPath is where a scene process keeps its event log.
@@ -193,6 +194,11 @@ func Replay(slot *shmlog.Slot, def game.SceneDef) (*game.Scene, int, error) {
 func (h *host) startAll() {
 	h.mu.Lock()
 	loops := h.sortedLoops()
+	if h.replicas != nil {
+		if err := h.replicas.republish(loops); err != nil {
+			h.log.Warn("republish replicas", zap.Error(err))
+		}
+	}
 	for _, l := range loops {
 		go l.run()
 	}
@@ -228,6 +234,9 @@ func (h *host) stopAll() {
 		if !l.freed {
 			_ = l.snapshot() // logged: a failed snapshot only means a longer replay
 		}
+	}
+	if h.replicas != nil {
+		h.replicas.close()
 	}
 	if h.store != nil {
 		if err := h.store.Close(); err != nil {
@@ -281,10 +290,6 @@ func (h *host) perform(l *loop, effs []game.Effect) {
 			h.endRoom(l, e)
 		case game.Warn:
 			l.log.Warn("scene warning", zap.String("msg", e.Msg))
-		case game.ProfileChanged, game.PositionChanged:
-			if h.hooks.profile != nil {
-				h.hooks.profile(l, e)
-			}
 		}
 		// Replies, notifications, broadcasts, chat and kicks go to the
 		// waiting caller (GM API) or, with the gateway, to clients.

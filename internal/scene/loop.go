@@ -9,6 +9,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/respawn-dev/respawn/internal/game"
+	"github.com/respawn-dev/respawn/internal/modules"
 	"github.com/respawn-dev/respawn/internal/shmlog"
 )
 
@@ -34,6 +35,12 @@ type loop struct {
 	freed     bool
 	// players is read by the heartbeat reporter on another goroutine.
 	players atomic.Int64
+	// published is the roster last published to the profile replica.
+	published map[string]modules.PlayerProfile
+	// tickLag is the worst delay of a tick since the last load report.
+	tickLag    time.Duration
+	loadEvents uint64
+	loadAt     time.Time
 }
 
 // submission is one event for the loop, or a read of its state.
@@ -59,6 +66,7 @@ func newLoop(h *host, id, parent string, st *game.Scene, slot *shmlog.Slot) *loo
 		quit:     make(chan struct{}),
 		done:     make(chan struct{}),
 		lastSnap: time.Now(),
+		loadAt:   time.Now(),
 	}
 }
 
@@ -122,7 +130,8 @@ func (l *loop) run() {
 			if s.done != nil {
 				s.done <- result{effects: effs, err: err}
 			}
-		case <-tick.C:
+		case t := <-tick.C:
+			l.tickLag = max(l.tickLag, time.Since(t))
 			_, _ = l.step(game.Tick{}) // a failed append is logged in step
 		case <-save.C:
 			_, _ = l.step(game.SaveTick{})
@@ -131,7 +140,12 @@ func (l *loop) run() {
 				l.h.perform(l, []game.Effect{t})
 			}
 			if time.Since(l.lastSnap) >= cfg.SnapshotInterval && l.sinceSnap > 0 {
-				l.snapshot()
+				_ = l.snapshot() // logged in snapshot; the events stay in the log
+			}
+			if r := l.h.replicas; r != nil {
+				now := time.Now()
+				r.load(l, now.Sub(l.loadAt), l.events-l.loadEvents, l.tickLag)
+				l.loadAt, l.loadEvents, l.tickLag = now, l.events, 0
 			}
 		}
 		if l.freed {
@@ -163,6 +177,9 @@ func (l *loop) step(ev game.Event) ([]game.Effect, error) {
 		l.snapshot()
 	}
 	l.h.perform(l, effs)
+	if r := l.h.replicas; r != nil {
+		r.afterStep(l, ev, effs)
+	}
 	return effs, nil
 }
 

@@ -40,7 +40,7 @@ func (m *Manager) apiStatus(w http.ResponseWriter, _ *http.Request) {
 
 func (m *Manager) apiScenes(w http.ResponseWriter, _ *http.Request) {
 	var rows []modules.SceneRow
-	if err := m.call(func() { rows = m.table() }); err != nil {
+	if err := m.call(func() { rows = m.tableRows() }); err != nil {
 		admin.WriteError(w, http.StatusServiceUnavailable, err)
 		return
 	}
@@ -121,7 +121,7 @@ func (m *Manager) apiRestart(w http.ResponseWriter, r *http.Request) {
 			m.died(p, "restarted by operator", time.Now())
 			p.hist.Reset() // the operator's restart is not a crash
 		}
-		for _, rr := range m.table() {
+		for _, rr := range m.tableRows() {
 			if rr.ID == id {
 				row = rr
 			}

@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
@@ -29,6 +30,7 @@ import (
 	"github.com/respawn-dev/respawn/internal/ctlproto"
 	"github.com/respawn-dev/respawn/internal/modules"
 	"github.com/respawn-dev/respawn/internal/process"
+	"github.com/respawn-dev/respawn/internal/replica"
 	"github.com/respawn-dev/respawn/internal/supervise"
 )
 
@@ -70,6 +72,12 @@ type Manager struct {
 	recovering  bool
 	stopping    bool
 	stopWaiters []chan struct{}
+
+	// The scene-table replica (owned), the scene-load replica (read).
+	nc        *nats.Conn
+	table     *replica.Writer[modules.SceneRow]
+	published map[string]modules.SceneRow
+	loads     *replica.Reader[modules.SceneLoad]
 
 	mRestarts prometheus.Counter
 	mRecovery prometheus.Histogram
@@ -161,6 +169,11 @@ func (m *Manager) Start(ctx context.Context) error {
 	m.ln, m.admin = ln, adm
 	m.routes()
 	m.ctx, m.cancel = context.WithCancel(ctx)
+	if err := m.connectBus(); err != nil {
+		m.cancel()
+		ln.Close()
+		return fmt.Errorf("worldmgr: %w", err)
+	}
 
 	m.recovering = !m.fresh
 	window := m.cfg.WorldMgr.EffectiveRecoveryWindow()
@@ -205,6 +218,11 @@ func (m *Manager) Shutdown() {
 		defer cancel()
 		_ = m.admin.Shutdown(ctx) // best effort: we are going away
 		m.wg.Wait()
+		if m.table != nil {
+			_ = m.loads.Close()
+			_ = m.table.Close() // best effort: readers resync from the next manager
+			m.nc.Close()
+		}
 		close(m.done)
 	})
 }
@@ -266,6 +284,7 @@ func (m *Manager) loop(window time.Duration) {
 		case now := <-tick.C:
 			m.checkTimers(now)
 		}
+		m.publishTable()
 	}
 }
 
@@ -547,8 +566,8 @@ func (m *Manager) connClosed(c *sceneConn, reason string) {
 	m.died(p, reason, time.Now())
 }
 
-// table returns the scene table, one row per scene, sorted by id.
-func (m *Manager) table() []modules.SceneRow {
+// tableRows returns the scene table, one row per scene, sorted by id.
+func (m *Manager) tableRows() []modules.SceneRow {
 	var rows []modules.SceneRow
 	for _, p := range m.procs {
 		for _, id := range p.scenes {
