@@ -35,6 +35,7 @@ func (a *app) root() *cobra.Command {
 	for _, add := range []func(*app) []*cobra.Command{
 		clusterCommands,
 		gmCommands,
+		replicaCommands,
 	} {
 		root.AddCommand(add(a)...)
 	}

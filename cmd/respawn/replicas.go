@@ -1,0 +1,235 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"sort"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/spf13/cobra"
+
+	"github.com/respawn-dev/respawn/internal/modules"
+	"github.com/respawn-dev/respawn/internal/replica"
+)
+
+func replicaCommands(a *app) []*cobra.Command {
+	return []*cobra.Command{replicasCommand(a), playersCommand(a), mapCommand(a), chatCommand(a)}
+}
+
+// bus connects the CLI to the cluster's NATS.
+func (a *app) bus() (*nats.Conn, error) {
+	cfg, err := a.config()
+	if err != nil {
+		return nil, err
+	}
+	nc, err := nats.Connect(cfg.NATS.ClientURL(), nats.Name("respawn cli"), nats.Timeout(3*time.Second))
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS at %s (is datasvr running?): %w", cfg.NATS.ClientURL(), err)
+	}
+	return nc, nil
+}
+
+// readModule opens a CLI reader of module m and waits for its snapshot.
+func readModule[T any](nc *nats.Conn, m replica.Module) (*replica.Reader[T], error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	r, err := replica.NewReader[T](context.Background(), nc, m, replica.RoleCLI, replica.ReaderOptions{})
+	if err != nil {
+		return nil, err
+	}
+	if err := r.WaitSynced(ctx); err != nil {
+		r.Close()
+		return nil, fmt.Errorf("replica %s: %w", m.Name, err)
+	}
+	return r, nil
+}
+
+func replicasCommand(a *app) *cobra.Command {
+	var asJSON bool
+	var watch time.Duration
+	cmd := &cobra.Command{
+		Use:   "replicas",
+		Short: "Show every replicated module: owner, subscribers, mode, keys and the lag this CLI's reader sees",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			nc, err := a.bus()
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			var stats []func() replica.Stats
+			for _, m := range modules.All() {
+				var st func() replica.Stats
+				switch m.Name {
+				case modules.SceneTable.Name:
+					st, err = openStats[modules.SceneRow](nc, m)
+				case modules.PlayerProfiles.Name:
+					st, err = openStats[modules.PlayerProfile](nc, m)
+				case modules.PlayerPositions.Name:
+					st, err = openStats[modules.PlayerPosition](nc, m)
+				case modules.SceneLoads.Name:
+					st, err = openStats[modules.SceneLoad](nc, m)
+				default:
+					err = fmt.Errorf("module %s has no type known to the CLI", m.Name)
+				}
+				if err != nil {
+					return err
+				}
+				stats = append(stats, st)
+			}
+			// Lag is measured on updates, so watch for a while.
+			time.Sleep(watch) // the observation window the user asked for
+			var out []replica.Description
+			for i, m := range modules.All() {
+				out = append(out, replica.Describe(m, stats[i]()))
+			}
+			if asJSON {
+				return a.printJSON(out)
+			}
+			tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "MODULE\tOWNER\tSUBSCRIBERS\tMODE\tINTERVAL\tKEYS\tLAG P99")
+			for _, d := range out {
+				fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%dms\t%d\t%.2fms\n", d.Module, d.Owner, d.Subscribers, d.Mode, d.IntervalMS, d.Keys, d.LagP99MS)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().DurationVar(&watch, "watch", 2500*time.Millisecond, "how long to observe updates for the lag figures")
+	return cmd
+}
+
+func openStats[T any](nc *nats.Conn, m replica.Module) (func() replica.Stats, error) {
+	r, err := readModule[T](nc, m)
+	if err != nil {
+		return nil, err
+	}
+	return r.Stats, nil
+}
+
+func playersCommand(a *app) *cobra.Command {
+	var asJSON bool
+	var sceneID string
+	cmd := &cobra.Command{
+		Use:   "players",
+		Short: "List player profiles from the profile replica",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			nc, err := a.bus()
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			r, err := readModule[modules.PlayerProfile](nc, modules.PlayerProfiles)
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			out := []modules.PlayerProfile{}
+			for _, e := range r.All() {
+				if sceneID == "" || e.Value.Scene == sceneID {
+					out = append(out, e.Value)
+				}
+			}
+			if asJSON {
+				return a.printJSON(out)
+			}
+			tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "PLAYER\tNAME\tLEVEL\tSCENE\tONLINE")
+			for _, p := range out {
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%v\n", p.ID, p.Name, p.Level, p.Scene, p.Online)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().StringVar(&sceneID, "scene", "", "only players in this scene")
+	return cmd
+}
+
+func mapCommand(a *app) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "map",
+		Short: "World map: where every player is, from the (batched) position replica",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			nc, err := a.bus()
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			r, err := readModule[modules.PlayerPosition](nc, modules.PlayerPositions)
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			byScene := map[string][]modules.PlayerPosition{}
+			for _, e := range r.All() {
+				byScene[e.Value.Scene] = append(byScene[e.Value.Scene], e.Value)
+			}
+			if asJSON {
+				return a.printJSON(byScene)
+			}
+			scenes := make([]string, 0, len(byScene))
+			for s := range byScene {
+				scenes = append(scenes, s)
+			}
+			sort.Strings(scenes)
+			for _, s := range scenes {
+				fmt.Fprintf(a.out, "%s (%d players)\n", s, len(byScene[s]))
+				for _, p := range byScene[s] {
+					fmt.Fprintf(a.out, "  %-16s (%g, %g)\n", p.ID, p.X, p.Y)
+				}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON grouped by scene")
+	return cmd
+}
+
+func chatCommand(a *app) *cobra.Command {
+	var from, text string
+	cmd := &cobra.Command{
+		Use:   "chat [--from NAME --say TEXT]",
+		Short: "Follow world chat, or say something on it as a GM",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			nc, err := a.bus()
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			chat, err := modules.NewChat(nc, modules.ChatOptions{})
+			if err != nil {
+				return err
+			}
+			if text != "" {
+				if err := chat.Publish(modules.ChatMessage{From: from, Text: text}); err != nil {
+					return err
+				}
+				return nc.Flush()
+			}
+			sub, err := chat.Subscribe(func(m modules.ChatMessage) {
+				fmt.Fprintf(a.out, "[%s] %s: %s\n", m.Scene, m.From, m.Text)
+			})
+			if err != nil {
+				return err
+			}
+			defer sub.Close()
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			<-ctx.Done()
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&from, "from", "GM", "sender name with --say")
+	cmd.Flags().StringVar(&text, "say", "", "say this on world chat and exit")
+	return cmd
+}
