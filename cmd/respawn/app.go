@@ -36,6 +36,7 @@ func (a *app) root() *cobra.Command {
 		clusterCommands,
 		gmCommands,
 		replicaCommands,
+		playerCommands,
 	} {
 		root.AddCommand(add(a)...)
 	}

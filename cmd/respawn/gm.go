@@ -127,7 +127,25 @@ func gmCommand(a *app) *cobra.Command {
 	for _, f := range []string{"scene", "player", "seq"} {
 		_ = request.MarkFlagRequired(f)
 	}
-	gm.AddCommand(damage, request)
+	var enterScene, enterPlayer string
+	enter := &cobra.Command{
+		Use:   "enter --scene ID --player P",
+		Short: "Bring a stored player into a scene (loads it from datasvr and takes its lease)",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			var pv game.PlayerView
+			if err := a.sceneCall("POST", enterScene, "/enter", scene.EnterRequest{Player: enterPlayer}, &pv); err != nil {
+				return err
+			}
+			fmt.Fprintf(a.out, "%s entered %s at (%d,%d) with %d gold\n", pv.ID, enterScene, pv.X, pv.Y, pv.Gold)
+			return nil
+		},
+	}
+	enter.Flags().StringVar(&enterScene, "scene", "", "scene id")
+	enter.Flags().StringVar(&enterPlayer, "player", "", "player id")
+	_ = enter.MarkFlagRequired("scene")
+	_ = enter.MarkFlagRequired("player")
+	gm.AddCommand(damage, request, enter)
 	return gm
 }
 

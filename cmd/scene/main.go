@@ -19,7 +19,7 @@ import (
 
 func main() {
 	var opt scene.Options
-	cmd := &cobra.Command{Use: "scene", Short: "Host scenes (started by worldmgr)", SilenceUsage: true}
+	cmd := &cobra.Command{Use: "scene", Short: "Host scenes (started by worldmgr)", SilenceUsage: true, SilenceErrors: true}
 	loader := config.Bind(cmd.Flags())
 	cmd.Flags().StringVar(&opt.Process, "process", "", "which scene process of the world config this is")
 	cmd.Flags().Uint64Var(&opt.Epoch, "epoch", 0, "incarnation number, assigned by worldmgr")

@@ -18,7 +18,7 @@ import (
 )
 
 func main() {
-	cmd := &cobra.Command{Use: "worldmgr", Short: "Supervise scene processes and own the scene table", SilenceUsage: true}
+	cmd := &cobra.Command{Use: "worldmgr", Short: "Supervise scene processes and own the scene table", SilenceUsage: true, SilenceErrors: true}
 	loader := config.Bind(cmd.Flags())
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		cfg, err := loader.Load()

@@ -1,12 +1,14 @@
 package datasvr
 
 import (
+	"bytes"
 	"container/list"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -35,6 +37,13 @@ type entry struct {
 	owner   Owner
 	dirty   bool
 	lru     *list.Element
+	// dirtySeq is a lower bound for the journal seq of the first record
+	// not yet in the database; dirtyAt is when that change was made. The
+	// flusher writes a player once it has been dirty for flush_interval,
+	// and never checkpoints the journal past a dirty player's dirtySeq.
+	dirtySeq uint64
+	dirtyAt  time.Time
+	lastSeq  uint64 // seq of the newest record of this player
 }
 
 // journalRecord is one journal entry: the whole new state of one player.
@@ -157,7 +166,7 @@ func (s *Server) commit(e *entry, version uint64, owner Owner, data []byte) erro
 	s.inflight[start]++
 	s.mu.Unlock()
 
-	_, err = s.journal.Append(s.bg, payload)
+	seq, err := s.journal.Append(s.bg, payload)
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -168,20 +177,21 @@ func (s *Server) commit(e *entry, version uint64, owner Owner, data []byte) erro
 		s.m.journalErrors.Add(1)
 		return fmt.Errorf("%w: player %s: journal: %v", ErrUnavailable, e.id, err)
 	}
-	s.apply(e, version, owner, data)
+	s.apply(e, version, owner, data, seq, time.Now())
 	return nil
 }
 
 // apply sets e's state and marks it dirty. Called with mu held.
-func (s *Server) apply(e *entry, version uint64, owner Owner, data []byte) {
+func (s *Server) apply(e *entry, version uint64, owner Owner, data []byte, seq uint64, at time.Time) {
 	wasSize := e.size()
 	e.loaded, e.exists = true, true
 	e.version, e.owner, e.data = version, owner, data
 	if e.lru != nil {
 		s.lruBytes += e.size() - wasSize
 	}
+	e.lastSeq = seq
 	if !e.dirty {
-		e.dirty = true
+		e.dirty, e.dirtySeq, e.dirtyAt = true, seq, at
 		s.dirty[e.id] = e
 	}
 	s.settle(e)
@@ -311,6 +321,11 @@ func (s *Server) save(ctx context.Context, req *SaveRequest) (Ack, error) {
 		owner, err := checkOwner(e, req.Scene, req.Epoch)
 		if err != nil {
 			return err
+		}
+		if req.Version == e.version && bytes.Equal(req.Data, e.data) {
+			// A resend of what we hold: the scene crashed before it logged
+			// our acknowledgement. Acknowledge it again; nothing changes.
+			return nil
 		}
 		if req.Version <= e.version {
 			return fmt.Errorf("%w: player %s: scene %s sent version %d, datasvr has %d", ErrOldVersion, e.id, req.Scene, req.Version, e.version)

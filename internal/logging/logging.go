@@ -31,6 +31,7 @@ func New(cfg config.Log, name string, fields ...zap.Field) (*zap.Logger, error) 
 	} else {
 		zc = zap.NewProductionConfig()
 		zc.Sampling = nil // every line matters when reconstructing a crash
+		zc.DisableStacktrace = true
 		zc.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
 	}
 	zc.Level = zap.NewAtomicLevelAt(level)

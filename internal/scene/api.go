@@ -20,6 +20,53 @@ func (p *Process) routes() {
 	p.admin.Handle("GET /v1/scenes/{id}/inspect", p.apiInspect)
 	p.admin.Handle("POST /v1/scenes/{id}/gm/damage", p.apiDamage)
 	p.admin.Handle("POST /v1/scenes/{id}/request", p.apiRequest)
+	p.admin.Handle("POST /v1/scenes/{id}/enter", p.apiEnter)
+}
+
+// EnterRequest is the body of POST /v1/scenes/{id}/enter: bring a player
+// stored in datasvr into the scene (until the gateway does it on login).
+type EnterRequest struct {
+	Player string `json:"player"`
+}
+
+func (p *Process) apiEnter(w http.ResponseWriter, r *http.Request) {
+	l, ok := p.loopFor(w, r)
+	if !ok {
+		return
+	}
+	var req EnterRequest
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	if p.host.data == nil {
+		admin.WriteError(w, http.StatusServiceUnavailable, errors.New("no data server link"))
+		return
+	}
+	ld, err := p.host.data.client(l).Load(r.Context(), req.Player)
+	if err != nil {
+		admin.WriteError(w, http.StatusConflict, fmt.Errorf("load player %s: %w", req.Player, err))
+		return
+	}
+	effs, err := l.submit(game.Enter{Player: ld.Data, Version: ld.Version})
+	if err != nil {
+		admin.WriteError(w, http.StatusServiceUnavailable, err)
+		return
+	}
+	for _, e := range effs {
+		if wn, ok := e.(game.Warn); ok {
+			admin.WriteError(w, http.StatusConflict, errors.New(wn.Msg))
+			return
+		}
+	}
+	var pv game.PlayerView
+	_ = l.read(func(st *game.Scene) {
+		for _, v := range st.Inspect().Players {
+			if v.ID == req.Player {
+				pv = v
+			}
+		}
+	})
+	admin.WriteJSON(w, http.StatusOK, pv)
 }
 
 func (p *Process) loopFor(w http.ResponseWriter, r *http.Request) (*loop, bool) {

@@ -8,6 +8,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
 
+	"github.com/respawn-dev/respawn/internal/datasvr"
 	"github.com/respawn-dev/respawn/internal/game"
 )
 
@@ -52,13 +53,37 @@ func (p *Process) connectNATS() error {
 		return fmt.Errorf("replicas: %w", err)
 	}
 	p.host.replicas = rep
-	for _, id := range p.spec.Scenes {
-		l, _ := p.host.loop(id)
-		if _, err := nc.Subscribe(EventSubject(id), func(m *nats.Msg) { p.onBusEvent(l, m) }); err != nil {
-			return fmt.Errorf("subscribe %s: %w", EventSubject(id), err)
-		}
+	p.host.data = newDataLink(nc, p.opt.Epoch, p.log)
+	p.host.attach, p.host.detach = p.attach, p.detach
+	for _, l := range p.host.sortedLoops() {
+		p.attach(l)
 	}
 	return nil
+}
+
+// attach subscribes the subjects of one scene or room: events from other
+// scenes, and the data server's GM give, kick and save-all.
+func (p *Process) attach(l *loop) {
+	subs := map[string]nats.MsgHandler{
+		EventSubject(l.id):                func(m *nats.Msg) { p.onBusEvent(l, m) },
+		datasvr.SceneGiveSubject(l.id):    func(m *nats.Msg) { go p.onGive(l, m) },
+		datasvr.SceneKickSubject(l.id):    func(m *nats.Msg) { go p.onKick(l, m) },
+		datasvr.SceneSaveAllSubject(l.id): func(m *nats.Msg) { go p.onSaveAll(l, m) },
+	}
+	for subj, fn := range subs {
+		sub, err := p.nc.Subscribe(subj, fn)
+		if err != nil {
+			l.log.Error("subscribe", zap.String("subject", subj), zap.Error(err))
+			continue
+		}
+		l.subs = append(l.subs, sub)
+	}
+}
+
+func (p *Process) detach(l *loop) {
+	for _, sub := range l.subs {
+		_ = sub.Unsubscribe() // the connection may be closing; nothing to undo
+	}
 }
 
 // onBusEvent accepts only the events other scenes may send; the answer is
@@ -81,7 +106,9 @@ func (p *Process) onBusEvent(l *loop, m *nats.Msg) {
 		return
 	}
 	go func() {
-		if _, err := l.submit(ev); err != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := p.host.accept(ctx, l, ev); err != nil {
 			answer(err.Error())
 			return
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -27,9 +28,11 @@ type host struct {
 	store *shmlog.Store
 	// remote delivers an event to a scene of another process (nil: none).
 	remote func(ctx context.Context, scene string, ev game.Event) error
-	// effects are performed by these hooks where a subsystem handles them
-	// (saves → data server, replies → callers).
-	hooks hooks
+	// data is the link to the data server (nil: none, in unit tests).
+	data *dataLink
+	// attach is called for every new loop (a room) to subscribe its
+	// subjects; detach when it ends.
+	attach, detach func(*loop)
 	// replicas publishes profiles, positions, load and chat (nil: none).
 	replicas *replicas
 
@@ -40,12 +43,6 @@ type host struct {
 	mLogErrors prometheus.Counter
 	mSnapshots prometheus.Histogram
 	mReplay    prometheus.Gauge
-}
-
-// hooks let subsystems take the effects they own. Each runs on the loop
-// goroutine of the scene that produced the effect and must not block.
-type hooks struct {
-	save func(l *loop, s game.Save)
 }
 
 // LogPath is where a scene process keeps its event log.
@@ -78,6 +75,9 @@ func (h *host) collectors() []prometheus.Collector {
 // incarnation still holds its lock: the manager kills that one before
 // spawning us, but the kernel may take a moment to release the lock.
 func (h *host) open(ctx context.Context, path string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("event log directory: %w", err)
+	}
 	opt := shmlog.Options{Slots: h.cfg.Scene.ShmSlots, SlotSize: h.cfg.Scene.ShmSlotSize}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
@@ -226,6 +226,11 @@ func (h *host) loop(id string) (*loop, bool) {
 
 // stopAll stops every loop, snapshots and flushes the log, and closes it.
 func (h *host) stopAll() {
+	if h.data != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		h.data.flushAll(ctx)
+		cancel()
+	}
 	h.mu.Lock()
 	loops := h.sortedLoops()
 	h.mu.Unlock()
@@ -234,6 +239,9 @@ func (h *host) stopAll() {
 		if !l.freed {
 			_ = l.snapshot() // logged: a failed snapshot only means a longer replay
 		}
+	}
+	if h.data != nil {
+		h.data.close()
 	}
 	if h.replicas != nil {
 		h.replicas.close()
@@ -250,7 +258,9 @@ func (h *host) stopAll() {
 func (h *host) deliver(to string, ev game.Event) {
 	if l, ok := h.loop(to); ok {
 		go func() {
-			if _, err := l.submit(ev); err != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := h.accept(ctx, l, ev); err != nil {
 				h.log.Warn("local delivery failed", zap.String("to", to), zap.Error(err))
 			}
 		}()
@@ -270,16 +280,45 @@ func (h *host) deliver(to string, ev game.Event) {
 	}()
 }
 
+// accept applies an event that came from another scene. A travelling
+// player's lease is claimed first, so the scene never holds a player it
+// cannot save.
+func (h *host) accept(ctx context.Context, l *loop, ev game.Event) error {
+	if in, ok := ev.(game.TravelIn); ok && h.data != nil {
+		v, err := h.data.claim(ctx, l, in.Player.ID)
+		if err != nil {
+			return err
+		}
+		// Logged with the claimed version, so a replay agrees.
+		in.Version = max(in.Version, v)
+		ev = in
+	}
+	_, err := l.submit(ev)
+	return err
+}
+
 // perform carries out effects on the goroutine of the loop that made them.
 func (h *host) perform(l *loop, effs []game.Effect) {
+	// A travelling player's data goes with the handover, which moves the
+	// lease; a separate save of it would race the handover and lose.
+	leaving := map[string]bool{}
+	for _, e := range effs {
+		if t, ok := e.(game.TravelOut); ok {
+			leaving[t.Player.ID] = true
+		}
+	}
 	for _, e := range effs {
 		switch e := e.(type) {
 		case game.Save:
-			if h.hooks.save != nil {
-				h.hooks.save(l, e)
+			if h.data != nil && !leaving[e.Player.ID] {
+				h.data.save(l, e)
 			}
 		case game.TravelOut:
-			h.deliver(e.To, game.TravelIn{TransferID: e.TransferID, From: e.From, Player: e.Player, Version: e.Version})
+			if h.data != nil {
+				go h.data.transfer(h, l, e)
+			} else {
+				h.deliver(e.To, game.TravelIn{TransferID: e.TransferID, From: e.From, Player: e.Player, Version: e.Version})
+			}
 		case game.AckTransfer:
 			h.deliver(e.To, game.TravelAck{TransferID: e.TransferID})
 		case game.CreateRoom:
@@ -311,6 +350,9 @@ func (h *host) createRoom(parent string, cr game.CreateRoom) error {
 	}
 	l := newLoop(h, cr.RoomID, parent, game.New(cr.Def), slot)
 	h.loops[cr.RoomID] = l
+	if h.attach != nil {
+		h.attach(l)
+	}
 	go l.run()
 	l.log.Info("room created", zap.String("parent", parent), zap.Int("slot", slot.Index()), zap.Int("free_slots", h.store.FreeSlots()))
 	return nil
@@ -330,6 +372,9 @@ func (h *host) endRoom(room *loop, e game.EndRoom) {
 	h.mu.Lock()
 	delete(h.loops, e.RoomID)
 	h.mu.Unlock()
+	if h.detach != nil {
+		h.detach(room)
+	}
 	if err := h.store.Free(e.RoomID); err != nil {
 		room.log.Error("free room slot", zap.Error(err))
 	}

@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
 
 	"github.com/respawn-dev/respawn/internal/game"
@@ -35,6 +36,8 @@ type loop struct {
 	freed     bool
 	// players is read by the heartbeat reporter on another goroutine.
 	players atomic.Int64
+	// subs are this scene's bus subscriptions.
+	subs []*nats.Subscription
 	// published is the roster last published to the profile replica.
 	published map[string]modules.PlayerProfile
 	// tickLag is the worst delay of a tick since the last load report.

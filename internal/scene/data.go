@@ -1,0 +1,167 @@
+package scene
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"go.uber.org/zap"
+
+	"github.com/respawn-dev/respawn/internal/datasvr"
+	"github.com/respawn-dev/respawn/internal/game"
+)
+
+// dataLink connects the scenes of this process to the data server: one
+// datasvr.Client (lease holder) per scene or room, saves through its
+// non-blocking queue, and the answers fed back to the scene as logged
+// SaveAck / SaveRejected events.
+type dataLink struct {
+	nc    *nats.Conn
+	epoch uint64
+	log   *zap.Logger
+
+	mu      sync.Mutex
+	clients map[string]*datasvr.Client
+	waiters map[string][]ackWaiter // by player
+}
+
+type ackWaiter struct {
+	version uint64
+	done    chan error
+}
+
+func newDataLink(nc *nats.Conn, epoch uint64, log *zap.Logger) *dataLink {
+	return &dataLink{nc: nc, epoch: epoch, log: log, clients: map[string]*datasvr.Client{}, waiters: map[string][]ackWaiter{}}
+}
+
+// client returns the lease holder of scene (or room) l.
+func (d *dataLink) client(l *loop) *datasvr.Client {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	c, ok := d.clients[l.id]
+	if !ok {
+		c = datasvr.NewClient(d.nc, l.id, d.epoch, d.log, datasvr.WithOnResult(func(p string, v uint64, err error) {
+			d.result(l, p, v, err)
+		}))
+		d.clients[l.id] = c
+	}
+	return c
+}
+
+// save queues a Save effect; it runs on l's goroutine and does not block.
+func (d *dataLink) save(l *loop, s game.Save) {
+	if err := d.client(l).Enqueue(s.Player.ID, s.Version, s.Player); err != nil {
+		// The queue is full only if datasvr has been away for a long time;
+		// the player stays dirty in the scene and is saved again later.
+		l.log.Error("save not queued", zap.String("player", s.Player.ID), zap.Uint64("version", s.Version), zap.Error(err))
+	}
+}
+
+// result turns a save's final outcome into a logged event for the scene.
+func (d *dataLink) result(l *loop, p string, v uint64, err error) {
+	var ev game.Event = game.SaveAck{Player: p, Version: v}
+	if err != nil {
+		ev = game.SaveRejected{Player: p, Version: v, Reason: err.Error()}
+		l.log.Warn("save rejected; the scene drops the player", zap.String("player", p), zap.Uint64("version", v), zap.Error(err))
+	}
+	d.resolve(p, v, err)
+	go func() {
+		if _, serr := l.submit(ev); serr != nil && !errors.Is(serr, ErrStopped) {
+			l.log.Warn("save answer not logged", zap.String("player", p), zap.Error(serr))
+		}
+	}()
+}
+
+// wait returns a channel that gets the outcome of player's save at
+// version or newer.
+func (d *dataLink) wait(p string, version uint64) <-chan error {
+	ch := make(chan error, 1)
+	d.mu.Lock()
+	d.waiters[p] = append(d.waiters[p], ackWaiter{version: version, done: ch})
+	d.mu.Unlock()
+	return ch
+}
+
+func (d *dataLink) resolve(p string, v uint64, err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	kept := d.waiters[p][:0]
+	for _, w := range d.waiters[p] {
+		if w.version <= v {
+			w.done <- err
+		} else {
+			kept = append(kept, w)
+		}
+	}
+	if len(kept) == 0 {
+		delete(d.waiters, p)
+	} else {
+		d.waiters[p] = kept
+	}
+}
+
+// transfer moves a travelling player: hand the lease over at datasvr, then
+// deliver the player. Unacknowledged transfers are resent every second, so
+// a failure here is retried.
+func (d *dataLink) transfer(h *host, l *loop, t game.TravelOut) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := d.client(l).Handover(ctx, t.Player.ID, t.To, t.Version, t.Player)
+	switch {
+	case errors.Is(err, datasvr.ErrUnavailable):
+		l.log.Warn("handover: datasvr unavailable; will retry", zap.String("player", t.Player.ID), zap.String("to", t.To), zap.Error(err))
+		return
+	case err != nil:
+		// Already moved on (the destination claimed and saved it): the
+		// destination's claim decides, and it dedupes the transfer.
+		l.log.Info("handover refused; delivering for the destination to decide", zap.String("player", t.Player.ID), zap.String("to", t.To), zap.Error(err))
+	}
+	h.deliver(t.To, game.TravelIn{TransferID: t.TransferID, From: t.From, Player: t.Player, Version: t.Version})
+}
+
+// claim takes the lease of a player arriving by transfer before the scene
+// applies the arrival, so no save of it can come from here unowned. It
+// returns the version datasvr now holds (taking a lease is itself a
+// journaled change), which the scene's next save must exceed.
+func (d *dataLink) claim(ctx context.Context, l *loop, player string) (uint64, error) {
+	ld, err := d.client(l).Load(ctx, player)
+	if err != nil {
+		return 0, fmt.Errorf("claim player %s for %s: %w", player, l.id, err)
+	}
+	return ld.Version, nil
+}
+
+// flush waits until every queued save of l reached an outcome.
+func (d *dataLink) flush(ctx context.Context, l *loop) error {
+	return d.client(l).Flush(ctx)
+}
+
+// flushAll waits for every queued save while the loops still run, so
+// their acknowledgements are logged before the process exits.
+func (d *dataLink) flushAll(ctx context.Context) {
+	// Not under mu: outcomes arrive through result, which takes it.
+	for id, c := range d.snapshotClients() {
+		if err := c.Flush(ctx); err != nil {
+			d.log.Warn("saves still queued at exit; the next incarnation resends them", zap.String("scene", id), zap.Error(err))
+		}
+	}
+}
+
+func (d *dataLink) close() {
+	for _, c := range d.snapshotClients() {
+		c.Close()
+	}
+}
+
+func (d *dataLink) snapshotClients() map[string]*datasvr.Client {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make(map[string]*datasvr.Client, len(d.clients))
+	for id, c := range d.clients {
+		out[id] = c
+	}
+	return out
+}

@@ -1,0 +1,129 @@
+package scene
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"go.uber.org/zap"
+
+	"github.com/respawn-dev/respawn/internal/datasvr"
+	"github.com/respawn-dev/respawn/internal/game"
+)
+
+// The data server's requests for players this process owns. Each becomes a
+// logged event; the answer goes back once the resulting save is durable.
+
+const gmTimeout = 10 * time.Second
+
+func respond(l *loop, m *nats.Msg, v any) {
+	raw, err := json.Marshal(v)
+	if err == nil {
+		err = m.Respond(raw)
+	}
+	if err != nil {
+		l.log.Warn("answer to datasvr lost; it will retry", zap.Error(err))
+	}
+}
+
+// savedAfter waits until the Save in effs for player (if any) is durable.
+func (p *Process) savedAfter(ctx context.Context, l *loop, player string, effs []game.Effect) error {
+	for _, e := range effs {
+		if s, ok := e.(game.Save); ok && s.Player.ID == player {
+			select {
+			case err := <-p.host.data.wait(player, s.Version):
+				return err
+			case <-ctx.Done():
+				return fmt.Errorf("save of player %s version %d not acknowledged: %w", player, s.Version, ctx.Err())
+			}
+		}
+	}
+	return nil
+}
+
+func (p *Process) onGive(l *loop, m *nats.Msg) {
+	var req datasvr.GiveRequest
+	if err := json.Unmarshal(m.Data, &req); err != nil {
+		respond(l, m, datasvr.GiveReply{Error: "bad give request: " + err.Error()})
+		return
+	}
+	ctx, cancel := context.WithTimeout(p.ctx, gmTimeout)
+	defer cancel()
+	effs, err := l.submit(game.GMGive{ReqID: req.ReqID, Player: req.Player, Item: req.Item, Count: req.Count})
+	if err != nil {
+		respond(l, m, datasvr.GiveReply{Player: req.Player, Error: err.Error()})
+		return
+	}
+	rep := datasvr.GiveReply{Player: req.Player}
+	for _, e := range effs {
+		if r, ok := e.(game.GMReply); ok && r.ReqID == req.ReqID {
+			switch b := r.Body.(type) {
+			case game.GiveResult:
+				rep.Count = b.Count
+			case game.ErrorResult:
+				rep.Error = b.Error
+			}
+		}
+		if s, ok := e.(game.Save); ok && s.Player.ID == req.Player {
+			rep.Version = s.Version
+		}
+	}
+	if rep.Error == "" {
+		if err := p.savedAfter(ctx, l, req.Player, effs); err != nil {
+			rep.Error = err.Error()
+		}
+	}
+	respond(l, m, rep)
+}
+
+func (p *Process) onKick(l *loop, m *nats.Msg) {
+	var req datasvr.KickRequest
+	if err := json.Unmarshal(m.Data, &req); err != nil {
+		respond(l, m, datasvr.KickReply{Error: "bad kick request: " + err.Error()})
+		return
+	}
+	ctx, cancel := context.WithTimeout(p.ctx, gmTimeout)
+	defer cancel()
+	var v uint64
+	present := false
+	if err := l.read(func(st *game.Scene) { _, v, present = st.Player(req.Player) }); err != nil || !present {
+		respond(l, m, datasvr.KickReply{Player: req.Player, Error: fmt.Sprintf("player %s is not in scene %s", req.Player, l.id)})
+		return
+	}
+	effs, err := l.submit(game.Leave{Player: req.Player})
+	if err == nil {
+		err = p.savedAfter(ctx, l, req.Player, effs)
+	}
+	for _, e := range effs {
+		if s, ok := e.(game.Save); ok && s.Player.ID == req.Player {
+			v = s.Version
+		}
+	}
+	if err == nil {
+		// The final save is durable; give the lease back.
+		err = p.host.data.client(l).Release(ctx, req.Player, v, nil)
+		if errors.Is(err, datasvr.ErrOldVersion) {
+			err = nil
+		}
+	}
+	rep := datasvr.KickReply{Player: req.Player}
+	if err != nil {
+		rep.Error = err.Error()
+	}
+	respond(l, m, rep)
+}
+
+func (p *Process) onSaveAll(l *loop, m *nats.Msg) {
+	ctx, cancel := context.WithTimeout(p.ctx, gmTimeout)
+	defer cancel()
+	rep := datasvr.SaveAllReply{Scene: l.id, Players: int(l.players.Load())}
+	if _, err := l.submit(game.SaveTick{}); err != nil {
+		rep.Error = err.Error()
+	} else if err := p.host.data.flush(ctx, l); err != nil {
+		rep.Error = err.Error()
+	}
+	respond(l, m, rep)
+}
