@@ -31,8 +31,11 @@ func TestFencing(t *testing.T) {
 	if err := a1.Save(ctx, "p1", l.Version+1, d); err != nil {
 		t.Fatal(err)
 	}
-	if err := a1.Save(ctx, "p1", l.Version+1, d); !errors.Is(err, ErrOldVersion) {
-		t.Fatalf("same version again: %v, want ErrOldVersion", err)
+	if err := a1.Save(ctx, "p1", l.Version+1, d); err != nil {
+		t.Fatalf("identical resend of an acknowledged save: %v, want it acknowledged again", err)
+	}
+	if err := a1.Save(ctx, "p1", l.Version+1, withItem(d, "sword", 1)); !errors.Is(err, ErrOldVersion) {
+		t.Fatalf("same version, other data: %v, want ErrOldVersion", err)
 	}
 	if err := a1.Save(ctx, "p1", l.Version, d); !errors.Is(err, ErrOldVersion) {
 		t.Fatalf("older version: %v, want ErrOldVersion", err)
@@ -547,4 +550,54 @@ func TestManyConcurrentSavesShareFsyncs(t *testing.T) {
 	if fs := after.Fsyncs - before.Fsyncs; fs >= n/2 {
 		t.Fatalf("%d fsyncs for %d concurrent saves", fs, n)
 	}
+}
+
+// TestPacedFlushKeepsJournalBounded saves continuously into a small
+// journal: only checkpoints that keep up (while players are dirty all the
+// time) let every save through.
+func TestPacedFlushKeepsJournalBounded(t *testing.T) {
+	db := newMemStore()
+	cfg := testConfig(t, t.TempDir())
+	cfg.Datasvr.FlushInterval = 50 * time.Millisecond
+	cfg.Datasvr.JournalMaxBytes = 64 << 10
+	h := start(t, cfg, db)
+	ctx := ctxT(t)
+	c := h.client("town", 1)
+	const players = 8
+	var wg sync.WaitGroup
+	deadline := time.Now().Add(1500 * time.Millisecond)
+	for i := range players {
+		wg.Go(func() {
+			id := fmt.Sprintf("pf%d", i)
+			l, err := c.LoadOrCreate(ctx, id, "")
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			for v := l.Version + 1; time.Now().Before(deadline); v++ {
+				if err := c.Save(ctx, id, v, withItem(l.Data, "coin", int64(v))); err != nil {
+					t.Errorf("save %s v%d: %v", id, v, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	st := h.srv.stats()
+	if st.SavesAccepted < 500 {
+		t.Fatalf("only %d saves in 1.5s", st.SavesAccepted)
+	}
+	if st.DBRows >= st.SavesAccepted/2 {
+		t.Fatalf("%d rows for %d saves: flushes are not merging", st.DBRows, st.SavesAccepted)
+	}
+	eventually(t, 5*time.Second, "every player flushed", func() bool {
+		for i := range players {
+			id := fmt.Sprintf("pf%d", i)
+			show, err := h.admin.Show(ctx, id)
+			if r, ok := db.row(id); err != nil || !ok || r.Version != show.Version {
+				return false
+			}
+		}
+		return true
+	})
 }

@@ -16,16 +16,23 @@ import (
 // transaction does not hold the database for long.
 const flushChunk = 2000
 
-// flusher writes dirty players to the database every flush_interval, and
-// on request (admin flush). A failed flush is retried with backoff while
-// saves keep being acknowledged from the journal.
+// flusher writes dirty players to the database. A player is written once
+// it has been dirty for flush_interval, checked every flush_interval/10:
+// each player still reaches the database once per interval however often
+// it is saved, but the database sees a steady trickle of small batches
+// instead of one burst per interval, which would stall acknowledgements on
+// a small machine. An admin flush writes everything at once. A failed
+// flush is retried with backoff while saves keep being acknowledged from
+// the journal.
 func (s *Server) flusher() {
 	interval := s.cfg.Datasvr.FlushInterval
-	timer := time.NewTimer(interval)
+	tick := max(interval/10, time.Millisecond)
+	timer := time.NewTimer(tick)
 	defer timer.Stop()
 	var waiters []chan error
 	backoff := time.Duration(0)
 	for {
+		all := false
 		select {
 		case <-s.bg.Done():
 			for _, w := range waiters {
@@ -33,6 +40,7 @@ func (s *Server) flusher() {
 			}
 			return
 		case w := <-s.flushReq:
+			all = true
 			waiters = append(waiters, w)
 			// Take every request already waiting into this flush.
 			for more := true; more; {
@@ -45,14 +53,14 @@ func (s *Server) flusher() {
 			}
 		case <-timer.C:
 		}
-		err := s.flush(s.bg)
+		err := s.flush(s.bg, all)
 		for _, w := range waiters {
 			w <- err
 		}
 		waiters = waiters[:0]
-		next := interval
+		next := tick
 		if err != nil {
-			backoff = min(max(2*backoff, 200*time.Millisecond), interval, 10*time.Second)
+			backoff = min(max(2*backoff, 200*time.Millisecond), max(interval, 200*time.Millisecond), 10*time.Second)
 			next = backoff
 			s.log.Error("database flush failed; saves are still acknowledged from the journal, retrying",
 				zap.Error(err), zap.Duration("retry_in", next))
@@ -69,7 +77,7 @@ func (s *Server) flusher() {
 	}
 }
 
-// requestFlush asks the flusher for a flush and waits for it.
+// requestFlush asks the flusher for a full flush and waits for it.
 func (s *Server) requestFlush(ctx context.Context) error {
 	w := make(chan error, 1)
 	select {
@@ -87,54 +95,84 @@ func (s *Server) requestFlush(ctx context.Context) error {
 	}
 }
 
-// flush writes every player dirty now to the database, then lets the
-// journal delete what the database now covers. Only the flusher (and
-// start/shutdown, when it is not running) call it.
-func (s *Server) flush(ctx context.Context) error {
+// flushItem is one player in a flush, with what the flush knew of it.
+type flushItem struct {
+	e       *entry
+	rec     store.Record
+	lastSeq uint64
+}
+
+// flush writes dirty players to the database (all of them, or those dirty
+// for at least flush_interval), then lets the journal delete what the
+// database now covers. Only the flusher (and start/shutdown, when it is
+// not running) call it.
+func (s *Server) flush(ctx context.Context, all bool) error {
 	start := time.Now()
+	cutoff := start.Add(-s.cfg.Datasvr.FlushInterval)
 	s.mu.Lock()
-	recs := make([]store.Record, 0, len(s.dirty))
-	for _, e := range s.dirty {
-		recs = append(recs, store.Record{ID: e.id, Version: e.version, Data: e.data, OwnerScene: e.owner.Scene, OwnerEpoch: e.owner.Epoch})
-	}
-	// Every journal record up to upTo is applied to the cache (so it is in
-	// recs or superseded by something in recs): records of commits still
-	// in flight have seq >= their start mark.
+	var items []flushItem
+	// upTo: every journal record up to it is in the database once this
+	// flush succeeds. Records of commits still in flight have seq >= their
+	// start mark; players left dirty hold back their first unflushed record.
 	upTo := s.journal.LastSeq()
 	for mark := range s.inflight {
 		upTo = min(upTo, mark-1)
 	}
+	for _, e := range s.dirty {
+		if all || !e.dirtyAt.After(cutoff) {
+			items = append(items, flushItem{e: e, lastSeq: e.lastSeq, rec: store.Record{ID: e.id, Version: e.version, Data: e.data,
+				OwnerScene: e.owner.Scene, OwnerEpoch: e.owner.Epoch}})
+		} else {
+			upTo = min(upTo, e.dirtySeq-1)
+		}
+	}
 	s.mu.Unlock()
+	if len(items) == 0 {
+		return s.checkpoint(upTo)
+	}
 
-	sort.Slice(recs, func(i, j int) bool { return recs[i].ID < recs[j].ID })
+	sort.Slice(items, func(i, j int) bool { return items[i].rec.ID < items[j].rec.ID })
+	recs := make([]store.Record, len(items))
+	for i := range items {
+		recs[i] = items[i].rec
+	}
 	for i := 0; i < len(recs); i += flushChunk {
-		chunk := recs[i:min(i+flushChunk, len(recs))]
-		if err := s.store.SaveBatch(ctx, chunk); err != nil {
+		end := min(i+flushChunk, len(recs))
+		if err := s.store.SaveBatch(ctx, recs[i:end]); err != nil {
 			s.m.dbErrors.Add(1)
-			return fmt.Errorf("datasvr: flush %d players (first %s): %w", len(chunk), chunk[0].ID, err)
+			return fmt.Errorf("datasvr: flush %d players (first %s): %w", end-i, recs[i].ID, err)
 		}
 		s.mu.Lock()
-		for _, r := range chunk {
-			// A player saved again since the snapshot stays dirty.
-			if e := s.dirty[r.ID]; e != nil && e.version == r.Version && e.owner.Scene == r.OwnerScene && e.owner.Epoch == r.OwnerEpoch {
-				e.dirty = false
-				delete(s.dirty, r.ID)
-				s.settle(e)
+		for _, it := range items[i:end] {
+			e := it.e
+			if !e.dirty {
+				continue
 			}
+			if e.version == it.rec.Version {
+				e.dirty = false
+				delete(s.dirty, e.id)
+				s.settle(e)
+				continue
+			}
+			// Saved again while we wrote: still dirty, but only with
+			// records after the one we flushed.
+			e.dirtySeq, e.dirtyAt = it.lastSeq+1, start
 		}
 		s.evict()
 		s.mu.Unlock()
 	}
+	s.m.flushes.Add(1)
+	if s.flushDur != nil {
+		s.flushDur.Observe(time.Since(start).Seconds())
+	}
+	s.log.Debug("flushed", zap.Int("players", len(recs)), zap.Duration("took", time.Since(start)), zap.Uint64("checkpoint", upTo))
+	return s.checkpoint(upTo)
+}
+
+func (s *Server) checkpoint(upTo uint64) error {
 	if err := s.journal.Checkpoint(upTo); err != nil {
 		// Not fatal: the segments are deleted at the next checkpoint.
 		s.log.Warn("journal checkpoint failed", zap.Error(err))
-	}
-	if len(recs) > 0 {
-		s.m.flushes.Add(1)
-		if s.flushDur != nil {
-			s.flushDur.Observe(time.Since(start).Seconds())
-		}
-		s.log.Debug("flushed", zap.Int("players", len(recs)), zap.Duration("took", time.Since(start)), zap.Uint64("checkpoint", upTo))
 	}
 	return nil
 }

@@ -312,7 +312,9 @@ func TestStaleEpochSaveRejected(t *testing.T) {
 		if err := old.Save(ctx, id, l4.Version+5, l.Data); !errors.Is(err, datasvr.ErrStaleEpoch) {
 			t.Fatalf("stale epoch save: %v, want ErrStaleEpoch", err)
 		}
-		if err := respawned.Save(ctx, id, l4.Version, l4.Data); !errors.Is(err, datasvr.ErrOldVersion) {
+		changed := l4.Data.Clone()
+		changed.Gold++
+		if err := respawned.Save(ctx, id, l4.Version, changed); !errors.Is(err, datasvr.ErrOldVersion) {
 			t.Fatalf("old version save: %v, want ErrOldVersion", err)
 		}
 		if err := datasvr.NewClient(nc, "town", 9, nil).Save(ctx, id, l4.Version+1, l4.Data); !errors.Is(err, datasvr.ErrNotOwner) {

@@ -215,7 +215,7 @@ func (s *Server) start(ctx context.Context) error {
 	// so the journal can start again from a clean checkpoint.
 	s.readyErr.Store("flushing replayed journal to the database")
 	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
-		err := s.flush(ctx)
+		err := s.flush(ctx, true)
 		if err == nil {
 			break
 		}
@@ -342,7 +342,7 @@ func (s *Server) replay() error {
 			e = &entry{id: r.Player}
 			s.players[r.Player] = e
 		}
-		s.apply(e, r.Version, r.Owner, cloneBytes(r.Data))
+		s.apply(e, r.Version, r.Owner, cloneBytes(r.Data), seq, time.Time{})
 		s.mu.Unlock()
 		n++
 		return nil
@@ -394,7 +394,7 @@ func (s *Server) shutdown(ctx context.Context) error {
 	// database complete and the journal empty.
 	s.cancel()
 	if s.store != nil && s.journal != nil && s.isReady() {
-		if err := s.flush(ctx); err != nil {
+		if err := s.flush(ctx, true); err != nil {
 			s.log.Warn("final flush failed; the journal still holds everything", zap.Error(err))
 		}
 	}

@@ -36,6 +36,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -124,6 +125,11 @@ type Journal struct {
 	active   *os.File
 	total    int64
 	nextSeq  uint64
+	// seqs mirrors nextSeq and stats.LastSeq for lock-free readers: the
+	// data server reads them under its own lock, which must never wait
+	// for an fsync.
+	nextSeqA atomic.Uint64
+	lastSeqA atomic.Uint64
 	replayed bool
 	broken   error // set when the active file's tail is unknown after a failed write
 	stats    Stats
@@ -158,6 +164,7 @@ func Open(opts Options) (*Journal, error) {
 		stopped: make(chan struct{}),
 		nextSeq: 1,
 	}
+	j.nextSeqA.Store(1)
 	entries, err := os.ReadDir(opts.Dir)
 	if err != nil {
 		return nil, fmt.Errorf("journal %s: %w", opts.Dir, err)
@@ -238,6 +245,8 @@ func (j *Journal) Replay(fn func(seq uint64, payload []byte) error) error {
 		j.nextSeq = last + 1
 	}
 	j.stats.LastSeq = last
+	j.nextSeqA.Store(j.nextSeq)
+	j.lastSeqA.Store(last)
 	// Empty segments (a rotation right before a crash) are dropped so the
 	// active segment's name is its first record's seq.
 	kept := j.segs[:0]
@@ -337,18 +346,10 @@ func (j *Journal) Append(ctx context.Context, payload []byte) (uint64, error) {
 // NextSeq is the sequence number the next record will get (or a lower
 // one: it never over-estimates). The data server uses it as a lower bound
 // for records still on their way to disk when it picks a checkpoint.
-func (j *Journal) NextSeq() uint64 {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	return j.nextSeq
-}
+func (j *Journal) NextSeq() uint64 { return j.nextSeqA.Load() }
 
 // LastSeq is the sequence number of the last durable record.
-func (j *Journal) LastSeq() uint64 {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	return j.stats.LastSeq
-}
+func (j *Journal) LastSeq() uint64 { return j.lastSeqA.Load() }
 
 // Stats returns the current counters.
 func (j *Journal) Stats() Stats {
@@ -523,6 +524,10 @@ func (j *Journal) commit(batch []request, buf []byte) []byte {
 	}
 	j.nextSeq = seq
 	j.stats.LastSeq = seq - 1
+	// lastSeq first: a reader that sees the new nextSeq must not see an
+	// older lastSeq.
+	j.lastSeqA.Store(seq - 1)
+	j.nextSeqA.Store(seq)
 	j.stats.Appends += uint64(len(accepted))
 	for i, r := range accepted {
 		r.done <- result{seq: first + uint64(i)}
