@@ -120,11 +120,11 @@ type Journal struct {
 	// mu guards the segment list, the active file and the counters. The
 	// writer holds it while it writes and fsyncs; Checkpoint and Stats take
 	// it briefly.
-	mu       sync.Mutex
-	segs     []segment // oldest first; the last one is active
-	active   *os.File
-	total    int64
-	nextSeq  uint64
+	mu      sync.Mutex
+	segs    []segment // oldest first; the last one is active
+	active  *os.File
+	total   int64
+	nextSeq uint64
 	// seqs mirrors nextSeq and stats.LastSeq for lock-free readers: the
 	// data server reads them under its own lock, which must never wait
 	// for an fsync.
