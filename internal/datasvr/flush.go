@@ -17,7 +17,7 @@ import (
 const flushChunk = 2000
 
 // flusher writes dirty players to the database. A player is written once
-// it has been dirty for flush_interval, checked every flush_interval/10:
+// it has been dirty for flush_interval, checked every flush_interval/50:
 // each player still reaches the database once per interval however often
 // it is saved, but the database sees a steady trickle of small batches
 // instead of one burst per interval, which would stall acknowledgements on
@@ -26,7 +26,7 @@ const flushChunk = 2000
 // the journal.
 func (s *Server) flusher() {
 	interval := s.cfg.Datasvr.FlushInterval
-	tick := max(interval/10, time.Millisecond)
+	tick := max(interval/50, time.Millisecond)
 	timer := time.NewTimer(tick)
 	defer timer.Stop()
 	var waiters []chan error
