@@ -8,6 +8,8 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -16,10 +18,11 @@ import (
 
 	"github.com/respawn-dev/respawn/internal/launch"
 	"github.com/respawn-dev/respawn/internal/modules"
+	"github.com/respawn-dev/respawn/internal/process"
 )
 
 func clusterCommands(a *app) []*cobra.Command {
-	return []*cobra.Command{upCommand(a), statusCommand(a), scenesCommand(a), sceneCommand(a), configCommand(a)}
+	return []*cobra.Command{upCommand(a), statusCommand(a), scenesCommand(a), sceneCommand(a), configCommand(a), shutdownCommand(a)}
 }
 
 func upCommand(a *app) *cobra.Command {
@@ -232,4 +235,46 @@ func configCommand(a *app) *cobra.Command {
 		},
 	})
 	return c
+}
+
+func shutdownCommand(a *app) *cobra.Command {
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "shutdown",
+		Short: "Graceful stop: every scene saves, datasvr flushes, then the cluster stops",
+		Long: "Saves every player and flushes datasvr to the database (as save-all), then stops the\n" +
+			"scene processes through the world manager, and finally stops `respawn up` if it runs.\n" +
+			"Under systemd or supervisor, stop the daemons with those tools afterwards.",
+		Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			cfg, err := a.config()
+			if err != nil {
+				return err
+			}
+			if err := a.saveAll(timeout); err != nil {
+				return fmt.Errorf("shutdown stopped before anything was stopped: %w", err)
+			}
+			raw, _ := os.ReadFile(launch.PIDPath(cfg.DataDir)) // absent: not under `respawn up`
+			if pid, _ := strconv.Atoi(strings.TrimSpace(string(raw))); pid > 0 && process.Alive(pid) {
+				// `respawn up` stops the scenes, then the daemons, in order.
+				if err := process.Signal(pid, syscall.SIGTERM); err != nil {
+					return err
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				defer cancel()
+				if err := process.WaitGone(ctx, pid); err != nil {
+					return fmt.Errorf("respawn up (pid %d) did not stop: %w", pid, err)
+				}
+				fmt.Fprintf(a.out, "cluster stopped (respawn up pid %d)\n", pid)
+				return nil
+			}
+			if err := a.adminCall("POST", cfg.WorldMgr.Admin, "/v1/stop", nil, nil); err != nil {
+				return fmt.Errorf("stop scenes: %w", err)
+			}
+			fmt.Fprintln(a.out, "scenes stopped; `respawn up` is not running, so stop the daemons with their supervisor")
+			return nil
+		},
+	}
+	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "how long to wait for each scene to save")
+	return cmd
 }

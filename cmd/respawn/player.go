@@ -191,65 +191,69 @@ func saveAllCmd(a *app) *cobra.Command {
 			"acknowledged, then asks datasvr to flush; returns once the database holds everything.\n" +
 			"Scenes that do not answer within --timeout are reported and make the command fail.",
 		Args: cobra.NoArgs,
-		RunE: func(*cobra.Command, []string) error {
-			cfg, err := a.config()
-			if err != nil {
-				return err
-			}
-			return a.withDatasvr(timeout+30*time.Second, func(ctx context.Context, nc *nats.Conn, c *datasvr.AdminClient) error {
-				var scenes []string
-				for _, p := range cfg.Processes {
-					scenes = append(scenes, p.Scenes...)
-				}
-				sort.Strings(scenes)
-				replies := make([]string, len(scenes))
-				var failed []string
-				var mu sync.Mutex
-				var wg sync.WaitGroup
-				for i, sc := range scenes {
-					wg.Go(func() {
-						sctx, cancel := context.WithTimeout(ctx, timeout)
-						defer cancel()
-						msg, err := nc.RequestWithContext(sctx, datasvr.SceneSaveAllSubject(sc), mustJSON(datasvr.SaveAllRequest{ReqID: "saveall-" + strconv.FormatInt(time.Now().UnixNano(), 36)}))
-						var rep datasvr.SaveAllReply
-						if err == nil {
-							err = jsonDecode(msg.Data, &rep)
-						}
-						if err == nil && rep.Error != "" {
-							err = errors.New(rep.Error)
-						}
-						mu.Lock()
-						defer mu.Unlock()
-						if err != nil {
-							if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, context.DeadlineExceeded) {
-								err = fmt.Errorf("did not answer within %s", timeout)
-							}
-							replies[i] = fmt.Sprintf("scene %-16s FAILED: %v", sc, err)
-							failed = append(failed, sc)
-							return
-						}
-						replies[i] = fmt.Sprintf("scene %-16s saved %d players", sc, rep.Players)
-					})
-				}
-				wg.Wait()
-				for _, r := range replies {
-					fmt.Fprintln(a.out, r)
-				}
-				n, err := c.Flush(ctx)
-				if err != nil {
-					return fmt.Errorf("datasvr flush: %w", err)
-				}
-				fmt.Fprintf(a.out, "datasvr flushed %d players to the database\n", n)
-				if len(failed) > 0 {
-					sort.Strings(failed)
-					return fmt.Errorf("save-all: %d scene(s) did not save: %s", len(failed), strings.Join(failed, ", "))
-				}
-				return nil
-			})
-		},
+		RunE: func(*cobra.Command, []string) error { return a.saveAll(timeout) },
 	}
 	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "how long to wait for each scene")
 	return cmd
+}
+
+// saveAll asks every scene to save all dirty players, waits for their saves
+// to be acknowledged, then has datasvr flush to the database.
+func (a *app) saveAll(timeout time.Duration) error {
+	cfg, err := a.config()
+	if err != nil {
+		return err
+	}
+	return a.withDatasvr(timeout+30*time.Second, func(ctx context.Context, nc *nats.Conn, c *datasvr.AdminClient) error {
+		var scenes []string
+		for _, p := range cfg.Processes {
+			scenes = append(scenes, p.Scenes...)
+		}
+		sort.Strings(scenes)
+		replies := make([]string, len(scenes))
+		var failed []string
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for i, sc := range scenes {
+			wg.Go(func() {
+				sctx, cancel := context.WithTimeout(ctx, timeout)
+				defer cancel()
+				msg, err := nc.RequestWithContext(sctx, datasvr.SceneSaveAllSubject(sc), mustJSON(datasvr.SaveAllRequest{ReqID: "saveall-" + strconv.FormatInt(time.Now().UnixNano(), 36)}))
+				var rep datasvr.SaveAllReply
+				if err == nil {
+					err = jsonDecode(msg.Data, &rep)
+				}
+				if err == nil && rep.Error != "" {
+					err = errors.New(rep.Error)
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil {
+					if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, context.DeadlineExceeded) {
+						err = fmt.Errorf("did not answer within %s", timeout)
+					}
+					replies[i] = fmt.Sprintf("scene %-16s FAILED: %v", sc, err)
+					failed = append(failed, sc)
+					return
+				}
+				replies[i] = fmt.Sprintf("scene %-16s saved %d players", sc, rep.Players)
+			})
+		}
+		wg.Wait()
+		for _, r := range replies {
+			fmt.Fprintln(a.out, r)
+		}
+		n, err := c.Flush(ctx)
+		if err != nil {
+			return fmt.Errorf("datasvr flush: %w", err)
+		}
+		fmt.Fprintf(a.out, "datasvr flushed %d players to the database\n", n)
+		if len(failed) > 0 {
+			sort.Strings(failed)
+			return fmt.Errorf("save-all: %d scene(s) did not save: %s", len(failed), strings.Join(failed, ", "))
+		}
+		return nil
+	})
 }
 
 func mustJSON(v any) []byte {

@@ -21,19 +21,6 @@ func replicaCommands(a *app) []*cobra.Command {
 	return []*cobra.Command{replicasCommand(a), playersCommand(a), mapCommand(a), chatCommand(a)}
 }
 
-// bus connects the CLI to the cluster's NATS.
-func (a *app) bus() (*nats.Conn, error) {
-	cfg, err := a.config()
-	if err != nil {
-		return nil, err
-	}
-	nc, err := nats.Connect(cfg.NATS.ClientURL(), nats.Name("respawn cli"), nats.Timeout(3*time.Second))
-	if err != nil {
-		return nil, fmt.Errorf("connect to NATS at %s (is datasvr running?): %w", cfg.NATS.ClientURL(), err)
-	}
-	return nc, nil
-}
-
 // readModule opens a CLI reader of module m and waits for its snapshot.
 func readModule[T any](nc *nats.Conn, m replica.Module) (*replica.Reader[T], error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -57,7 +44,7 @@ func replicasCommand(a *app) *cobra.Command {
 		Short: "Show every replicated module: owner, subscribers, mode, keys and the lag this CLI's reader sees",
 		Args:  cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			nc, err := a.bus()
+			nc, err := a.natsConn()
 			if err != nil {
 				return err
 			}
@@ -120,7 +107,7 @@ func playersCommand(a *app) *cobra.Command {
 		Short: "List player profiles from the profile replica",
 		Args:  cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			nc, err := a.bus()
+			nc, err := a.natsConn()
 			if err != nil {
 				return err
 			}
@@ -159,7 +146,7 @@ func mapCommand(a *app) *cobra.Command {
 		Short: "World map: where every player is, from the (batched) position replica",
 		Args:  cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			nc, err := a.bus()
+			nc, err := a.natsConn()
 			if err != nil {
 				return err
 			}
@@ -201,7 +188,7 @@ func chatCommand(a *app) *cobra.Command {
 		Short: "Follow world chat, or say something on it as a GM",
 		Args:  cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			nc, err := a.bus()
+			nc, err := a.natsConn()
 			if err != nil {
 				return err
 			}

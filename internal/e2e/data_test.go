@@ -199,3 +199,54 @@ func keys[V any](m map[string]V) []string {
 	}
 	return out
 }
+
+// `respawn shutdown` saves every player, flushes to the database and stops
+// the whole cluster started by `respawn up`.
+func TestGracefulShutdown(t *testing.T) {
+	c := newCluster(t)
+	up := c.start("respawn", "up")
+	waitFor(t, 20*time.Second, func() error {
+		rows, err := c.scenes()
+		if err != nil {
+			return err
+		}
+		for _, r := range rows {
+			if r.State != modules.SceneRunning {
+				return fmt.Errorf("%s is %s", r.ID, r.State)
+			}
+		}
+		return nil
+	})
+	c.respawn("player", "create", "dave", "--name", "Dave")
+	c.respawn("gm", "enter", "--scene", "town", "--player", "dave")
+	c.respawn("player", "give", "dave", "gold", "30")
+	c.respawn("gm", "request", "--scene", "town", "--player", "dave", "--seq", "1", `{"op":"buy","npc":"merchant","item":"potion","count":2}`)
+	rows, _ := c.scenes()
+	out := c.respawn("shutdown")
+	if !strings.Contains(out, "cluster stopped") {
+		t.Fatalf("shutdown said:\n%s", out)
+	}
+	if err := up.wait(30 * time.Second); err != nil {
+		t.Fatalf("respawn up exited with %v", err)
+	}
+	for _, r := range rows {
+		if process.Alive(r.PID) {
+			t.Errorf("scene %s pid %d still alive", r.ID, r.PID)
+		}
+	}
+	if pids := c.livePids(""); len(pids) > 0 {
+		t.Fatalf("processes left: %v", pids)
+	}
+	// Everything is in the database: a fresh datasvr serves it.
+	c.start("datasvr")
+	waitFor(t, 20*time.Second, func() error {
+		p, err := c.showPlayer("dave")
+		if err != nil {
+			return err
+		}
+		if p.Gold != 10 || p.Items["potion"] != 2 {
+			return fmt.Errorf("dave after shutdown: %+v", p)
+		}
+		return nil
+	})
+}

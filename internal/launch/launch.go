@@ -99,7 +99,11 @@ type daemon struct {
 	done chan struct{}
 }
 
-func (l *launcher) pidPath() string { return filepath.Join(l.opt.Config.DataDir, "run", "up.pid") }
+// PIDPath is where `respawn up` records its pid, so `respawn shutdown` can
+// find it.
+func PIDPath(dataDir string) string { return filepath.Join(dataDir, "run", "up.pid") }
+
+func (l *launcher) pidPath() string { return PIDPath(l.opt.Config.DataDir) }
 
 func (l *launcher) writePID() error {
 	if err := os.MkdirAll(filepath.Dir(l.pidPath()), 0o755); err != nil {

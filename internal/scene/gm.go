@@ -119,11 +119,15 @@ func (p *Process) onKick(l *loop, m *nats.Msg) {
 func (p *Process) onSaveAll(l *loop, m *nats.Msg) {
 	ctx, cancel := context.WithTimeout(p.ctx, gmTimeout)
 	defer cancel()
-	rep := datasvr.SaveAllReply{Scene: l.id, Players: int(l.players.Load())}
-	if _, err := l.submit(game.SaveTick{}); err != nil {
-		rep.Error = err.Error()
-	} else if err := p.host.data.flush(ctx, l); err != nil {
-		rep.Error = err.Error()
+	rep := datasvr.SaveAllReply{Scene: l.id}
+	// The scene and its dungeon rooms: their players are the scene's too.
+	for _, sl := range append([]*loop{l}, p.host.rooms(l.id)...) {
+		rep.Players += int(sl.players.Load())
+		if _, err := sl.submit(game.SaveTick{}); err != nil {
+			rep.Error = err.Error()
+		} else if err := p.host.data.flush(ctx, sl); err != nil {
+			rep.Error = err.Error()
+		}
 	}
 	respond(l, m, rep)
 }

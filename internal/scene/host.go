@@ -217,6 +217,19 @@ func (h *host) sortedLoops() []*loop {
 	return out
 }
 
+// rooms returns the live dungeon rooms opened from scene parent.
+func (h *host) rooms(parent string) []*loop {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []*loop
+	for _, l := range h.sortedLoops() {
+		if l.parent == parent {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
 func (h *host) loop(id string) (*loop, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
