@@ -1,0 +1,114 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/respawn-dev/respawn/internal/modules"
+	"github.com/respawn-dev/respawn/internal/replica"
+)
+
+// Readers started before a crash follow the cluster through it: a scene
+// killed with SIGKILL republishes its players under its new epoch, the
+// scene table shows the replacement, and after the NATS server (embedded
+// in datasvr) is killed and restarted the same readers converge again.
+func TestReplicasFollowCrashes(t *testing.T) {
+	c := newCluster(t)
+	c.startWorld()
+	c.respawn("player", "create", "erin", "--name", "Erin")
+	c.respawn("gm", "enter", "--scene", "forest", "--player", "erin")
+
+	nc, err := nats.Connect("nats://"+c.ports["nats.listen"], nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	table, err := replica.NewReader[modules.SceneRow](ctx, nc, modules.SceneTable, replica.RoleCLI, replica.ReaderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer table.Close()
+	profiles, err := replica.NewReader[modules.PlayerProfile](ctx, nc, modules.PlayerProfiles, replica.RoleCLI, replica.ReaderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer profiles.Close()
+	positions, err := replica.NewReader[modules.PlayerPosition](ctx, nc, modules.PlayerPositions, replica.RoleCLI, replica.ReaderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer positions.Close()
+
+	old := find(t, c.waitRunning(time.Second), "forest")
+	waitFor(t, 5*time.Second, func() error {
+		e, ok := profiles.Entry("erin")
+		if !ok || !e.Value.Online || e.Value.Scene != "forest" || e.Epoch != old.Epoch {
+			return fmt.Errorf("erin's profile: %+v %v", e, ok)
+		}
+		return nil
+	})
+
+	// Kill the forest: the table follows at once, the profile is
+	// republished by the new incarnation.
+	if err := syscall.Kill(old.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	var fresh modules.SceneRow
+	waitFor(t, 5*time.Second, func() error {
+		r, ok := table.Get("forest")
+		if !ok || r.PID == old.PID || r.State != modules.SceneRunning {
+			return fmt.Errorf("table replica: %+v", r)
+		}
+		fresh = r
+		return nil
+	})
+	recovered := time.Now()
+	waitFor(t, 2*time.Second, func() error {
+		e, ok := profiles.Entry("erin")
+		if !ok || e.Epoch != fresh.Epoch || !e.Value.Online {
+			return fmt.Errorf("erin's profile still from epoch %d: %+v", e.Epoch, e.Value)
+		}
+		return nil
+	})
+	if d := time.Since(recovered); d > time.Second {
+		t.Errorf("profile republished %s after the table showed the new process", d)
+	}
+
+	// Kill datasvr, and with it the embedded NATS server; restart it.
+	ds := c.procs[0]
+	ds.signal(syscall.SIGKILL)
+	ds.wait(5 * time.Second)
+	c.start("datasvr")
+	// A move after the restart reaches the position reader (batched, 2 s).
+	waitFor(t, 15*time.Second, func() error {
+		_, err := c.tryRespawn("gm", "request", "--scene", "forest", "--player", "erin", "--seq", "1", `{"op":"move","x":7,"y":9}`)
+		return err
+	})
+	waitFor(t, 10*time.Second, func() error {
+		p, ok := positions.Get("erin")
+		if !ok || p.X != 7 || p.Y != 9 {
+			return fmt.Errorf("erin's position: %+v", p)
+		}
+		return nil
+	})
+	// And the table replica follows a respawn after the bus restart.
+	c.respawn("scene", "kill", "town")
+	townBefore := find(t, c.waitRunning(5*time.Second), "town")
+	waitFor(t, 10*time.Second, func() error {
+		r, ok := table.Get("town")
+		if !ok || r.PID != townBefore.PID || r.Epoch != townBefore.Epoch {
+			return fmt.Errorf("table replica has town %+v, manager has pid %d epoch %d", r, townBefore.PID, townBefore.Epoch)
+		}
+		return nil
+	})
+	if st := table.Stats(); st.Resyncs == 0 {
+		t.Errorf("the table reader never resynchronised: %+v", st)
+	}
+}
