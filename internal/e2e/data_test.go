@@ -147,7 +147,7 @@ func TestDatasvrKill9KeepsAcknowledgedSaves(t *testing.T) {
 	c.respawn("player", "create", "bob", "--name", "Bob")
 	c.respawn("player", "create", "carol", "--name", "Carol")
 	c.respawn("gm", "enter", "--scene", "town", "--player", "bob")
-	c.respawn("player", "give", "bob", "gold", "70")     // online: applied by the scene, durable when acked
+	c.respawn("player", "give", "bob", "gold", "70")    // online: applied by the scene, durable when acked
 	c.respawn("player", "give", "carol", "potion", "3") // offline: applied by datasvr
 	ds := c.procs[0]
 	if ds.name != "datasvr" {
