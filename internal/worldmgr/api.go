@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"strings"
 	"syscall"
 	"time"
 
@@ -79,7 +80,7 @@ func (m *Manager) apiKill(w http.ResponseWriter, r *http.Request) {
 			status, err = http.StatusConflict, fmt.Errorf("scene %q has no live process (state %s)", id, p.state)
 			return
 		}
-		res = KillResult{Scene: id, Process: p.name, PID: p.pid, Epoch: p.epoch, Signal: sig.String()}
+		res = KillResult{Scene: id, Process: p.name, PID: p.pid, Epoch: p.epoch, Signal: strings.ToUpper(strings.TrimPrefix(strings.ToUpper(sigName), "SIG"))}
 		if err = process.Signal(p.pid, sig); err != nil {
 			status = http.StatusInternalServerError
 		}
