@@ -8,6 +8,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
 
+	"github.com/respawn-dev/respawn/internal/bus"
 	"github.com/respawn-dev/respawn/internal/datasvr"
 	"github.com/respawn-dev/respawn/internal/game"
 )
@@ -19,19 +20,9 @@ func EventSubject(scene string) string { return "respawn.scene." + scene + ".eve
 // connectNATS connects to the bus without waiting for it: a scene keeps
 // serving while datasvr (and its embedded NATS server) restarts.
 func (p *Process) connectNATS() error {
-	log := p.log
-	nc, err := nats.Connect(p.cfg.NATS.ClientURL(),
-		nats.Name(fmt.Sprintf("scene %s epoch %d", p.spec.Name, p.opt.Epoch)),
-		nats.RetryOnFailedConnect(true),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(100*time.Millisecond),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			log.Warn("bus disconnected; reconnecting", zap.Error(err))
-		}),
-		nats.ReconnectHandler(func(*nats.Conn) { log.Info("bus reconnected") }),
-	)
+	nc, err := bus.Connect(p.cfg.NATS.ClientURL(), fmt.Sprintf("scene %s epoch %d", p.spec.Name, p.opt.Epoch), p.log)
 	if err != nil {
-		return fmt.Errorf("connect to NATS %s: %w", p.cfg.NATS.ClientURL(), err)
+		return err
 	}
 	p.nc = nc
 	p.host.remote = func(ctx context.Context, scene string, ev game.Event) error {

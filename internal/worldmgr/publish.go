@@ -1,12 +1,9 @@
 package worldmgr
 
 import (
-	"fmt"
-	"time"
-
-	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
 
+	"github.com/respawn-dev/respawn/internal/bus"
 	"github.com/respawn-dev/respawn/internal/modules"
 	"github.com/respawn-dev/respawn/internal/replica"
 )
@@ -16,16 +13,9 @@ import (
 // back: after a restart the table is rebuilt from scene reports.
 func (m *Manager) connectBus() error {
 	log := m.log
-	nc, err := nats.Connect(m.cfg.NATS.ClientURL(),
-		nats.Name("worldmgr"),
-		nats.RetryOnFailedConnect(true),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(100*time.Millisecond),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("bus disconnected; reconnecting", zap.Error(err)) }),
-		nats.ReconnectHandler(func(*nats.Conn) { log.Info("bus reconnected") }),
-	)
+	nc, err := bus.Connect(m.cfg.NATS.ClientURL(), "worldmgr", log)
 	if err != nil {
-		return fmt.Errorf("connect to NATS %s: %w", m.cfg.NATS.ClientURL(), err)
+		return err
 	}
 	w, err := replica.NewWriter[modules.SceneRow](m.ctx, nc, modules.SceneTable, replica.RoleWorldMgr,
 		replica.WriterOptions{Instance: "worldmgr", Logger: log})
