@@ -99,6 +99,21 @@ func openStats[T any](nc *nats.Conn, m replica.Module) (func() replica.Stats, er
 	return r.Stats, nil
 }
 
+// readAll returns a module's current entries, as a fresh reader sees them.
+func readAll[T any](a *app, m replica.Module) ([]replica.Entry[T], error) {
+	nc, err := a.natsConn()
+	if err != nil {
+		return nil, err
+	}
+	defer nc.Close()
+	r, err := readModule[T](nc, m)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	return r.All(), nil
+}
+
 func playersCommand(a *app) *cobra.Command {
 	var asJSON bool
 	var sceneID string
@@ -107,18 +122,12 @@ func playersCommand(a *app) *cobra.Command {
 		Short: "List player profiles from the profile replica",
 		Args:  cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			nc, err := a.natsConn()
+			entries, err := readAll[modules.PlayerProfile](a, modules.PlayerProfiles)
 			if err != nil {
 				return err
 			}
-			defer nc.Close()
-			r, err := readModule[modules.PlayerProfile](nc, modules.PlayerProfiles)
-			if err != nil {
-				return err
-			}
-			defer r.Close()
 			out := []modules.PlayerProfile{}
-			for _, e := range r.All() {
+			for _, e := range entries {
 				if sceneID == "" || e.Value.Scene == sceneID {
 					out = append(out, e.Value)
 				}
@@ -146,18 +155,12 @@ func mapCommand(a *app) *cobra.Command {
 		Short: "World map: where every player is, from the (batched) position replica",
 		Args:  cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			nc, err := a.natsConn()
+			entries, err := readAll[modules.PlayerPosition](a, modules.PlayerPositions)
 			if err != nil {
 				return err
 			}
-			defer nc.Close()
-			r, err := readModule[modules.PlayerPosition](nc, modules.PlayerPositions)
-			if err != nil {
-				return err
-			}
-			defer r.Close()
 			byScene := map[string][]modules.PlayerPosition{}
-			for _, e := range r.All() {
+			for _, e := range entries {
 				byScene[e.Value.Scene] = append(byScene[e.Value.Scene], e.Value)
 			}
 			if asJSON {
