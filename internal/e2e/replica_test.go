@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"syscall"
 	"testing"
@@ -111,4 +112,59 @@ func TestReplicasFollowCrashes(t *testing.T) {
 	if st := table.Stats(); st.Resyncs == 0 {
 		t.Errorf("the table reader never resynchronised: %+v", st)
 	}
+}
+
+// `respawn replicas --json` and `respawn players --json` read the cluster's
+// modules as a CLI subscriber.
+func TestReplicasCLI(t *testing.T) {
+	c := newCluster(t)
+	c.startWorld()
+	c.respawn("player", "create", "finn", "--name", "Finn")
+	c.respawn("gm", "enter", "--scene", "town", "--player", "finn")
+
+	var mods []replica.Description
+	out := c.respawn("replicas", "--json", "--watch", "300ms")
+	if err := json.Unmarshal([]byte(out), &mods); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	byName := map[string]replica.Description{}
+	for _, m := range mods {
+		byName[m.Module] = m
+	}
+	want := map[string]struct {
+		owner, mode string
+		interval    int64
+	}{
+		"scene_table":     {"worldmgr", "immediate", 0},
+		"player_profile":  {"scene", "immediate", 0},
+		"player_position": {"scene", "batched", 2000},
+		"scene_load":      {"scene", "batched", 1000},
+	}
+	for name, w := range want {
+		m, ok := byName[name]
+		if !ok {
+			t.Errorf("module %s missing from %s", name, out)
+			continue
+		}
+		if string(m.Owner) != w.owner || m.Mode != w.mode || m.IntervalMS != w.interval {
+			t.Errorf("module %s: %+v", name, m)
+		}
+	}
+	if byName["scene_table"].Keys != 2 {
+		t.Errorf("scene table replica has %d keys, want 2", byName["scene_table"].Keys)
+	}
+	waitFor(t, 5*time.Second, func() error {
+		var players []modules.PlayerProfile
+		out, err := c.tryRespawn("players", "--scene", "town", "--json")
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		if err := json.Unmarshal([]byte(out), &players); err != nil {
+			return err
+		}
+		if len(players) != 1 || players[0].ID != "finn" || !players[0].Online {
+			return fmt.Errorf("players in town: %+v", players)
+		}
+		return nil
+	})
 }
