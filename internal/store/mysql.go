@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"fmt"
 	"time"
 
@@ -72,7 +73,7 @@ func openMySQL(ctx context.Context, dsn string) (Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: mysql: %w", err)
 	}
-	db := sql.OpenDB(conn)
+	db := sql.OpenDB(timeoutConnector{conn, cfg.Timeout})
 	db.SetMaxOpenConns(sqlPoolSize)
 	db.SetMaxIdleConns(sqlPoolSize)
 	// Below MySQL's default wait_timeout, so the pool rarely hands out a
@@ -155,4 +156,20 @@ func migrateMySQL(ctx context.Context, db *sql.DB, d *dialect) (n int, err error
 		n++
 	}
 	return n, nil
+}
+
+// timeoutConnector bounds a whole MySQL connection attempt. The driver's
+// timeout covers only the TCP dial; a server that accepts and then says
+// nothing (overloaded, half-dead, a wrong port) would otherwise stall the
+// handshake for as long as the caller's context allows, which for the data
+// server's background flush is forever.
+type timeoutConnector struct {
+	driver.Connector
+	timeout time.Duration
+}
+
+func (c timeoutConnector) Connect(ctx context.Context) (driver.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	return c.Connector.Connect(ctx)
 }
