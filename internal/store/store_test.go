@@ -467,13 +467,14 @@ func TestDownDatabase(t *testing.T) {
 	}()
 	hung := silent.Addr().String()
 
-	for _, dsn := range []string{
-		"postgres://127.0.0.1:1/x?sslmode=disable",
-		"mysql://root@tcp(127.0.0.1:1)/x",
-		"postgres://postgres@" + hung + "/x?sslmode=disable&connect_timeout=1",
-		"mysql://root@tcp(" + hung + ")/x?timeout=1s",
+	for _, c := range []struct{ name, dsn string }{
+		{"postgres-refused", "postgres://127.0.0.1:1/x?sslmode=disable"},
+		{"mysql-refused", "mysql://root@tcp(127.0.0.1:1)/x"},
+		{"postgres-silent", "postgres://postgres@" + hung + "/x?sslmode=disable&connect_timeout=1"},
+		{"mysql-silent", "mysql://root@tcp(" + hung + ")/x?timeout=1s"},
 	} {
-		t.Run(strings.SplitN(dsn, ":", 2)[0], func(t *testing.T) {
+		dsn := c.dsn
+		t.Run(c.name, func(t *testing.T) {
 			start := time.Now()
 			s, err := Open(context.Background(), dsn, "")
 			if err == nil {
