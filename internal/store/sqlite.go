@@ -8,8 +8,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
-	_ "modernc.org/sqlite" // registers driver "sqlite"
+	"modernc.org/sqlite" // registers driver "sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 // sqliteBusyTimeoutMS is how long a connection waits for another process's
@@ -78,7 +80,7 @@ func openSQLite(ctx context.Context, path, dataDir string) (Store, error) {
 	// synchronous=NORMAL in WAL mode can lose the last commits on power
 	// loss but never corrupts; the data server keeps its own log.
 	w, err := sql.Open("sqlite", "file:"+path+"?"+busy+
-		"&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_txlock=immediate")
+		"&_pragma=synchronous(NORMAL)&_txlock=immediate")
 	if err != nil {
 		return nil, fmt.Errorf("store: sqlite %s: %w", path, err)
 	}
@@ -86,7 +88,7 @@ func openSQLite(ctx context.Context, path, dataDir string) (Store, error) {
 	w.SetMaxIdleConns(1)
 	w.SetConnMaxIdleTime(0)
 	w.SetConnMaxLifetime(0)
-	if err := w.PingContext(ctx); err != nil {
+	if err := enableWAL(ctx, w); err != nil {
 		w.Close()
 		return nil, fmt.Errorf("store: sqlite %s: %w", path, err)
 	}
@@ -127,4 +129,32 @@ func migrateSQLite(ctx context.Context, db *sql.DB, d *dialect) (int, error) {
 		return 0, fmt.Errorf("commit: %w", err)
 	}
 	return n, nil
+}
+
+// enableWAL switches the file to WAL mode, which persists in the file, so
+// later connections (the readers, other processes) inherit it. It is not a
+// DSN pragma because switching can fail with SQLITE_BUSY without consulting
+// the busy handler while another process is doing the same switch on a
+// fresh file; here that is retried until busy_timeout has passed.
+func enableWAL(ctx context.Context, db *sql.DB) error {
+	deadline := time.Now().Add(sqliteBusyTimeoutMS * time.Millisecond)
+	for {
+		var mode string
+		err := db.QueryRowContext(ctx, "PRAGMA journal_mode=WAL").Scan(&mode)
+		if err == nil {
+			if !strings.EqualFold(mode, "wal") {
+				return fmt.Errorf("journal_mode is %q, want wal", mode)
+			}
+			return nil
+		}
+		var se *sqlite.Error
+		if !errors.As(err, &se) || se.Code()&0xff != sqlite3.SQLITE_BUSY || time.Now().After(deadline) {
+			return fmt.Errorf("enable WAL: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("enable WAL: %w", ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -95,7 +96,7 @@ func (s *sqlStore) SaveBatch(ctx context.Context, recs []Record) error {
 	// PostgreSQL refuses an upsert that touches the same row twice, and
 	// sending a row that is going to lose anyway is wasted work, so keep
 	// only the winner per id.
-	recs = dedupe(recs)
+	recs = normalize(recs)
 
 	tx, err := s.w.BeginTx(ctx, nil)
 	s.statements.Add(1)
@@ -184,32 +185,28 @@ func validate(recs []Record) error {
 	return nil
 }
 
-// dedupe keeps one record per id: the one the database would end with had
-// the records been written one by one (highest version, later wins a tie).
-// The common case of no duplicates returns recs itself.
-func dedupe(recs []Record) []Record {
-	idx := make(map[string]int, len(recs))
-	var out []Record
-	for i, r := range recs {
-		j, seen := idx[r.ID]
-		if !seen {
-			idx[r.ID] = len(idx)
-			if out != nil {
-				out = append(out, r)
+// normalize returns recs sorted by id with one record per id: the one the
+// database would end with had the records been written one by one (highest
+// version, the later one on a tie). Sorting makes every batch lock its rows
+// in the same order, so two processes flushing overlapping players at once
+// queue on each other instead of deadlocking. recs itself is not modified.
+func normalize(recs []Record) []Record {
+	out := slices.Clone(recs)
+	// Stable, so records of one id keep their submission order.
+	slices.SortStableFunc(out, func(a, b Record) int { return strings.Compare(a.ID, b.ID) })
+	w := 0
+	for _, r := range out {
+		if w > 0 && out[w-1].ID == r.ID {
+			if r.Version >= out[w-1].Version {
+				out[w-1] = r
 			}
 			continue
 		}
-		if out == nil {
-			out = append(make([]Record, 0, len(recs)), recs[:i]...)
-		}
-		if r.Version >= out[j].Version {
-			out[j] = r
-		}
+		out[w] = r
+		w++
 	}
-	if out == nil {
-		return recs
-	}
-	return out
+	clear(out[w:]) // drop references to the losers' data
+	return out[:w]
 }
 
 func (s *sqlStore) Stats() Stats {

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -310,8 +312,9 @@ func TestConcurrentOpen(t *testing.T) {
 	})
 }
 
-// TestConcurrentWriters checks that several stores (as several processes
-// would) can flush into one database at once without errors.
+// TestConcurrentWriters flushes overlapping players from several
+// goroutines, half of them in reverse order: without a consistent row
+// order PostgreSQL and InnoDB would report deadlocks here.
 func TestConcurrentWriters(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		s, p := openTest(t, b)
@@ -319,9 +322,13 @@ func TestConcurrentWriters(t *testing.T) {
 		for w := range 4 {
 			wg.Go(func() {
 				for i := range 10 {
-					recs := make([]Record, 50)
+					recs := make([]Record, 200)
 					for j := range recs {
-						recs[j] = Record{ID: fmt.Sprintf("%sw%d-%d", p, w, j), Version: uint64(i + 1), Data: []byte("x")}
+						k := j
+						if w%2 == 1 {
+							k = len(recs) - 1 - j
+						}
+						recs[j] = Record{ID: fmt.Sprintf("%sw-%03d", p, k), Version: uint64(i + 1), Data: []byte{byte(w)}}
 					}
 					if err := s.SaveBatch(ctxT(t), recs); err != nil {
 						t.Errorf("writer %d: %v", w, err)
@@ -331,7 +338,7 @@ func TestConcurrentWriters(t *testing.T) {
 			})
 		}
 		wg.Wait()
-		if got := mustLoad(t, s, p+"w3-49"); got.Version != 10 {
+		if got := mustLoad(t, s, p+"w-199"); got.Version != 10 {
 			t.Errorf("version %d, want 10", got.Version)
 		}
 	})
@@ -487,4 +494,80 @@ func TestDownDatabase(t *testing.T) {
 			t.Logf("%v", err)
 		})
 	}
+}
+
+func TestNormalize(t *testing.T) {
+	in := []Record{
+		{ID: "b", Version: 2, Data: []byte("b2")},
+		{ID: "a", Version: 5, Data: []byte("a5")},
+		{ID: "b", Version: 1, Data: []byte("b1")},
+		{ID: "a", Version: 5, Data: []byte("a5-later")},
+		{ID: "c", Version: 1},
+		{ID: "a", Version: 4},
+	}
+	orig := slices.Clone(in)
+	got := normalize(in)
+	want := []string{"a/5/a5-later", "b/2/b2", "c/1/"}
+	var gotS []string
+	for _, r := range got {
+		gotS = append(gotS, fmt.Sprintf("%s/%d/%s", r.ID, r.Version, r.Data))
+	}
+	if !slices.Equal(gotS, want) {
+		t.Errorf("normalize = %v, want %v", gotS, want)
+	}
+	for i := range in {
+		if in[i].ID != orig[i].ID || in[i].Version != orig[i].Version {
+			t.Fatalf("normalize modified its input at %d", i)
+		}
+	}
+}
+
+// TestConcurrentOpenProcesses is TestConcurrentOpen with real processes
+// (this test binary re-executed), since SQLite's file locks are what keeps
+// two data servers from migrating the same file twice.
+func TestConcurrentOpenProcesses(t *testing.T) {
+	if dsn := os.Getenv("RESPAWN_STORE_HELPER_DSN"); dsn != "" {
+		s, err := Open(context.Background(), dsn, os.Getenv("RESPAWN_STORE_HELPER_DIR"))
+		if err != nil {
+			fmt.Println("error:", err)
+			os.Exit(1)
+		}
+		fmt.Printf("applied=%d\n", s.(*sqlStore).applied)
+		s.Close()
+		os.Exit(0)
+	}
+	dir := t.TempDir()
+	const n = 4
+	outs := make([][]byte, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			cmd := exec.Command(os.Args[0], "-test.run=^TestConcurrentOpenProcesses$")
+			cmd.Env = append(os.Environ(), "RESPAWN_STORE_HELPER_DSN=sqlite:shared.db", "RESPAWN_STORE_HELPER_DIR="+dir)
+			outs[i], errs[i] = cmd.CombinedOutput()
+		})
+	}
+	wg.Wait()
+	applied := 0
+	for i := range n {
+		if errs[i] != nil {
+			t.Fatalf("process %d: %v\n%s", i, errs[i], outs[i])
+		}
+		var a int
+		_, after, _ := strings.Cut(string(outs[i]), "applied=")
+		if _, err := fmt.Sscanf(after, "%d", &a); err != nil {
+			t.Fatalf("process %d output %q: %v", i, outs[i], err)
+		}
+		applied += a
+	}
+	s, err := Open(ctxT(t), "sqlite:shared.db", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if want := len(s.(*sqlStore).d.migrations); applied != want {
+		t.Errorf("%d processes applied %d migrations in total, want %d", n, applied, want)
+	}
+	checkMigrationRows(t, s.(*sqlStore))
 }
