@@ -200,7 +200,7 @@ func (h *host) startAll() {
 		}
 	}
 	for _, l := range loops {
-		go l.run()
+		l.start()
 	}
 	h.mu.Unlock()
 	for _, l := range loops {
@@ -366,7 +366,7 @@ func (h *host) createRoom(parent string, cr game.CreateRoom) error {
 	if h.attach != nil {
 		h.attach(l)
 	}
-	go l.run()
+	l.start()
 	l.log.Info("room created", zap.String("parent", parent), zap.Int("slot", slot.Index()), zap.Int("free_slots", h.store.FreeSlots()))
 	return nil
 }

@@ -34,6 +34,7 @@ type loop struct {
 	lastSnap  time.Time
 	events    uint64 // applied since start, for the load report
 	freed     bool
+	started   atomic.Bool
 	// players is read by the heartbeat reporter on another goroutine.
 	players atomic.Int64
 	// subs are this scene's bus subscriptions.
@@ -212,7 +213,16 @@ func (l *loop) snapshot() error {
 	return nil
 }
 
+// start runs the loop on its own goroutine.
+func (l *loop) start() {
+	l.started.Store(true)
+	go l.run()
+}
+
 func (l *loop) stop() {
+	if !l.started.Load() {
+		return // restored but never started (start-up failed)
+	}
 	select {
 	case <-l.quit:
 	default:

@@ -56,8 +56,6 @@ type Process struct {
 	wg     sync.WaitGroup
 	once   sync.Once
 	done   chan struct{}
-	exitMu sync.Mutex
-	exitOK bool // told to exit by the manager (clean exit)
 }
 
 // New checks the options; Start does the work.
@@ -84,34 +82,38 @@ func (p *Process) Start(ctx context.Context) error {
 		return fmt.Errorf("scene process %s: crashing at start because %s says so", p.spec.Name, CrashEnv)
 	}
 	p.ctx, p.cancel = context.WithCancel(ctx)
+	fail := func(err error) error {
+		if p.nc != nil {
+			p.nc.Close()
+		}
+		if p.admin != nil {
+			_ = p.admin.Shutdown(context.Background()) // nothing served yet
+		}
+		p.host.stopAll()
+		p.cancel()
+		return fmt.Errorf("scene process %s: %w", p.spec.Name, err)
+	}
 	began := time.Now()
 	// Replay comes before anything else: nobody may see a scene that is
 	// not yet where it was.
 	p.host = newHost(p.cfg, p.log, p.opt.Epoch)
 	if err := p.host.open(p.ctx, LogPath(p.cfg.ShmDir, p.spec.Name)); err != nil {
-		p.cancel()
-		return fmt.Errorf("scene process %s: %w", p.spec.Name, err)
+		return fail(err)
 	}
 	if err := p.host.restore(p.spec.Scenes); err != nil {
-		p.host.stopAll()
-		p.cancel()
-		return fmt.Errorf("scene process %s: %w", p.spec.Name, err)
+		return fail(err)
 	}
 	p.replay = time.Since(began)
 
 	adm, err := admin.New(p.cfg.Scene.Host+":0", p.cfg.Admin.Token, nil)
 	if err != nil {
-		p.host.stopAll()
-		p.cancel()
-		return fmt.Errorf("scene process %s: %w", p.spec.Name, err)
+		return fail(err)
 	}
 	adm.Registry.MustRegister(p.host.collectors()...)
 	p.admin = adm
 	p.routes()
 	if err := p.connectNATS(); err != nil {
-		p.host.stopAll()
-		p.cancel()
-		return fmt.Errorf("scene process %s: %w", p.spec.Name, err)
+		return fail(err)
 	}
 	p.host.startAll()
 	p.wg.Add(1)
@@ -129,12 +131,7 @@ func (p *Process) Start(ctx context.Context) error {
 		log:    p.log,
 		hello:  p.hello,
 		report: p.report,
-		exit: func(string) {
-			p.exitMu.Lock()
-			p.exitOK = true
-			p.exitMu.Unlock()
-			go p.Shutdown()
-		},
+		exit:   func(string) { go p.Shutdown() },
 	}
 	p.wg.Add(1)
 	go func() { defer p.wg.Done(); ctl.run(p.ctx) }()
@@ -161,10 +158,12 @@ func (p *Process) Shutdown() {
 		defer cancel()
 		_ = p.admin.Shutdown(ctx) // best effort on the way out
 		p.wg.Wait()
+		// The loops stop only after their queued saves are acknowledged,
+		// which needs the bus: close it last.
+		p.host.stopAll()
 		if p.nc != nil {
 			p.nc.Close()
 		}
-		p.host.stopAll()
 		close(p.done)
 	})
 }
