@@ -153,13 +153,13 @@ func scenesCommand(a *app) *cobra.Command {
 				return a.printJSON(rows)
 			}
 			tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "SCENE\tPROCESS\tSTATE\tPID\tEPOCH\tPLAYERS\tRESTARTS\tSINCE\tADDR")
+			fmt.Fprintln(tw, "SCENE\tPROCESS\tSTATE\tPID\tEPOCH\tPLAYERS\tEVENTS/S\tRESTARTS\tSINCE\tADDR")
 			for _, r := range rows {
 				since := "-"
 				if !r.Since.IsZero() {
 					since = time.Since(r.Since).Round(time.Second).String()
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\n", r.ID, r.Process, r.State, r.PID, r.Epoch, r.Players, r.Restarts, since, r.Addr)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%.0f\t%d\t%s\t%s\n", r.ID, r.Process, r.State, r.PID, r.Epoch, r.Players, r.EventsPerSec, r.Restarts, since, r.Addr)
 			}
 			return tw.Flush()
 		},

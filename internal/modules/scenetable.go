@@ -29,6 +29,10 @@ type SceneRow struct {
 	Restarts int       `json:"restarts"`
 	Since    time.Time `json:"since"`
 	ReplayMS float64   `json:"replay_ms"`
+	// Load, from the scene-load replica; filled in by the admin API only, so
+	// the published table does not change every second.
+	EventsPerSec float64 `json:"events_per_s,omitempty"`
+	TickLagMS    float64 `json:"tick_lag_ms,omitempty"`
 }
 
 // SceneTable is the scene table: the world manager owns it, gateways route

@@ -209,6 +209,11 @@ func (l *loop) snapshot() error {
 		return err
 	}
 	l.sinceSnap, l.lastSnap = 0, time.Now()
+	// A snapshot is a good moment to make the log durable against a
+	// machine crash too (the timer does it otherwise).
+	if err := l.h.store.Flush(); err != nil {
+		l.log.Error("flush event log", zap.Error(err))
+	}
 	l.h.mSnapshots.Observe(time.Since(start).Seconds())
 	return nil
 }

@@ -45,6 +45,11 @@ func (m *Manager) apiScenes(w http.ResponseWriter, _ *http.Request) {
 		admin.WriteError(w, http.StatusServiceUnavailable, err)
 		return
 	}
+	for i, r := range rows {
+		if l, ok := m.loads.Get(r.ID); ok && r.State == modules.SceneRunning {
+			rows[i].EventsPerSec, rows[i].TickLagMS = l.EventsPerSec, l.TickLagMS
+		}
+	}
 	admin.WriteJSON(w, http.StatusOK, rows)
 }
 
