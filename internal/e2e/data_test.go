@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -69,73 +70,80 @@ func (c *cluster) where(id string, scenes ...string) (map[string]game.PlayerView
 // Afterwards the player is in exactly one scene, with exactly the items
 // they had, and datasvr agrees.
 func TestTravelWhileASceneIsKilled(t *testing.T) {
-	for _, victim := range []string{"town", "forest"} {
-		t.Run("kill "+victim, func(t *testing.T) {
-			c := newCluster(t)
-			c.startWorld()
-			c.respawn("player", "create", "alice", "--name", "Alice")
-			c.respawn("gm", "enter", "--scene", "town", "--player", "alice")
-			c.respawn("player", "give", "alice", "gold", "500")
-			c.respawn("gm", "request", "--scene", "town", "--player", "alice", "--seq", "1", `{"op":"buy","npc":"merchant","item":"sword","count":1}`)
-			before, err := c.showPlayer("alice")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if before.Gold != 400 || before.Items["sword"] != 1 {
-				t.Fatalf("before travel: %+v", before)
-			}
-			row, err := c.scene(victim)
-			if err != nil {
-				t.Fatal(err)
-			}
-			c.respawn("gm", "request", "--scene", "town", "--player", "alice", "--seq", "2", `{"op":"travel","to":"forest"}`)
-			if err := syscall.Kill(row.PID, syscall.SIGKILL); err != nil {
-				t.Fatal(err)
-			}
-			waitFor(t, 10*time.Second, func() error {
-				r, err := c.scene(victim)
-				if err != nil {
-					return err
-				}
-				if r.PID == row.PID || r.State != modules.SceneRunning {
-					return fmt.Errorf("%s: %s pid %d", victim, r.State, r.PID)
-				}
-				return nil
+	for _, db := range databases(t) {
+		for _, victim := range []string{"town", "forest"} {
+			t.Run(db.name+"/kill "+victim, func(t *testing.T) {
+				travelWhileKilled(t, db.dsn, victim)
 			})
-			// The transfer completes: the player ends in the forest, once.
-			var at map[string]game.PlayerView
-			waitFor(t, 15*time.Second, func() error {
-				var err error
-				if at, err = c.where("alice", "town", "forest"); err != nil {
-					return err
-				}
-				if _, ok := at["forest"]; !ok || len(at) != 1 {
-					return fmt.Errorf("alice is in %v", keys(at))
-				}
-				for _, s := range []string{"town", "forest"} {
-					v, err := c.inspect(s)
-					if err != nil {
-						return err
-					}
-					if v.PendingTransfers != 0 {
-						return fmt.Errorf("%s has %d pending transfers", s, v.PendingTransfers)
-					}
-				}
-				return nil
-			})
-			p := at["forest"]
-			if p.Gold != 400 || p.Items["sword"] != 1 || len(p.Items) != 1 {
-				t.Fatalf("alice arrived with gold %d items %v, left with 400 gold and one sword", p.Gold, p.Items)
-			}
-			c.respawn("save-all")
-			after, err := c.showPlayer("alice")
+		}
+	}
+}
+
+func travelWhileKilled(t *testing.T, dsn, victim string) {
+	c := newCluster(t, "--datasvr.database", dsn)
+	c.startWorld()
+	alice := uniqueID("alice")
+	c.respawn("player", "create", alice, "--name", "Alice")
+	c.respawn("gm", "enter", "--scene", "town", "--player", alice)
+	c.respawn("player", "give", alice, "gold", "500")
+	c.respawn("gm", "request", "--scene", "town", "--player", alice, "--seq", "1", `{"op":"buy","npc":"merchant","item":"sword","count":1}`)
+	before, err := c.showPlayer(alice)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before.Gold != 400 || before.Items["sword"] != 1 {
+		t.Fatalf("before travel: %+v", before)
+	}
+	row, err := c.scene(victim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.respawn("gm", "request", "--scene", "town", "--player", alice, "--seq", "2", `{"op":"travel","to":"forest"}`)
+	if err := syscall.Kill(row.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, func() error {
+		r, err := c.scene(victim)
+		if err != nil {
+			return err
+		}
+		if r.PID == row.PID || r.State != modules.SceneRunning {
+			return fmt.Errorf("%s: %s pid %d", victim, r.State, r.PID)
+		}
+		return nil
+	})
+	// The transfer completes: the player ends in the forest, once.
+	var at map[string]game.PlayerView
+	waitFor(t, 15*time.Second, func() error {
+		var err error
+		if at, err = c.where(alice, "town", "forest"); err != nil {
+			return err
+		}
+		if _, ok := at["forest"]; !ok || len(at) != 1 {
+			return fmt.Errorf("alice is in %v", keys(at))
+		}
+		for _, s := range []string{"town", "forest"} {
+			v, err := c.inspect(s)
 			if err != nil {
-				t.Fatal(err)
+				return err
 			}
-			if after.Gold != 400 || after.Items["sword"] != 1 || after.Owner == nil || after.Owner.Scene != "forest" {
-				t.Fatalf("datasvr after travel: %+v", after)
+			if v.PendingTransfers != 0 {
+				return fmt.Errorf("%s has %d pending transfers", s, v.PendingTransfers)
 			}
-		})
+		}
+		return nil
+	})
+	p := at["forest"]
+	if p.Gold != 400 || p.Items["sword"] != 1 || len(p.Items) != 1 {
+		t.Fatalf("alice arrived with gold %d items %v, left with 400 gold and one sword", p.Gold, p.Items)
+	}
+	c.respawn("save-all")
+	after, err := c.showPlayer(alice)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Gold != 400 || after.Items["sword"] != 1 || after.Owner == nil || after.Owner.Scene != "forest" {
+		t.Fatalf("datasvr after travel: %+v", after)
 	}
 }
 
@@ -249,4 +257,26 @@ func TestGracefulShutdown(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+type database struct{ name, dsn string }
+
+// databases are the backends the data tests run against: SQLite always,
+// PostgreSQL and MariaDB when their test DSNs are set (.ci/run sets them).
+func databases(t *testing.T) []database {
+	dbs := []database{{"sqlite", "sqlite:respawn.db"}}
+	for _, b := range []struct{ name, env string }{{"postgres", "RESPAWN_TEST_POSTGRES_DSN"}, {"mysql", "RESPAWN_TEST_MYSQL_DSN"}} {
+		if dsn := os.Getenv(b.env); dsn != "" {
+			dbs = append(dbs, database{b.name, dsn})
+		} else {
+			t.Logf("%s not set: skipping the %s backend", b.env, b.name)
+		}
+	}
+	return dbs
+}
+
+// uniqueID makes a player id no earlier run used, for databases shared
+// between runs.
+func uniqueID(prefix string) string {
+	return fmt.Sprintf("%s-%x", prefix, time.Now().UnixNano())
 }

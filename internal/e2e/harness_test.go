@@ -224,12 +224,16 @@ type proc struct {
 
 func startProc(t testing.TB, c *cluster, name string, args ...string) *proc {
 	t.Helper()
-	logPath := filepath.Join(c.dataDir, fmt.Sprintf("%s-%d.log", name, time.Now().UnixNano()))
+	logPath := filepath.Join(c.dataDir, fmt.Sprintf("%s-%d.log", filepath.Base(name), time.Now().UnixNano()))
 	f, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(filepath.Join(binDir, name), args...)
+	path := name
+	if !filepath.IsAbs(name) {
+		path = filepath.Join(binDir, name) // one of ours
+	}
+	cmd := exec.Command(path, args...)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.Env = append(os.Environ(), c.env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

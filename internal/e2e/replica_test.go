@@ -4,6 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
+	"os"
+	"os/exec"
 	"syscall"
 	"testing"
 	"time"
@@ -166,5 +169,94 @@ func TestReplicasCLI(t *testing.T) {
 			return fmt.Errorf("players in town: %+v", players)
 		}
 		return nil
+	})
+}
+
+// The same convergence with an external NATS server (nats.url): the
+// server is killed with SIGKILL and restarted on the same port while the
+// cluster and the readers stay up. Runs when RESPAWN_TEST_NATS_URL says
+// this machine has NATS; the test starts its own nats-server binary so it
+// can kill it.
+func TestExternalNATSRestart(t *testing.T) {
+	if os.Getenv("RESPAWN_TEST_NATS_URL") == "" {
+		t.Skip("RESPAWN_TEST_NATS_URL not set")
+	}
+	bin, err := exec.LookPath("nats-server")
+	if err != nil {
+		bin = "/usr/sbin/nats-server"
+	}
+	c := newCluster(t)
+	addr := freeAddr(t)
+	host, port, _ := net.SplitHostPort(addr)
+	storeDir := t.TempDir()
+	startNATS := func() *proc {
+		p := startProc(t, c, bin, "-a", host, "-p", port, "-js", "-sd", storeDir)
+		c.procs = append(c.procs, p)
+		waitFor(t, 10*time.Second, func() error {
+			conn, err := net.Dial("tcp", addr)
+			if err == nil {
+				conn.Close()
+			}
+			return err
+		})
+		return p
+	}
+	srv := startNATS()
+	c.extra = append(c.extra, "--nats.url", "nats://"+addr)
+	c.startWorld()
+	gina := uniqueID("gina")
+	c.respawn("player", "create", gina, "--name", "Gina")
+	c.respawn("gm", "enter", "--scene", "forest", "--player", gina)
+
+	nc, err := nats.Connect("nats://"+addr, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	table, err := replica.NewReader[modules.SceneRow](t.Context(), nc, modules.SceneTable, replica.RoleCLI, replica.ReaderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer table.Close()
+	positions, err := replica.NewReader[modules.PlayerPosition](t.Context(), nc, modules.PlayerPositions, replica.RoleCLI, replica.ReaderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer positions.Close()
+	waitFor(t, 5*time.Second, func() error {
+		if _, ok := table.Get("forest"); !ok {
+			return fmt.Errorf("no forest in the table replica")
+		}
+		return nil
+	})
+
+	srv.signal(syscall.SIGKILL)
+	srv.wait(5 * time.Second)
+	startNATS()
+
+	waitFor(t, 15*time.Second, func() error {
+		_, err := c.tryRespawn("gm", "request", "--scene", "forest", "--player", gina, "--seq", "1", `{"op":"move","x":4,"y":5}`)
+		return err
+	})
+	waitFor(t, 10*time.Second, func() error {
+		p, ok := positions.Get(gina)
+		if !ok || p.X != 4 || p.Y != 5 {
+			return fmt.Errorf("position replica: %+v", p)
+		}
+		return nil
+	})
+	c.respawn("scene", "kill", "town")
+	town := find(t, c.waitRunning(5*time.Second), "town")
+	waitFor(t, 10*time.Second, func() error {
+		r, ok := table.Get("town")
+		if !ok || r.PID != town.PID {
+			return fmt.Errorf("table replica has town pid %d, manager %d", r.PID, town.PID)
+		}
+		return nil
+	})
+	// And datasvr serves through the restarted server.
+	waitFor(t, 10*time.Second, func() error {
+		_, err := c.showPlayer(gina)
+		return err
 	})
 }
