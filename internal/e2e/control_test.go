@@ -21,9 +21,8 @@ func TestSceneKill9IsRespawnedWithHigherEpoch(t *testing.T) {
 	before := c.waitRunning(15 * time.Second)
 	old := find(t, before, "forest")
 
-	out := c.respawn("scene", "kill", "forest")
-	if !strings.Contains(out, "SIGKILL") && !strings.Contains(out, "killed") {
-		t.Logf("kill output: %s", out)
+	if out := c.respawn("scene", "kill", "forest"); !strings.Contains(out, fmt.Sprintf("sent KILL to pid %d", old.PID)) {
+		t.Fatalf("kill output: %s", out)
 	}
 	waitFor(t, 5*time.Second, func() error {
 		r, err := c.scene("forest")
