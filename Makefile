@@ -27,9 +27,10 @@ fuzz:
 		$(GO) test -run='^$$' -fuzz="^$$target$$" -fuzztime=$(FUZZTIME) $$pkg; \
 	done
 
+# Speed targets live here, not in tests; docs/BENCHMARKS.md has the results.
 bench: build
-	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=1x ./test/e2e
-	$(GO) test -run='^$$' -bench=. -benchmem ./internal/...
+	$(GO) test -run='^$$' -bench=. -benchtime=1x ./internal/e2e ./internal/replica
+	$(GO) test -run='^$$' -bench=. -benchmem ./internal/shmlog ./internal/game ./internal/store
 
 vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
