@@ -260,3 +260,57 @@ func TestExternalNATSRestart(t *testing.T) {
 		return err
 	})
 }
+
+// World chat: what a player says in one scene reaches every subscriber
+// through NATS, in order per sender.
+func TestWorldChat(t *testing.T) {
+	c := newCluster(t)
+	c.startWorld()
+	c.respawn("player", "create", "hana", "--name", "Hana")
+	c.respawn("player", "create", "ivan", "--name", "Ivan")
+	c.respawn("gm", "enter", "--scene", "forest", "--player", "hana")
+	c.respawn("gm", "enter", "--scene", "town", "--player", "ivan")
+
+	nc, err := nats.Connect("nats://" + c.ports["nats.listen"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	chat, err := modules.NewChat(nc, modules.ChatOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan modules.ChatMessage, 100)
+	sub, err := chat.Subscribe(func(m modules.ChatMessage) { got <- m })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	const n = 5
+	for i := 1; i <= n; i++ {
+		for _, p := range []struct{ id, scene string }{{"hana", "forest"}, {"ivan", "town"}} {
+			c.respawn("gm", "request", "--scene", p.scene, "--player", p.id, "--seq", fmt.Sprint(i),
+				fmt.Sprintf(`{"op":"chat","text":"%s %d"}`, p.id, i))
+		}
+	}
+	next := map[string]int{"hana": 1, "ivan": 1}
+	deadline := time.After(10 * time.Second)
+	for received := 0; received < 2*n; received++ {
+		select {
+		case m := <-got:
+			want := fmt.Sprintf("%s %d", m.From, next[m.From])
+			if m.Text != want {
+				t.Fatalf("from %s: got %q, want %q (order per sender)", m.From, m.Text, want)
+			}
+			if wantScene := map[string]string{"hana": "forest", "ivan": "town"}[m.From]; m.Scene != wantScene {
+				t.Fatalf("%s's line came from scene %q", m.From, m.Scene)
+			}
+			next[m.From]++
+		case <-deadline:
+			t.Fatalf("received %d of %d chat lines", received, 2*n)
+		}
+	}
+}
