@@ -157,30 +157,33 @@ func (d *decoder) u8() byte {
 
 func (d *decoder) uv() uint64 {
 	v, n := binary.Uvarint(d.b)
-	if n <= 0 {
-		if n == 0 {
-			d.fail(errShort)
-		} else {
-			d.fail(errOverflow)
-		}
+	if !d.consumed(n) {
 		return 0
 	}
-	d.b = d.b[n:]
 	return v
 }
 
 func (d *decoder) v() int64 {
 	v, n := binary.Varint(d.b)
-	if n <= 0 {
-		if n == 0 {
-			d.fail(errShort)
-		} else {
-			d.fail(errOverflow)
-		}
+	if !d.consumed(n) {
 		return 0
 	}
-	d.b = d.b[n:]
 	return v
+}
+
+// consumed advances past a varint of n bytes, or records why there was none
+// (binary's convention: 0 means too short, negative means overflow).
+func (d *decoder) consumed(n int) bool {
+	switch {
+	case n == 0:
+		d.fail(errShort)
+		return false
+	case n < 0:
+		d.fail(errOverflow)
+		return false
+	}
+	d.b = d.b[n:]
+	return true
 }
 
 func (d *decoder) int() int {
