@@ -131,7 +131,6 @@ type Journal struct {
 	nextSeqA atomic.Uint64
 	lastSeqA atomic.Uint64
 	replayed bool
-	broken   error // set when the active file's tail is unknown after a failed write
 	stats    Stats
 }
 
