@@ -328,6 +328,17 @@ func (c *Config) Validate() error {
 		if len(p.Scenes) == 0 {
 			bad(key+".scenes", "process %q hosts no scene", p.Name)
 		}
+		// Every scene and each of its possible dungeon rooms needs a log
+		// slot: size the log so a room can never fail for want of one.
+		need := 0
+		for _, sc := range p.Scenes {
+			if d, ok := c.SceneDef(sc); ok {
+				need += d.Slots()
+			}
+		}
+		if need > c.Scene.ShmSlots {
+			bad("scene.shm_slots", "process %q can need %d log slots (its scenes and their max dungeon rooms), only %d configured", p.Name, need, c.Scene.ShmSlots)
+		}
 		for j, sc := range p.Scenes {
 			if !validName(sc) {
 				bad(fmt.Sprintf("%s.scenes[%d]", key, j), "%q must be 1-32 characters of a-z, 0-9, '-' or '_'", sc)

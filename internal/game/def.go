@@ -126,6 +126,15 @@ func (n NPCDef) stepTicks() uint64 {
 	return n.StepTicks
 }
 
+// Slots is how many event-log slots the scene can need at once: its own
+// and one per live dungeon room.
+func (d SceneDef) Slots() int {
+	if d.Dungeon == nil {
+		return 1
+	}
+	return 1 + d.Dungeon.maxRooms()
+}
+
 func (d *DungeonDef) maxRooms() int {
 	if d.MaxRooms <= 0 {
 		return DefaultMaxRooms
