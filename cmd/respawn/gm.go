@@ -70,7 +70,7 @@ func sceneInspectCommand(a *app) *cobra.Command {
 func gmCommand(a *app) *cobra.Command {
 	gm := &cobra.Command{Use: "gm", Short: "Game-master commands; each is a logged event in its scene"}
 	var d scene.DamageRequest
-	var sceneID string
+	var sceneID, room string
 	var asJSON bool
 	damage := &cobra.Command{
 		Use:   "damage --scene ID --monster MONSTER_ID --amount N",
@@ -79,7 +79,11 @@ func gmCommand(a *app) *cobra.Command {
 		RunE: func(*cobra.Command, []string) error {
 			d.ReqID = newReqID()
 			var res game.MonsterResult
-			if err := a.sceneCall("POST", sceneID, "/gm/damage", d, &res); err != nil {
+			path := "/gm/damage"
+			if room != "" {
+				path += "?room=" + url.QueryEscape(room)
+			}
+			if err := a.sceneCall("POST", sceneID, path, d, &res); err != nil {
 				return err
 			}
 			if asJSON {
@@ -91,6 +95,7 @@ func gmCommand(a *app) *cobra.Command {
 	}
 	damage.Flags().StringVar(&sceneID, "scene", "", "scene id")
 	damage.Flags().StringVar(&d.Monster, "monster", "", "monster id")
+	damage.Flags().StringVar(&room, "room", "", "a dungeon room of the scene (e.g. forest/dungeon-1)")
 	damage.Flags().Int64Var(&d.Amount, "amount", 0, "damage to deal")
 	damage.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	for _, f := range []string{"scene", "monster", "amount"} {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/respawn-dev/respawn/internal/game"
 	"github.com/respawn-dev/respawn/internal/modules"
+	"github.com/respawn-dev/respawn/internal/scene"
 )
 
 func (c *cluster) inspect(id string) (game.View, error) {
@@ -117,4 +118,126 @@ func TestLiveLogCannotBeOpenedTwice(t *testing.T) {
 	if err == nil || !strings.Contains(out, "locked") {
 		t.Fatalf("replay-check of a live log: err %v, output:\n%s", err, out)
 	}
+}
+
+func (c *cluster) logInfo(sceneID string) (scene.LogInfo, error) {
+	var info scene.LogInfo
+	r, err := c.scene(sceneID)
+	if err != nil {
+		return info, err
+	}
+	return info, getJSON("http://"+r.Addr+"/v1/log", &info)
+}
+
+func (c *cluster) inspectRoom(sceneID, room string) (game.View, error) {
+	var v game.View
+	out, err := c.tryRespawn("scene", "inspect", sceneID, "--room", room, "--json")
+	if err != nil {
+		return v, fmt.Errorf("%v: %s", err, out)
+	}
+	return v, json.Unmarshal([]byte(out), &v)
+}
+
+// A dungeon room lives in its own log slot: it survives a kill -9 of its
+// scene process with its boss's HP, and when the boss dies the room ends,
+// its slot is freed, and the next room takes the same slot.
+func TestDungeonRoomSurvivesKill9AndFreesItsSlot(t *testing.T) {
+	c := newCluster(t)
+	c.startWorld()
+	c.respawn("player", "create", "jo", "--name", "Jo")
+	c.respawn("gm", "enter", "--scene", "forest", "--player", "jo")
+	initial, err := c.logInfo("forest")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var dr game.DungeonResult
+	out := c.respawn("gm", "request", "--scene", "forest", "--player", "jo", "--seq", "1", `{"op":"dungeon"}`)
+	if err := json.Unmarshal([]byte(out), &dr); err != nil || dr.RoomID == "" {
+		t.Fatalf("enter dungeon: %v %s", err, out)
+	}
+	var slot int
+	waitFor(t, 10*time.Second, func() error {
+		info, err := c.logInfo("forest")
+		if err != nil {
+			return err
+		}
+		var ok bool
+		if slot, ok = info.Slots[dr.RoomID]; !ok || info.FreeSlots != initial.FreeSlots-1 {
+			return fmt.Errorf("log: %+v", info)
+		}
+		v, err := c.inspectRoom("forest", dr.RoomID)
+		if err != nil {
+			return err
+		}
+		if len(v.Players) != 1 {
+			return fmt.Errorf("room has %d players", len(v.Players))
+		}
+		return nil
+	})
+	out = c.respawn("gm", "damage", "--scene", "forest", "--room", dr.RoomID, "--monster", "kobold-king", "--amount", "100", "--json")
+	var king game.MonsterResult
+	if err := json.Unmarshal([]byte(out), &king); err != nil || king.Killed {
+		t.Fatalf("damage king: %v %s", err, out)
+	}
+
+	old := find(t, c.waitRunning(time.Second), "forest")
+	c.respawn("scene", "kill", "forest")
+	waitFor(t, 10*time.Second, func() error {
+		r, err := c.scene("forest")
+		if err != nil || r.PID == old.PID || r.State != modules.SceneRunning {
+			return fmt.Errorf("forest %+v %v", r, err)
+		}
+		v, err := c.inspectRoom("forest", dr.RoomID)
+		if err != nil {
+			return err
+		}
+		if m := monster(v, "kobold-king"); m.HP != king.HP || len(v.Players) != 1 {
+			return fmt.Errorf("room after respawn: king %d HP (was %d), %d players", m.HP, king.HP, len(v.Players))
+		}
+		return nil
+	})
+	if info, _ := c.logInfo("forest"); info.Slots[dr.RoomID] != slot {
+		t.Fatalf("room moved from slot %d: %+v", slot, info)
+	}
+
+	c.respawn("gm", "damage", "--scene", "forest", "--room", dr.RoomID, "--monster", "kobold-king", "--amount", "100000")
+	waitFor(t, 15*time.Second, func() error {
+		info, err := c.logInfo("forest")
+		if err != nil {
+			return err
+		}
+		if _, ok := info.Slots[dr.RoomID]; ok || info.FreeSlots != initial.FreeSlots {
+			return fmt.Errorf("room slot not freed: %+v", info)
+		}
+		v, err := c.inspect("forest")
+		if err != nil {
+			return err
+		}
+		// GM damage kills without loot: Jo comes back as she went.
+		if len(v.Players) != 1 || v.Players[0].ID != "jo" || len(v.Rooms) != 0 {
+			return fmt.Errorf("forest after the room: players %+v rooms %v", v.Players, v.Rooms)
+		}
+		return nil
+	})
+
+	var dr2 game.DungeonResult
+	out = c.respawn("gm", "request", "--scene", "forest", "--player", "jo", "--seq", "2", `{"op":"dungeon"}`)
+	if err := json.Unmarshal([]byte(out), &dr2); err != nil || dr2.RoomID == dr.RoomID {
+		t.Fatalf("second dungeon: %v %s", err, out)
+	}
+	waitFor(t, 10*time.Second, func() error {
+		info, err := c.logInfo("forest")
+		if err != nil {
+			return err
+		}
+		got, ok := info.Slots[dr2.RoomID]
+		if !ok {
+			return fmt.Errorf("second room has no slot yet: %+v", info)
+		}
+		if got != slot {
+			t.Fatalf("second room took slot %d, the freed one was %d", got, slot)
+		}
+		return nil
+	})
 }

@@ -21,6 +21,26 @@ func (p *Process) routes() {
 	p.admin.Handle("POST /v1/scenes/{id}/gm/damage", p.apiDamage)
 	p.admin.Handle("POST /v1/scenes/{id}/request", p.apiRequest)
 	p.admin.Handle("POST /v1/scenes/{id}/enter", p.apiEnter)
+	p.admin.Handle("GET /v1/log", p.apiLog)
+}
+
+// LogInfo is GET /v1/log: which slot of the event log each scene and room
+// occupies, and how many are free.
+type LogInfo struct {
+	Path      string         `json:"path"`
+	FreeSlots int            `json:"free_slots"`
+	Slots     map[string]int `json:"slots"`
+}
+
+func (p *Process) apiLog(w http.ResponseWriter, _ *http.Request) {
+	st := p.host.store
+	info := LogInfo{Path: st.Path(), FreeSlots: st.FreeSlots(), Slots: map[string]int{}}
+	for _, id := range st.IDs() {
+		if i, ok := st.SlotIndex(id); ok {
+			info.Slots[id] = i
+		}
+	}
+	admin.WriteJSON(w, http.StatusOK, info)
 }
 
 // EnterRequest is the body of POST /v1/scenes/{id}/enter: bring a player
