@@ -41,8 +41,7 @@ func BenchmarkHangToReplaced(b *testing.B) {
 
 func measureRecovery(b *testing.B, sig syscall.Signal, kills int) {
 	c := newCluster(b, "--worldmgr.restart.max-restarts", "100000", "--worldmgr.restart.backoff-initial", "0s")
-	c.start("worldmgr")
-	c.waitRunning(15 * time.Second)
+	c.startWorld() // datasvr too: scenes connect to its NATS as in production
 	measureRecoveryLoop(b, c, sig, kills)
 }
 
@@ -95,8 +94,7 @@ func BenchmarkCrashToRunningFullLog(b *testing.B) {
 	c := newCluster(b, "--worldmgr.restart.max-restarts", "100000", "--worldmgr.restart.backoff-initial", "0s",
 		"--scene.snapshot-events", "100000000", "--scene.snapshot-interval", "1h")
 	prefillForest(b, c, 500, 100_000)
-	c.start("worldmgr")
-	c.waitRunning(30 * time.Second)
+	c.startWorld()
 	measureRecoveryLoop(b, c, syscall.SIGKILL, benchKills(30))
 }
 
