@@ -50,12 +50,9 @@ type EnterRequest struct {
 }
 
 func (p *Process) apiEnter(w http.ResponseWriter, r *http.Request) {
-	l, ok := p.loopFor(w, r)
-	if !ok {
-		return
-	}
 	var req EnterRequest
-	if !decodeBody(w, r, &req) {
+	l, ok := p.loopAndBody(w, r, &req)
+	if !ok {
 		return
 	}
 	if p.host.data == nil {
@@ -101,6 +98,16 @@ func (p *Process) loopFor(w http.ResponseWriter, r *http.Request) (*loop, bool) 
 	return l, ok
 }
 
+// loopAndBody resolves the scene of a request and decodes its JSON body;
+// false means the error answer has been written.
+func (p *Process) loopAndBody(w http.ResponseWriter, r *http.Request, body any) (*loop, bool) {
+	l, ok := p.loopFor(w, r)
+	if !ok || !decodeBody(w, r, body) {
+		return nil, false
+	}
+	return l, true
+}
+
 func (p *Process) apiInspect(w http.ResponseWriter, r *http.Request) {
 	l, ok := p.loopFor(w, r)
 	if !ok {
@@ -124,12 +131,9 @@ type DamageRequest struct {
 }
 
 func (p *Process) apiDamage(w http.ResponseWriter, r *http.Request) {
-	l, ok := p.loopFor(w, r)
-	if !ok {
-		return
-	}
 	var req DamageRequest
-	if !decodeBody(w, r, &req) {
+	l, ok := p.loopAndBody(w, r, &req)
+	if !ok {
 		return
 	}
 	if req.ReqID == "" || req.Monster == "" || req.Amount <= 0 {
@@ -160,12 +164,9 @@ type RequestBody struct {
 }
 
 func (p *Process) apiRequest(w http.ResponseWriter, r *http.Request) {
-	l, ok := p.loopFor(w, r)
-	if !ok {
-		return
-	}
 	var req RequestBody
-	if !decodeBody(w, r, &req) {
+	l, ok := p.loopAndBody(w, r, &req)
+	if !ok {
 		return
 	}
 	op, err := DecodeOp(req.Op)

@@ -314,9 +314,12 @@ func (h *host) accept(ctx context.Context, l *loop, ev game.Event) error {
 func (h *host) perform(l *loop, effs []game.Effect) {
 	// A travelling player's data goes with the handover, which moves the
 	// lease; a separate save of it would race the handover and lose.
-	leaving := map[string]bool{}
+	var leaving map[string]bool // nil for almost every event: no travel
 	for _, e := range effs {
 		if t, ok := e.(game.TravelOut); ok {
+			if leaving == nil {
+				leaving = map[string]bool{}
+			}
 			leaving[t.Player.ID] = true
 		}
 	}
