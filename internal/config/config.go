@@ -23,6 +23,9 @@ type Config struct {
 	// BinDir is where `respawn up` and the world manager find the binaries;
 	// empty means the directory of the running executable.
 	BinDir string `yaml:"bin_dir"`
+	// Secret is the cluster secret (internal/secret). Empty: the file
+	// <data_dir>/secret, created with a random secret when missing.
+	Secret string `yaml:"secret"`
 
 	Log      Log      `yaml:"log"`
 	Admin    Admin    `yaml:"admin"`
