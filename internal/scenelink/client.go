@@ -1,0 +1,581 @@
+// Package scenelink is the link between gateways and scene processes: a few
+// persistent, authenticated TCP connections per scene process, each carrying
+// many players' joins, requests and leaves, multiplexed by correlation id,
+// and the scene's pushes (notices, chat, positions, kicks, notifications)
+// back. The scene side lives in internal/scene (link.go); this package is
+// the wire format, the handshake and the gateway's Client. docs/link.md
+// describes the protocol.
+package scenelink
+
+import (
+	"bufio"
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/respawn-dev/respawn/internal/secret"
+)
+
+// Options configure Dial.
+type Options struct {
+	Addr   string
+	Secret *secret.Secret
+	// Conns is how many persistent connections to open to the scene
+	// process (default 2). One player's traffic always uses one of them.
+	Conns int
+	Log   *zap.Logger
+	// PushBuffer bounds Pushes (default 8192); pushes that find it full are
+	// dropped and counted (DroppedPushes): a slow consumer must not stall
+	// replies.
+	PushBuffer int
+	// HandshakeTimeout bounds Dial's handshake when ctx has no earlier
+	// deadline (default 5 s).
+	HandshakeTimeout time.Duration
+	// WriteTimeout bounds one write to the socket (default 10 s); a scene
+	// that does not read for that long is treated as gone.
+	WriteTimeout time.Duration
+}
+
+// Errors. Every error the Client returns wraps one of these or a context
+// error.
+var (
+	// ErrUnavailable: connection lost or process gone: the request may or
+	// may not have been applied; resend it with the same seq (to this scene
+	// process's successor once the scene table names it).
+	ErrUnavailable = errors.New("scenelink: scene unavailable")
+	// ErrAuth: the scene process does not hold our secret, or refused ours.
+	ErrAuth = errors.New("scenelink: authentication failed")
+	// ErrNoScene: the process does not host that scene (the table moved on).
+	ErrNoScene = errors.New("scenelink: scene not hosted by this process")
+	// ErrBadRequest: the scene refused a malformed join, request or leave.
+	ErrBadRequest = errors.New("scenelink: bad request")
+	// ErrRefused: the data server refused the join (unknown player, the
+	// lease is held elsewhere and could not be resolved).
+	ErrRefused = errors.New("scenelink: refused")
+	// ErrClosed: Close was called.
+	ErrClosed = errors.New("scenelink: client closed")
+)
+
+// Req is one client request to relay. Op is the JSON op form scene.DecodeOp
+// accepts (internal/scene/op.go); it passes through unchanged.
+type Req struct {
+	Scene, Player, Session string
+	Seq                    uint64
+	Op                     []byte
+}
+
+// Reply is the scene's answer to a Req, exactly once per (session, seq):
+// Resent marks the stored reply of a request applied before.
+type Reply struct {
+	Seq    uint64
+	Code   string // "" ok, else the game error code (game.Err*)
+	Error  string
+	Body   json.RawMessage // the game.Result as JSON ({} for an error)
+	Resent bool
+	Moved  string // the player is not in this scene; where they went, if known
+}
+
+// JoinResult answers Join.
+type JoinResult struct {
+	Scene string
+	// Moved is set when the player is in another scene (per the data
+	// server, or because they travelled from here): join there instead.
+	Moved string
+	// LastSeq is the highest seq applied in the session (0 for a new one).
+	LastSeq uint64
+	// State is the player's view: {"id","name","gold","items","x","y","hp"}.
+	State json.RawMessage
+}
+
+// Push is a server push: Player "" means everyone in Scene. Kinds: notice
+// (game.Notice), chat ({"from","name","text"}), position ({"kind","id","x",
+// "y"}), notify (a game.Result for Player), kick ({"reason"}).
+type Push struct {
+	Scene, Player, Kind string
+	Body                json.RawMessage
+}
+
+// Client is a gateway's link to one scene process. It is safe for
+// concurrent use.
+type Client struct {
+	opt      Options
+	log      *zap.Logger
+	conns    []*conn
+	pushes   chan Push
+	dropped  atomic.Uint64
+	done     chan struct{}
+	alive    atomic.Int64
+	closed   atomic.Bool
+	errMu    sync.Mutex
+	err      error
+	process  string
+	epoch    uint64
+	maxFrame int
+}
+
+// Dial opens opt.Conns authenticated connections to the scene process at
+// opt.Addr. It fails (ErrAuth) if the process does not prove it holds
+// opt.Secret or refuses ours.
+func Dial(ctx context.Context, opt Options) (*Client, error) {
+	if opt.Secret == nil {
+		return nil, errors.New("scenelink: dial: no secret")
+	}
+	if opt.Conns <= 0 {
+		opt.Conns = 2
+	}
+	if opt.Log == nil {
+		opt.Log = zap.NewNop()
+	}
+	if opt.PushBuffer <= 0 {
+		opt.PushBuffer = 8192
+	}
+	if opt.HandshakeTimeout <= 0 {
+		opt.HandshakeTimeout = 5 * time.Second
+	}
+	if opt.WriteTimeout <= 0 {
+		opt.WriteTimeout = 10 * time.Second
+	}
+	idb, err := NewNonce()
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{
+		opt: opt, log: opt.Log.With(zap.String("scene_link", opt.Addr)),
+		pushes: make(chan Push, opt.PushBuffer), done: make(chan struct{}),
+	}
+	clientID := hex.EncodeToString(idb[:8])
+	for i := 0; i < opt.Conns; i++ {
+		cn, err := c.dialOne(ctx, i, clientID)
+		if err != nil {
+			for _, o := range c.conns {
+				o.nc.Close()
+			}
+			return nil, err
+		}
+		c.conns = append(c.conns, cn)
+	}
+	c.alive.Store(int64(len(c.conns)))
+	for _, cn := range c.conns {
+		go cn.readLoop()
+		go cn.writeLoop()
+	}
+	return c, nil
+}
+
+func (c *Client) dialOne(ctx context.Context, idx int, clientID string) (*conn, error) {
+	d := net.Dialer{}
+	dctx, cancel := context.WithTimeout(ctx, c.opt.HandshakeTimeout)
+	defer cancel()
+	nc, err := d.DialContext(dctx, "tcp", c.opt.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("%w: dial %s: %v", ErrUnavailable, c.opt.Addr, err)
+	}
+	if tc, ok := nc.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+	}
+	dl, _ := dctx.Deadline()
+	_ = nc.SetDeadline(dl)
+	fail := func(err error) (*conn, error) {
+		nc.Close()
+		return nil, err
+	}
+	cnonce, err := NewNonce()
+	if err != nil {
+		return fail(err)
+	}
+	var e Encoder
+	(&ClientHello{Version: Version, Nonce: cnonce, ClientID: clientID}).Append(&e)
+	if _, err := nc.Write(e.B); err != nil {
+		return fail(fmt.Errorf("%w: handshake with %s: %v", ErrUnavailable, c.opt.Addr, err))
+	}
+	r := bufio.NewReaderSize(nc, 64<<10)
+	typ, body, _, err := ReadFrame(r, DefaultMaxFrame, nil)
+	if err != nil {
+		return fail(fmt.Errorf("%w: handshake with %s: %v", ErrUnavailable, c.opt.Addr, err))
+	}
+	if typ == TClose {
+		var m CloseMsg
+		_ = m.Decode(body)
+		return fail(fmt.Errorf("%w: %s refused the link: %s", ErrAuth, c.opt.Addr, m.Reason))
+	}
+	var sh ServerHello
+	if typ != TServerHello {
+		return fail(fmt.Errorf("%w: handshake with %s: frame type %d, want server hello", ErrFrame, c.opt.Addr, typ))
+	}
+	if err := sh.Decode(body); err != nil {
+		return fail(fmt.Errorf("handshake with %s: %w", c.opt.Addr, err))
+	}
+	if !VerifyScene(c.opt.Secret, sh.MAC, cnonce, sh.Nonce) {
+		return fail(fmt.Errorf("%w: %s did not prove it holds the cluster secret", ErrAuth, c.opt.Addr))
+	}
+	e.B = e.B[:0]
+	(&ClientProof{MAC: GatewayProof(c.opt.Secret, cnonce, sh.Nonce)}).Append(&e)
+	if _, err := nc.Write(e.B); err != nil {
+		return fail(fmt.Errorf("%w: handshake with %s: %v", ErrUnavailable, c.opt.Addr, err))
+	}
+	typ, body, _, err = ReadFrame(r, DefaultMaxFrame, nil)
+	if err != nil {
+		return fail(fmt.Errorf("%w: handshake with %s: %v", ErrUnavailable, c.opt.Addr, err))
+	}
+	if typ == TClose {
+		var m CloseMsg
+		_ = m.Decode(body)
+		return fail(fmt.Errorf("%w: %s refused the link: %s", ErrAuth, c.opt.Addr, m.Reason))
+	}
+	var w Welcome
+	if typ != TWelcome {
+		return fail(fmt.Errorf("%w: handshake with %s: frame type %d, want welcome", ErrFrame, c.opt.Addr, typ))
+	}
+	if err := w.Decode(body); err != nil {
+		return fail(fmt.Errorf("handshake with %s: %w", c.opt.Addr, err))
+	}
+	_ = nc.SetDeadline(time.Time{})
+	if w.MaxInflight == 0 || w.MaxInflight > 1<<20 {
+		w.MaxInflight = DefaultMaxInflight
+	}
+	if w.MaxFrame == 0 || w.MaxFrame > 1<<30 {
+		w.MaxFrame = DefaultMaxFrame
+	}
+	c.process, c.epoch, c.maxFrame = sh.Process, sh.Epoch, int(w.MaxFrame)
+	return &conn{
+		c: c, idx: idx, nc: nc, r: r,
+		pending: map[uint64]*call{},
+		slots:   make(chan struct{}, w.MaxInflight),
+		wake:    make(chan struct{}, 1),
+		dead:    make(chan struct{}),
+	}, nil
+}
+
+// Process and Epoch name the scene process incarnation this client talks to.
+func (c *Client) Process() string { return c.process }
+
+// Epoch is the epoch of the scene process this client talks to.
+func (c *Client) Epoch() uint64 { return c.epoch }
+
+// Pushes delivers server pushes for the scenes of this process. Player ""
+// means everyone in Scene. It is closed after Done.
+func (c *Client) Pushes() <-chan Push { return c.pushes }
+
+// DroppedPushes counts pushes dropped because Pushes was full.
+func (c *Client) DroppedPushes() uint64 { return c.dropped.Load() }
+
+// Done is closed when every connection to the process is lost (or Close).
+func (c *Client) Done() <-chan struct{} { return c.done }
+
+// Err says why Done was closed.
+func (c *Client) Err() error {
+	c.errMu.Lock()
+	defer c.errMu.Unlock()
+	return c.err
+}
+
+// Close closes every connection. Waiting calls return ErrUnavailable
+// (wrapping ErrClosed).
+func (c *Client) Close() error {
+	if c.closed.Swap(true) {
+		return nil
+	}
+	for _, cn := range c.conns {
+		cn.kill(ErrClosed)
+	}
+	<-c.done
+	return nil
+}
+
+// Join makes sure the player is in the scene (loaded from the data server
+// under the scene's lease if not present) and makes session the player's
+// current session. If the player is in another scene, JoinResult.Moved
+// names it and nothing changes here.
+func (c *Client) Join(ctx context.Context, scene, player, session string) (JoinResult, error) {
+	m := Session{Scene: scene, Player: player, Session: session}
+	res, err := c.call(ctx, player, func(e *Encoder, id uint64) { m.ID = id; m.Append(e, TJoin) })
+	if err != nil {
+		return JoinResult{}, fmt.Errorf("join player %s session %s to scene %s: %w", player, session, scene, err)
+	}
+	return res.join, nil
+}
+
+// Request relays one client request. The reply is the scene's, exactly once
+// per (session, seq). ErrUnavailable means it may or may not have been
+// applied: resend it with the same seq.
+func (c *Client) Request(ctx context.Context, r Req) (Reply, error) {
+	res, err := c.call(ctx, r.Player, func(e *Encoder, id uint64) {
+		(&Request{ID: id, Req: r}).Append(e)
+	})
+	if err != nil {
+		return Reply{}, fmt.Errorf("request seq %d of player %s session %s in scene %s: %w", r.Seq, r.Player, r.Session, r.Scene, err)
+	}
+	return res.reply, nil
+}
+
+// Leave saves the player and takes them out of the scene, if session is
+// still their current one (a stale logout must not remove a newer
+// session's player). Leaving a player who is not here is not an error.
+func (c *Client) Leave(ctx context.Context, scene, player, session string) error {
+	m := Session{Scene: scene, Player: player, Session: session}
+	_, err := c.call(ctx, player, func(e *Encoder, id uint64) { m.ID = id; m.Append(e, TLeave) })
+	if err != nil {
+		return fmt.Errorf("leave player %s session %s from scene %s: %w", player, session, scene, err)
+	}
+	return nil
+}
+
+// route picks the connection of player: always the same one while it
+// lives, so the player's requests stay in order.
+func (c *Client) route(player string) (*conn, error) {
+	h := fnv.New32a()
+	h.Write([]byte(player))
+	n := len(c.conns)
+	start := int(h.Sum32() % uint32(n))
+	for i := 0; i < n; i++ {
+		cn := c.conns[(start+i)%n]
+		select {
+		case <-cn.dead:
+		default:
+			return cn, nil
+		}
+	}
+	if c.closed.Load() {
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, ErrClosed)
+	}
+	return nil, fmt.Errorf("%w: every connection to %s is lost", ErrUnavailable, c.opt.Addr)
+}
+
+type callResult struct {
+	reply Reply
+	join  JoinResult
+}
+
+// call is one in-flight join, request or leave.
+type call struct {
+	done chan struct{}
+	res  callResult
+	err  error
+}
+
+func (c *Client) call(ctx context.Context, player string, enc func(*Encoder, uint64)) (callResult, error) {
+	cn, err := c.route(player)
+	if err != nil {
+		return callResult{}, err
+	}
+	select {
+	case cn.slots <- struct{}{}:
+	case <-cn.dead:
+		return callResult{}, cn.deadErr()
+	case <-ctx.Done():
+		return callResult{}, ctx.Err()
+	}
+	cl := &call{done: make(chan struct{})}
+	cn.mu.Lock()
+	if cn.err != nil {
+		cn.mu.Unlock()
+		<-cn.slots
+		return callResult{}, cn.deadErr()
+	}
+	cn.nextID++
+	id := cn.nextID
+	start := len(cn.out.B)
+	enc(&cn.out, id)
+	if n := len(cn.out.B) - start - 4; n > c.maxFrame {
+		cn.out.B = cn.out.B[:start]
+		cn.mu.Unlock()
+		<-cn.slots
+		return callResult{}, fmt.Errorf("%w: frame of %d bytes over the scene's limit %d", ErrBadRequest, n, c.maxFrame)
+	}
+	cn.pending[id] = cl
+	cn.mu.Unlock()
+	select {
+	case cn.wake <- struct{}{}:
+	default:
+	}
+	select {
+	case <-cl.done:
+		return cl.res, cl.err
+	case <-ctx.Done():
+		// The slot is freed when the answer (or the connection's end)
+		// arrives, so the scene never sees more than its limit in flight.
+		return callResult{}, ctx.Err()
+	}
+}
+
+// conn is one connection: a writer that sends whatever accumulated in out
+// in one write, and a reader that completes calls by id.
+type conn struct {
+	c   *Client
+	idx int
+	nc  net.Conn
+	r   *bufio.Reader
+
+	mu      sync.Mutex
+	out     Encoder // frames not yet written
+	nextID  uint64
+	pending map[uint64]*call
+	err     error // set once the connection is dead
+
+	slots chan struct{} // in-flight calls
+	wake  chan struct{}
+	dead  chan struct{}
+}
+
+func (cn *conn) deadErr() error {
+	cn.mu.Lock()
+	defer cn.mu.Unlock()
+	if cn.err == nil {
+		return ErrUnavailable
+	}
+	return cn.err
+}
+
+// kill ends the connection once: every waiting call fails with
+// ErrUnavailable, and the client is done when it was the last one.
+func (cn *conn) kill(why error) {
+	cn.mu.Lock()
+	if cn.err != nil {
+		cn.mu.Unlock()
+		return
+	}
+	if errors.Is(why, ErrUnavailable) {
+		cn.err = why
+	} else {
+		cn.err = fmt.Errorf("%w: %w", ErrUnavailable, why)
+	}
+	pending := cn.pending
+	cn.pending = nil
+	close(cn.dead)
+	cn.mu.Unlock()
+	cn.nc.Close()
+	for _, cl := range pending {
+		cl.err = cn.err
+		close(cl.done)
+		<-cn.slots
+	}
+	c := cn.c
+	if c.alive.Add(-1) == 0 {
+		c.errMu.Lock()
+		c.err = cn.err
+		c.errMu.Unlock()
+		close(c.done)
+		close(c.pushes)
+	} else if !errors.Is(why, ErrClosed) {
+		c.log.Warn("scene link connection lost", zap.Int("conn", cn.idx), zap.Error(why))
+	}
+}
+
+func (cn *conn) writeLoop() {
+	var buf []byte
+	for {
+		select {
+		case <-cn.wake:
+		case <-cn.dead:
+			return
+		}
+		cn.mu.Lock()
+		buf, cn.out.B = cn.out.B, buf[:0]
+		cn.mu.Unlock()
+		if len(buf) == 0 {
+			continue
+		}
+		_ = cn.nc.SetWriteDeadline(time.Now().Add(cn.c.opt.WriteTimeout))
+		if _, err := cn.nc.Write(buf); err != nil {
+			cn.kill(fmt.Errorf("write: %w", err))
+			return
+		}
+		if cap(buf) > 1<<20 {
+			buf = nil // do not pin a burst's buffer forever
+		}
+	}
+}
+
+func (cn *conn) readLoop() {
+	var buf []byte
+	for {
+		typ, body, nbuf, err := ReadFrame(cn.r, cn.c.maxFrame, buf)
+		buf = nbuf
+		if err != nil {
+			cn.kill(fmt.Errorf("read: %w", err))
+			return
+		}
+		if err := cn.handle(typ, body); err != nil {
+			cn.kill(err)
+			return
+		}
+	}
+}
+
+func (cn *conn) handle(typ byte, body []byte) error {
+	switch typ {
+	case TReply:
+		var m ReplyMsg
+		if err := m.Decode(body); err != nil {
+			return err
+		}
+		cn.complete(m.ID, callResult{reply: m.Reply}, nil)
+	case TJoinReply:
+		var m JoinReply
+		if err := m.Decode(body); err != nil {
+			return err
+		}
+		cn.complete(m.ID, callResult{join: m.JoinResult}, nil)
+	case TLeaveReply, TFail:
+		var m Fail
+		if err := m.Decode(body); err != nil {
+			return err
+		}
+		cn.complete(m.ID, callResult{}, failErr(m))
+	case TPush:
+		var p Push
+		if err := p.Decode(body); err != nil {
+			return err
+		}
+		select {
+		case cn.c.pushes <- p:
+		default:
+			cn.c.dropped.Add(1)
+		}
+	case TClose:
+		var m CloseMsg
+		_ = m.Decode(body)
+		return fmt.Errorf("closed by the scene: %s", m.Reason)
+	default:
+		return fmt.Errorf("%w: unknown frame type %d", ErrFrame, typ)
+	}
+	return nil
+}
+
+func failErr(m Fail) error {
+	switch m.Code {
+	case "":
+		return nil
+	case FailUnavailable:
+		return fmt.Errorf("%w: %s", ErrUnavailable, m.Error)
+	case FailNoScene:
+		return fmt.Errorf("%w: %s", ErrNoScene, m.Error)
+	case FailBadRequest:
+		return fmt.Errorf("%w: %s", ErrBadRequest, m.Error)
+	case FailRefused:
+		return fmt.Errorf("%w: %s", ErrRefused, m.Error)
+	}
+	return fmt.Errorf("%w: %s: %s", ErrUnavailable, m.Code, m.Error)
+}
+
+func (cn *conn) complete(id uint64, res callResult, err error) {
+	cn.mu.Lock()
+	cl := cn.pending[id]
+	delete(cn.pending, id)
+	cn.mu.Unlock()
+	if cl == nil {
+		return // not ours (the connection is dying): nothing waits for it
+	}
+	cl.res, cl.err = res, err
+	close(cl.done)
+	<-cn.slots
+}
