@@ -3,6 +3,7 @@ package shmlog
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -187,8 +188,22 @@ func FuzzReplay(f *testing.F) {
 		if off < recordSize(0) && len(junk) > 0 {
 			return // the snapshot itself may be gone; an error is fine, a panic is not
 		}
-		if err != nil {
+		var de *DamageError
+		if err != nil && !errors.As(err, &de) {
 			t.Fatalf("Replay with intact snapshot: %v", err)
+		}
+		if de != nil {
+			// Damage mid-log: the good prefix replayed, and what is at stake
+			// starts right after it and ends at most at the last event.
+			d := de.Damage
+			if d.Kind != DamageRecord || d.GoodSeq != got[len(got)-1].Seq || d.FirstLost != d.GoodSeq+1 ||
+				d.LastLost > 12 || d.Lost != int(d.LastLost-d.GoodSeq) {
+				t.Fatalf("damage %+v after replaying up to seq %d", d, got[len(got)-1].Seq)
+			}
+			// Junk that ends before the last record leaves it to be found.
+			if off+len(junk) <= lastStart(want) && d.LastLost != 12 {
+				t.Fatalf("damage %+v: the intact last event (seq 12) was not counted", d)
+			}
 		}
 		// Records wholly before the damage are all there.
 		end := recordSize(0)
@@ -214,5 +229,36 @@ func FuzzReplay(f *testing.F) {
 			prev = binary.LittleEndian.Uint64(h[pos+rSeq:])
 			pos += recordSize(n)
 		}
+		if de != nil {
+			// A new Open finds the same and refuses to write over it.
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			s2, err := Open(path, fuzzGeo)
+			if err != nil {
+				t.Fatalf("reopen a damaged log: %v", err)
+			}
+			defer s2.Close()
+			sl2, ok := s2.Get("room")
+			if !ok {
+				t.Fatal("room gone after reopen")
+			}
+			if d2, ok := sl2.Damage(); !ok || d2 != de.Damage {
+				t.Fatalf("Open found %+v, Replay %+v", d2, de.Damage)
+			}
+			if _, err := sl2.Append([]byte("x")); !errors.Is(err, ErrDamaged) {
+				t.Fatalf("Append to a damaged slot: %v", err)
+			}
+		}
 	})
+}
+
+// lastStart is where the last of want's events begins in a half that holds
+// an empty snapshot and then want.
+func lastStart(want []rec) int {
+	off := recordSize(0)
+	for _, w := range want[:len(want)-1] {
+		off += recordSize(len(w.Payload))
+	}
+	return off
 }

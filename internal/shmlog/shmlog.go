@@ -114,6 +114,7 @@ var (
 	ErrReadOnly         = errors.New("shmlog: store is read-only")
 	ErrClosed           = errors.New("shmlog: store is closed")
 	ErrFreed            = errors.New("shmlog: slot was freed")
+	ErrNotDamaged       = errors.New("shmlog: slot is not damaged")
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -155,10 +156,12 @@ type Store struct {
 	geo      Options
 	halfSize int
 
-	mu     sync.Mutex
-	index  map[string]*Slot
-	free   []int // stack; the lowest free index is on top
-	closed bool
+	mu    sync.Mutex
+	index map[string]*Slot
+	free  []int // stack; the lowest free index is on top
+	// damaged are the quarantined slots: headers that cannot be read.
+	damaged []Damage
+	closed  bool
 }
 
 // Open opens the log at path for writing, creating and preallocating it if it
@@ -345,7 +348,10 @@ func parseHeader(h []byte) (Options, error) {
 }
 
 // rebuild builds the index and free list from the slot headers, and scans
-// every valid slot's active half to find where appending continues.
+// every valid slot's active half to find where appending continues. Each
+// slot is judged on its own: one whose id cannot be read is quarantined
+// (neither free nor indexed: it may hold some scene's log), and damage in a
+// slot's records stays on that Slot (see Slot.Damage). Neither stops Open.
 func (s *Store) rebuild() error {
 	for i := s.geo.Slots - 1; i >= 0; i-- {
 		hdr := s.slotHeader(i)
@@ -356,17 +362,72 @@ func (s *Store) rebuild() error {
 		}
 		id, err := readID(hdr)
 		if err != nil {
-			return fmt.Errorf("slot %d: %w", i, err)
+			s.quarantine(i, err.Error())
+			continue
 		}
-		if _, dup := s.index[id]; dup {
-			return fmt.Errorf("slot %d: id %q is also in slot %d: %w", i, id, s.index[id].idx, ErrCorrupt)
+		if other, dup := s.index[id]; dup {
+			// Which of the two is the real one cannot be told from the
+			// headers; neither is trusted.
+			why := fmt.Sprintf("id %q is also in slot %d", id, other.idx)
+			s.quarantine(i, why)
+			s.quarantine(other.idx, fmt.Sprintf("id %q is also in slot %d", id, i))
+			delete(s.index, id)
+			continue
 		}
 		sl := s.newSlot(i, id, st)
-		if err := sl.recover(); err != nil {
-			return err
-		}
+		sl.recover()
 		s.index[id] = sl
 	}
+	return nil
+}
+
+func (s *Store) quarantine(i int, why string) {
+	s.damaged = append(s.damaged, Damage{
+		Kind: DamageHeader, Slot: i, FileOffset: int64(headerSize) + int64(i)*int64(s.geo.SlotSize),
+		Reason: "slot header is marked valid but " + why,
+	})
+}
+
+// Damaged returns the slots Open quarantined because their header cannot be
+// read (DamageHeader), lowest index first. They are neither free nor in the
+// index until Reclaim.
+func (s *Store) Damaged() []Damage {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := slices.Clone(s.damaged)
+	slices.SortFunc(out, func(a, b Damage) int { return a.Slot - b.Slot })
+	return out
+}
+
+// Reclaim returns a quarantined slot to the free list. The caller decides
+// that no scene or room can be missing it (every one it knows found its
+// slot, or was rebuilt without it). The header is wiped and both halves are
+// zeroed: the slot's real generation is unknown, so the next Create's
+// cannot be made larger than what the halves hold, and nothing in them may
+// pass for a current record or a previous snapshot.
+func (s *Store) Reclaim(idx int) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.writable("reclaim", fmt.Sprintf("slot %d", idx)); err != nil {
+		return err
+	}
+	i := slices.IndexFunc(s.damaged, func(d Damage) bool { return d.Slot == idx })
+	if i < 0 {
+		return fmt.Errorf("shmlog: reclaim slot %d: not quarantined: %w", idx, ErrNotFound)
+	}
+	hdr := s.slotHeader(idx)
+	store64(hdr[sState:], 0) // commit: free
+	clearID(hdr)
+	// Punching the pages out zeroes them and gives the memory back; if the
+	// file system cannot, write the zeros.
+	off := int64(headerSize) + int64(idx)*int64(s.geo.SlotSize) + slotHeaderSize
+	if err := unix.Fallocate(int(s.f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE,
+		off, int64(s.geo.SlotSize-slotHeaderSize)); err != nil {
+		clear(s.slotBytes(idx)[slotHeaderSize:])
+	}
+	s.damaged = slices.Delete(s.damaged, i, i+1)
+	s.free = append(s.free, idx)
+	slices.SortFunc(s.free, func(a, b int) int { return b - a })
 	return nil
 }
 
@@ -486,7 +547,10 @@ func (s *Store) Create(id string) (*Slot, error) {
 	hdr := s.slotHeader(idx)
 	// The generation keeps growing across reuse of the slot, so nothing left
 	// in its halves from the previous room can pass for this room's records.
-	gen := (le.Uint64(hdr[sState:])>>stateGenShift + 1) & genMask
+	// It skips one: the other half may hold the previous room's last
+	// snapshot at the old generation, and generation-1 in the other half is
+	// what stands in for a damaged snapshot (see Slot.fallback).
+	gen := (le.Uint64(hdr[sState:])>>stateGenShift + 2) & genMask
 	putID(hdr, id)
 	half := s.half(idx, 0)
 	end := putRecord(half, 0, KindSnapshot, 0, gen, nil)
