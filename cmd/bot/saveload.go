@@ -17,7 +17,7 @@ import (
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
-	"github.com/respawn-dev/respawn/internal/datasvr"
+	"github.com/respawn-dev/respawn/internal/dataclient"
 	"github.com/respawn-dev/respawn/internal/player"
 )
 
@@ -49,7 +49,7 @@ func saveLoadCommand() *cobra.Command {
 		Use:   "save-load",
 		Short: "Drive datasvr as scenes would: N players each saving every interval",
 		Long: `Simulates N online players spread over --scenes scenes, each saved every
---save-interval through the scenes' real datasvr.Client save queue, for --duration.
+--save-interval through the scenes' real dataclient.Client save queue, for --duration.
 It reports acknowledged saves/s, ack latency (enqueue to acknowledgement), the
 database rows and statements per second datasvr caused (from its stats, including
 the final flush), saves per row written, rejected saves, and lost saves:
@@ -80,7 +80,7 @@ acknowledged versions that datasvr no longer has when the run ends.`,
 	f.IntVar(&o.players, "players", 4000, "simulated online players")
 	f.DurationVar(&o.interval, "save-interval", time.Second, "how often each player is saved")
 	f.DurationVar(&o.duration, "duration", 20*time.Second, "how long to save")
-	f.IntVar(&o.scenes, "scenes", 8, "simulated scenes (one datasvr.Client each)")
+	f.IntVar(&o.scenes, "scenes", 8, "simulated scenes (one dataclient.Client each)")
 	f.StringVar(&o.prefix, "prefix", "bot", "player id prefix")
 	f.StringVar(&o.natsURL, "nats", "nats://127.0.0.1:7422", "NATS URL of the cluster")
 	f.BoolVar(&o.asJSON, "json", false, "print the result as JSON")
@@ -95,7 +95,7 @@ type saveLoadExtra struct {
 // botPlayer is one simulated player's bookkeeping.
 type botPlayer struct {
 	id     string
-	client *datasvr.Client
+	client *dataclient.Client
 	data   player.Data
 
 	mu       sync.Mutex
@@ -115,7 +115,7 @@ func runSaveLoad(ctx context.Context, o saveLoadOpts) (saveLoadResult, saveLoadE
 		return res, extra, fmt.Errorf("connect %s: %w", o.natsURL, err)
 	}
 	defer nc.Close()
-	adm := datasvr.NewAdminClient(nc)
+	adm := dataclient.NewAdminClient(nc)
 
 	var (
 		latMu      sync.Mutex
@@ -155,10 +155,10 @@ func runSaveLoad(ctx context.Context, o saveLoadOpts) (saveLoadResult, saveLoadE
 
 	// A new epoch per run: it takes over leases a previous run left behind.
 	epoch := uint64(time.Now().UnixNano())
-	clients := make([]*datasvr.Client, o.scenes)
+	clients := make([]*dataclient.Client, o.scenes)
 	for i := range clients {
-		clients[i] = datasvr.NewClient(nc, fmt.Sprintf("%s-scene-%d", o.prefix, i), epoch, zap.NewNop(),
-			datasvr.WithOnResult(onResult), datasvr.WithSenders(128), datasvr.WithQueueLimit(o.players))
+		clients[i] = dataclient.NewClient(nc, fmt.Sprintf("%s-scene-%d", o.prefix, i), epoch, zap.NewNop(),
+			dataclient.WithOnResult(onResult), dataclient.WithSenders(128), dataclient.WithQueueLimit(o.players))
 		defer clients[i].Close()
 	}
 	for i := range players {

@@ -14,7 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 
-	"github.com/respawn-dev/respawn/internal/datasvr"
+	"github.com/respawn-dev/respawn/internal/dataclient"
 )
 
 // playerCommands are the GM commands on player data: they talk to datasvr
@@ -41,7 +41,7 @@ func (a *app) natsConn() (*nats.Conn, error) {
 
 // withDatasvr runs fn with an admin client; the timeout covers the whole
 // command.
-func (a *app) withDatasvr(timeout time.Duration, fn func(ctx context.Context, nc *nats.Conn, c *datasvr.AdminClient) error) error {
+func (a *app) withDatasvr(timeout time.Duration, fn func(ctx context.Context, nc *nats.Conn, c *dataclient.AdminClient) error) error {
 	nc, err := a.natsConn()
 	if err != nil {
 		return err
@@ -49,7 +49,7 @@ func (a *app) withDatasvr(timeout time.Duration, fn func(ctx context.Context, nc
 	defer nc.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	return fn(ctx, nc, datasvr.NewAdminClient(nc))
+	return fn(ctx, nc, dataclient.NewAdminClient(nc))
 }
 
 func playerCreateCmd(a *app) *cobra.Command {
@@ -59,7 +59,7 @@ func playerCreateCmd(a *app) *cobra.Command {
 		Short: "Create a player (a GM test character)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
-			return a.withDatasvr(15*time.Second, func(ctx context.Context, _ *nats.Conn, c *datasvr.AdminClient) error {
+			return a.withDatasvr(15*time.Second, func(ctx context.Context, _ *nats.Conn, c *dataclient.AdminClient) error {
 				if err := c.Create(ctx, args[0], name); err != nil {
 					return err
 				}
@@ -74,13 +74,13 @@ func playerCreateCmd(a *app) *cobra.Command {
 
 // playerShow is what `player show --json` prints.
 type playerShow struct {
-	ID      string           `json:"id"`
-	Name    string           `json:"name"`
-	Version uint64           `json:"version"`
-	Gold    int64            `json:"gold"`
-	Items   map[string]int64 `json:"items"`
-	Owner   *datasvr.Owner   `json:"owner"`
-	Online  bool             `json:"online"`
+	ID      string            `json:"id"`
+	Name    string            `json:"name"`
+	Version uint64            `json:"version"`
+	Gold    int64             `json:"gold"`
+	Items   map[string]int64  `json:"items"`
+	Owner   *dataclient.Owner `json:"owner"`
+	Online  bool              `json:"online"`
 	// InDatabase is false while the newest version is only in datasvr's
 	// journal (durable, not yet flushed).
 	InDatabase bool `json:"in_database"`
@@ -93,7 +93,7 @@ func playerShowCmd(a *app) *cobra.Command {
 		Short: "Show a player's newest acknowledged data",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
-			return a.withDatasvr(15*time.Second, func(ctx context.Context, _ *nats.Conn, c *datasvr.AdminClient) error {
+			return a.withDatasvr(15*time.Second, func(ctx context.Context, _ *nats.Conn, c *dataclient.AdminClient) error {
 				r, err := c.Show(ctx, args[0])
 				if err != nil {
 					return err
@@ -146,7 +146,7 @@ func playerGiveCmd(a *app, sign int64) *cobra.Command {
 			if err != nil || n <= 0 {
 				return fmt.Errorf("COUNT must be a positive integer, got %q", args[2])
 			}
-			return a.withDatasvr(20*time.Second, func(ctx context.Context, _ *nats.Conn, c *datasvr.AdminClient) error {
+			return a.withDatasvr(20*time.Second, func(ctx context.Context, _ *nats.Conn, c *dataclient.AdminClient) error {
 				// One id per command: a scene that sees it twice (datasvr
 				// retrying) applies it once.
 				reqID := "gm-" + strings.TrimPrefix(nats.NewInbox(), nats.InboxPrefix)
@@ -168,7 +168,7 @@ func playerKickCmd(a *app) *cobra.Command {
 		Short: "Have the player's scene save and drop them",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
-			return a.withDatasvr(20*time.Second, func(ctx context.Context, _ *nats.Conn, c *datasvr.AdminClient) error {
+			return a.withDatasvr(20*time.Second, func(ctx context.Context, _ *nats.Conn, c *dataclient.AdminClient) error {
 				reqID := "kick-" + strings.TrimPrefix(nats.NewInbox(), nats.InboxPrefix)
 				if err := c.Kick(ctx, reqID, args[0], force); err != nil {
 					return err
@@ -204,7 +204,7 @@ func (a *app) saveAll(timeout time.Duration) error {
 	if err != nil {
 		return err
 	}
-	return a.withDatasvr(timeout+30*time.Second, func(ctx context.Context, nc *nats.Conn, c *datasvr.AdminClient) error {
+	return a.withDatasvr(timeout+30*time.Second, func(ctx context.Context, nc *nats.Conn, c *dataclient.AdminClient) error {
 		var scenes []string
 		for _, p := range cfg.Processes {
 			scenes = append(scenes, p.Scenes...)
@@ -218,8 +218,8 @@ func (a *app) saveAll(timeout time.Duration) error {
 			wg.Go(func() {
 				sctx, cancel := context.WithTimeout(ctx, timeout)
 				defer cancel()
-				msg, err := nc.RequestWithContext(sctx, datasvr.SceneSaveAllSubject(sc), mustJSON(datasvr.SaveAllRequest{ReqID: "saveall-" + strconv.FormatInt(time.Now().UnixNano(), 36)}))
-				var rep datasvr.SaveAllReply
+				msg, err := nc.RequestWithContext(sctx, dataclient.SceneSaveAllSubject(sc), mustJSON(dataclient.SaveAllRequest{ReqID: "saveall-" + strconv.FormatInt(time.Now().UnixNano(), 36)}))
+				var rep dataclient.SaveAllReply
 				if err == nil {
 					err = jsonDecode(msg.Data, &rep)
 				}

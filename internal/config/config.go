@@ -10,7 +10,7 @@ import (
 	"net"
 	"time"
 
-	"github.com/respawn-dev/respawn/internal/game"
+	"github.com/respawn-dev/respawn/internal/scenedef"
 )
 
 // Config is the whole cluster configuration. Each top-level key is one
@@ -38,7 +38,7 @@ type Config struct {
 	// Processes says which scene process hosts which scenes.
 	Processes []Process `yaml:"processes"`
 	// Scenes is the world's content: monsters, NPCs, shops, dungeons.
-	Scenes []game.SceneDef `yaml:"scenes"`
+	Scenes []scenedef.SceneDef `yaml:"scenes"`
 
 	// Source is the file this configuration was read from ("" for defaults).
 	Source string `yaml:"-"`
@@ -186,18 +186,18 @@ func Default() Config {
 			{Name: "town", Scenes: []string{"town"}},
 			{Name: "forest", Scenes: []string{"forest"}},
 		},
-		Scenes: game.DefaultScenes(),
+		Scenes: scenedef.DefaultScenes(),
 	}
 }
 
 // SceneDef returns the definition of scene id.
-func (c *Config) SceneDef(id string) (game.SceneDef, bool) {
+func (c *Config) SceneDef(id string) (scenedef.SceneDef, bool) {
 	for _, d := range c.Scenes {
 		if d.ID == id {
 			return d, true
 		}
 	}
-	return game.SceneDef{}, false
+	return scenedef.SceneDef{}, false
 }
 
 // EffectiveRecoveryWindow returns the recovery window with its default applied.

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
+	"github.com/respawn-dev/respawn/internal/dataclient"
 	"github.com/respawn-dev/respawn/internal/player"
 )
 
@@ -78,7 +79,7 @@ func TestFencing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if show.Owner == nil || *show.Owner != (Owner{"town", 3}) || !show.Online || show.Items["gem"] != 1 {
+	if show.Owner == nil || *show.Owner != (Owner{Scene: "town", Epoch: 3}) || !show.Online || show.Items["gem"] != 1 {
 		t.Fatalf("show: %+v", show)
 	}
 
@@ -130,7 +131,7 @@ func TestHandoverMovesLeaseAndItemsTogether(t *testing.T) {
 		t.Fatalf("handover retry after the destination claimed: %v, want ErrNotOwner", err)
 	}
 	show, _ := h.admin.Show(ctx, "trav")
-	if show.Owner == nil || *show.Owner != (Owner{"forest", 9}) {
+	if show.Owner == nil || *show.Owner != (Owner{Scene: "forest", Epoch: 9}) {
 		t.Fatalf("owner after claim: %+v", show.Owner)
 	}
 }
@@ -451,7 +452,7 @@ func TestSaveQueueRetriesUntilDatasvrIsBack(t *testing.T) {
 		err     error
 	}
 	results := make(chan res, 100)
-	c := NewClient(nc, "town", 1, nil, WithOnResult(func(p string, v uint64, err error) { results <- res{p, v, err} }))
+	c := dataclient.NewClient(nc, "town", 1, nil, dataclient.WithOnResult(func(p string, v uint64, err error) { results <- res{p, v, err} }))
 	defer c.Close()
 	l1, err := c.Load(ctx, "q1")
 	if err != nil {
@@ -527,7 +528,7 @@ func TestManyConcurrentSavesShareFsyncs(t *testing.T) {
 	before := h.srv.journal.Stats()
 	var acked atomic.Int64
 	done := make(chan struct{})
-	c2 := h.client("town", 1, WithOnResult(func(_ string, _ uint64, err error) {
+	c2 := h.client("town", 1, dataclient.WithOnResult(func(_ string, _ uint64, err error) {
 		if err != nil {
 			t.Error(err)
 		}

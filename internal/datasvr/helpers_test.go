@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/respawn-dev/respawn/internal/config"
+	"github.com/respawn-dev/respawn/internal/dataclient"
 	"github.com/respawn-dev/respawn/internal/player"
 	"github.com/respawn-dev/respawn/internal/store"
 )
@@ -97,7 +98,7 @@ type harness struct {
 	srv   *Server
 	db    *memStore
 	nc    *nats.Conn
-	admin *AdminClient
+	admin *dataclient.AdminClient
 }
 
 // start runs an in-process datasvr over db with cfg and connects to it.
@@ -120,7 +121,7 @@ func start(t *testing.T, cfg *config.Config, db *memStore, opts ...Option) *harn
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{t: t, srv: srv, db: db, nc: nc, admin: NewAdminClient(nc)}
+	h := &harness{t: t, srv: srv, db: db, nc: nc, admin: dataclient.NewAdminClient(nc)}
 	t.Cleanup(h.stop)
 	return h
 }
@@ -134,8 +135,8 @@ func (h *harness) stop() {
 	}
 }
 
-func (h *harness) client(scene string, epoch uint64, opts ...ClientOption) *Client {
-	c := NewClient(h.nc, scene, epoch, zaptest.NewLogger(h.t, zaptest.Level(zap.ErrorLevel)), opts...)
+func (h *harness) client(scene string, epoch uint64, opts ...dataclient.ClientOption) *dataclient.Client {
+	c := dataclient.NewClient(h.nc, scene, epoch, zaptest.NewLogger(h.t, zaptest.Level(zap.ErrorLevel)), opts...)
 	h.t.Cleanup(c.Close)
 	return c
 }

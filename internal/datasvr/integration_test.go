@@ -25,7 +25,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/respawn-dev/respawn/internal/datasvr"
+	"github.com/respawn-dev/respawn/internal/dataclient"
 	"github.com/respawn-dev/respawn/internal/player"
 )
 
@@ -185,7 +185,7 @@ func connect(t *testing.T, url string) *nats.Conn {
 func retry(ctx context.Context, fn func() error) error {
 	for {
 		err := fn()
-		if err == nil || !errors.Is(err, datasvr.ErrUnavailable) {
+		if err == nil || !errors.Is(err, dataclient.ErrUnavailable) {
 			return err
 		}
 		select {
@@ -210,7 +210,7 @@ func TestKill9AfterAcknowledgedSaves(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 		defer cancel()
 		nc := connect(t, d.url())
-		town := datasvr.NewClient(nc, "town", 1, nil)
+		town := dataclient.NewClient(nc, "town", 1, nil)
 		const players, rounds = 40, 15
 		acked := make([]uint64, players)
 		base := make([]player.Data, players)
@@ -246,11 +246,11 @@ func TestKill9AfterAcknowledgedSaves(t *testing.T) {
 		d.kill()
 		d.start()
 
-		admin := datasvr.NewAdminClient(nc)
+		admin := dataclient.NewAdminClient(nc)
 		check := func(when string) {
 			for i := range players {
 				id := fmt.Sprintf("%sp%d", prefix, i)
-				var show datasvr.ShowReply
+				var show dataclient.ShowReply
 				err := retry(ctx, func() (err error) { show, err = admin.Show(ctx, id); return err })
 				if err != nil {
 					t.Fatalf("%s: show %s: %v", when, id, err)
@@ -266,12 +266,12 @@ func TestKill9AfterAcknowledgedSaves(t *testing.T) {
 		// The lease survived the crash too: a stale epoch is still fenced,
 		// and a respawned town (epoch 2) takes over.
 		id0 := prefix + "p0"
-		town2 := datasvr.NewClient(nc, "town", 2, nil)
-		var l2 datasvr.Loaded
+		town2 := dataclient.NewClient(nc, "town", 2, nil)
+		var l2 dataclient.Loaded
 		if err := retry(ctx, func() (err error) { l2, err = town2.Load(ctx, id0); return err }); err != nil {
 			t.Fatal(err)
 		}
-		if err := town.Save(ctx, id0, l2.Version+1, l2.Data); !errors.Is(err, datasvr.ErrStaleEpoch) {
+		if err := town.Save(ctx, id0, l2.Version+1, l2.Data); !errors.Is(err, dataclient.ErrStaleEpoch) {
 			t.Fatalf("save from stale epoch after restart: %v, want ErrStaleEpoch", err)
 		}
 		next := l2.Data.Clone()
@@ -299,25 +299,25 @@ func TestStaleEpochSaveRejected(t *testing.T) {
 		defer cancel()
 		nc := connect(t, d.url())
 		id := prefix + "stale"
-		old := datasvr.NewClient(nc, "forest", 3, nil)
+		old := dataclient.NewClient(nc, "forest", 3, nil)
 		l, err := old.LoadOrCreate(ctx, id, "")
 		if err != nil {
 			t.Fatal(err)
 		}
-		respawned := datasvr.NewClient(nc, "forest", 4, nil)
+		respawned := dataclient.NewClient(nc, "forest", 4, nil)
 		l4, err := respawned.Load(ctx, id)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := old.Save(ctx, id, l4.Version+5, l.Data); !errors.Is(err, datasvr.ErrStaleEpoch) {
+		if err := old.Save(ctx, id, l4.Version+5, l.Data); !errors.Is(err, dataclient.ErrStaleEpoch) {
 			t.Fatalf("stale epoch save: %v, want ErrStaleEpoch", err)
 		}
 		changed := l4.Data.Clone()
 		changed.Gold++
-		if err := respawned.Save(ctx, id, l4.Version, changed); !errors.Is(err, datasvr.ErrOldVersion) {
+		if err := respawned.Save(ctx, id, l4.Version, changed); !errors.Is(err, dataclient.ErrOldVersion) {
 			t.Fatalf("old version save: %v, want ErrOldVersion", err)
 		}
-		if err := datasvr.NewClient(nc, "town", 9, nil).Save(ctx, id, l4.Version+1, l4.Data); !errors.Is(err, datasvr.ErrNotOwner) {
+		if err := dataclient.NewClient(nc, "town", 9, nil).Save(ctx, id, l4.Version+1, l4.Data); !errors.Is(err, dataclient.ErrNotOwner) {
 			t.Fatalf("other scene save: %v, want ErrNotOwner", err)
 		}
 	})
@@ -348,7 +348,7 @@ func handoverCrash(t *testing.T, dsn, prefix string, crashAfterApply bool) {
 		id := prefix + "traveller"
 
 		ncA := connect(t, d.url())
-		a := datasvr.NewClient(ncA, "town", 1, nil)
+		a := dataclient.NewClient(ncA, "town", 1, nil)
 		l, err := a.LoadOrCreate(ctx, id, "")
 		if err != nil {
 			t.Fatal(err)
@@ -362,15 +362,15 @@ func handoverCrash(t *testing.T, dsn, prefix string, crashAfterApply bool) {
 		}
 		final := want.Clone()
 		final.Scene = "forest"
-		req := datasvr.HandoverRequest{Player: id, Version: l.Version + 2, Scene: "town", Epoch: 1, To: "forest", Data: mustEncode(t, final)}
-		if err := ncA.PublishRequest(datasvr.SubjectHandover, nats.NewInbox(), mustJSON(t, req)); err != nil {
+		req := dataclient.HandoverRequest{Player: id, Version: l.Version + 2, Scene: "town", Epoch: 1, To: "forest", Data: mustEncode(t, final)}
+		if err := ncA.PublishRequest(dataclient.SubjectHandover, nats.NewInbox(), mustJSON(t, req)); err != nil {
 			t.Fatal(err)
 		}
 		ncA.Flush()
 		ncA.Close() // scene A is gone
 		if crashAfterApply {
 			ncW := connect(t, d.url())
-			adm := datasvr.NewAdminClient(ncW)
+			adm := dataclient.NewAdminClient(ncW)
 			deadline := time.Now().Add(10 * time.Second)
 			for {
 				show, err := adm.Show(ctx, id)
@@ -388,14 +388,14 @@ func handoverCrash(t *testing.T, dsn, prefix string, crashAfterApply bool) {
 		d.start()
 
 		nc := connect(t, d.url())
-		b := datasvr.NewClient(nc, "forest", 7, nil)
-		var got datasvr.Loaded
+		b := dataclient.NewClient(nc, "forest", 7, nil)
+		var got dataclient.Loaded
 		err = retry(ctx, func() (err error) { got, err = b.Load(ctx, id); return err })
-		if errors.Is(err, datasvr.ErrNotOwner) {
+		if errors.Is(err, dataclient.ErrNotOwner) {
 			// The handover did not make it: A's respawn (epoch 2) owns the
 			// player with its pre-handover data and hands it over again.
 			t.Log("handover was lost with the crash; the respawned source redoes it")
-			a2 := datasvr.NewClient(nc, "town", 2, nil)
+			a2 := dataclient.NewClient(nc, "town", 2, nil)
 			la, err := a2.Load(ctx, id)
 			if err != nil {
 				t.Fatal(err)
@@ -420,12 +420,12 @@ func handoverCrash(t *testing.T, dsn, prefix string, crashAfterApply bool) {
 		}
 		// The source, in any epoch it had, cannot write the player any more.
 		for epoch := uint64(1); epoch <= 2; epoch++ {
-			if err := datasvr.NewClient(nc, "town", epoch, nil).Save(ctx, id, got.Version+10, want); !errors.Is(err, datasvr.ErrNotOwner) {
+			if err := dataclient.NewClient(nc, "town", epoch, nil).Save(ctx, id, got.Version+10, want); !errors.Is(err, dataclient.ErrNotOwner) {
 				t.Fatalf("town epoch %d save after handover: %v, want ErrNotOwner", epoch, err)
 			}
 		}
-		show, err := datasvr.NewAdminClient(nc).Show(ctx, id)
-		if err != nil || show.Owner == nil || *show.Owner != (datasvr.Owner{Scene: "forest", Epoch: 7}) {
+		show, err := dataclient.NewAdminClient(nc).Show(ctx, id)
+		if err != nil || show.Owner == nil || *show.Owner != (dataclient.Owner{Scene: "forest", Epoch: 7}) {
 			t.Fatalf("owner after recovery: %+v %v", show.Owner, err)
 		}
 	}

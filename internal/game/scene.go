@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/respawn-dev/respawn/internal/player"
+	"github.com/respawn-dev/respawn/internal/scenedef"
 )
 
 const goldItem = player.GoldItem
@@ -14,8 +15,9 @@ const goldItem = player.GoldItem
 // Gameplay constants. They are part of the rules, so changing one changes
 // what a replayed log produces: treat them like the snapshot format.
 const (
-	maxAmount       = 1_000_000_000 // any single count, HP or price a request may carry
-	maxPrice        = 1_000_000
+	maxAmount       = scenedef.MaxAmount // any single count, HP or price a request may carry
+	maxPrice        = scenedef.MaxPrice
+	maxIDLen        = scenedef.MaxIDLen
 	maxBuyCount     = 1000
 	maxTradeLines   = 16
 	maxOpenTrades   = 4    // open offers per offering player
@@ -317,7 +319,7 @@ func (s *Scene) onTick() []Effect {
 	}
 	for i := range s.npcs {
 		n := &s.npcs[i]
-		if n.def.Kind != NPCEscort || len(n.def.Path) < 2 || s.tick%n.def.stepTicks() != 0 {
+		if n.def.Kind != NPCEscort || len(n.def.Path) < 2 || s.tick%n.def.EffectiveStepTicks() != 0 {
 			continue
 		}
 		n.pathIndex = (n.pathIndex + 1) % len(n.def.Path)
@@ -473,7 +475,7 @@ func (s *Scene) onEnter(ev Enter) []Effect {
 		return []Effect{Kick{Player: id, Reason: "scene full"}}
 	}
 	p := s.arrive(ev.Player, ev.Version)
-	if !s.def.inBounds(p.data.X, p.data.Y) {
+	if !s.def.InBounds(p.data.X, p.data.Y) {
 		p.data.X, p.data.Y = s.def.Spawn.X, s.def.Spawn.Y
 		p.touch()
 	}
@@ -583,7 +585,7 @@ func (s *Scene) applyOp(p *playerState, op Op, out []Effect) (Result, []Effect) 
 }
 
 func (s *Scene) opMove(p *playerState, op Move, out []Effect) (Result, []Effect) {
-	if !s.def.inBounds(op.X, op.Y) {
+	if !s.def.InBounds(op.X, op.Y) {
 		return errResult(ErrBadRequest, "(%d,%d) is outside %s", op.X, op.Y, s.def.ID), out
 	}
 	if op.X != p.data.X || op.Y != p.data.Y {
@@ -849,7 +851,7 @@ func (s *Scene) opEnterDungeon(p *playerState, out []Effect) (Result, []Effect) 
 	if dg == nil {
 		return errResult(ErrNotAllowed, "no dungeon in %s", s.def.ID), out
 	}
-	if len(s.rooms) >= dg.maxRooms() {
+	if len(s.rooms) >= dg.EffectiveMaxRooms() {
 		return errResult(ErrLimit, "%d rooms already open", len(s.rooms)), out
 	}
 	s.nextRoom++

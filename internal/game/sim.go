@@ -330,7 +330,7 @@ func (w *world) request(s *Scene, p *simPlayer) {
 	var op Op
 	switch k := w.r.IntN(100); {
 	case k < 30:
-		op = Move{X: w.r.IntN(s.def.width()+2) - 1, Y: w.r.IntN(s.def.height())}
+		op = Move{X: w.r.IntN(s.def.EffectiveWidth()+2) - 1, Y: w.r.IntN(s.def.EffectiveHeight())}
 	case k < 55:
 		id := "nobody"
 		if len(s.def.Monsters) > 0 && w.r.IntN(10) > 0 {

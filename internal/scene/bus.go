@@ -9,7 +9,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/respawn-dev/respawn/internal/bus"
-	"github.com/respawn-dev/respawn/internal/datasvr"
+	"github.com/respawn-dev/respawn/internal/dataclient"
 	"github.com/respawn-dev/respawn/internal/game"
 )
 
@@ -56,10 +56,10 @@ func (p *Process) connectNATS() error {
 // scenes, and the data server's GM give, kick and save-all.
 func (p *Process) attach(l *loop) {
 	subs := map[string]nats.MsgHandler{
-		EventSubject(l.id):                func(m *nats.Msg) { p.onBusEvent(l, m) },
-		datasvr.SceneGiveSubject(l.id):    func(m *nats.Msg) { go p.onGive(l, m) },
-		datasvr.SceneKickSubject(l.id):    func(m *nats.Msg) { go p.onKick(l, m) },
-		datasvr.SceneSaveAllSubject(l.id): func(m *nats.Msg) { go p.onSaveAll(l, m) },
+		EventSubject(l.id):                   func(m *nats.Msg) { p.onBusEvent(l, m) },
+		dataclient.SceneGiveSubject(l.id):    func(m *nats.Msg) { go p.onGive(l, m) },
+		dataclient.SceneKickSubject(l.id):    func(m *nats.Msg) { go p.onKick(l, m) },
+		dataclient.SceneSaveAllSubject(l.id): func(m *nats.Msg) { go p.onSaveAll(l, m) },
 	}
 	for subj, fn := range subs {
 		sub, err := p.nc.Subscribe(subj, fn)

@@ -10,12 +10,12 @@ import (
 	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
 
-	"github.com/respawn-dev/respawn/internal/datasvr"
+	"github.com/respawn-dev/respawn/internal/dataclient"
 	"github.com/respawn-dev/respawn/internal/game"
 )
 
 // dataLink connects the scenes of this process to the data server: one
-// datasvr.Client (lease holder) per scene or room, saves through its
+// dataclient.Client (lease holder) per scene or room, saves through its
 // non-blocking queue, and the answers fed back to the scene as logged
 // SaveAck / SaveRejected events.
 type dataLink struct {
@@ -24,7 +24,7 @@ type dataLink struct {
 	log   *zap.Logger
 
 	mu      sync.Mutex
-	clients map[string]*datasvr.Client
+	clients map[string]*dataclient.Client
 	waiters map[string][]ackWaiter // by player
 }
 
@@ -34,16 +34,16 @@ type ackWaiter struct {
 }
 
 func newDataLink(nc *nats.Conn, epoch uint64, log *zap.Logger) *dataLink {
-	return &dataLink{nc: nc, epoch: epoch, log: log, clients: map[string]*datasvr.Client{}, waiters: map[string][]ackWaiter{}}
+	return &dataLink{nc: nc, epoch: epoch, log: log, clients: map[string]*dataclient.Client{}, waiters: map[string][]ackWaiter{}}
 }
 
 // client returns the lease holder of scene (or room) l.
-func (d *dataLink) client(l *loop) *datasvr.Client {
+func (d *dataLink) client(l *loop) *dataclient.Client {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	c, ok := d.clients[l.id]
 	if !ok {
-		c = datasvr.NewClient(d.nc, l.id, d.epoch, d.log, datasvr.WithOnResult(func(p string, v uint64, err error) {
+		c = dataclient.NewClient(d.nc, l.id, d.epoch, d.log, dataclient.WithOnResult(func(p string, v uint64, err error) {
 			d.result(l, p, v, err)
 		}))
 		d.clients[l.id] = c
@@ -111,7 +111,7 @@ func (d *dataLink) transfer(h *host, l *loop, t game.TravelOut) {
 	defer cancel()
 	err := d.client(l).Handover(ctx, t.Player.ID, t.To, t.Version, t.Player)
 	switch {
-	case errors.Is(err, datasvr.ErrUnavailable):
+	case errors.Is(err, dataclient.ErrUnavailable):
 		l.log.Warn("handover: datasvr unavailable; will retry", zap.String("player", t.Player.ID), zap.String("to", t.To), zap.Error(err))
 		return
 	case err != nil:
@@ -156,10 +156,10 @@ func (d *dataLink) close() {
 	}
 }
 
-func (d *dataLink) snapshotClients() map[string]*datasvr.Client {
+func (d *dataLink) snapshotClients() map[string]*dataclient.Client {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	out := make(map[string]*datasvr.Client, len(d.clients))
+	out := make(map[string]*dataclient.Client, len(d.clients))
 	for id, c := range d.clients {
 		out[id] = c
 	}

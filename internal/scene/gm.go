@@ -10,7 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
 
-	"github.com/respawn-dev/respawn/internal/datasvr"
+	"github.com/respawn-dev/respawn/internal/dataclient"
 	"github.com/respawn-dev/respawn/internal/game"
 )
 
@@ -45,19 +45,19 @@ func (p *Process) savedAfter(ctx context.Context, l *loop, player string, effs [
 }
 
 func (p *Process) onGive(l *loop, m *nats.Msg) {
-	var req datasvr.GiveRequest
+	var req dataclient.GiveRequest
 	if err := json.Unmarshal(m.Data, &req); err != nil {
-		respond(l, m, datasvr.GiveReply{Error: "bad give request: " + err.Error()})
+		respond(l, m, dataclient.GiveReply{Error: "bad give request: " + err.Error()})
 		return
 	}
 	ctx, cancel := context.WithTimeout(p.ctx, gmTimeout)
 	defer cancel()
 	effs, err := l.submit(game.GMGive{ReqID: req.ReqID, Player: req.Player, Item: req.Item, Count: req.Count})
 	if err != nil {
-		respond(l, m, datasvr.GiveReply{Player: req.Player, Error: err.Error()})
+		respond(l, m, dataclient.GiveReply{Player: req.Player, Error: err.Error()})
 		return
 	}
-	rep := datasvr.GiveReply{Player: req.Player}
+	rep := dataclient.GiveReply{Player: req.Player}
 	for _, e := range effs {
 		if r, ok := e.(game.GMReply); ok && r.ReqID == req.ReqID {
 			switch b := r.Body.(type) {
@@ -80,9 +80,9 @@ func (p *Process) onGive(l *loop, m *nats.Msg) {
 }
 
 func (p *Process) onKick(l *loop, m *nats.Msg) {
-	var req datasvr.KickRequest
+	var req dataclient.KickRequest
 	if err := json.Unmarshal(m.Data, &req); err != nil {
-		respond(l, m, datasvr.KickReply{Error: "bad kick request: " + err.Error()})
+		respond(l, m, dataclient.KickReply{Error: "bad kick request: " + err.Error()})
 		return
 	}
 	ctx, cancel := context.WithTimeout(p.ctx, gmTimeout)
@@ -90,7 +90,7 @@ func (p *Process) onKick(l *loop, m *nats.Msg) {
 	var v uint64
 	present := false
 	if err := l.read(func(st *game.Scene) { _, v, present = st.Player(req.Player) }); err != nil || !present {
-		respond(l, m, datasvr.KickReply{Player: req.Player, Error: fmt.Sprintf("player %s is not in scene %s", req.Player, l.id)})
+		respond(l, m, dataclient.KickReply{Player: req.Player, Error: fmt.Sprintf("player %s is not in scene %s", req.Player, l.id)})
 		return
 	}
 	effs, err := l.submit(game.Leave{Player: req.Player})
@@ -105,11 +105,11 @@ func (p *Process) onKick(l *loop, m *nats.Msg) {
 	if err == nil {
 		// The final save is durable; give the lease back.
 		err = p.host.data.client(l).Release(ctx, req.Player, v, nil)
-		if errors.Is(err, datasvr.ErrOldVersion) {
+		if errors.Is(err, dataclient.ErrOldVersion) {
 			err = nil
 		}
 	}
-	rep := datasvr.KickReply{Player: req.Player}
+	rep := dataclient.KickReply{Player: req.Player}
 	if err != nil {
 		rep.Error = err.Error()
 	}
@@ -119,7 +119,7 @@ func (p *Process) onKick(l *loop, m *nats.Msg) {
 func (p *Process) onSaveAll(l *loop, m *nats.Msg) {
 	ctx, cancel := context.WithTimeout(p.ctx, gmTimeout)
 	defer cancel()
-	rep := datasvr.SaveAllReply{Scene: l.id}
+	rep := dataclient.SaveAllReply{Scene: l.id}
 	// The scene and its dungeon rooms: their players are the scene's too.
 	for _, sl := range append([]*loop{l}, p.host.rooms(l.id)...) {
 		rep.Players += int(sl.players.Load())

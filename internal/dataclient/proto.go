@@ -1,4 +1,12 @@
-package datasvr
+// Package dataclient is the data server's client side and its wire types:
+// what a scene, the CLI and the bot link to talk to datasvr over NATS,
+// without linking the server, its store, SQL drivers or the embedded NATS
+// server.
+//
+// The scene side is Client (client.go) with its non-blocking save queue
+// (queue.go); the GM side is AdminClient; proto.go is the protocol both
+// sides share.
+package dataclient
 
 import (
 	"encoding/json"
@@ -102,8 +110,9 @@ func (e *Error) Err() error {
 	return fmt.Errorf("datasvr: %s: %s", e.Code, e.Message)
 }
 
-// toError builds the reply error for err (nil for nil).
-func toError(err error) *Error {
+// ErrorOf builds the reply error for err (nil for nil): the code of the
+// sentinel err wraps, or CodeUnavailable.
+func ErrorOf(err error) *Error {
 	if err == nil {
 		return nil
 	}

@@ -1,4 +1,4 @@
-package datasvr
+package dataclient
 
 import (
 	"context"
