@@ -109,6 +109,11 @@ type Scene struct {
 	// at most this much; a process crash loses nothing.
 	FlushInterval time.Duration `yaml:"flush_interval"`
 	SaveInterval  time.Duration `yaml:"save_interval"`
+	// The gateway link (docs/link.md): the largest frame, unanswered
+	// requests per connection, and gateway connections per process.
+	LinkMaxFrame    int `yaml:"link_max_frame"`
+	LinkMaxInflight int `yaml:"link_max_inflight"`
+	LinkMaxConns    int `yaml:"link_max_conns"`
 }
 
 // Datasvr configures the data server.
@@ -168,6 +173,9 @@ func Default() Config {
 			SnapshotInterval: 30 * time.Second,
 			FlushInterval:    100 * time.Millisecond,
 			SaveInterval:     time.Second,
+			LinkMaxFrame:     1 << 20,
+			LinkMaxInflight:  4096,
+			LinkMaxConns:     64,
 		},
 		Datasvr: Datasvr{
 			Admin:           "127.0.0.1:7301",
@@ -298,6 +306,15 @@ func (c *Config) Validate() error {
 	}
 	if s.ShmSlotSize < 64<<10 {
 		bad("scene.shm_slot_size", "must be at least 65536, got %d", s.ShmSlotSize)
+	}
+	if s.LinkMaxFrame < 4<<10 || s.LinkMaxFrame > 64<<20 {
+		bad("scene.link_max_frame", "must be between 4096 and 67108864, got %d", s.LinkMaxFrame)
+	}
+	if s.LinkMaxInflight < 1 || s.LinkMaxInflight > 1<<20 {
+		bad("scene.link_max_inflight", "must be between 1 and 1048576, got %d", s.LinkMaxInflight)
+	}
+	if s.LinkMaxConns < 1 {
+		bad("scene.link_max_conns", "must be at least 1, got %d", s.LinkMaxConns)
 	}
 	if s.SnapshotEvents < 1 {
 		bad("scene.snapshot_events", "must be at least 1")

@@ -33,6 +33,12 @@ const (
 	evSaveAck      byte = 10
 	evSaveRejected byte = 11
 	evRoomEnded    byte = 12
+	evAttach       byte = 13
+	// evTravelInSession is TravelIn with the player's session (Session,
+	// LastSeq) after its fields; kind 8 stays TravelIn without one.
+	evTravelInSession byte = 14
+	// evLeaveSession is Leave with a session; kind 4 stays Leave without.
+	evLeaveSession byte = 15
 )
 
 // Op kinds, same rule.
@@ -321,8 +327,18 @@ func AppendEvent(dst []byte, ev Event) ([]byte, error) {
 		e.player(&ev.Player)
 		e.uv(ev.Version)
 	case Leave:
-		e.u8(evLeave)
+		if ev.Session == "" {
+			e.u8(evLeave)
+			e.str(ev.Player)
+			break
+		}
+		e.u8(evLeaveSession)
 		e.str(ev.Player)
+		e.str(ev.Session)
+	case Attach:
+		e.u8(evAttach)
+		e.str(ev.Player)
+		e.str(ev.Session)
 	case Request:
 		e.u8(evRequest)
 		e.str(ev.Session)
@@ -343,11 +359,20 @@ func AppendEvent(dst []byte, ev Event) ([]byte, error) {
 		e.str(ev.Item)
 		e.v(ev.Count)
 	case TravelIn:
-		e.u8(evTravelIn)
+		withSession := ev.Session != "" || ev.LastSeq != 0
+		if withSession {
+			e.u8(evTravelInSession)
+		} else {
+			e.u8(evTravelIn)
+		}
 		e.str(ev.TransferID)
 		e.str(ev.From)
 		e.player(&ev.Player)
 		e.uv(ev.Version)
+		if withSession {
+			e.str(ev.Session)
+			e.uv(ev.LastSeq)
+		}
 	case TravelAck:
 		e.u8(evTravelAck)
 		e.str(ev.TransferID)
@@ -426,6 +451,14 @@ func DecodeEvent(b []byte) (Event, error) {
 		ev = Enter{Player: p, Version: d.uv()}
 	case evLeave:
 		ev = Leave{Player: d.str()}
+	case evLeaveSession:
+		l := Leave{Player: d.str(), Session: d.str()}
+		if l.Session == "" && d.err == nil {
+			d.fail(errors.New("leave with an empty session"))
+		}
+		ev = l
+	case evAttach:
+		ev = Attach{Player: d.str(), Session: d.str()}
 	case evRequest:
 		r := Request{Session: d.str(), Player: d.str(), Seq: d.uv()}
 		r.Op = d.op()
@@ -434,10 +467,17 @@ func DecodeEvent(b []byte) (Event, error) {
 		ev = GMDamage{ReqID: d.str(), Monster: d.str(), Amount: d.v()}
 	case evGMGive:
 		ev = GMGive{ReqID: d.str(), Player: d.str(), Item: d.str(), Count: d.v()}
-	case evTravelIn:
+	case evTravelIn, evTravelInSession:
 		t := TravelIn{TransferID: d.str(), From: d.str()}
 		t.Player = d.player()
 		t.Version = d.uv()
+		if kind == evTravelInSession {
+			t.Session = d.str()
+			t.LastSeq = d.uv()
+			if t.Session == "" && t.LastSeq == 0 && d.err == nil {
+				d.fail(errors.New("travel-in with an empty session"))
+			}
+		}
 		ev = t
 	case evTravelAck:
 		ev = TravelAck{TransferID: d.str()}

@@ -20,10 +20,25 @@ type Enter struct {
 }
 
 // Leave removes a player (logout); a dirty player gets a final urgent Save.
-type Leave struct{ Player string }
+// With Session set it applies only while Session is the player's current
+// session, so a stale logout cannot remove a newer session's player.
+type Leave struct {
+	Player  string
+	Session string
+}
+
+// Attach makes Session the player's current session (the gateway's login or
+// resume). A new session id resets the player's session record (the client
+// starts again at seq 1); the same id changes nothing. It answers with
+// Attached.
+type Attach struct {
+	Player  string
+	Session string
+}
 
 // Request is a client request relayed by the gateway. Seq is the session's
-// request number (1, 2, …; gaps allowed): exactly-once hangs on it.
+// request number (1, 2, …; strictly increasing, gaps allowed): exactly-once
+// hangs on it. Session must be the player's current session.
 type Request struct {
 	Session string
 	Player  string
@@ -48,11 +63,15 @@ type GMGive struct {
 
 // TravelIn delivers a player sent by another scene's TravelOut. It may arrive
 // more than once (the source resends until acknowledged); TransferID dedupes.
+// Session and LastSeq carry the player's session on, so the sequence
+// continues here.
 type TravelIn struct {
 	TransferID string
 	From       string
 	Player     player.Data
 	Version    uint64
+	Session    string
+	LastSeq    uint64
 }
 
 // TravelAck tells the source scene that the destination applied TransferID,
@@ -88,6 +107,7 @@ func (Tick) isEvent()         {}
 func (SaveTick) isEvent()     {}
 func (Enter) isEvent()        {}
 func (Leave) isEvent()        {}
+func (Attach) isEvent()       {}
 func (Request) isEvent()      {}
 func (GMDamage) isEvent()     {}
 func (GMGive) isEvent()       {}
@@ -152,14 +172,29 @@ func (Chat) isOp()         {}
 // sealed set below. Effects are data; the scene never performs them.
 type Effect interface{ isEffect() }
 
-// Reply answers Request Seq of Session. Resent is set when the request was a
-// duplicate and Body is the stored reply of the last applied request (Seq is
-// that request's number; replies acknowledge cumulatively).
+// Reply answers Request Seq of Session, sent by Player (only ever to that
+// player). Resent is set when the request had been applied before and Body
+// is its stored reply. Moved names the scene a departed player went to when
+// the request was refused with ErrNotInScene.
 type Reply struct {
 	Session string
+	Player  string
 	Seq     uint64
 	Body    Result
 	Resent  bool
+	Moved   string
+}
+
+// Attached answers Attach: LastSeq is the highest seq applied in the
+// session (0 for a new one). Code is "" when Session is now the player's
+// current session, else an error code (ErrNotInScene with Moved when the
+// player travelled from here, ErrBadRequest).
+type Attached struct {
+	Player  string
+	Session string
+	LastSeq uint64
+	Code    string
+	Moved   string
 }
 
 // GMReply answers a GM command.
@@ -190,13 +225,16 @@ type Save struct {
 }
 
 // TravelOut sends a player to scene To. The scene keeps it in its outbox
-// until TravelAck; see PendingTransfers.
+// until TravelAck; see PendingTransfers. Session and LastSeq are the
+// player's session, continued at the destination.
 type TravelOut struct {
 	TransferID string
 	From       string
 	To         string
 	Player     player.Data
 	Version    uint64
+	Session    string
+	LastSeq    uint64
 }
 
 // AckTransfer tells source scene To that TransferID was applied here; the
@@ -257,6 +295,7 @@ type Kick struct {
 type Warn struct{ Msg string }
 
 func (Reply) isEffect()           {}
+func (Attached) isEffect()        {}
 func (GMReply) isEffect()         {}
 func (Broadcast) isEffect()       {}
 func (Notify) isEffect()          {}
@@ -292,6 +331,11 @@ const (
 	ErrNotEnough   = "not_enough"
 	ErrMonsterDead = "monster_dead"
 	ErrLimit       = "limit"
+	// Session errors: the request was not applied and is not recorded.
+	ErrSessionReplaced = "session_replaced" // another session of the player is current
+	ErrSeqReused       = "seq_reused"       // an applied seq resent with another body
+	ErrSeqTooOld       = "seq_too_old"      // older than the window, or a gap never applied
+	ErrSeqTooFar       = "seq_too_far"      // more than SessionWindow past the last applied
 )
 
 // ErrorResult is a refused request.

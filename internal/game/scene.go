@@ -59,13 +59,6 @@ type playerState struct {
 	hp      int64
 }
 
-type session struct {
-	player   string
-	lastSeq  uint64
-	last     Result
-	lastTick uint64
-}
-
 type gmEntry struct {
 	reqID string
 	body  Result
@@ -116,7 +109,16 @@ type Scene struct {
 	players map[string]*playerState
 	plist   []*playerState // sorted by id: the only order players are visited in
 
-	sessions map[string]*session
+	// sessions are the players' session records, by player id (session.go).
+	sessions    map[string]*sessRec
+	sessBytes   int // stored replies' cost, at most sessionBudget
+	sessEntries int
+	nextEntry   uint64
+	departedN   int
+	fifo        []entryRef // stored replies oldest first, for eviction; derived
+	fifoHead    int
+	opBuf       []byte // scratch for hashing ops
+
 	gm       []gmEntry // oldest first, at most gmMemory
 	trades   []trade   // in creation order
 	outbox   []TravelOut
@@ -139,7 +141,7 @@ func New(def SceneDef) *Scene {
 		monIx:    make(map[string]int, len(def.Monsters)),
 		npcIx:    make(map[string]int, len(def.NPCs)),
 		players:  make(map[string]*playerState),
-		sessions: make(map[string]*session),
+		sessions: make(map[string]*sessRec),
 		applied:  make(map[string]*seenSet),
 		ledger:   make(map[string]*LedgerEntry),
 	}
@@ -279,6 +281,8 @@ func (s *Scene) Apply(ev Event) []Effect {
 		return s.onSaveTick()
 	case Request:
 		return s.onRequest(ev)
+	case Attach:
+		return s.onAttach(ev)
 	case Enter:
 		return s.onEnter(ev)
 	case Leave:
@@ -344,12 +348,7 @@ func (s *Scene) onTick() []Effect {
 		s.trades = kept
 	}
 	if s.tick%pruneEvery == 0 {
-		// Deleting by a per-entry condition does not depend on map order.
-		for id, ss := range s.sessions {
-			if s.tick-ss.lastTick > sessionTTL {
-				delete(s.sessions, id)
-			}
-		}
+		s.pruneSessions()
 	}
 	if s.def.Kind == KindDungeon && !s.ended && len(s.plist) == 0 && len(s.outbox) == 0 &&
 		s.tick-s.emptySince >= emptyRoomTicks {
@@ -464,8 +463,8 @@ func (s *Scene) arrive(d player.Data, version uint64) *playerState {
 
 func (s *Scene) onEnter(ev Enter) []Effect {
 	id := ev.Player.ID
-	if id == "" {
-		return []Effect{Warn{Msg: fmt.Sprintf("scene %s: enter without a player id", s.def.ID)}}
+	if id == "" || len(id) > maxIDLen {
+		return []Effect{Warn{Msg: fmt.Sprintf("scene %s: enter with a bad player id %q", s.def.ID, id)}}
 	}
 	if s.players[id] != nil {
 		// Already here (a duplicate enter): the scene's copy is newer.
@@ -475,6 +474,7 @@ func (s *Scene) onEnter(ev Enter) []Effect {
 		return []Effect{Kick{Player: id, Reason: "scene full"}}
 	}
 	p := s.arrive(ev.Player, ev.Version)
+	s.sessionArrive(id, "", 0)
 	if !s.def.InBounds(p.data.X, p.data.Y) {
 		p.data.X, p.data.Y = s.def.Spawn.X, s.def.Spawn.Y
 		p.touch()
@@ -493,7 +493,12 @@ func (s *Scene) onLeave(ev Leave) []Effect {
 	if p == nil {
 		return nil
 	}
+	if rec := s.sessions[ev.Player]; ev.Session != "" && (rec == nil || rec.session != ev.Session) {
+		// A stale logout: a newer session owns the player now.
+		return nil
+	}
 	s.removePlayer(p)
+	s.sessionDepart(ev.Player, "")
 	s.count(&p.data, func(e *LedgerEntry, n int64) { e.Left += n })
 	if s.def.Parent != "" {
 		// A room may be gone when the player returns: log back in to the parent.
@@ -518,6 +523,7 @@ func (s *Scene) onSaveRejected(ev SaveRejected) []Effect {
 	}
 	// Another epoch or scene owns the player now; keeping it would fork it.
 	s.removePlayer(p)
+	s.sessionDepart(ev.Player, "")
 	s.count(&p.data, func(e *LedgerEntry, n int64) { e.Left += n })
 	return []Effect{Kick{Player: p.data.ID, Reason: "save rejected: " + ev.Reason}}
 }
@@ -526,35 +532,6 @@ func (s *Scene) onSaveRejected(ev SaveRejected) []Effect {
 
 func errResult(code, format string, args ...any) ErrorResult {
 	return ErrorResult{Code: code, Error: fmt.Sprintf(format, args...)}
-}
-
-func (s *Scene) onRequest(r Request) []Effect {
-	if r.Seq == 0 || r.Session == "" {
-		return []Effect{Reply{Session: r.Session, Seq: r.Seq, Body: errResult(ErrBadRequest, "request needs a session and a seq > 0")}}
-	}
-	ss := s.sessions[r.Session]
-	if ss != nil && r.Seq <= ss.lastSeq {
-		// Already applied: answer with the stored reply, change nothing.
-		return []Effect{Reply{Session: r.Session, Seq: ss.lastSeq, Body: ss.last, Resent: true}}
-	}
-	if ss != nil && ss.player != r.Player {
-		return []Effect{Reply{Session: r.Session, Seq: r.Seq, Body: errResult(ErrNotAllowed, "session %s belongs to player %s", r.Session, ss.player)}}
-	}
-	p := s.players[r.Player]
-	if p == nil {
-		// Not recorded: nothing changed, and unknown players must not grow state.
-		return []Effect{Reply{Session: r.Session, Seq: r.Seq, Body: errResult(ErrNotInScene, "player %s is not in scene %s", r.Player, s.def.ID)}}
-	}
-	out := make([]Effect, 1, 2)
-	var body Result
-	body, out = s.applyOp(p, r.Op, out)
-	if ss == nil {
-		ss = &session{player: r.Player}
-		s.sessions[r.Session] = ss
-	}
-	ss.lastSeq, ss.last, ss.lastTick = r.Seq, body, s.tick
-	out[0] = Reply{Session: r.Session, Seq: r.Seq, Body: body}
-	return out
 }
 
 func (s *Scene) applyOp(p *playerState, op Op, out []Effect) (Result, []Effect) {
@@ -894,6 +871,7 @@ func (s *Scene) travelOut(p *playerState, to string, out []Effect) []Effect {
 	sv := s.save(p, true)
 	s.nextTransfer++
 	t := TravelOut{TransferID: s.transferID(s.nextTransfer), From: s.def.ID, To: to, Player: p.data, Version: p.version}
+	t.Session, t.LastSeq = s.sessionDepart(p.data.ID, to)
 	s.outbox = append(s.outbox, t)
 	t.Player = t.Player.Clone()
 	return append(out, sv, t)
@@ -922,7 +900,7 @@ func (ss *seenSet) add(n uint64) {
 
 func (s *Scene) onTravelIn(ev TravelIn) []Effect {
 	n, ok := parseTransfer(ev.From, ev.TransferID)
-	if !ok || ev.Player.ID == "" {
+	if !ok || ev.Player.ID == "" || len(ev.Player.ID) > maxIDLen {
 		// Not acknowledged: the source keeps it, so nothing is lost or forked.
 		return []Effect{Warn{Msg: fmt.Sprintf("scene %s: malformed transfer %q from %q", s.def.ID, ev.TransferID, ev.From)}}
 	}
@@ -940,6 +918,7 @@ func (s *Scene) onTravelIn(ev TravelIn) []Effect {
 		return []Effect{ack, Warn{Msg: fmt.Sprintf("scene %s: transfer %s: player %s already here; kept the scene's copy", s.def.ID, ev.TransferID, ev.Player.ID)}}
 	}
 	p := s.arrive(ev.Player, ev.Version)
+	s.sessionArrive(p.data.ID, ev.Session, ev.LastSeq)
 	p.data.X, p.data.Y = s.def.Spawn.X, s.def.Spawn.Y
 	p.touch()
 	s.count(&p.data, func(e *LedgerEntry, n int64) { e.In += n })
@@ -1035,6 +1014,7 @@ func (s *Scene) onRoomEnded(ev RoomEnded) []Effect {
 			continue
 		}
 		p := s.arrive(t.Player, t.Version)
+		s.sessionArrive(p.data.ID, t.Session, t.LastSeq)
 		p.data.X, p.data.Y = s.def.Spawn.X, s.def.Spawn.Y
 		s.count(&p.data, func(e *LedgerEntry, n int64) { e.In += n })
 		out = append(out, s.save(p, true))

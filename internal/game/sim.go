@@ -128,7 +128,7 @@ func (w *world) route(s *Scene, effects []Effect) {
 	for _, ef := range effects {
 		switch ef := ef.(type) {
 		case TravelOut:
-			w.queue = append(w.queue, ScriptEvent{Scene: ef.To, Event: TravelIn{TransferID: ef.TransferID, From: ef.From, Player: ef.Player.Clone(), Version: ef.Version}})
+			w.queue = append(w.queue, ScriptEvent{Scene: ef.To, Event: TravelIn{TransferID: ef.TransferID, From: ef.From, Player: ef.Player.Clone(), Version: ef.Version, Session: ef.Session, LastSeq: ef.LastSeq}})
 		case AckTransfer:
 			w.queue = append(w.queue, ScriptEvent{Scene: ef.To, Event: TravelAck{TransferID: ef.TransferID}})
 		case Save:
@@ -221,7 +221,12 @@ func (w *world) step() {
 	case k < 50:
 		w.enter()
 	case k < 52 && len(s.plist) > 0:
-		w.apply(sid, Leave{Player: s.plist[w.r.IntN(len(s.plist))].data.ID})
+		id := s.plist[w.r.IntN(len(s.plist))].data.ID
+		lv := Leave{Player: id}
+		if w.r.IntN(2) == 0 {
+			lv.Session = w.sp(id).session // maybe stale: then nothing happens
+		}
+		w.apply(sid, lv)
 	case k < 56:
 		w.gmCommand(s)
 	case k < 57:
@@ -229,7 +234,7 @@ func (w *world) step() {
 		for _, ef := range s.RecoveryEffects() {
 			switch ef := ef.(type) {
 			case TravelOut:
-				w.queue = append(w.queue, ScriptEvent{Scene: ef.To, Event: TravelIn{TransferID: ef.TransferID, From: ef.From, Player: ef.Player, Version: ef.Version}})
+				w.queue = append(w.queue, ScriptEvent{Scene: ef.To, Event: TravelIn{TransferID: ef.TransferID, From: ef.From, Player: ef.Player, Version: ef.Version, Session: ef.Session, LastSeq: ef.LastSeq}})
 			case CreateRoom:
 				w.create(ef.Def)
 			}
@@ -270,6 +275,7 @@ func (w *world) enter() {
 	p.session = fmt.Sprintf("%s-s%d", p.id, p.sessions)
 	p.seq, p.last = 0, nil
 	w.apply(to, Enter{Player: saved.data.Clone(), Version: saved.version})
+	w.apply(to, Attach{Player: p.id, Session: p.session})
 }
 
 func (w *world) gmCommand(s *Scene) {

@@ -9,24 +9,30 @@ import (
 
 // SnapshotVersion is the first byte of every snapshot. Bump it when the
 // layout changes and keep reading the old one.
-const SnapshotVersion byte = 1
+const SnapshotVersion byte = 2
 
-// Snapshot layout, version 1 (same primitives as events, see codec.go):
+// Snapshot layout, version 2 (same primitives as events, see codec.go):
 //
 //	u8 version | str scene id | uv tick | u64le rng state
 //	uv next transfer, next trade, next room | bool ended | uv empty since
 //	monsters: uv n, (str id, v hp, uv respawn at)…            in def order
 //	npcs:     uv n, (str id, uv path index)…                  in def order
 //	players:  uv n, (player, uv version, bool dirty, uv acked, uv join, v hp)… by id
-//	sessions: uv n, (str id, str player, uv last seq, uv last tick, result)… by id
+//	sessions: uv next entry, uv n, (str player, str session, uv last seq,
+//	          bool departed, uv departed at, str moved to,
+//	          uv k, (uv seq, u64le hash, uv order, result)…)…    by player
 //	gm:       uv n, (str req id, result)…                     oldest first
 //	trades:   uv n, (str id, from, to, items give, want, uv expires)… in creation order
-//	outbox:   uv n, (str transfer id, from, to, player, uv version)… in order
+//	outbox:   uv n, (str transfer id, from, to, player, uv version, str session, uv last seq)… in order
 //	applied:  uv n, (str source, uv floor, uv k, uv counter…)… by source
 //	rooms:    uv n, (str id, u64le seed)…                     in creation order
 //	ledger:   uv n, (str item, v entered, left, in, out, minted, sunk)… by item
 //
 // A result (a stored reply) is a kind byte (0 = none) and length-prefixed JSON.
+// Version 1 (still read) kept one session per session id with only its
+// last reply (str id, str player, uv last seq, uv last tick, result), and
+// no session in the outbox: such records come back with their last seq and
+// no stored replies.
 // Everything is in a fixed order, so equal states give equal bytes: Hash
 // relies on it.
 
@@ -68,14 +74,23 @@ func (s *Scene) Snapshot() []byte {
 		ids = append(ids, id)
 	}
 	sort.Strings(ids)
+	e.uv(s.nextEntry)
 	e.uv(uint64(len(ids)))
 	for _, id := range ids {
-		ss := s.sessions[id]
+		rec := s.sessions[id]
 		e.str(id)
-		e.str(ss.player)
-		e.uv(ss.lastSeq)
-		e.uv(ss.lastTick)
-		e.result(ss.last)
+		e.str(rec.session)
+		e.uv(rec.lastSeq)
+		e.boolean(rec.departed)
+		e.uv(rec.departedAt)
+		e.str(rec.movedTo)
+		e.uv(uint64(len(rec.entries)))
+		for _, en := range rec.entries {
+			e.uv(en.seq)
+			e.u64(en.hash)
+			e.uv(en.order)
+			e.result(en.body)
+		}
 	}
 	e.uv(uint64(len(s.gm)))
 	for _, g := range s.gm {
@@ -99,6 +114,8 @@ func (s *Scene) Snapshot() []byte {
 		e.str(t.To)
 		e.player(&t.Player)
 		e.uv(t.Version)
+		e.str(t.Session)
+		e.uv(t.LastSeq)
 	}
 	srcs := make([]string, 0, len(s.applied))
 	for src := range s.applied {
@@ -158,10 +175,11 @@ func Restore(def SceneDef, snap []byte) (*Scene, error) {
 
 func restore(def SceneDef, snap []byte) (*Scene, error) {
 	d := decoder{b: snap}
-	if v := d.u8(); d.err != nil {
+	version := d.u8()
+	if d.err != nil {
 		return nil, errors.New("empty snapshot")
-	} else if v != SnapshotVersion {
-		return nil, fmt.Errorf("snapshot format version %d, want %d", v, SnapshotVersion)
+	} else if version != SnapshotVersion && version != 1 {
+		return nil, fmt.Errorf("snapshot format version %d, want 1 or %d", version, SnapshotVersion)
 	}
 	if id := d.str(); d.err == nil && id != def.ID {
 		return nil, fmt.Errorf("snapshot is of scene %q", id)
@@ -213,24 +231,16 @@ func restore(def SceneDef, snap []byte) (*Scene, error) {
 		s.players[p.data.ID] = p
 		s.plist = append(s.plist, p)
 	}
-	n = d.length(maxListLen)
-	prev := ""
-	for i := 0; i < n && d.err == nil; i++ {
-		id := d.str()
-		ss := &session{player: d.str(), lastSeq: d.uv(), lastTick: d.uv()}
-		ss.last = d.result()
-		if d.err != nil {
-			break
-		}
-		if i > 0 && id <= prev {
-			return nil, fmt.Errorf("session %q: out of order", id)
-		}
-		if ss.last == nil {
-			return nil, fmt.Errorf("session %q: no stored reply", id)
-		}
-		prev = id
-		s.sessions[id] = ss
+	var err error
+	if version == 1 {
+		err = s.restoreSessionsV1(&d)
+	} else {
+		err = s.restoreSessions(&d)
 	}
+	if err != nil {
+		return nil, err
+	}
+	prev := ""
 	n = d.length(maxListLen)
 	for i := 0; i < n && d.err == nil; i++ {
 		g := gmEntry{reqID: d.str(), body: d.result()}
@@ -249,6 +259,10 @@ func restore(def SceneDef, snap []byte) (*Scene, error) {
 		t := TravelOut{TransferID: d.str(), From: d.str(), To: d.str()}
 		t.Player = d.player()
 		t.Version = d.uv()
+		if version > 1 {
+			t.Session = d.str()
+			t.LastSeq = d.uv()
+		}
 		s.outbox = append(s.outbox, t)
 	}
 	n = d.length(maxListLen)
@@ -293,5 +307,89 @@ func restore(def SceneDef, snap []byte) (*Scene, error) {
 	if len(d.b) != 0 {
 		return nil, fmt.Errorf("%d trailing bytes", len(d.b))
 	}
+	s.compactFIFO()
 	return s, nil
+}
+
+func (s *Scene) restoreSessions(d *decoder) error {
+	s.nextEntry = d.uv()
+	n := d.length(maxListLen)
+	prev := ""
+	for i := 0; i < n && d.err == nil; i++ {
+		id := d.str()
+		rec := &sessRec{session: d.str(), lastSeq: d.uv(), departed: d.boolean(), departedAt: d.uv(), movedTo: d.str()}
+		k := d.length(SessionWindow)
+		for j := 0; j < k && d.err == nil; j++ {
+			en := sessEntry{seq: d.uv(), hash: d.u64(), order: d.uv()}
+			en.body = d.result()
+			if d.err != nil {
+				break
+			}
+			switch {
+			case en.body == nil:
+				return fmt.Errorf("session of %q: seq %d: no stored reply", id, en.seq)
+			case en.seq > rec.lastSeq || rec.lastSeq-en.seq >= SessionWindow:
+				return fmt.Errorf("session of %q: seq %d outside the window of %d", id, en.seq, rec.lastSeq)
+			case j > 0 && en.seq <= rec.entries[j-1].seq:
+				return fmt.Errorf("session of %q: seq %d out of order", id, en.seq)
+			case en.order == 0 || en.order > s.nextEntry:
+				return fmt.Errorf("session of %q: seq %d: order %d past %d", id, en.seq, en.order, s.nextEntry)
+			}
+			en.cost = entryOverhead + resultCost(en.body)
+			rec.entries = append(rec.entries, en)
+			s.sessBytes += en.cost
+			s.sessEntries++
+		}
+		if d.err != nil {
+			break
+		}
+		switch {
+		case i > 0 && id <= prev:
+			return fmt.Errorf("session of %q: out of order", id)
+		case rec.session == "" || len(rec.session) > MaxSessionLen:
+			return fmt.Errorf("session of %q: bad session id %q", id, rec.session)
+		case rec.departed == (s.players[id] != nil):
+			return fmt.Errorf("session of %q: departed=%v disagrees with the player list", id, rec.departed)
+		}
+		prev = id
+		if rec.departed {
+			s.departedN++
+		}
+		s.sessions[id] = rec
+	}
+	if d.err == nil && (s.departedN > maxDeparted || s.sessBytes > sessionBudget) {
+		return fmt.Errorf("sessions over their bounds: %d departed, %d bytes", s.departedN, s.sessBytes)
+	}
+	return nil
+}
+
+// restoreSessionsV1 reads the version 1 table (one row per session id) as
+// records of present players with their last seq and no stored replies; the
+// most recently used session of a player wins.
+func (s *Scene) restoreSessionsV1(d *decoder) error {
+	n := d.length(maxListLen)
+	used := map[string]uint64{}
+	prev := ""
+	for i := 0; i < n && d.err == nil; i++ {
+		id, player, last, tick := d.str(), d.str(), d.uv(), d.uv()
+		if d.result() == nil && d.err == nil {
+			return fmt.Errorf("session %q: no stored reply", id)
+		}
+		if d.err != nil {
+			break
+		}
+		if i > 0 && id <= prev {
+			return fmt.Errorf("session %q: out of order", id)
+		}
+		prev = id
+		if s.players[player] == nil || len(id) > MaxSessionLen {
+			continue
+		}
+		if t, ok := used[player]; ok && t > tick {
+			continue
+		}
+		used[player] = tick
+		s.sessions[player] = &sessRec{session: id, lastSeq: last}
+	}
+	return nil
 }

@@ -78,6 +78,13 @@ func (h *host) open(ctx context.Context, path string) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return fmt.Errorf("event log directory: %w", err)
 	}
+	// A slot's half holds a snapshot, and a scene's session records alone
+	// may take game.SessionSnapshotBound() of it: refuse a slot too small
+	// for that rather than fail the first snapshot of a busy scene.
+	if need := 2 * (game.SessionSnapshotBound() + 1<<20); h.cfg.Scene.ShmSlotSize < need {
+		return fmt.Errorf("scene.shm_slot_size %d is too small: session records may take %d bytes of a snapshot; need at least %d",
+			h.cfg.Scene.ShmSlotSize, game.SessionSnapshotBound(), need)
+	}
 	opt := shmlog.Options{Slots: h.cfg.Scene.ShmSlots, SlotSize: h.cfg.Scene.ShmSlotSize}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
@@ -333,7 +340,7 @@ func (h *host) perform(l *loop, effs []game.Effect) {
 			if h.data != nil {
 				go h.data.transfer(h, l, e)
 			} else {
-				h.deliver(e.To, game.TravelIn{TransferID: e.TransferID, From: e.From, Player: e.Player, Version: e.Version})
+				h.deliver(e.To, game.TravelIn{TransferID: e.TransferID, From: e.From, Player: e.Player, Version: e.Version, Session: e.Session, LastSeq: e.LastSeq})
 			}
 		case game.AckTransfer:
 			h.deliver(e.To, game.TravelAck{TransferID: e.TransferID})

@@ -16,7 +16,7 @@ func testHost(t *testing.T, dir string) *host {
 	t.Helper()
 	cfg := config.Default()
 	cfg.Scene.ShmSlots = 8
-	cfg.Scene.ShmSlotSize = 1 << 20
+	cfg.Scene.ShmSlotSize = 16 << 20
 	cfg.Scene.TickHz = 1000 // rooms end on ticks; keep the test quick
 	h := newHost(&cfg, zaptest.NewLogger(t), 1)
 	if err := h.open(t.Context(), LogPath(dir, "forest")); err != nil {

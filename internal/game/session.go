@@ -1,0 +1,365 @@
+package game
+
+import (
+	"hash/fnv"
+	"sort"
+	"strconv"
+)
+
+// SessionWindow is how many of a session's latest requests keep their
+// replies: a resend of one of them gets its original reply. A gateway must
+// not pipeline more than this many requests per session (its default is 16).
+const SessionWindow = 16
+
+// Session limits. Like the gameplay constants they are part of the rules.
+const (
+	// MaxSessionLen bounds a session id.
+	MaxSessionLen = 64
+	// sessionBudget bounds the bytes of stored replies (plus entryOverhead
+	// each) a scene keeps over all its session records. Past it the oldest
+	// stored replies of the whole scene are dropped first; a resend of a
+	// dropped one gets ErrSeqTooOld. At the 2000-player benchmark's load
+	// (16 moves each) a scene uses about 1.4 MB of it.
+	sessionBudget = 3 << 20
+	// maxDeparted bounds the records kept for players who left or
+	// travelled away (to answer resends of what was applied here); past it
+	// the longest-departed goes first.
+	maxDeparted = 256
+	// entryOverhead is what a stored reply costs in the snapshot besides
+	// its JSON: seq, hash, order, kind and length.
+	entryOverhead = 32
+	// recordOverhead bounds a record's snapshot bytes besides its entries:
+	// player id (≤128), session id (≤64), moved-to scene (≤160), varints.
+	recordOverhead = 400
+)
+
+// SessionSnapshotBound is the most bytes the session records of one scene
+// can add to its snapshot: the stored-reply budget plus one record per
+// possible player and departed player. Config validation keeps a log
+// slot's half above it (plus room for the rest), so sessions can never make
+// a snapshot outgrow its slot.
+func SessionSnapshotBound() int {
+	return sessionBudget + (maxPlayers+maxDeparted)*recordOverhead
+}
+
+// sessEntry is one applied request's stored reply.
+type sessEntry struct {
+	seq   uint64
+	hash  uint64 // FNV-1a 64 of the encoded op
+	order uint64 // scene-wide insertion counter: budget eviction is oldest first
+	cost  int
+	body  Result
+}
+
+// sessRec is a player's session record: one per player, while present and
+// for a while after departing.
+type sessRec struct {
+	session    string
+	lastSeq    uint64
+	entries    []sessEntry // ascending seq, all within SessionWindow of lastSeq
+	departed   bool
+	departedAt uint64
+	movedTo    string // where a departed player travelled ("" after a logout)
+}
+
+// entryRef locates a stored reply for budget eviction; refs whose entry is
+// already gone are skipped.
+type entryRef struct {
+	player string
+	order  uint64
+}
+
+func opHash(buf []byte, op Op) ([]byte, uint64) {
+	e := encoder{b: buf[:0]}
+	_ = e.op(op) // an unknown op hashes as its prefix; it is refused anyway
+	h := fnv.New64a()
+	h.Write(e.b)
+	return e.b, h.Sum64()
+}
+
+func (s *Scene) reply(r Request, body Result) []Effect {
+	return []Effect{Reply{Session: r.Session, Player: r.Player, Seq: r.Seq, Body: body}}
+}
+
+func (s *Scene) onRequest(r Request) []Effect {
+	if r.Seq == 0 || r.Session == "" || r.Player == "" || len(r.Session) > MaxSessionLen {
+		return s.reply(r, errResult(ErrBadRequest, "request needs a player, a session of 1..%d bytes and a seq > 0", MaxSessionLen))
+	}
+	rec := s.sessions[r.Player]
+	p := s.players[r.Player]
+	if p == nil && (rec == nil || !rec.departed) {
+		// Not recorded: nothing changed, and unknown players must not grow state.
+		return s.reply(r, errResult(ErrNotInScene, "player %s is not in scene %s", r.Player, s.def.ID))
+	}
+	if rec == nil {
+		// A present player nobody attached a session to yet (entered by a
+		// GM command): the first session that speaks for it becomes current.
+		rec = &sessRec{session: r.Session}
+		s.sessions[r.Player] = rec
+	}
+	if rec.session != r.Session {
+		return s.reply(r, errResult(ErrSessionReplaced, "session %s of player %s was replaced by a newer one", r.Session, r.Player))
+	}
+	if r.Seq <= rec.lastSeq {
+		var hash uint64
+		s.opBuf, hash = opHash(s.opBuf, r.Op)
+		i := sort.Search(len(rec.entries), func(i int) bool { return rec.entries[i].seq >= r.Seq })
+		if i == len(rec.entries) || rec.entries[i].seq != r.Seq {
+			return s.reply(r, errResult(ErrSeqTooOld, "seq %d of session %s is older than the last %d kept or was never applied (last applied %d)", r.Seq, r.Session, SessionWindow, rec.lastSeq))
+		}
+		if rec.entries[i].hash != hash {
+			return s.reply(r, errResult(ErrSeqReused, "seq %d of session %s was applied with another request", r.Seq, r.Session))
+		}
+		return []Effect{Reply{Session: r.Session, Player: r.Player, Seq: r.Seq, Body: rec.entries[i].body, Resent: true}}
+	}
+	if rec.departed {
+		rep := s.reply(r, errResult(ErrNotInScene, "player %s left scene %s", r.Player, s.def.ID))
+		rep[0] = withMoved(rep[0], rec.movedTo)
+		return rep
+	}
+	if r.Seq-rec.lastSeq > SessionWindow { // r.Seq > lastSeq: cannot wrap
+		return s.reply(r, errResult(ErrSeqTooFar, "seq %d of session %s is more than %d past the last applied %d", r.Seq, r.Session, SessionWindow, rec.lastSeq))
+	}
+	var hash uint64
+	s.opBuf, hash = opHash(s.opBuf, r.Op)
+	// lastSeq moves before the op runs: a travel carries the session on
+	// with this request counted, so the destination never applies it again.
+	prev := rec.lastSeq
+	rec.lastSeq = r.Seq
+	out := make([]Effect, 1, 2)
+	var body Result
+	body, out = s.applyOp(p, r.Op, out)
+	// The op may have moved the player away (travel, a room's end): the
+	// record is still this one, departed or not, unless the departed cap
+	// just dropped it.
+	if s.sessions[r.Player] == rec {
+		rec.lastSeq = prev
+		s.remember(r.Player, rec, r.Seq, hash, body)
+	}
+	out[0] = Reply{Session: r.Session, Player: r.Player, Seq: r.Seq, Body: body}
+	return out
+}
+
+func withMoved(e Effect, to string) Effect {
+	r := e.(Reply)
+	r.Moved = to
+	return r
+}
+
+func (s *Scene) onAttach(ev Attach) []Effect {
+	a := Attached{Player: ev.Player, Session: ev.Session}
+	if ev.Player == "" || ev.Session == "" || len(ev.Session) > MaxSessionLen {
+		a.Code = ErrBadRequest
+		return []Effect{a}
+	}
+	rec := s.sessions[ev.Player]
+	if s.players[ev.Player] == nil {
+		a.Code = ErrNotInScene
+		if rec != nil {
+			a.Moved = rec.movedTo
+		}
+		return []Effect{a}
+	}
+	switch {
+	case rec == nil:
+		s.sessions[ev.Player] = &sessRec{session: ev.Session}
+	case rec.session != ev.Session:
+		s.resetRecord(rec, ev.Session, 0)
+	}
+	a.LastSeq = s.sessions[ev.Player].lastSeq
+	return []Effect{a}
+}
+
+// remember stores the reply of applied request seq.
+func (s *Scene) remember(player string, rec *sessRec, seq, hash uint64, body Result) {
+	s.nextEntry++
+	c := entryOverhead + resultCost(body)
+	rec.entries = append(rec.entries, sessEntry{seq: seq, hash: hash, order: s.nextEntry, cost: c, body: body})
+	rec.lastSeq = seq
+	s.sessBytes += c
+	s.sessEntries++
+	s.fifo = append(s.fifo, entryRef{player: player, order: s.nextEntry})
+	s.trimWindow(rec)
+	for s.sessBytes > sessionBudget && s.evictOldest() {
+	}
+	if len(s.fifo)-s.fifoHead > 2*s.sessEntries+64 || s.fifoHead > len(s.fifo)/2 {
+		s.compactFIFO()
+	}
+}
+
+// trimWindow drops stored replies that fell out of the window.
+func (s *Scene) trimWindow(rec *sessRec) {
+	n := 0
+	for n < len(rec.entries) && rec.lastSeq-rec.entries[n].seq >= SessionWindow {
+		s.sessBytes -= rec.entries[n].cost
+		s.sessEntries--
+		n++
+	}
+	if n > 0 {
+		clear(rec.entries[:n])
+		rec.entries = rec.entries[n:]
+	}
+}
+
+// evictOldest drops the scene's oldest stored reply; false if none is left.
+func (s *Scene) evictOldest() bool {
+	for s.fifoHead < len(s.fifo) {
+		ref := s.fifo[s.fifoHead]
+		s.fifo[s.fifoHead] = entryRef{}
+		s.fifoHead++
+		rec := s.sessions[ref.player]
+		if rec == nil || len(rec.entries) == 0 || rec.entries[0].order != ref.order {
+			continue // already gone: trimmed, reset or pruned
+		}
+		s.sessBytes -= rec.entries[0].cost
+		s.sessEntries--
+		rec.entries[0] = sessEntry{}
+		rec.entries = rec.entries[1:]
+		return true
+	}
+	return false
+}
+
+// compactFIFO rebuilds the eviction order from the records: every live
+// entry once, oldest first. It depends on no map order (orders are unique).
+func (s *Scene) compactFIFO() {
+	refs := make([]entryRef, 0, s.sessEntries)
+	for p, rec := range s.sessions {
+		for _, e := range rec.entries {
+			refs = append(refs, entryRef{player: p, order: e.order})
+		}
+	}
+	sort.Slice(refs, func(i, j int) bool { return refs[i].order < refs[j].order })
+	s.fifo, s.fifoHead = refs, 0
+}
+
+func (s *Scene) resetRecord(rec *sessRec, session string, lastSeq uint64) {
+	for _, e := range rec.entries {
+		s.sessBytes -= e.cost
+		s.sessEntries--
+	}
+	rec.entries = nil
+	rec.session, rec.lastSeq = session, lastSeq
+}
+
+func (s *Scene) dropRecord(player string) {
+	rec := s.sessions[player]
+	if rec == nil {
+		return
+	}
+	s.resetRecord(rec, "", 0)
+	if rec.departed {
+		s.departedN--
+	}
+	delete(s.sessions, player)
+}
+
+// sessionArrive makes a present player's record current. Enter (session
+// "") starts without one: the gateway attaches next. TravelIn carries the
+// session on: the same session continues (its stored replies here from an
+// earlier stay stay valid), another one replaces the record.
+func (s *Scene) sessionArrive(player, session string, lastSeq uint64) {
+	rec := s.sessions[player]
+	if session == "" || len(session) > MaxSessionLen {
+		s.dropRecord(player)
+		return
+	}
+	if rec == nil {
+		s.sessions[player] = &sessRec{session: session, lastSeq: lastSeq}
+		return
+	}
+	if rec.departed {
+		rec.departed, rec.departedAt, rec.movedTo = false, 0, ""
+		s.departedN--
+	}
+	if rec.session != session {
+		s.resetRecord(rec, session, lastSeq)
+		return
+	}
+	if lastSeq > rec.lastSeq {
+		rec.lastSeq = lastSeq
+		s.trimWindow(rec)
+	}
+}
+
+// sessionDepart marks a leaving player's record departed and returns the
+// session to carry on. The record stays to answer resends until pruned.
+func (s *Scene) sessionDepart(player, movedTo string) (string, uint64) {
+	rec := s.sessions[player]
+	if rec == nil {
+		return "", 0
+	}
+	if !rec.departed {
+		rec.departed = true
+		s.departedN++
+	}
+	rec.departedAt, rec.movedTo = s.tick, movedTo
+	session, last := rec.session, rec.lastSeq
+	for s.departedN > maxDeparted {
+		s.dropRecord(s.longestDeparted())
+	}
+	return session, last
+}
+
+// longestDeparted is the departed record to drop first: earliest departure,
+// then smallest player id, so the choice is the same on every replay.
+func (s *Scene) longestDeparted() string {
+	best := ""
+	var at uint64
+	for p, rec := range s.sessions {
+		if rec.departed && (best == "" || rec.departedAt < at || (rec.departedAt == at && p < best)) {
+			best, at = p, rec.departedAt
+		}
+	}
+	return best
+}
+
+// pruneSessions drops departed records older than sessionTTL.
+func (s *Scene) pruneSessions() {
+	// Deleting by a per-entry condition does not depend on map order.
+	for p, rec := range s.sessions {
+		if rec.departed && s.tick-rec.departedAt > sessionTTL {
+			s.dropRecord(p)
+		}
+	}
+}
+
+// resultCost bounds the JSON bytes of a stored reply (every string byte
+// escaped at worst as \u00XX), cheaply and the same on every replay.
+func resultCost(r Result) int {
+	str := func(v string) int { return 2 + 6*len(v) }
+	items := func(l []ItemCount) int {
+		n := 2
+		for _, ic := range l {
+			n += 32 + str(ic.Item)
+		}
+		return n
+	}
+	switch r := r.(type) {
+	case ErrorResult:
+		return 24 + str(r.Code) + str(r.Error)
+	case OKResult:
+		return 2
+	case MoveResult:
+		return 12 + len(strconv.Itoa(r.X)) + len(strconv.Itoa(r.Y))
+	case AttackResult:
+		return 200 + str(r.Monster) + items(r.Loot)
+	case BuyResult:
+		return 120 + str(r.Item)
+	case TradeOfferResult:
+		return 16 + str(r.TradeID)
+	case TradeOffered:
+		return 48 + str(r.TradeID) + str(r.From) + items(r.Give) + items(r.Want)
+	case TradeResult:
+		return 40 + str(r.TradeID) + items(r.Gave) + items(r.Got)
+	case TravelResult:
+		return 32 + str(r.TransferID) + str(r.To)
+	case DungeonResult:
+		return 40 + str(r.RoomID) + str(r.TransferID)
+	case MonsterResult:
+		return 100 + str(r.Monster)
+	case GiveResult:
+		return 100 + str(r.Player) + str(r.Item)
+	}
+	return 4096 // unreachable: the set of results is sealed
+}
