@@ -119,12 +119,12 @@ type Scene struct {
 	fifoHead    int
 	opBuf       []byte // scratch for hashing ops
 
-	gm       []gmEntry // oldest first, at most gmMemory
-	trades   []trade   // in creation order
-	outbox   []TravelOut
-	applied  map[string]*seenSet // by source scene
-	rooms    []room              // live rooms opened from here, in creation order
-	ledger   map[string]*LedgerEntry
+	gm      []gmEntry // oldest first, at most gmMemory
+	trades  []trade   // in creation order
+	outbox  []TravelOut
+	applied map[string]*seenSet // by source scene
+	rooms   []room              // live rooms opened from here, in creation order
+	ledger  map[string]*LedgerEntry
 
 	nextTransfer, nextTrade, nextRoom uint64
 	ended                             bool   // dungeon room: boss dead or empty too long
