@@ -59,3 +59,28 @@ func (a *app) adminCall(method, addr, path string, body, out any) error {
 	}
 	return nil
 }
+
+// adminGetRaw GETs path from a daemon's admin API and returns the status
+// code and body whatever the status (an unhealthy /healthz is a 503 with a
+// body worth reading).
+func (a *app) adminGetRaw(addr, path string) (int, []byte, error) {
+	cfg, err := a.config()
+	if err != nil {
+		return 0, nil, err
+	}
+	req, err := http.NewRequest("GET", "http://"+addr+path, nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	if t := admin.Bearer(cfg.Admin.Token); t != "" {
+		req.Header.Set("Authorization", t)
+	}
+	c := http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	return resp.StatusCode, raw, err
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/url"
 	"os"
@@ -66,6 +67,36 @@ type DaemonStatus struct {
 	Healthy bool   `json:"healthy"`
 	Admin   string `json:"admin"`
 	Error   string `json:"error,omitempty"`
+	// Degraded: serving, but something it depends on is not (datasvr:
+	// "degraded: database unreachable since …").
+	Degraded string `json:"degraded,omitempty"`
+}
+
+// daemonStatus asks one daemon's /healthz. An unhealthy daemon answers 503
+// with the same body: it is running, and its pid and reason are shown.
+func (a *app) daemonStatus(addr string) DaemonStatus {
+	st := DaemonStatus{Admin: addr}
+	var h struct {
+		Healthy  bool   `json:"healthy"`
+		PID      int    `json:"pid"`
+		Error    string `json:"error"`
+		Degraded string `json:"degraded"`
+	}
+	code, raw, err := a.adminGetRaw(addr, "/healthz")
+	if err == nil && code != 200 && code != 503 {
+		err = fmt.Errorf("GET %s/healthz: status %d", addr, code)
+	}
+	if err == nil {
+		if jerr := json.Unmarshal(raw, &h); jerr != nil {
+			err = fmt.Errorf("GET %s/healthz: bad answer: %w", addr, jerr)
+		}
+	}
+	if err != nil {
+		st.Error = "not reachable: " + err.Error()
+		return st
+	}
+	st.Running, st.PID, st.Healthy, st.Error, st.Degraded = true, h.PID, h.Healthy, h.Error, h.Degraded
+	return st
 }
 
 func statusCommand(a *app) *cobra.Command {
@@ -81,18 +112,7 @@ func statusCommand(a *app) *cobra.Command {
 			}
 			out := map[string]DaemonStatus{}
 			for name, addr := range map[string]string{"worldmgr": cfg.WorldMgr.Admin, "datasvr": cfg.Datasvr.Admin, "gateway": cfg.Gateway.Admin} {
-				var h struct {
-					Healthy bool   `json:"healthy"`
-					PID     int    `json:"pid"`
-					Error   string `json:"error"`
-				}
-				st := DaemonStatus{Admin: addr}
-				if err := a.adminCall("GET", addr, "/healthz", nil, &h); err != nil {
-					st.Error = "not reachable: " + err.Error()
-				} else {
-					st.Running, st.PID, st.Healthy, st.Error = true, h.PID, h.Healthy, h.Error
-				}
-				out[name] = st
+				out[name] = a.daemonStatus(addr)
 			}
 			if asJSON {
 				return a.printJSON(out)
@@ -105,7 +125,11 @@ func statusCommand(a *app) *cobra.Command {
 				if st.Running {
 					pid = fmt.Sprint(st.PID)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%s\n", name, pid, st.Healthy, st.Admin, st.Error)
+				note := st.Error
+				if st.Degraded != "" {
+					note = strings.TrimSpace(st.Degraded + " " + note)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%s\n", name, pid, st.Healthy, st.Admin, note)
 			}
 			return tw.Flush()
 		},

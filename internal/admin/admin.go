@@ -25,6 +25,7 @@ type Server struct {
 	mux      *http.ServeMux
 	token    string
 	health   func() error
+	note     func() string
 	ln       net.Listener
 	srv      *http.Server
 	Registry *prometheus.Registry
@@ -61,6 +62,11 @@ func New(addr, token string, health func() error) (*Server, error) {
 	return s, nil
 }
 
+// SetNote sets a function whose non-empty answer /healthz reports as
+// "degraded": the process serves, but something it depends on does not.
+// Call before Serve.
+func (s *Server) SetNote(f func() string) { s.note = f }
+
 // Handle adds an API route (Go 1.22 pattern syntax, e.g. "GET /v1/scenes").
 func (s *Server) Handle(pattern string, h http.HandlerFunc) { s.mux.HandleFunc(pattern, h) }
 
@@ -79,13 +85,20 @@ func (s *Server) Serve() error {
 func (s *Server) Shutdown(ctx context.Context) error { return s.srv.Shutdown(ctx) }
 
 func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
+	body := map[string]any{"healthy": true, "pid": os.Getpid()}
+	if s.note != nil {
+		if n := s.note(); n != "" {
+			body["degraded"] = n
+		}
+	}
 	if s.health != nil {
 		if err := s.health(); err != nil {
-			WriteJSON(w, http.StatusServiceUnavailable, map[string]any{"healthy": false, "pid": os.Getpid(), "error": err.Error()})
+			body["healthy"], body["error"] = false, err.Error()
+			WriteJSON(w, http.StatusServiceUnavailable, body)
 			return
 		}
 	}
-	WriteJSON(w, http.StatusOK, map[string]any{"healthy": true, "pid": os.Getpid()})
+	WriteJSON(w, http.StatusOK, body)
 }
 
 func (s *Server) auth(next http.Handler) http.Handler {

@@ -23,8 +23,14 @@ func NewAdminClient(nc *nats.Conn) *AdminClient {
 
 // Create makes a new player (a GM test character).
 func (a *AdminClient) Create(ctx context.Context, id, name string) error {
+	return a.CreateReq(ctx, "", id, name)
+}
+
+// CreateReq is Create with an operator request id: a repeat of reqID is
+// answered with the original result (not "exists"), so a retry is safe.
+func (a *AdminClient) CreateReq(ctx context.Context, reqID, id, name string) error {
 	var ack Ack
-	if err := request(ctx, a.nc, a.timeout, SubjectCreate, CreateRequest{Player: id, Name: name}, &ack); err != nil {
+	if err := request(ctx, a.nc, a.timeout, SubjectCreate, CreateRequest{ReqID: reqID, Player: id, Name: name}, &ack); err != nil {
 		return fmt.Errorf("create player %s: %w", id, err)
 	}
 	if err := ack.Error.Err(); err != nil {

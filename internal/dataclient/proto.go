@@ -54,6 +54,8 @@ const (
 	CodeUnavailable = "unavailable" // journal full, disk or database error: retry later
 	CodeBadRequest  = "bad_request"
 	CodeSceneFailed = "scene_failed" // the owner scene refused or did not answer
+	// CodeRequestConflict: an operator request id reused with another body.
+	CodeRequestConflict = "request_conflict"
 )
 
 // Sentinel errors a client gets back (wrapped, with player and scene ids);
@@ -89,6 +91,8 @@ var codeErrs = map[string]error{
 	CodeUnavailable: ErrUnavailable,
 	CodeBadRequest:  ErrBadRequest,
 	CodeSceneFailed: ErrSceneFailed,
+
+	CodeRequestConflict: ErrRequestConflict,
 }
 
 // Error is the error part of every reply.
@@ -190,8 +194,10 @@ type HandoverRequest struct {
 	Data    json.RawMessage `json:"data"`
 }
 
-// CreateRequest creates a player (a GM test character).
+// CreateRequest creates a player (a GM test character). A repeat of
+// ReqID is answered with the original result instead of "exists".
 type CreateRequest struct {
+	ReqID  string `json:"req_id,omitempty"`
 	Player string `json:"player"`
 	Name   string `json:"name,omitempty"`
 }
@@ -314,5 +320,10 @@ type StatsReply struct {
 	DBStatements   uint64  `json:"db_statements"`
 	DBBatches      uint64  `json:"db_batches"`
 	UptimeSeconds  float64 `json:"uptime_seconds"`
-	Error          *Error  `json:"error,omitempty"`
+	// Started is when this datasvr process started (Unix nanoseconds):
+	// the cumulative counters restart from zero when it changes.
+	Started int64 `json:"started_unix_nano"`
+	// Degraded says why the database is not being written ("" when it is).
+	Degraded string `json:"degraded,omitempty"`
+	Error    *Error `json:"error,omitempty"`
 }

@@ -44,6 +44,9 @@ type entry struct {
 	dirtySeq uint64
 	dirtyAt  time.Time
 	lastSeq  uint64 // seq of the newest record of this player
+	// provisional: created while the database was unreachable and not yet
+	// checked against it (degrade.go); never flushed until it is.
+	provisional bool
 }
 
 // journalRecord is one journal entry: the whole new state of one player.
@@ -54,6 +57,12 @@ type journalRecord struct {
 	Version uint64          `json:"v"`
 	Owner   Owner           `json:"o"`
 	Data    json.RawMessage `json:"d"`
+	// Create marks a create made without the database ("provisional") and
+	// its later check ("verified"); empty for every other change.
+	Create string `json:"c,omitempty"`
+	// GM is the operator request this change answers, recorded with it so
+	// a retry after a crash is answered, not applied again (gmids.go).
+	GM *gmRecord `json:"g,omitempty"`
 }
 
 func (e *entry) size() int64 { return int64(len(e.data)+len(e.id)) + 256 }
@@ -127,22 +136,31 @@ func (s *Server) evict() {
 }
 
 // ensureLoaded fills e from the database if it is not cached. Called with
-// e.op held.
+// e.op held. Without a reachable database an uncached player cannot be
+// served: ErrUnavailable (retry later), and the outage is recorded.
 func (s *Server) ensureLoaded(ctx context.Context, e *entry) error {
 	if e.loaded {
 		return nil
 	}
-	rec, err := s.store.Load(ctx, e.id)
+	st := s.db()
+	if st == nil {
+		return s.errNoDB(e.id)
+	}
+	rec, err := st.Load(ctx, e.id)
 	if errors.Is(err, store.ErrNotFound) {
+		s.dbUp()
 		s.mu.Lock()
 		e.loaded, e.exists = true, false
 		s.mu.Unlock()
 		return nil
 	}
 	if err != nil {
-		s.m.dbErrors.Add(1)
+		if ctx.Err() == nil {
+			s.dbDown(err)
+		}
 		return fmt.Errorf("%w: load player %s from database: %v", ErrUnavailable, e.id, err)
 	}
+	s.dbUp()
 	s.mu.Lock()
 	e.loaded, e.exists = true, true
 	e.version = rec.Version
@@ -155,7 +173,14 @@ func (s *Server) ensureLoaded(ctx context.Context, e *entry) error {
 // commit journals the new state of e and applies it once it is durable.
 // Called with e.op held. On error nothing changed.
 func (s *Server) commit(e *entry, version uint64, owner Owner, data []byte) error {
-	payload, err := json.Marshal(journalRecord{Player: e.id, Version: version, Owner: owner, Data: data})
+	return s.commitRec(e, journalRecord{Version: version, Owner: owner, Data: data})
+}
+
+// commitRec is commit with the record's extra fields (create marks, GM
+// request). r.Player is filled in.
+func (s *Server) commitRec(e *entry, r journalRecord) error {
+	r.Player = e.id
+	payload, err := json.Marshal(r)
 	if err != nil {
 		return fmt.Errorf("%w: player %s: encode journal record: %v", ErrBadRequest, e.id, err)
 	}
@@ -168,6 +193,11 @@ func (s *Server) commit(e *entry, version uint64, owner Owner, data []byte) erro
 
 	seq, err := s.journal.Append(s.bg, payload)
 
+	if err == nil && r.GM != nil {
+		// Recorded before the in-flight mark goes, so no checkpoint can
+		// drop the journal's copy before the request table has its own.
+		s.gmids.put(*r.GM)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.inflight[start]--; s.inflight[start] == 0 {
@@ -177,15 +207,21 @@ func (s *Server) commit(e *entry, version uint64, owner Owner, data []byte) erro
 		s.m.journalErrors.Add(1)
 		return fmt.Errorf("%w: player %s: journal: %v", ErrUnavailable, e.id, err)
 	}
-	s.apply(e, version, owner, data, seq, time.Now())
+	s.apply(e, &r, seq, time.Now())
 	return nil
 }
 
-// apply sets e's state and marks it dirty. Called with mu held.
-func (s *Server) apply(e *entry, version uint64, owner Owner, data []byte, seq uint64, at time.Time) {
+// apply sets e's state from r and marks it dirty. Called with mu held.
+func (s *Server) apply(e *entry, r *journalRecord, seq uint64, at time.Time) {
 	wasSize := e.size()
 	e.loaded, e.exists = true, true
-	e.version, e.owner, e.data = version, owner, data
+	e.version, e.owner, e.data = r.Version, r.Owner, r.Data
+	switch r.Create {
+	case createProvisional:
+		e.provisional = true
+	case createVerified:
+		e.provisional = false
+	}
 	if e.lru != nil {
 		s.lruBytes += e.size() - wasSize
 	}
@@ -235,6 +271,13 @@ func checkData(id string, data []byte) error {
 
 // withPlayer runs fn with id's entry loaded and its op lock held.
 func (s *Server) withPlayer(ctx context.Context, id string, fn func(e *entry) error) error {
+	return s.withPlayerOr(ctx, id, false, fn)
+}
+
+// withPlayerOr is withPlayer; with orUnknown, a player the cache lacks while
+// the database is unreachable is passed to fn as not existing (unloaded),
+// for a create that will be journaled as provisional.
+func (s *Server) withPlayerOr(ctx context.Context, id string, orUnknown bool, fn func(e *entry) error) error {
 	if err := validID("player", id); err != nil {
 		return err
 	}
@@ -243,7 +286,9 @@ func (s *Server) withPlayer(ctx context.Context, id string, fn func(e *entry) er
 	e.op.Lock()
 	defer e.op.Unlock()
 	if err := s.ensureLoaded(ctx, e); err != nil {
-		return err
+		if !orUnknown || !errors.Is(err, ErrUnavailable) || ctx.Err() != nil {
+			return err
+		}
 	}
 	return fn(e)
 }
@@ -426,7 +471,17 @@ func (s *Server) handover(ctx context.Context, req *HandoverRequest) (Ack, error
 
 func (s *Server) create(ctx context.Context, req *CreateRequest) (Ack, error) {
 	ack := Ack{Player: req.Player}
-	err := s.withPlayer(ctx, req.Player, func(e *entry) error {
+	if err := validReqID(req.ReqID); err != nil {
+		return ack, err
+	}
+	hash := gmHash("create", req.Player, req.Name)
+	if ok, err := s.gmCheck(req.ReqID, hash, &ack); ok || err != nil {
+		return ack, err
+	}
+	err := s.withPlayerOr(ctx, req.Player, true, func(e *entry) error {
+		if ok, err := s.gmCheck(req.ReqID, hash, &ack); ok || err != nil {
+			return err
+		}
 		if e.exists {
 			return fmt.Errorf("%w: player %s", ErrExists, e.id)
 		}
@@ -434,11 +489,22 @@ func (s *Server) create(ctx context.Context, req *CreateRequest) (Ack, error) {
 		if err != nil {
 			return err
 		}
-		if err := s.commit(e, 1, Owner{}, data); err != nil {
+		r := journalRecord{Version: 1, Data: data}
+		if !e.loaded {
+			r.Create = createProvisional
+		}
+		if req.ReqID != "" {
+			r.GM = newGMRecord(req.ReqID, "create", hash, Ack{Player: req.Player, Version: 1})
+		}
+		if err := s.commitRec(e, r); err != nil {
 			return err
 		}
 		ack.Version = 1
-		s.log.Info("player created", zap.String("player", e.id))
+		if r.Create == createProvisional {
+			s.log.Warn("player created while the database is unreachable: provisional until it is checked there", zap.String("player", e.id))
+		} else {
+			s.log.Info("player created", zap.String("player", e.id))
+		}
 		return nil
 	})
 	return ack, err
@@ -473,9 +539,13 @@ func (s *Server) show(ctx context.Context, req *ShowRequest) (ShowReply, error) 
 
 // giveOffline applies a GM give/take to a player no scene holds. It
 // reports online=true (and does nothing) when a scene holds the lease.
-func (s *Server) giveOffline(ctx context.Context, req *AdminGiveRequest) (rep GiveReply, owner Owner, online bool, err error) {
+func (s *Server) giveOffline(ctx context.Context, req *AdminGiveRequest, hash string) (rep GiveReply, owner Owner, online bool, err error) {
 	rep.Player = req.Player
 	err = s.withPlayer(ctx, req.Player, func(e *entry) error {
+		// Again under the player's lock: a concurrent twin may have won.
+		if ok, err := s.gmCheck(req.ReqID, hash, &rep); ok || err != nil {
+			return err
+		}
 		if !e.exists {
 			return notFound(e.id)
 		}
@@ -496,10 +566,11 @@ func (s *Server) giveOffline(ctx context.Context, req *AdminGiveRequest) (rep Gi
 		if err != nil {
 			return err
 		}
-		if err := s.commit(e, e.version+1, e.owner, data); err != nil {
+		rep.Version, rep.Count = e.version+1, d.Count(req.Item)
+		gm := newGMRecord(req.ReqID, "give", hash, rep)
+		if err := s.commitRec(e, journalRecord{Version: e.version + 1, Owner: e.owner, Data: data, GM: gm}); err != nil {
 			return err
 		}
-		rep.Version, rep.Count = e.version, d.Count(req.Item)
 		s.log.Info("gm give applied offline", zap.String("player", e.id), zap.String("item", req.Item),
 			zap.Int64("count", req.Count), zap.Uint64("version", e.version), zap.String("req_id", req.ReqID))
 		return nil

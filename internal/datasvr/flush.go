@@ -52,8 +52,9 @@ func (s *Server) flusher() {
 				}
 			}
 		case <-timer.C:
+		case <-s.wake:
 		}
-		err := s.flush(s.bg, all)
+		err := s.flushOrProbe(all)
 		for _, w := range waiters {
 			w <- err
 		}
@@ -62,8 +63,14 @@ func (s *Server) flusher() {
 		if err != nil {
 			backoff = min(max(2*backoff, 200*time.Millisecond), max(interval, 200*time.Millisecond), 10*time.Second)
 			next = backoff
-			s.log.Error("database flush failed; saves are still acknowledged from the journal, retrying",
-				zap.Error(err), zap.Duration("retry_in", next))
+			if backoff == 200*time.Millisecond || s.degraded() == "" {
+				// Once per outage at error level (dbDown logs it too);
+				// the retries are counted in db_errors_total.
+				s.log.Error("database flush failed; saves are still acknowledged from the journal, retrying",
+					zap.Error(err), zap.Duration("retry_in", next))
+			} else {
+				s.log.Debug("database flush failed again", zap.Error(err), zap.Duration("retry_in", next))
+			}
 		} else {
 			backoff = 0
 		}
@@ -75,6 +82,22 @@ func (s *Server) flusher() {
 		}
 		timer.Reset(next)
 	}
+}
+
+// flushOrProbe is one flusher round: without a database nothing can be
+// written; after a failure, ask the database whether it is back before
+// writing, and check provisional creates before they are written.
+func (s *Server) flushOrProbe(all bool) error {
+	if s.db() == nil {
+		return fmt.Errorf("%w: nothing written: the database is not open (%s)", ErrUnavailable, s.degraded())
+	}
+	if s.degraded() != "" && !s.probe(s.bg) {
+		return fmt.Errorf("%w: %s", ErrUnavailable, s.degraded())
+	}
+	if err := s.verifyCreates(s.bg); err != nil {
+		return err
+	}
+	return s.flush(s.bg, all)
 }
 
 // requestFlush asks the flusher for a full flush and waits for it.
@@ -119,6 +142,11 @@ func (s *Server) flush(ctx context.Context, all bool) error {
 		upTo = min(upTo, mark-1)
 	}
 	for _, e := range s.dirty {
+		if e.provisional {
+			// Not written before it is checked against the database.
+			upTo = min(upTo, e.dirtySeq-1)
+			continue
+		}
 		if all || !e.dirtyAt.After(cutoff) {
 			items = append(items, flushItem{e: e, lastSeq: e.lastSeq, rec: store.Record{ID: e.id, Version: e.version, Data: e.data,
 				OwnerScene: e.owner.Scene, OwnerEpoch: e.owner.Epoch}})
@@ -131,6 +159,10 @@ func (s *Server) flush(ctx context.Context, all bool) error {
 		return s.checkpoint(upTo)
 	}
 
+	st := s.db()
+	if st == nil {
+		return fmt.Errorf("%w: nothing written: the database is not open (%s)", ErrUnavailable, s.degraded())
+	}
 	sort.Slice(items, func(i, j int) bool { return items[i].rec.ID < items[j].rec.ID })
 	recs := make([]store.Record, len(items))
 	for i := range items {
@@ -138,8 +170,10 @@ func (s *Server) flush(ctx context.Context, all bool) error {
 	}
 	for i := 0; i < len(recs); i += flushChunk {
 		end := min(i+flushChunk, len(recs))
-		if err := s.store.SaveBatch(ctx, recs[i:end]); err != nil {
-			s.m.dbErrors.Add(1)
+		if err := st.SaveBatch(ctx, recs[i:end]); err != nil {
+			if ctx.Err() == nil {
+				s.dbDown(err)
+			}
 			return fmt.Errorf("datasvr: flush %d players (first %s): %w", end-i, recs[i].ID, err)
 		}
 		s.mu.Lock()
@@ -161,6 +195,7 @@ func (s *Server) flush(ctx context.Context, all bool) error {
 		s.evict()
 		s.mu.Unlock()
 	}
+	s.dbUp()
 	s.m.flushes.Add(1)
 	if s.flushDur != nil {
 		s.flushDur.Observe(time.Since(start).Seconds())
@@ -169,10 +204,14 @@ func (s *Server) flush(ctx context.Context, all bool) error {
 	return s.checkpoint(upTo)
 }
 
+// checkpoint lets the journal drop what the database now covers. A
+// failure is reported (error log, checkpoint_errors_total) but does not fail
+// the flush: the database has the data, and the next checkpoint retries.
 func (s *Server) checkpoint(upTo uint64) error {
 	if err := s.journal.Checkpoint(upTo); err != nil {
-		// Not fatal: the segments are deleted at the next checkpoint.
-		s.log.Warn("journal checkpoint failed", zap.Error(err))
+		s.m.checkpointErrors.Add(1)
+		s.log.Error("journal checkpoint failed; the journal keeps the segments until the next checkpoint",
+			zap.Uint64("up_to", upTo), zap.Error(err))
 	}
 	return nil
 }

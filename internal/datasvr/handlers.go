@@ -189,11 +189,23 @@ func (s *Server) give(ctx context.Context, req *AdminGiveRequest) GiveReply {
 	if req.Item == "" || req.Count == 0 {
 		return giveError(req.Player, fmt.Errorf("%w: player %s: item and a non-zero count are required", ErrBadRequest, req.Player))
 	}
+	if err := validReqID(req.ReqID); err != nil {
+		return giveError(req.Player, err)
+	}
+	hash := gmHash("give", req.Player, req.Item, strconv.FormatInt(req.Count, 10))
 	if req.ReqID == "" {
 		req.ReqID = nats.NewInbox()[len(nats.InboxPrefix):]
+	} else {
+		var rep GiveReply
+		if ok, err := s.gmCheck(req.ReqID, hash, &rep); err != nil {
+			return giveError(req.Player, err)
+		} else if ok {
+			s.log.Info("gm give repeated: answered with the original result", zap.String("player", req.Player), zap.String("req_id", req.ReqID))
+			return rep
+		}
 	}
 	for attempt := 0; ; attempt++ {
-		rep, owner, online, err := s.giveOffline(ctx, req)
+		rep, owner, online, err := s.giveOffline(ctx, req, hash)
 		if err != nil {
 			return giveError(req.Player, err)
 		}
@@ -215,6 +227,11 @@ func (s *Server) give(ctx context.Context, req *AdminGiveRequest) GiveReply {
 			srep.Code = CodeSceneFailed
 		}
 		srep.Player = req.Player
+		if srep.Error == "" {
+			// The scene remembers the id too, but the player may move on
+			// to another scene before a retry arrives.
+			s.gmids.put(*newGMRecord(req.ReqID, "give", hash, srep))
+		}
 		log.Info("gm give applied by owner scene", zap.String("item", req.Item), zap.Int64("count", req.Count),
 			zap.Uint64("version", srep.Version), zap.String("error", srep.Error))
 		return srep
@@ -225,6 +242,16 @@ func (s *Server) kick(ctx context.Context, req *AdminKickRequest) KickReply {
 	fail := func(err error) KickReply {
 		e := toError(err)
 		return KickReply{Player: req.Player, Error: e.Message, Code: e.Code}
+	}
+	if err := validReqID(req.ReqID); err != nil {
+		return fail(err)
+	}
+	hash := gmHash("kick", req.Player, strconv.FormatBool(req.Force))
+	var prev KickReply
+	if ok, err := s.gmCheck(req.ReqID, hash, &prev); err != nil {
+		return fail(err)
+	} else if ok {
+		return prev
 	}
 	owner, err := s.ownerOf(ctx, req.Player)
 	if err != nil {
@@ -243,6 +270,9 @@ func (s *Server) kick(ctx context.Context, req *AdminKickRequest) KickReply {
 		if rep.Error != "" && rep.Code == "" {
 			rep.Code = CodeSceneFailed
 		}
+		if rep.Error == "" {
+			s.gmids.put(*newGMRecord(req.ReqID, "kick", hash, rep))
+		}
 		return rep
 	}
 	if !req.Force {
@@ -251,6 +281,7 @@ func (s *Server) kick(ctx context.Context, req *AdminKickRequest) KickReply {
 	if err := s.forceRelease(ctx, req.Player, owner); err != nil {
 		return fail(err)
 	}
+	s.gmids.put(*newGMRecord(req.ReqID, "kick", hash, KickReply{Player: req.Player}))
 	return KickReply{Player: req.Player}
 }
 

@@ -55,7 +55,8 @@ func WithJournalSync(f func(*os.File) error) Option { return func(s *Server) { s
 type counters struct {
 	savesAccepted, savesRejected, savesFailed atomic.Uint64
 	loads, evictions, journalErrors           atomic.Uint64
-	flushes, dbErrors                         atomic.Uint64
+	flushes, dbErrors, createConflicts        atomic.Uint64
+	gmRepeats, gmConflicts, checkpointErrors  atomic.Uint64
 }
 
 // Server is one data server.
@@ -69,8 +70,9 @@ type Server struct {
 	ns      *server.Server // nil with an external NATS
 	nc      *nats.Conn
 	adm     *admin.Server
-	store   store.Store
+	dbh     dbHealth // the database handle and whether it answers
 	journal *journal.Journal
+	gmids   *gmTable // what each operator request id did
 	subs    []*nats.Subscription
 
 	// bg lives until Shutdown; background work and journal appends use it.
@@ -87,14 +89,17 @@ type Server struct {
 	lruBytes int64
 	inflight map[uint64]int // journal NextSeq at start of each in-flight commit
 
-	flushReq  chan chan error
-	flushDur  prometheus.Histogram
-	m         counters
-	ready     chan struct{}
-	readyErr  atomic.Value // string: why not ready yet
-	startOnce sync.Once
-	stopOnce  sync.Once
-	stopped   chan struct{}
+	flushReq chan chan error
+	wake     chan struct{} // flush now (the database came back)
+	flushDur prometheus.Histogram
+	m        counters
+	ready    chan struct{}
+	readyErr atomic.Value // string: why not ready yet
+	// replayedGM: operator requests found in the journal at start.
+	replayedGM []gmRecord
+	startOnce  sync.Once
+	stopOnce   sync.Once
+	stopped    chan struct{}
 }
 
 // New validates cfg and returns a server that Start will run.
@@ -118,6 +123,7 @@ func New(cfg *config.Config, log *zap.Logger, opts ...Option) (*Server, error) {
 		inflight:  make(map[uint64]int),
 		sem:       make(chan struct{}, 4096),
 		flushReq:  make(chan chan error),
+		wake:      make(chan struct{}, 1),
 		ready:     make(chan struct{}),
 		stopped:   make(chan struct{}),
 	}
@@ -189,6 +195,7 @@ func (s *Server) start(ctx context.Context) error {
 		return fmt.Errorf("datasvr: %w", err)
 	}
 	s.adm = adm
+	adm.SetNote(s.degraded)
 	s.registerMetrics(adm.Registry)
 	s.wg.Go(func() {
 		if err := adm.Serve(); err != nil {
@@ -199,31 +206,30 @@ func (s *Server) start(ctx context.Context) error {
 		return err
 	}
 
-	s.readyErr.Store("opening database")
-	st, err := s.openStoreRetry(ctx)
-	if err != nil {
-		return err
-	}
-	s.store = st
-
+	// The journal needs no database: replay it first, so a start without
+	// the database still serves every player the journal knows.
 	s.readyErr.Store("replaying journal")
 	if err := s.replay(); err != nil {
 		return err
 	}
+	gm, err := openGMTable(filepath.Join(cfg.DataDir, "gm-requests.jsonl"), s.log.Named("gm"))
+	if err != nil {
+		return fmt.Errorf("datasvr: %w", err)
+	}
+	s.gmids = gm
+	s.replayGM()
 
-	// Everything replayed goes to the database before anyone is answered,
-	// so the journal can start again from a clean checkpoint.
-	s.readyErr.Store("flushing replayed journal to the database")
-	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
-		err := s.flush(ctx, true)
-		if err == nil {
-			break
-		}
-		s.log.Error("flush of replayed journal failed; retrying", zap.Error(err), zap.Duration("backoff", backoff))
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("datasvr: flush replayed journal: %w", err)
-		case <-time.After(backoff):
+	s.readyErr.Store("opening database")
+	if err := s.openDB(ctx); err != nil {
+		// Degraded, not stopped: serve from cache and journal, keep trying.
+		s.wg.Go(s.reopen)
+	} else {
+		// Everything replayed goes to the database before anyone is
+		// answered, so the journal can start again from a clean
+		// checkpoint. If that fails, the flusher keeps trying.
+		s.readyErr.Store("flushing replayed journal to the database")
+		if err := s.flush(ctx, true); err != nil {
+			s.log.Error("flush of replayed journal failed; serving degraded, the flusher retries", zap.Error(err))
 		}
 	}
 
@@ -301,22 +307,6 @@ func (s *Server) startNATS() error {
 	return nil
 }
 
-func (s *Server) openStoreRetry(ctx context.Context) (store.Store, error) {
-	for backoff := 200 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
-		st, err := s.openStore(ctx, s.cfg.Datasvr.Database, s.cfg.DataDir)
-		if err == nil {
-			return st, nil
-		}
-		s.m.dbErrors.Add(1)
-		s.log.Error("database unreachable; retrying", zap.Error(err), zap.Duration("backoff", backoff))
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("datasvr: open database: %w", err)
-		case <-time.After(backoff):
-		}
-	}
-}
-
 // replay rebuilds the cache and dirty set from the journal.
 func (s *Server) replay() error {
 	j, err := journal.Open(journal.Options{
@@ -342,7 +332,11 @@ func (s *Server) replay() error {
 			e = &entry{id: r.Player}
 			s.players[r.Player] = e
 		}
-		s.apply(e, r.Version, r.Owner, cloneBytes(r.Data), seq, time.Time{})
+		r.Data = cloneBytes(r.Data)
+		s.apply(e, &r, seq, time.Time{})
+		if r.GM != nil {
+			s.replayedGM = append(s.replayedGM, *r.GM)
+		}
 		s.mu.Unlock()
 		n++
 		return nil
@@ -393,7 +387,7 @@ func (s *Server) shutdown(ctx context.Context) error {
 	// Stop the flusher, then flush once more so a clean stop leaves the
 	// database complete and the journal empty.
 	s.cancel()
-	if s.store != nil && s.journal != nil && s.isReady() {
+	if s.db() != nil && s.journal != nil && s.isReady() {
 		if err := s.flush(ctx, true); err != nil {
 			s.log.Warn("final flush failed; the journal still holds everything", zap.Error(err))
 		}
@@ -409,8 +403,13 @@ func (s *Server) shutdown(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
-	if s.store != nil {
-		if err := s.store.Close(); err != nil {
+	if s.gmids != nil {
+		if err := s.gmids.close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if st := s.db(); st != nil {
+		if err := st.Close(); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -473,6 +472,17 @@ func (s *Server) registerMetrics(reg *prometheus.Registry) {
 		cf("flushes_total", "Successful write-behind flushes.", u(&s.m.flushes)),
 		cf("db_errors_total", "Database errors (flush retries, failed loads).", u(&s.m.dbErrors)),
 		cf("journal_errors_total", "Journal appends that failed.", u(&s.m.journalErrors)),
+		cf("checkpoint_errors_total", "Journal checkpoints (segment deletes, directory syncs) that failed; retried at the next flush.", u(&s.m.checkpointErrors)),
+		cf("create_conflicts_total", "Players created while the database was down that already existed there (the database's copy won).", u(&s.m.createConflicts)),
+		cf("gm_repeats_total", "Operator requests answered from the request table instead of applied again.", u(&s.m.gmRepeats)),
+		cf("gm_conflicts_total", "Operator request ids reused with a different body (refused).", u(&s.m.gmConflicts)),
+		gf("degraded", "1 while the database is unreachable (serving from cache and journal).", func() float64 {
+			if s.degraded() != "" {
+				return 1
+			}
+			return 0
+		}),
+		gf("database_down_seconds", "How long the database has been unreachable (0 while it answers).", s.downSeconds),
 		gf("journal_bytes", "Bytes in journal segments not yet covered by the database.", js(func(j journal.Stats) float64 { return float64(j.Bytes) })),
 		cf("journal_fsyncs_total", "Journal fsyncs (one per group commit).", js(func(j journal.Stats) float64 { return float64(j.Fsyncs) })),
 		cf("journal_records_total", "Journal records made durable.", js(func(j journal.Stats) float64 { return float64(j.Appends) })),
@@ -487,7 +497,7 @@ func (s *Server) storeOrNil() store.Store {
 	if !s.isReady() {
 		return nil
 	}
-	return s.store
+	return s.db()
 }
 
 func (s *Server) stats() StatsReply {
@@ -507,8 +517,12 @@ func (s *Server) stats() StatsReply {
 	rep.DBErrors = s.m.dbErrors.Load()
 	js := s.journal.Stats()
 	rep.JournalBytes, rep.JournalFsyncs, rep.JournalRecords = js.Bytes, js.Fsyncs, js.Appends
-	st := s.store.Stats()
-	rep.DBRows, rep.DBStatements, rep.DBBatches = st.Rows, st.Statements, st.Batches
+	if db := s.db(); db != nil {
+		st := db.Stats()
+		rep.DBRows, rep.DBStatements, rep.DBBatches = st.Rows, st.Statements, st.Batches
+	}
+	rep.Degraded = s.degraded()
+	rep.Started = s.started.UnixNano()
 	rep.UptimeSeconds = time.Since(s.started).Seconds()
 	return rep
 }

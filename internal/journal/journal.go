@@ -398,7 +398,12 @@ func (j *Journal) Checkpoint(upTo uint64) error {
 	}
 	j.segs = kept
 	if len(errs) == 0 {
-		syncDir(j.opts.Dir)
+		// The deletes must survive a crash too, or replay would find
+		// segments the database already covers (harmless) — but a failed
+		// directory sync is a disk problem the operator should hear of.
+		if err := syncDir(j.opts.Dir); err != nil {
+			errs = append(errs, fmt.Errorf("journal: sync directory after checkpoint: %w", err))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -597,8 +602,14 @@ func (j *Journal) openSegment(first uint64) error {
 		j.total -= j.segs[n-1].size
 		j.segs[n-1].size = 0
 	} else {
+		// The new name must survive a crash too: a record acknowledged in
+		// a segment whose directory entry is lost would be lost with it.
+		if err := syncDir(j.opts.Dir); err != nil {
+			f.Close()
+			_ = os.Remove(path)
+			return fmt.Errorf("journal: sync directory for new segment %s: %w", path, err)
+		}
 		j.segs = append(j.segs, segment{first: first, path: path})
-		syncDir(j.opts.Dir) // the new name must survive a crash too
 	}
 	j.active = f
 	return nil
@@ -616,9 +627,10 @@ func (j *Journal) closeActive() error {
 	return nil
 }
 
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		_ = d.Close()
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
 	}
+	return errors.Join(d.Sync(), d.Close())
 }
