@@ -80,6 +80,9 @@ var (
 	ErrBadRequest = errors.New("datasvr: bad request")
 	// ErrSceneFailed: a GM change for an online player failed in its scene.
 	ErrSceneFailed = errors.New("datasvr: owner scene failed")
+	// ErrRequestConflict: an operator request id was reused with a
+	// different request; nothing was applied.
+	ErrRequestConflict = errors.New("datasvr: request id reused with a different request")
 )
 
 var codeErrs = map[string]error{

@@ -34,9 +34,6 @@ const (
 	maxReqID = 128
 )
 
-// ErrRequestConflict: a request id was reused with a different body.
-var ErrRequestConflict = errors.New("datasvr: request id reused with a different request")
-
 // gmRecord is what one operator request did.
 type gmRecord struct {
 	ID    string          `json:"id"`

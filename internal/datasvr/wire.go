@@ -43,6 +43,8 @@ var (
 	ErrUnavailable = dataclient.ErrUnavailable
 	ErrBadRequest  = dataclient.ErrBadRequest
 	ErrSceneFailed = dataclient.ErrSceneFailed
+
+	ErrRequestConflict = dataclient.ErrRequestConflict
 )
 
 // Wire types.
