@@ -177,13 +177,17 @@ func scenesCommand(a *app) *cobra.Command {
 				return a.printJSON(rows)
 			}
 			tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "SCENE\tPROCESS\tSTATE\tPID\tEPOCH\tPLAYERS\tEVENTS/S\tRESTARTS\tSINCE\tADDR")
+			fmt.Fprintln(tw, "SCENE\tPROCESS\tSTATE\tPID\tEPOCH\tPLAYERS\tEVENTS/S\tRESTARTS\tSINCE\tADDR\tREASON")
 			for _, r := range rows {
 				since := "-"
 				if !r.Since.IsZero() {
 					since = time.Since(r.Since).Round(time.Second).String()
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%.0f\t%d\t%s\t%s\n", r.ID, r.Process, r.State, r.PID, r.Epoch, r.Players, r.EventsPerSec, r.Restarts, since, r.Addr)
+				reason := r.Reason
+				if reason == "" {
+					reason = "-"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%.0f\t%d\t%s\t%s\t%s\n", r.ID, r.Process, r.State, r.PID, r.Epoch, r.Players, r.EventsPerSec, r.Restarts, since, r.Addr, reason)
 			}
 			return tw.Flush()
 		},
@@ -235,7 +239,7 @@ func sceneCommand(a *app) *cobra.Command {
 			return nil
 		},
 	}
-	scene.AddCommand(kill, restart, sceneInspectCommand(a))
+	scene.AddCommand(kill, restart, sceneInspectCommand(a), sceneRepairCommand(a))
 	return scene
 }
 

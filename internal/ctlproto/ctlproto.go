@@ -58,6 +58,8 @@ type SceneReport struct {
 	Epoch   uint64 `json:"epoch"`
 	Players int    `json:"players"`
 	State   string `json:"state"`
+	// Reason explains a state that needs the operator (corrupt).
+	Reason string `json:"reason,omitempty"`
 }
 
 // Hello registers a scene process, or re-registers it after the manager

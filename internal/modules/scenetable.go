@@ -15,6 +15,7 @@ const (
 	SceneDead       = "dead"       // died; a respawn is pending (backoff)
 	SceneFailed     = "failed"     // exceeded the restart intensity; needs `respawn scene restart`
 	SceneRecovering = "recovering" // manager restarted and has not heard from it yet
+	SceneCorrupt    = "corrupt"    // its event log is damaged: not served until `respawn scene repair` (Reason says what is at stake)
 )
 
 // SceneRow is one row of the scene table the world manager owns.
@@ -29,6 +30,9 @@ type SceneRow struct {
 	Restarts int       `json:"restarts"`
 	Since    time.Time `json:"since"`
 	ReplayMS float64   `json:"replay_ms"`
+	// Reason explains a state that needs the operator (corrupt), as the
+	// scene process reported it.
+	Reason string `json:"reason,omitempty"`
 	// Load, from the scene-load replica; filled in by the admin API only, so
 	// the published table does not change every second.
 	EventsPerSec float64 `json:"events_per_s,omitempty"`

@@ -22,6 +22,7 @@ func (p *Process) routes() {
 	p.admin.Handle("POST /v1/scenes/{id}/request", p.apiRequest)
 	p.admin.Handle("POST /v1/scenes/{id}/enter", p.apiEnter)
 	p.admin.Handle("GET /v1/log", p.apiLog)
+	p.admin.Handle("POST /v1/scenes/{id}/repair", p.apiRepair)
 }
 
 // LogInfo is GET /v1/log: which slot of the event log each scene and room
@@ -92,6 +93,10 @@ func (p *Process) loopFor(w http.ResponseWriter, r *http.Request) (*loop, bool) 
 		id = r.URL.Query().Get("room")
 	}
 	l, ok := p.host.loop(id)
+	if c, bad := p.host.corruptOf(id); !ok && bad {
+		admin.WriteError(w, http.StatusServiceUnavailable, c.err())
+		return nil, false
+	}
 	if !ok {
 		admin.WriteError(w, http.StatusNotFound, fmt.Errorf("scene %q is not hosted by process %s", id, p.spec.Name))
 	}

@@ -38,11 +38,15 @@ type host struct {
 
 	mu    sync.Mutex
 	loops map[string]*loop
+	// corrupt are the scenes and rooms whose log slot is damaged: not
+	// served, not in loops, until repair (corrupt.go).
+	corrupt map[string]*corrupt
 
 	mEvents    prometheus.Counter
 	mLogErrors prometheus.Counter
 	mSnapshots prometheus.Histogram
 	mReplay    prometheus.Gauge
+	mDamage    damageMetrics
 }
 
 // LogPath is where a scene process keeps its event log.
@@ -50,7 +54,8 @@ func LogPath(shmDir, process string) string { return filepath.Join(shmDir, proce
 
 func newHost(cfg *config.Config, log *zap.Logger, epoch uint64) *host {
 	return &host{
-		cfg: cfg, log: log, epoch: epoch, loops: map[string]*loop{},
+		cfg: cfg, log: log, epoch: epoch, loops: map[string]*loop{}, corrupt: map[string]*corrupt{},
+		mDamage: newDamageMetrics(),
 		mEvents: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "respawn_scene_events_total", Help: "Events logged and applied.",
 		}),
@@ -68,7 +73,7 @@ func newHost(cfg *config.Config, log *zap.Logger, epoch uint64) *host {
 }
 
 func (h *host) collectors() []prometheus.Collector {
-	return []prometheus.Collector{h.mEvents, h.mLogErrors, h.mSnapshots, h.mReplay}
+	return []prometheus.Collector{h.mEvents, h.mLogErrors, h.mSnapshots, h.mReplay, h.mDamage.atStake, h.mDamage.found}
 }
 
 // open opens (or creates) the log, waiting briefly if a previous
@@ -120,6 +125,9 @@ func (h *host) restore(scenes []string) error {
 	// Rooms: each live room of a scene, created if a crash came between
 	// logging its creation and taking its slot.
 	for _, id := range scenes {
+		if h.loops[id] == nil {
+			continue // corrupt: its rooms wait for its repair
+		}
 		for _, cr := range h.loops[id].st.LiveRooms() {
 			if err := h.restoreOne(cr.RoomID, id, cr.Def); err != nil {
 				return err
@@ -129,6 +137,10 @@ func (h *host) restore(scenes []string) error {
 	// Slots nobody claims are rooms whose end was logged by the parent
 	// just before a crash: free them.
 	for _, id := range h.store.IDs() {
+		parent, _, _ := strings.Cut(id, "/")
+		if h.corrupt[id] != nil || h.corrupt[parent] != nil {
+			continue // held for a repair
+		}
 		if _, ok := h.loops[id]; !ok && strings.Contains(id, "/") {
 			h.log.Info("freeing the slot of an ended room", zap.String("room", id))
 			if err := h.store.Free(id); err != nil {
@@ -138,6 +150,7 @@ func (h *host) restore(scenes []string) error {
 			h.log.Warn("log slot of a scene this process does not host; left alone", zap.String("slot", id))
 		}
 	}
+	h.reclaimQuarantined()
 	h.mReplay.Set(time.Since(start).Seconds())
 	return nil
 }
@@ -145,15 +158,25 @@ func (h *host) restore(scenes []string) error {
 func (h *host) restoreOne(id, parent string, def game.SceneDef) error {
 	slot, ok := h.store.Get(id)
 	if !ok {
+		if h.missingSlot(id, parent, def) {
+			return nil // corrupt: one of the unreadable slots may be its log
+		}
 		var err error
 		if slot, err = h.store.Create(id); err != nil {
 			return fmt.Errorf("scene %s: take a log slot: %w", id, err)
 		}
 	}
 	st, n, err := Replay(slot, def)
+	if de := (*shmlog.DamageError)(nil); errors.As(err, &de) {
+		// Only this scene or room stops; the process serves the others.
+		h.mDamage.found.WithLabelValues(string(de.Damage.Kind)).Inc()
+		h.markCorrupt(&corrupt{id: id, parent: parent, def: def, slot: slot, st: st, damage: de.Damage})
+		return nil
+	}
 	if err != nil {
 		return err
 	}
+	h.settleDamage(id, slot, st)
 	l := newLoop(h, id, parent, st, slot)
 	l.sinceSnap = n
 	h.loops[id] = l
@@ -187,6 +210,11 @@ func Replay(slot *shmlog.Slot, def game.SceneDef) (*game.Scene, int, error) {
 		n++
 		return nil
 	})
+	if de := (*shmlog.DamageError)(nil); errors.As(err, &de) {
+		// The good prefix's state (nil when nothing replayed) is what a
+		// repair rebuilds from.
+		return st, n, fmt.Errorf("scene %s: replay: %w", slot.ID(), err)
+	}
 	if err != nil {
 		return nil, 0, fmt.Errorf("scene %s: replay: %w", slot.ID(), err)
 	}
@@ -363,6 +391,9 @@ func (h *host) createRoom(parent string, cr game.CreateRoom) error {
 	defer h.mu.Unlock()
 	if _, ok := h.loops[cr.RoomID]; ok {
 		return nil
+	}
+	if c, ok := h.corrupt[cr.RoomID]; ok {
+		return c.err() // its slot holds its history: never start it afresh over that
 	}
 	slot, ok := h.store.Get(cr.RoomID)
 	if !ok {

@@ -22,7 +22,6 @@ import (
 	"github.com/respawn-dev/respawn/internal/admin"
 	"github.com/respawn-dev/respawn/internal/config"
 	"github.com/respawn-dev/respawn/internal/ctlproto"
-	"github.com/respawn-dev/respawn/internal/modules"
 )
 
 // CrashEnv names scene processes that must exit at start: a test hook for
@@ -179,7 +178,8 @@ func (p *Process) hello() ctlproto.Hello {
 func (p *Process) report() []ctlproto.SceneReport {
 	out := make([]ctlproto.SceneReport, 0, len(p.spec.Scenes))
 	for _, id := range p.spec.Scenes {
-		r := ctlproto.SceneReport{ID: id, Epoch: p.opt.Epoch, State: modules.SceneRunning}
+		r := ctlproto.SceneReport{ID: id, Epoch: p.opt.Epoch}
+		r.State, r.Reason = p.host.health(id)
 		if l, ok := p.host.loop(id); ok {
 			r.Players = int(l.players.Load())
 		}

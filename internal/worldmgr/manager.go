@@ -96,6 +96,9 @@ type proc struct {
 	since    time.Time
 	replayMS float64
 	players  map[string]int
+	// reported is each scene's last report, for the states only the scene
+	// process knows (corrupt) and their reasons.
+	reported map[string]ctlproto.SceneReport
 	hist     supervise.History
 
 	conn      *sceneConn
@@ -380,6 +383,7 @@ func (m *Manager) died(p *proc, reason string, now time.Time) {
 	}
 	p.diedAt = now
 	p.players = map[string]int{}
+	p.reported = nil
 	if m.stopping {
 		p.state = modules.SceneDead
 		log.Info("scene process stopped", zap.String("reason", reason))
@@ -548,6 +552,10 @@ func (m *Manager) hello(c *sceneConn, h ctlproto.Hello) {
 func (m *Manager) report(p *proc, scenes []ctlproto.SceneReport) {
 	for _, s := range scenes {
 		p.players[s.ID] = s.Players
+		if p.reported == nil {
+			p.reported = map[string]ctlproto.SceneReport{}
+		}
+		p.reported[s.ID] = s
 	}
 }
 
@@ -571,10 +579,18 @@ func (m *Manager) tableRows() []modules.SceneRow {
 	var rows []modules.SceneRow
 	for _, p := range m.procs {
 		for _, id := range p.scenes {
-			rows = append(rows, modules.SceneRow{
+			row := modules.SceneRow{
 				ID: id, Process: p.name, PID: p.pid, Addr: p.addr, Epoch: p.epoch, State: p.state,
 				Players: p.players[id], Restarts: p.hist.Total(), Since: p.since, ReplayMS: p.replayMS,
-			})
+			}
+			if rep, ok := p.reported[id]; ok && p.state == modules.SceneRunning {
+				// The process serves, but this scene of it may not.
+				if rep.State == modules.SceneCorrupt {
+					row.State = rep.State
+				}
+				row.Reason = rep.Reason
+			}
+			rows = append(rows, row)
 		}
 	}
 	sort.Slice(rows, func(i, j int) bool { return rows[i].ID < rows[j].ID })
