@@ -115,7 +115,7 @@ func runSaveLoad(ctx context.Context, o saveLoadOpts) (saveLoadResult, saveLoadE
 		return res, extra, fmt.Errorf("connect %s: %w", o.natsURL, err)
 	}
 	defer nc.Close()
-	adm := dataclient.NewAdminClient(nc)
+	adm := dataclient.NewAdminClient(nc, "") // show, stats and flush need no operator token
 
 	var (
 		latMu      sync.Mutex

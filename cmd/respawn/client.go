@@ -6,10 +6,29 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/respawn-dev/respawn/internal/admin"
+	"github.com/respawn-dev/respawn/internal/config"
+	"github.com/respawn-dev/respawn/internal/secret"
 )
+
+// operatorToken is the operator token the daemons want: admin.token
+// (RESPAWN_ADMIN_TOKEN), else derived from the cluster secret (`secret`, or
+// <data_dir>/secret). Unlike a daemon, the CLI never creates the secret
+// file: a token derived from a fresh secret would match no daemon.
+func operatorToken(cfg *config.Config) (string, error) {
+	if cfg.Admin.Token != "" || cfg.Secret != "" {
+		return admin.OperatorToken(cfg)
+	}
+	path := filepath.Join(cfg.DataDir, secret.FileName)
+	if _, err := os.Stat(path); err != nil {
+		return "", fmt.Errorf("no admin.token (RESPAWN_ADMIN_TOKEN) and no cluster secret at %s (use the cluster's --data-dir or config): %w", path, err)
+	}
+	return admin.OperatorToken(cfg)
+}
 
 // adminCall sends a request to a daemon's admin API and decodes the JSON
 // answer into out (nil to ignore it). A non-2xx answer becomes an error with
@@ -31,8 +50,13 @@ func (a *app) adminCall(method, addr, path string, body, out any) error {
 	if err != nil {
 		return err
 	}
-	if t := admin.Bearer(cfg.Admin.Token); t != "" {
-		req.Header.Set("Authorization", t)
+	tok, err := operatorToken(cfg)
+	switch {
+	case err == nil:
+		req.Header.Set("Authorization", admin.Bearer(tok))
+	case method != http.MethodGet:
+		// Reading works without it on loopback; changing never does.
+		return fmt.Errorf("%s %s needs the operator token: %w", method, addr+path, err)
 	}
 	c := http.Client{Timeout: 30 * time.Second}
 	resp, err := c.Do(req)

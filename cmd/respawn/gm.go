@@ -12,6 +12,7 @@ import (
 
 	"github.com/respawn-dev/respawn/internal/game"
 	"github.com/respawn-dev/respawn/internal/scene"
+	"github.com/respawn-dev/respawn/internal/validate"
 )
 
 func gmCommands(a *app) []*cobra.Command {
@@ -110,6 +111,9 @@ func gmCommand(a *app) *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
 			op = args[0]
+			if err := validate.PlayerID(r.Player); err != nil {
+				return err
+			}
 			if !json.Valid([]byte(op)) {
 				return fmt.Errorf("OP_JSON is not JSON: %s", op)
 			}
@@ -138,6 +142,9 @@ func gmCommand(a *app) *cobra.Command {
 		Short: "Bring a stored player into a scene (loads it from datasvr and takes its lease)",
 		Args:  cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
+			if err := validate.PlayerID(enterPlayer); err != nil {
+				return err
+			}
 			var pv game.PlayerView
 			if err := a.sceneCall("POST", enterScene, "/enter", scene.EnterRequest{Player: enterPlayer}, &pv); err != nil {
 				return err

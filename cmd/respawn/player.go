@@ -15,6 +15,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/respawn-dev/respawn/internal/dataclient"
+	"github.com/respawn-dev/respawn/internal/scenedef"
+	"github.com/respawn-dev/respawn/internal/validate"
 )
 
 // playerCommands are the GM commands on player data: they talk to datasvr
@@ -40,8 +42,14 @@ func (a *app) natsConn() (*nats.Conn, error) {
 }
 
 // withDatasvr runs fn with an admin client; the timeout covers the whole
-// command.
+// command. The client carries the operator token when the CLI can find it
+// (create, give, take and kick need it; show does not).
 func (a *app) withDatasvr(timeout time.Duration, fn func(ctx context.Context, nc *nats.Conn, c *dataclient.AdminClient) error) error {
+	cfg, err := a.config()
+	if err != nil {
+		return err
+	}
+	tok, tokErr := operatorToken(cfg)
 	nc, err := a.natsConn()
 	if err != nil {
 		return err
@@ -49,7 +57,11 @@ func (a *app) withDatasvr(timeout time.Duration, fn func(ctx context.Context, nc
 	defer nc.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	return fn(ctx, nc, dataclient.NewAdminClient(nc))
+	err = fn(ctx, nc, dataclient.NewAdminClient(nc, tok))
+	if errors.Is(err, dataclient.ErrForbidden) && tokErr != nil {
+		return fmt.Errorf("%w (%v)", err, tokErr)
+	}
+	return err
 }
 
 func playerCreateCmd(a *app) *cobra.Command {
@@ -59,6 +71,14 @@ func playerCreateCmd(a *app) *cobra.Command {
 		Short: "Create a player (a GM test character)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
+			if err := validate.PlayerID(args[0]); err != nil {
+				return err
+			}
+			if name != "" {
+				if err := validate.PlayerName(name); err != nil {
+					return err
+				}
+			}
 			return a.withDatasvr(15*time.Second, func(ctx context.Context, _ *nats.Conn, c *dataclient.AdminClient) error {
 				if err := c.Create(ctx, args[0], name); err != nil {
 					return err
@@ -144,7 +164,22 @@ func playerGiveCmd(a *app, sign int64) *cobra.Command {
 		RunE: func(_ *cobra.Command, args []string) error {
 			n, err := strconv.ParseInt(args[2], 10, 64)
 			if err != nil || n <= 0 {
-				return fmt.Errorf("COUNT must be a positive integer, got %q", args[2])
+				return fmt.Errorf("COUNT must be a positive integer, got %s", validate.Quote(args[2]))
+			}
+			// The rules datasvr and the scenes apply, checked here first
+			// for a quick, clear answer.
+			cfg, err := a.config()
+			if err != nil {
+				return err
+			}
+			catalog, err := scenedef.Catalog(cfg.Scenes)
+			if err != nil {
+				return err
+			}
+			for _, err := range []error{validate.PlayerID(args[0]), catalog.Item(args[1]), validate.Count(sign * n)} {
+				if err != nil {
+					return err
+				}
 			}
 			return a.withDatasvr(20*time.Second, func(ctx context.Context, _ *nats.Conn, c *dataclient.AdminClient) error {
 				// One id per command: a scene that sees it twice (datasvr

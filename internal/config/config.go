@@ -50,11 +50,34 @@ type Log struct {
 	Format string `yaml:"format"` // auto (console on a terminal, JSON otherwise), console, json
 }
 
-// Admin configures every admin HTTP port (metrics, /healthz, pprof, the API).
+// Admin configures every HTTP server of the cluster: each daemon's admin
+// port (metrics, /healthz, pprof, its API) and each scene process's service
+// address.
 type Admin struct {
-	// Token is required on admin requests when an admin port is bound to a
-	// non-loopback address; on loopback it is optional.
+	// Token is the operator token: the bearer token every request that
+	// changes state (and pprof) must carry. Empty: the token derived from the
+	// cluster secret (internal/secret), which the CLI derives the same way.
+	// An admin port bound beyond loopback refuses to start without an
+	// explicit token, and then wants it on every request but /healthz.
 	Token string `yaml:"token"`
+	// ReadHeaderTimeout bounds reading a request's headers, including the
+	// wait for the first request on a new connection.
+	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
+	// ReadTimeout bounds reading a whole request, body included.
+	ReadTimeout time.Duration `yaml:"read_timeout"`
+	// WriteTimeout bounds handling a request and writing its answer; it must
+	// exceed the slowest API call (a GM give waits up to 20 s for the owner
+	// scene's durable save) and any pprof profile asked for.
+	WriteTimeout time.Duration `yaml:"write_timeout"`
+	// IdleTimeout closes a keep-alive connection with no request for this long.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// MaxHeaderBytes bounds a request's header block.
+	MaxHeaderBytes int `yaml:"max_header_bytes"`
+	// MaxBodyBytes bounds a request body; a bigger one gets 413.
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// MaxConns bounds the open connections of one server; beyond it new
+	// connections wait in the kernel's accept queue.
+	MaxConns int `yaml:"max_conns"`
 }
 
 // NATS says where the message bus is.
@@ -150,7 +173,16 @@ func Default() Config {
 		DataDir: "./data",
 		ShmDir:  "/dev/shm/respawn",
 		Log:     Log{Level: "info", Format: "auto"},
-		NATS:    NATS{Listen: "127.0.0.1:7422"},
+		Admin: Admin{
+			ReadHeaderTimeout: 5 * time.Second,
+			ReadTimeout:       10 * time.Second,
+			WriteTimeout:      60 * time.Second,
+			IdleTimeout:       60 * time.Second,
+			MaxHeaderBytes:    16 << 10,
+			MaxBodyBytes:      1 << 20,
+			MaxConns:          1024,
+		},
+		NATS: NATS{Listen: "127.0.0.1:7422"},
 		WorldMgr: WorldMgr{
 			Listen:            "127.0.0.1:7100",
 			Admin:             "127.0.0.1:7101",
@@ -275,6 +307,25 @@ func (c *Config) Validate() error {
 	addr("gateway.listen", c.Gateway.Listen, false)
 	addr("gateway.websocket", c.Gateway.WebSocket, false)
 	addr("gateway.admin", c.Gateway.Admin, false)
+	a := c.Admin
+	for _, d := range []struct {
+		key string
+		v   time.Duration
+	}{{"admin.read_header_timeout", a.ReadHeaderTimeout}, {"admin.read_timeout", a.ReadTimeout},
+		{"admin.write_timeout", a.WriteTimeout}, {"admin.idle_timeout", a.IdleTimeout}} {
+		if d.v <= 0 {
+			bad(d.key, "must be positive, got %s", d.v)
+		}
+	}
+	if a.MaxHeaderBytes < 1<<10 || a.MaxHeaderBytes > 1<<20 {
+		bad("admin.max_header_bytes", "must be between 1024 and 1048576, got %d", a.MaxHeaderBytes)
+	}
+	if a.MaxBodyBytes < 1<<10 || a.MaxBodyBytes > 64<<20 {
+		bad("admin.max_body_bytes", "must be between 1024 and 67108864, got %d", a.MaxBodyBytes)
+	}
+	if a.MaxConns < 1 || a.MaxConns > 1<<16 {
+		bad("admin.max_conns", "must be between 1 and 65536, got %d", a.MaxConns)
+	}
 	w := c.WorldMgr
 	if w.HeartbeatInterval <= 0 {
 		bad("worldmgr.heartbeat_interval", "must be positive, got %s", w.HeartbeatInterval)

@@ -2,6 +2,7 @@ package dataclient
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -13,12 +14,41 @@ import (
 // the bot). Requests without a deadline in ctx time out after 15 s.
 type AdminClient struct {
 	nc      *nats.Conn
+	token   string
 	timeout time.Duration
 }
 
-// NewAdminClient returns an admin client over nc.
-func NewAdminClient(nc *nats.Conn) *AdminClient {
-	return &AdminClient{nc: nc, timeout: 15 * time.Second}
+// NewAdminClient returns an admin client over nc. token is the operator
+// token (admin.OperatorToken) that create, give, take and kick need; ""
+// limits the client to show, stats and flush.
+func NewAdminClient(nc *nats.Conn, token string) *AdminClient {
+	return &AdminClient{nc: nc, token: token, timeout: 15 * time.Second}
+}
+
+// authed sends an admin request that changes a player, with the token.
+func (a *AdminClient) authed(ctx context.Context, subject string, req, rep any) error {
+	b, err := json.Marshal(req)
+	if err != nil {
+		return fmt.Errorf("%w: encode %s: %v", ErrBadRequest, subject, err)
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, a.timeout)
+		defer cancel()
+	}
+	msg := nats.NewMsg(subject)
+	msg.Data = b
+	if a.token != "" {
+		msg.Header.Set(AuthHeader, "Bearer "+a.token)
+	}
+	out, err := a.nc.RequestMsgWithContext(ctx, msg)
+	if err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrUnavailable, subject, err)
+	}
+	if err := json.Unmarshal(out.Data, rep); err != nil {
+		return fmt.Errorf("%w: decode reply on %s: %v", ErrBadRequest, subject, err)
+	}
+	return nil
 }
 
 // Create makes a new player (a GM test character).
@@ -30,7 +60,7 @@ func (a *AdminClient) Create(ctx context.Context, id, name string) error {
 // answered with the original result (not "exists"), so a retry is safe.
 func (a *AdminClient) CreateReq(ctx context.Context, reqID, id, name string) error {
 	var ack Ack
-	if err := request(ctx, a.nc, a.timeout, SubjectCreate, CreateRequest{ReqID: reqID, Player: id, Name: name}, &ack); err != nil {
+	if err := a.authed(ctx, SubjectCreate, CreateRequest{ReqID: reqID, Player: id, Name: name}, &ack); err != nil {
 		return fmt.Errorf("create player %s: %w", id, err)
 	}
 	if err := ack.Error.Err(); err != nil {
@@ -56,7 +86,7 @@ func (a *AdminClient) Show(ctx context.Context, id string) (ShowReply, error) {
 // scene's acknowledged save for an online one.
 func (a *AdminClient) Give(ctx context.Context, reqID, id, item string, count int64) (GiveReply, error) {
 	var rep GiveReply
-	if err := request(ctx, a.nc, a.timeout, SubjectGive, AdminGiveRequest{ReqID: reqID, Player: id, Item: item, Count: count}, &rep); err != nil {
+	if err := a.authed(ctx, SubjectGive, AdminGiveRequest{ReqID: reqID, Player: id, Item: item, Count: count}, &rep); err != nil {
 		return rep, fmt.Errorf("give player %s %d %s: %w", id, count, item, err)
 	}
 	if rep.Error != "" {
@@ -69,7 +99,7 @@ func (a *AdminClient) Give(ctx context.Context, reqID, id, item string, count in
 // scene that does not answer loses the lease anyway.
 func (a *AdminClient) Kick(ctx context.Context, reqID, id string, force bool) error {
 	var rep KickReply
-	if err := request(ctx, a.nc, a.timeout, SubjectKick, AdminKickRequest{ReqID: reqID, Player: id, Force: force}, &rep); err != nil {
+	if err := a.authed(ctx, SubjectKick, AdminKickRequest{ReqID: reqID, Player: id, Force: force}, &rep); err != nil {
 		return fmt.Errorf("kick player %s: %w", id, err)
 	}
 	if rep.Error != "" {

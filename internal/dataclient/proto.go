@@ -56,7 +56,13 @@ const (
 	CodeSceneFailed = "scene_failed" // the owner scene refused or did not answer
 	// CodeRequestConflict: an operator request id reused with another body.
 	CodeRequestConflict = "request_conflict"
+	CodeForbidden       = "forbidden" // a GM change without the operator token
 )
+
+// AuthHeader is the NATS message header that carries the operator token
+// ("Bearer TOKEN") on the admin requests that change players: create, give
+// and take, kick. Show, stats and flush change nothing and need none.
+const AuthHeader = "Authorization"
 
 // Sentinel errors a client gets back (wrapped, with player and scene ids);
 // test with errors.Is.
@@ -76,13 +82,16 @@ var (
 	// full, disk error) or could not reach the database. Nothing was
 	// changed; retry later.
 	ErrUnavailable = errors.New("datasvr: temporarily unavailable")
-	// ErrBadRequest: a malformed request (a bug in the caller).
+	// ErrBadRequest: a malformed request, or one that breaks the input
+	// rules (package validate: player ids, items, counts, balances).
 	ErrBadRequest = errors.New("datasvr: bad request")
 	// ErrSceneFailed: a GM change for an online player failed in its scene.
 	ErrSceneFailed = errors.New("datasvr: owner scene failed")
 	// ErrRequestConflict: an operator request id was reused with a
 	// different request; nothing was applied.
 	ErrRequestConflict = errors.New("datasvr: request id reused with a different request")
+	// ErrForbidden: a GM change without the right operator token.
+	ErrForbidden = errors.New("datasvr: operator token missing or wrong")
 )
 
 var codeErrs = map[string]error{
@@ -96,6 +105,7 @@ var codeErrs = map[string]error{
 	CodeSceneFailed: ErrSceneFailed,
 
 	CodeRequestConflict: ErrRequestConflict,
+	CodeForbidden:       ErrForbidden,
 }
 
 // Error is the error part of every reply.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/respawn-dev/respawn/internal/player"
 	"github.com/respawn-dev/respawn/internal/store"
+	"github.com/respawn-dev/respawn/internal/validate"
 )
 
 // entry is one player in the cache.
@@ -252,7 +253,16 @@ func checkOwner(e *entry, scene string, epoch uint64) (Owner, error) {
 
 func validID(kind, id string) error {
 	if id == "" || len(id) > 128 {
-		return fmt.Errorf("%w: %s id %q must be 1-128 bytes", ErrBadRequest, kind, id)
+		return fmt.Errorf("%w: %s id %s must be 1-128 bytes", ErrBadRequest, kind, validate.Quote(id))
+	}
+	return nil
+}
+
+// validPlayer applies the player id rules (package validate) to every
+// request that names a player, from a scene or a GM alike.
+func validPlayer(id string) error {
+	if err := validate.PlayerID(id); err != nil {
+		return fmt.Errorf("%w: %w", ErrBadRequest, err)
 	}
 	return nil
 }
@@ -278,7 +288,7 @@ func (s *Server) withPlayer(ctx context.Context, id string, fn func(e *entry) er
 // the database is unreachable is passed to fn as not existing (unloaded),
 // for a create that will be journaled as provisional.
 func (s *Server) withPlayerOr(ctx context.Context, id string, orUnknown bool, fn func(e *entry) error) error {
-	if err := validID("player", id); err != nil {
+	if err := validPlayer(id); err != nil {
 		return err
 	}
 	e := s.acquire(id)
@@ -298,6 +308,9 @@ func notFound(id string) error { return fmt.Errorf("%w: player %s", ErrNotFound,
 func newPlayerData(id, name string) ([]byte, error) {
 	if name == "" {
 		name = id
+	}
+	if err := validate.PlayerName(name); err != nil {
+		return nil, fmt.Errorf("%w: player %s: %w", ErrBadRequest, id, err)
 	}
 	return player.Data{ID: id, Name: name, Level: 1}.Encode()
 }
@@ -559,8 +572,10 @@ func (s *Server) giveOffline(ctx context.Context, req *AdminGiveRequest, hash st
 		if err != nil {
 			return fmt.Errorf("player %s: stored data: %w", e.id, err)
 		}
+		// The balance rules (validate.Add through player.Add): no negative
+		// balance, nothing past validate.MaxBalance, no overflow.
 		if err := d.Add(req.Item, req.Count); err != nil {
-			return fmt.Errorf("%w: %v", ErrBadRequest, err)
+			return fmt.Errorf("%w: %w", ErrBadRequest, err)
 		}
 		data, err := d.Encode()
 		if err != nil {

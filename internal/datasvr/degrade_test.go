@@ -221,7 +221,7 @@ func TestGMRequestIDFromJournalAfterCrash(t *testing.T) {
 	if err := h.admin.Create(ctx, "q", ""); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.admin.Give(ctx, "g2", "q", "gem", 3); err != nil {
+	if _, err := h.admin.Give(ctx, "g2", "q", "potion", 3); err != nil {
 		t.Fatal(err)
 	}
 	db.down.Store(true) // nothing reaches the database: the journal keeps it
@@ -232,7 +232,7 @@ func TestGMRequestIDFromJournalAfterCrash(t *testing.T) {
 	}
 	db.down.Store(false)
 	h = start(t, cfg, db)
-	rep, err := h.admin.Give(ctx, "g2", "q", "gem", 3)
+	rep, err := h.admin.Give(ctx, "g2", "q", "potion", 3)
 	if err != nil || rep.Count != 3 {
 		t.Fatalf("repeat after crash: %+v %v", rep, err)
 	}

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/respawn-dev/respawn/internal/validate"
 )
 
 // Operator requests are exactly once, as Stripe's idempotency keys are:
@@ -255,6 +257,12 @@ func (s *Server) gmCheck(id, hash string, reply any) (ok bool, err error) {
 func validReqID(id string) error {
 	if len(id) > maxReqID {
 		return fmt.Errorf("%w: request id of %d bytes (at most %d)", ErrBadRequest, len(id), maxReqID)
+	}
+	if id == "" {
+		return nil // datasvr names it
+	}
+	if err := validate.RequestID(id); err != nil {
+		return fmt.Errorf("%w: %w", ErrBadRequest, err)
 	}
 	return nil
 }

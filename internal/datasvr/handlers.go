@@ -2,6 +2,7 @@ package datasvr
 
 import (
 	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
+
+	"github.com/respawn-dev/respawn/internal/validate"
 )
 
 // requestTimeout bounds one request's work inside datasvr (a database
@@ -43,7 +46,7 @@ func badRequest(subject string, err error) error {
 // goroutine (bounded by sem): NATS delivers one subscription's messages
 // one at a time, and group commit needs many saves waiting together.
 func (s *Server) subscribe() error {
-	routes := map[string]func(ctx context.Context, data []byte) any{
+	byData := map[string]func(ctx context.Context, data []byte) any{
 		SubjectLoad: func(ctx context.Context, data []byte) any {
 			var req LoadRequest
 			if err := json.Unmarshal(data, &req); err != nil {
@@ -125,7 +128,31 @@ func (s *Server) subscribe() error {
 		},
 		SubjectStats: func(context.Context, []byte) any { return s.stats() },
 	}
+	routes := make(map[string]func(context.Context, *nats.Msg) any, len(byData))
+	for subject, fn := range byData {
+		routes[subject] = func(ctx context.Context, m *nats.Msg) any { return fn(ctx, m.Data) }
+	}
+	// GM changes need the operator token; each answers a refusal in its
+	// own reply type.
+	deny := map[string]func(error) any{
+		SubjectCreate: func(err error) any { return Ack{Error: toError(err)} },
+		SubjectGive:   func(err error) any { return giveError("", err) },
+		SubjectKick: func(err error) any {
+			e := toError(err)
+			return KickReply{Error: e.Message, Code: e.Code}
+		},
+	}
 	for subject, fn := range routes {
+		if refuse, ok := deny[subject]; ok {
+			inner := fn
+			fn = func(ctx context.Context, m *nats.Msg) any {
+				if err := s.checkOperator(m); err != nil {
+					s.log.Warn("gm request refused", zap.String("subject", m.Subject), zap.Error(err))
+					return refuse(err)
+				}
+				return inner(ctx, m)
+			}
+		}
 		sub, err := s.nc.Subscribe(subject, func(m *nats.Msg) { s.dispatch(m, fn) })
 		if err != nil {
 			return fmt.Errorf("datasvr: subscribe %s: %w", subject, err)
@@ -141,7 +168,19 @@ func (s *Server) subscribe() error {
 	return nil
 }
 
-func (s *Server) dispatch(m *nats.Msg, fn func(context.Context, []byte) any) {
+// checkOperator verifies the operator token a GM change carries.
+func (s *Server) checkOperator(m *nats.Msg) error {
+	got := m.Header.Get(AuthHeader)
+	if subtle.ConstantTimeCompare([]byte(got), []byte("Bearer "+s.opToken)) == 1 {
+		return nil
+	}
+	if got == "" {
+		return fmt.Errorf("%w: %s needs the operator token (header %s: Bearer TOKEN)", ErrForbidden, m.Subject, AuthHeader)
+	}
+	return fmt.Errorf("%w: %s: wrong operator token", ErrForbidden, m.Subject)
+}
+
+func (s *Server) dispatch(m *nats.Msg, fn func(context.Context, *nats.Msg) any) {
 	if m.Reply == "" {
 		return // nobody to answer
 	}
@@ -152,7 +191,7 @@ func (s *Server) dispatch(m *nats.Msg, fn func(context.Context, []byte) any) {
 		defer func() { <-s.sem }()
 		ctx, cancel := context.WithTimeout(s.bg, requestTimeout)
 		defer cancel()
-		out, err := json.Marshal(fn(ctx, m.Data))
+		out, err := json.Marshal(fn(ctx, m))
 		if err != nil {
 			s.log.Error("encode reply", zap.String("subject", m.Subject), zap.Error(err))
 			return
@@ -186,8 +225,8 @@ func giveError(player string, err error) GiveReply {
 // answers once its save is durable. If the lease moves while we ask (the
 // scene released or handed the player over), we ask again.
 func (s *Server) give(ctx context.Context, req *AdminGiveRequest) GiveReply {
-	if req.Item == "" || req.Count == 0 {
-		return giveError(req.Player, fmt.Errorf("%w: player %s: item and a non-zero count are required", ErrBadRequest, req.Player))
+	if err := s.checkGive(req); err != nil {
+		return giveError(req.Player, err)
 	}
 	if err := validReqID(req.ReqID); err != nil {
 		return giveError(req.Player, err)
@@ -283,6 +322,24 @@ func (s *Server) kick(ctx context.Context, req *AdminKickRequest) KickReply {
 	}
 	s.gmids.put(*newGMRecord(req.ReqID, "kick", hash, KickReply{Player: req.Player}))
 	return KickReply{Player: req.Player}
+}
+
+// checkGive applies the input rules (package validate) to a GM give or
+// take, the same ones the owner scene applies online.
+func (s *Server) checkGive(req *AdminGiveRequest) error {
+	bad := func(err error) error {
+		return fmt.Errorf("%w: give %s %d %s: %w", ErrBadRequest, validate.Quote(req.Player), req.Count, validate.Quote(req.Item), err)
+	}
+	if err := validate.PlayerID(req.Player); err != nil {
+		return bad(err)
+	}
+	if err := s.catalog.Item(req.Item); err != nil {
+		return bad(err)
+	}
+	if err := validate.Count(req.Count); err != nil {
+		return bad(err)
+	}
+	return nil
 }
 
 func (s *Server) askScene(ctx context.Context, subject string, req, rep any) error {

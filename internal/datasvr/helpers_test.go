@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/respawn-dev/respawn/internal/admin"
 	"github.com/respawn-dev/respawn/internal/config"
 	"github.com/respawn-dev/respawn/internal/dataclient"
 	"github.com/respawn-dev/respawn/internal/player"
@@ -121,7 +122,11 @@ func start(t *testing.T, cfg *config.Config, db *memStore, opts ...Option) *harn
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{t: t, srv: srv, db: db, nc: nc, admin: dataclient.NewAdminClient(nc)}
+	tok, err := admin.OperatorToken(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{t: t, srv: srv, db: db, nc: nc, admin: dataclient.NewAdminClient(nc, tok)}
 	t.Cleanup(h.stop)
 	return h
 }

@@ -246,7 +246,7 @@ func TestKill9AfterAcknowledgedSaves(t *testing.T) {
 		d.kill()
 		d.start()
 
-		admin := dataclient.NewAdminClient(nc)
+		admin := dataclient.NewAdminClient(nc, "")
 		check := func(when string) {
 			for i := range players {
 				id := fmt.Sprintf("%sp%d", prefix, i)
@@ -370,7 +370,7 @@ func handoverCrash(t *testing.T, dsn, prefix string, crashAfterApply bool) {
 		ncA.Close() // scene A is gone
 		if crashAfterApply {
 			ncW := connect(t, d.url())
-			adm := dataclient.NewAdminClient(ncW)
+			adm := dataclient.NewAdminClient(ncW, "")
 			deadline := time.Now().Add(10 * time.Second)
 			for {
 				show, err := adm.Show(ctx, id)
@@ -424,7 +424,7 @@ func handoverCrash(t *testing.T, dsn, prefix string, crashAfterApply bool) {
 				t.Fatalf("town epoch %d save after handover: %v, want ErrNotOwner", epoch, err)
 			}
 		}
-		show, err := dataclient.NewAdminClient(nc).Show(ctx, id)
+		show, err := dataclient.NewAdminClient(nc, "").Show(ctx, id)
 		if err != nil || show.Owner == nil || *show.Owner != (dataclient.Owner{Scene: "forest", Epoch: 7}) {
 			t.Fatalf("owner after recovery: %+v %v", show.Owner, err)
 		}

@@ -35,7 +35,9 @@ import (
 	"github.com/respawn-dev/respawn/internal/admin"
 	"github.com/respawn-dev/respawn/internal/config"
 	"github.com/respawn-dev/respawn/internal/journal"
+	"github.com/respawn-dev/respawn/internal/scenedef"
 	"github.com/respawn-dev/respawn/internal/store"
+	"github.com/respawn-dev/respawn/internal/validate"
 )
 
 // OpenStoreFunc opens the database; store.Open in production.
@@ -66,6 +68,10 @@ type Server struct {
 	openStore   OpenStoreFunc
 	journalSync func(*os.File) error
 	started     time.Time
+	// catalog is the world's items: GM gives of anything else are refused.
+	catalog *validate.Catalog
+	// opToken is the operator token GM changes must carry.
+	opToken string
 
 	ns      *server.Server // nil with an external NATS
 	nc      *nats.Conn
@@ -113,7 +119,12 @@ func New(cfg *config.Config, log *zap.Logger, opts ...Option) (*Server, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
+	catalog, err := scenedef.Catalog(cfg.Scenes)
+	if err != nil {
+		return nil, fmt.Errorf("datasvr: %w", err)
+	}
 	s := &Server{
+		catalog:   catalog,
 		cfg:       cfg,
 		log:       log,
 		openStore: store.Open,
@@ -190,7 +201,12 @@ func (s *Server) start(ctx context.Context) error {
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return fmt.Errorf("datasvr: data dir: %w", err)
 	}
-	adm, err := admin.New(cfg.Datasvr.Admin, cfg.Admin.Token, s.health)
+	tok, err := admin.OperatorToken(cfg)
+	if err != nil {
+		return fmt.Errorf("datasvr: %w", err)
+	}
+	s.opToken = tok
+	adm, err := admin.New(cfg.Datasvr.Admin, cfg, s.health)
 	if err != nil {
 		return fmt.Errorf("datasvr: %w", err)
 	}

@@ -31,7 +31,11 @@ const (
 	CodeUnavailable = dataclient.CodeUnavailable
 	CodeBadRequest  = dataclient.CodeBadRequest
 	CodeSceneFailed = dataclient.CodeSceneFailed
+	CodeForbidden   = dataclient.CodeForbidden
 )
+
+// AuthHeader carries the operator token on GM changes.
+const AuthHeader = dataclient.AuthHeader
 
 // Sentinel errors, shared with the client so errors.Is works on both sides.
 var (
@@ -43,6 +47,7 @@ var (
 	ErrUnavailable = dataclient.ErrUnavailable
 	ErrBadRequest  = dataclient.ErrBadRequest
 	ErrSceneFailed = dataclient.ErrSceneFailed
+	ErrForbidden   = dataclient.ErrForbidden
 
 	ErrRequestConflict = dataclient.ErrRequestConflict
 )

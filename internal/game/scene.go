@@ -8,6 +8,7 @@ import (
 
 	"github.com/respawn-dev/respawn/internal/player"
 	"github.com/respawn-dev/respawn/internal/scenedef"
+	"github.com/respawn-dev/respawn/internal/validate"
 )
 
 const goldItem = player.GoldItem
@@ -15,7 +16,7 @@ const goldItem = player.GoldItem
 // Gameplay constants. They are part of the rules, so changing one changes
 // what a replayed log produces: treat them like the snapshot format.
 const (
-	maxAmount       = scenedef.MaxAmount // any single count, HP or price a request may carry
+	maxAmount       = scenedef.MaxAmount // any single count, HP or price a request may carry (= validate.MaxCount)
 	maxPrice        = scenedef.MaxPrice
 	maxIDLen        = scenedef.MaxIDLen
 	maxBuyCount     = 1000
@@ -673,8 +674,9 @@ func (s *Scene) addItem(p *playerState, item string, delta int64) error {
 	return nil
 }
 
-// maxHoldable caps any balance far below int64 overflow.
-const maxHoldable = 1 << 60
+// maxHoldable caps any balance far below int64 overflow (the same bound
+// the data server and the CLI apply).
+const maxHoldable = validate.MaxBalance
 
 func (s *Scene) opBuy(p *playerState, op Buy, out []Effect) (Result, []Effect) {
 	i, ok := s.npcIx[op.NPC]

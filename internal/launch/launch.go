@@ -200,9 +200,12 @@ func (l *launcher) stopScenes() {
 	if err != nil {
 		return
 	}
-	if t := admin.Bearer(cfg.Admin.Token); t != "" {
-		req.Header.Set("Authorization", t)
+	tok, err := admin.OperatorToken(cfg)
+	if err != nil {
+		l.printf("up", "could not stop scenes through worldmgr: %v", err)
+		return
 	}
+	req.Header.Set("Authorization", admin.Bearer(tok))
 	c := http.Client{Timeout: 15 * time.Second}
 	resp, err := c.Do(req)
 	if err != nil {

@@ -10,11 +10,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+
+	"github.com/respawn-dev/respawn/internal/validate"
 )
 
 // GoldItem is the item name that means gold in GM commands
 // (`respawn player give ID gold 100`).
-const GoldItem = "gold"
+const GoldItem = validate.Gold
 
 // Data is everything saved for one player.
 type Data struct {
@@ -70,24 +72,25 @@ func (d Data) Count(item string) int64 {
 	return d.Items[item]
 }
 
-// Add changes the count of item by delta (negative to take). It refuses to go
-// below zero, so a take never mints a negative balance.
+// Add changes the count of item by delta (negative to take). The result
+// must be a valid balance (validate.Add): a take never goes below zero and
+// a give never past validate.MaxBalance, so nothing overflows.
 func (d *Data) Add(item string, delta int64) error {
-	have := d.Count(item)
-	if have+delta < 0 {
-		return fmt.Errorf("player %s: has %d %s, cannot take %d", d.ID, have, item, -delta)
+	n, err := validate.Add(d.Count(item), delta)
+	if err != nil {
+		return fmt.Errorf("player %s: %s: %w", d.ID, item, err)
 	}
 	if item == GoldItem {
-		d.Gold += delta
+		d.Gold = n
 		return nil
 	}
 	if d.Items == nil {
 		d.Items = make(map[string]int64)
 	}
-	if have+delta == 0 {
+	if n == 0 {
 		delete(d.Items, item)
 	} else {
-		d.Items[item] = have + delta
+		d.Items[item] = n
 	}
 	return nil
 }

@@ -4,11 +4,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 
 	"github.com/respawn-dev/respawn/internal/admin"
 	"github.com/respawn-dev/respawn/internal/game"
+	"github.com/respawn-dev/respawn/internal/validate"
 )
 
 // The scene process's own API, on its service address: GM commands and
@@ -56,6 +56,10 @@ func (p *Process) apiEnter(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	if err := validate.PlayerID(req.Player); err != nil {
+		admin.WriteError(w, http.StatusBadRequest, err)
+		return
+	}
 	if p.host.data == nil {
 		admin.WriteError(w, http.StatusServiceUnavailable, errors.New("no data server link"))
 		return
@@ -65,7 +69,7 @@ func (p *Process) apiEnter(w http.ResponseWriter, r *http.Request) {
 		admin.WriteError(w, http.StatusConflict, fmt.Errorf("load player %s: %w", req.Player, err))
 		return
 	}
-	effs, err := l.submit(game.Enter{Player: ld.Data, Version: ld.Version})
+	effs, err := l.submit(r.Context(), game.Enter{Player: ld.Data, Version: ld.Version})
 	if err != nil {
 		admin.WriteError(w, http.StatusServiceUnavailable, err)
 		return
@@ -77,7 +81,7 @@ func (p *Process) apiEnter(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	var pv game.PlayerView
-	_ = l.read(func(st *game.Scene) {
+	_ = l.read(r.Context(), func(st *game.Scene) {
 		for _, v := range st.Inspect().Players {
 			if v.ID == req.Player {
 				pv = v
@@ -119,7 +123,7 @@ func (p *Process) apiInspect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var v game.View
-	if err := l.read(func(st *game.Scene) { v = st.Inspect() }); err != nil {
+	if err := l.read(r.Context(), func(st *game.Scene) { v = st.Inspect() }); err != nil {
 		admin.WriteError(w, http.StatusServiceUnavailable, err)
 		return
 	}
@@ -145,7 +149,11 @@ func (p *Process) apiDamage(w http.ResponseWriter, r *http.Request) {
 		admin.WriteError(w, http.StatusBadRequest, errors.New("req_id, monster and a positive amount are required"))
 		return
 	}
-	effs, err := l.submit(game.GMDamage{ReqID: req.ReqID, Monster: req.Monster, Amount: req.Amount})
+	if err := validate.RequestID(req.ReqID); err != nil {
+		admin.WriteError(w, http.StatusBadRequest, err)
+		return
+	}
+	effs, err := l.submit(r.Context(), game.GMDamage{ReqID: req.ReqID, Monster: req.Monster, Amount: req.Amount})
 	if err != nil {
 		admin.WriteError(w, http.StatusServiceUnavailable, err)
 		return
@@ -183,7 +191,11 @@ func (p *Process) apiRequest(w http.ResponseWriter, r *http.Request) {
 		admin.WriteError(w, http.StatusBadRequest, errors.New("session, player and seq (from 1) are required"))
 		return
 	}
-	effs, err := l.submit(game.Request{Session: req.Session, Player: req.Player, Seq: req.Seq, Op: op})
+	if err := validate.PlayerID(req.Player); err != nil {
+		admin.WriteError(w, http.StatusBadRequest, err)
+		return
+	}
+	effs, err := l.submit(r.Context(), game.Request{Session: req.Session, Player: req.Player, Seq: req.Seq, Op: op})
 	if err != nil {
 		admin.WriteError(w, http.StatusServiceUnavailable, err)
 		return
@@ -205,12 +217,7 @@ func writeResult(w http.ResponseWriter, body game.Result) {
 	admin.WriteJSON(w, http.StatusOK, body)
 }
 
+// decodeBody decodes the JSON body (bounded by admin.max_body_bytes).
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
-	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		admin.WriteError(w, http.StatusBadRequest, fmt.Errorf("bad request body: %w", err))
-		return false
-	}
-	return true
+	return admin.DecodeJSON(w, r, v)
 }

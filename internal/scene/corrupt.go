@@ -1,6 +1,7 @@
 package scene
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -275,7 +276,7 @@ func (h *host) repair(id string) (RepairResult, error) {
 		zap.Int("events_dropped", res.Dropped), zap.Uint64("first_dropped", res.FirstDropped),
 		zap.Uint64("last_dropped", res.LastDropped), zap.Strings("players", res.Players))
 
-	_ = l.read(func(st *game.Scene) {
+	_ = l.read(context.Background(), func(st *game.Scene) { // recovery must run while the loop lives
 		effs := st.RecoveryEffects()
 		// Every player's state may be older than the data server's copy
 		// (its later saves were among the dropped events). A save at the

@@ -2,6 +2,7 @@ package scene
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -45,7 +46,7 @@ func crash(h *host) {
 func hogger(t *testing.T, l *loop) int64 {
 	t.Helper()
 	var hp int64 = -1
-	if err := l.read(func(st *game.Scene) {
+	if err := l.read(context.Background(), func(st *game.Scene) {
 		for _, m := range st.Inspect().Monsters {
 			if m.ID == "hogger" {
 				hp = m.HP
@@ -118,11 +119,11 @@ func TestCorruptSceneIsHeldAndRepaired(t *testing.T) {
 	path := LogPath(t.TempDir(), "world")
 	h := twoScenes(t, path)
 	forest, _ := h.loop("forest")
-	if _, err := forest.submit(game.Enter{Player: player.Data{ID: "p1", Name: "Ann"}, Version: 1}); err != nil {
+	if _, err := forest.submit(context.Background(), game.Enter{Player: player.Data{ID: "p1", Name: "Ann"}, Version: 1}); err != nil {
 		t.Fatal(err)
 	}
 	for i := 1; i <= 5; i++ {
-		if _, err := forest.submit(game.GMDamage{ReqID: fmt.Sprintf("gm-damage-%d-of-5", i), Monster: "hogger", Amount: 10}); err != nil {
+		if _, err := forest.submit(context.Background(), game.GMDamage{ReqID: fmt.Sprintf("gm-damage-%d-of-5", i), Monster: "hogger", Amount: 10}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -153,7 +154,7 @@ func TestCorruptSceneIsHeldAndRepaired(t *testing.T) {
 		t.Fatalf("town reports %s %q", st, reason)
 	}
 	town, _ := h.loop("town")
-	if _, err := town.submit(game.Tick{}); err != nil {
+	if _, err := town.submit(context.Background(), game.Tick{}); err != nil {
 		t.Fatalf("town does not serve: %v", err)
 	}
 	if !errors.Is(c.err(), ErrCorrupt) {
@@ -177,7 +178,7 @@ func TestCorruptSceneIsHeldAndRepaired(t *testing.T) {
 	if hp := hogger(t, forest); hp != 980 {
 		t.Fatalf("hogger at %d HP after repair, want 980 (commands 3..5 dropped)", hp)
 	}
-	if _, err := forest.submit(game.GMDamage{ReqID: "after-repair", Monster: "hogger", Amount: 5}); err != nil {
+	if _, err := forest.submit(context.Background(), game.GMDamage{ReqID: "after-repair", Monster: "hogger", Amount: 5}); err != nil {
 		t.Fatal(err)
 	}
 	if st, _ := h.health("forest"); st != modules.SceneRunning {

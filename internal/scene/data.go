@@ -69,7 +69,9 @@ func (d *dataLink) result(l *loop, p string, v uint64, err error) {
 	}
 	d.resolve(p, v, err)
 	go func() {
-		if _, serr := l.submit(ev); serr != nil && !errors.Is(serr, ErrStopped) {
+		// Not bounded by a deadline: the answer must be logged while the
+		// loop lives.
+		if _, serr := l.submit(context.Background(), ev); serr != nil && !errors.Is(serr, ErrStopped) {
 			l.log.Warn("save answer not logged", zap.String("player", p), zap.Error(serr))
 		}
 	}()

@@ -12,6 +12,7 @@ import (
 
 	"github.com/respawn-dev/respawn/internal/dataclient"
 	"github.com/respawn-dev/respawn/internal/game"
+	"github.com/respawn-dev/respawn/internal/validate"
 )
 
 // The data server's requests for players this process owns. Each becomes a
@@ -50,9 +51,15 @@ func (p *Process) onGive(l *loop, m *nats.Msg) {
 		respond(l, m, dataclient.GiveReply{Error: "bad give request: " + err.Error()})
 		return
 	}
+	// The same rules datasvr applied before forwarding: a give that reached
+	// the scene some other way obeys them too.
+	if err := p.checkGive(&req); err != nil {
+		respond(l, m, dataclient.GiveReply{Player: req.Player, Error: err.Error(), Code: dataclient.CodeBadRequest})
+		return
+	}
 	ctx, cancel := context.WithTimeout(p.ctx, gmTimeout)
 	defer cancel()
-	effs, err := l.submit(game.GMGive{ReqID: req.ReqID, Player: req.Player, Item: req.Item, Count: req.Count})
+	effs, err := l.submit(ctx, game.GMGive{ReqID: req.ReqID, Player: req.Player, Item: req.Item, Count: req.Count})
 	if err != nil {
 		respond(l, m, dataclient.GiveReply{Player: req.Player, Error: err.Error()})
 		return
@@ -79,6 +86,16 @@ func (p *Process) onGive(l *loop, m *nats.Msg) {
 	respond(l, m, rep)
 }
 
+// checkGive applies the input rules (package validate) to a GM give.
+func (p *Process) checkGive(req *dataclient.GiveRequest) error {
+	for _, err := range []error{validate.RequestID(req.ReqID), validate.PlayerID(req.Player), p.catalog.Item(req.Item), validate.Count(req.Count)} {
+		if err != nil {
+			return fmt.Errorf("give %s %d %s: %w", validate.Quote(req.Player), req.Count, validate.Quote(req.Item), err)
+		}
+	}
+	return nil
+}
+
 func (p *Process) onKick(l *loop, m *nats.Msg) {
 	var req dataclient.KickRequest
 	if err := json.Unmarshal(m.Data, &req); err != nil {
@@ -89,11 +106,11 @@ func (p *Process) onKick(l *loop, m *nats.Msg) {
 	defer cancel()
 	var v uint64
 	present := false
-	if err := l.read(func(st *game.Scene) { _, v, present = st.Player(req.Player) }); err != nil || !present {
+	if err := l.read(ctx, func(st *game.Scene) { _, v, present = st.Player(req.Player) }); err != nil || !present {
 		respond(l, m, dataclient.KickReply{Player: req.Player, Error: fmt.Sprintf("player %s is not in scene %s", req.Player, l.id)})
 		return
 	}
-	effs, err := l.submit(game.Leave{Player: req.Player})
+	effs, err := l.submit(ctx, game.Leave{Player: req.Player})
 	if err == nil {
 		err = p.savedAfter(ctx, l, req.Player, effs)
 	}
@@ -123,7 +140,7 @@ func (p *Process) onSaveAll(l *loop, m *nats.Msg) {
 	// The scene and its dungeon rooms: their players are the scene's too.
 	for _, sl := range append([]*loop{l}, p.host.rooms(l.id)...) {
 		rep.Players += int(sl.players.Load())
-		if _, err := sl.submit(game.SaveTick{}); err != nil {
+		if _, err := sl.submit(ctx, game.SaveTick{}); err != nil {
 			rep.Error = err.Error()
 		} else if err := p.host.data.flush(ctx, sl); err != nil {
 			rep.Error = err.Error()

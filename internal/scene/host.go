@@ -239,7 +239,7 @@ func (h *host) startAll() {
 	}
 	h.mu.Unlock()
 	for _, l := range loops {
-		_ = l.read(func(st *game.Scene) { h.perform(l, st.RecoveryEffects()) })
+		_ = l.read(context.Background(), func(st *game.Scene) { h.perform(l, st.RecoveryEffects()) })
 	}
 }
 
@@ -341,7 +341,7 @@ func (h *host) accept(ctx context.Context, l *loop, ev game.Event) error {
 		in.Version = max(in.Version, v)
 		ev = in
 	}
-	_, err := l.submit(ev)
+	_, err := l.submit(ctx, ev)
 	return err
 }
 
@@ -418,7 +418,8 @@ func (h *host) createRoom(parent string, cr game.CreateRoom) error {
 func (h *host) endRoom(room *loop, e game.EndRoom) {
 	parent, ok := h.loop(e.Parent)
 	if ok {
-		if _, err := parent.submit(game.RoomEnded{RoomID: e.RoomID, Applied: e.Applied, AppliedFloor: e.AppliedFloor}); err != nil {
+		// No deadline: the parent must log the end while it lives.
+		if _, err := parent.submit(context.Background(), game.RoomEnded{RoomID: e.RoomID, Applied: e.Applied, AppliedFloor: e.AppliedFloor}); err != nil {
 			room.log.Error("parent did not take the room's end; keeping the slot", zap.Error(err))
 			return
 		}

@@ -1,6 +1,7 @@
 package scene
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -52,13 +53,13 @@ func TestRoomEndsAndItsSlotIsReused(t *testing.T) {
 	forest, _ := h.loop("forest")
 	free := h.store.FreeSlots()
 
-	if _, err := forest.submit(game.Enter{Player: player.Data{ID: "p1", Name: "Ann", Gold: 10}, Version: 1}); err != nil {
+	if _, err := forest.submit(context.Background(), game.Enter{Player: player.Data{ID: "p1", Name: "Ann", Gold: 10}, Version: 1}); err != nil {
 		t.Fatal(err)
 	}
 	seq := uint64(0)
 	enterDungeon := func() string {
 		seq++
-		effs, err := forest.submit(game.Request{Session: "s1", Player: "p1", Seq: seq, Op: game.EnterDungeon{}})
+		effs, err := forest.submit(context.Background(), game.Request{Session: "s1", Player: "p1", Seq: seq, Op: game.EnterDungeon{}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -88,13 +89,13 @@ func TestRoomEndsAndItsSlotIsReused(t *testing.T) {
 	// The player arrives in the room, then the GM kills its boss.
 	waitUntil(t, 5*time.Second, func() error {
 		var n int
-		_ = rl.read(func(st *game.Scene) { n = st.Players() })
+		_ = rl.read(context.Background(), func(st *game.Scene) { n = st.Players() })
 		if n != 1 {
 			return fmt.Errorf("room has %d players", n)
 		}
 		return nil
 	})
-	if _, err := rl.submit(game.GMDamage{ReqID: "kill-king", Monster: "kobold-king", Amount: 10000}); err != nil {
+	if _, err := rl.submit(context.Background(), game.GMDamage{ReqID: "kill-king", Monster: "kobold-king", Amount: 10000}); err != nil {
 		t.Fatal(err)
 	}
 	waitUntil(t, 10*time.Second, func() error {
@@ -108,7 +109,7 @@ func TestRoomEndsAndItsSlotIsReused(t *testing.T) {
 			return fmt.Errorf("free slots %d, want %d", h.store.FreeSlots(), free)
 		}
 		var v game.View
-		_ = forest.read(func(st *game.Scene) { v = st.Inspect() })
+		_ = forest.read(context.Background(), func(st *game.Scene) { v = st.Inspect() })
 		if len(v.Players) != 1 || len(v.Rooms) != 0 {
 			return fmt.Errorf("forest: %d players, rooms %v", len(v.Players), v.Rooms)
 		}
@@ -132,18 +133,18 @@ func TestRestartRestoresScenesAndRooms(t *testing.T) {
 	dir := t.TempDir()
 	h := testHost(t, dir)
 	forest, _ := h.loop("forest")
-	if _, err := forest.submit(game.Enter{Player: player.Data{ID: "p1", Name: "Ann"}, Version: 1}); err != nil {
+	if _, err := forest.submit(context.Background(), game.Enter{Player: player.Data{ID: "p1", Name: "Ann"}, Version: 1}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := forest.submit(game.Request{Session: "s1", Player: "p1", Seq: 1, Op: game.EnterDungeon{}}); err != nil {
+	if _, err := forest.submit(context.Background(), game.Request{Session: "s1", Player: "p1", Seq: 1, Op: game.EnterDungeon{}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := forest.submit(game.GMDamage{ReqID: "r1", Monster: "hogger", Amount: 999}); err != nil {
+	if _, err := forest.submit(context.Background(), game.GMDamage{ReqID: "r1", Monster: "hogger", Amount: 999}); err != nil {
 		t.Fatal(err)
 	}
 	var rooms []string
 	waitUntil(t, 5*time.Second, func() error {
-		_ = forest.read(func(st *game.Scene) { rooms = st.Inspect().Rooms })
+		_ = forest.read(context.Background(), func(st *game.Scene) { rooms = st.Inspect().Rooms })
 		if len(rooms) != 1 {
 			return fmt.Errorf("rooms %v", rooms)
 		}

@@ -1,6 +1,7 @@
 package scene
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync/atomic"
@@ -78,35 +79,48 @@ func newLoop(h *host, id, parent string, st *game.Scene, slot *shmlog.Slot) *loo
 // stopping).
 var ErrStopped = errors.New("scene loop stopped")
 
-// submit queues ev and waits for its effects.
-func (l *loop) submit(ev game.Event) ([]game.Effect, error) {
+// submit queues ev and waits for its effects. ctx bounds both waits: if
+// it ends before the loop took the event nothing happened; if it ends
+// after, the event is applied anyway and only its effects are lost to the
+// caller (the error says which). Events that must not be dropped (save
+// answers, room ends) are submitted with a context that does not end: the
+// loop's own end still bounds them.
+func (l *loop) submit(ctx context.Context, ev game.Event) ([]game.Effect, error) {
 	done := make(chan result, 1)
 	select {
 	case l.in <- submission{ev: ev, done: done}:
 	case <-l.done:
 		return nil, fmt.Errorf("scene %s: %w", l.id, ErrStopped)
+	case <-ctx.Done():
+		return nil, fmt.Errorf("scene %s: %T not queued: %w", l.id, ev, ctx.Err())
 	}
 	select {
 	case r := <-done:
 		return r.effects, r.err
 	case <-l.done:
 		return nil, fmt.Errorf("scene %s: %w", l.id, ErrStopped)
+	case <-ctx.Done():
+		return nil, fmt.Errorf("scene %s: %T queued, stopped waiting for its outcome (it still applies): %w", l.id, ev, ctx.Err())
 	}
 }
 
-// read runs fn on the loop goroutine.
-func (l *loop) read(fn func(*game.Scene)) error {
+// read runs fn on the loop goroutine; ctx bounds the wait.
+func (l *loop) read(ctx context.Context, fn func(*game.Scene)) error {
 	done := make(chan result, 1)
 	select {
 	case l.in <- submission{read: fn, done: done}:
 	case <-l.done:
 		return fmt.Errorf("scene %s: %w", l.id, ErrStopped)
+	case <-ctx.Done():
+		return fmt.Errorf("scene %s: read not queued: %w", l.id, ctx.Err())
 	}
 	select {
 	case <-done:
 		return nil
 	case <-l.done:
 		return fmt.Errorf("scene %s: %w", l.id, ErrStopped)
+	case <-ctx.Done():
+		return fmt.Errorf("scene %s: read: %w", l.id, ctx.Err())
 	}
 }
 

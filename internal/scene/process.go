@@ -22,6 +22,8 @@ import (
 	"github.com/respawn-dev/respawn/internal/admin"
 	"github.com/respawn-dev/respawn/internal/config"
 	"github.com/respawn-dev/respawn/internal/ctlproto"
+	"github.com/respawn-dev/respawn/internal/scenedef"
+	"github.com/respawn-dev/respawn/internal/validate"
 )
 
 // CrashEnv names scene processes that must exit at start: a test hook for
@@ -39,12 +41,14 @@ type Options struct {
 
 // Process is a running scene process.
 type Process struct {
-	opt    Options
-	cfg    *config.Config
-	log    *zap.Logger
-	spec   config.Process
-	start  time.Time
-	replay time.Duration
+	opt  Options
+	cfg  *config.Config
+	log  *zap.Logger
+	spec config.Process
+	// catalog is the world's items: GM gives of anything else are refused.
+	catalog *validate.Catalog
+	start   time.Time
+	replay  time.Duration
 
 	admin *admin.Server
 	host  *host
@@ -72,7 +76,11 @@ func New(opt Options) (*Process, error) {
 	if opt.Log == nil {
 		opt.Log = zap.NewNop()
 	}
-	return &Process{opt: opt, cfg: opt.Config, log: opt.Log, spec: spec, start: time.Now(), done: make(chan struct{})}, nil
+	catalog, err := scenedef.Catalog(opt.Config.Scenes)
+	if err != nil {
+		return nil, fmt.Errorf("scene: %w", err)
+	}
+	return &Process{opt: opt, cfg: opt.Config, log: opt.Log, spec: spec, catalog: catalog, start: time.Now(), done: make(chan struct{})}, nil
 }
 
 // Start replays the log, starts serving, then registers with the manager.
@@ -104,7 +112,7 @@ func (p *Process) Start(ctx context.Context) error {
 	}
 	p.replay = time.Since(began)
 
-	adm, err := admin.New(p.cfg.Scene.Host+":0", p.cfg.Admin.Token, nil)
+	adm, err := admin.New(p.cfg.Scene.Host+":0", p.cfg, nil)
 	if err != nil {
 		return fail(err)
 	}

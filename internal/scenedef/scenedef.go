@@ -8,9 +8,11 @@ package scenedef
 import (
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
 
 	"github.com/respawn-dev/respawn/internal/player"
+	"github.com/respawn-dev/respawn/internal/validate"
 )
 
 // Scene kinds.
@@ -31,10 +33,10 @@ const (
 // use the same values, so changing one changes what a replayed log
 // produces.
 const (
-	MaxAmount  = 1_000_000_000 // any single count, HP, damage or gold drop
-	MaxPrice   = 1_000_000     // a shop price
-	MaxIDLen   = 128           // scene, monster, NPC and item ids
-	MaxEntries = 1024          // monsters, NPCs or path points in one definition
+	MaxAmount  = validate.MaxCount // any single count, HP, damage or gold drop
+	MaxPrice   = 1_000_000         // a shop price
+	MaxIDLen   = 128               // scene, monster, NPC and item ids
+	MaxEntries = 1024              // monsters, NPCs or path points in one definition
 )
 
 // Defaults applied when a definition leaves a field at zero.
@@ -323,8 +325,8 @@ func hasBoss(ms []MonsterDef) bool {
 }
 
 func checkItem(what, item string) error {
-	if err := checkID(what, item); err != nil {
-		return err
+	if err := validate.ItemName(item); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	if item == player.GoldItem {
 		return fmt.Errorf("%s: %q is gold, use gold_drop or a price", what, item)
@@ -421,4 +423,42 @@ func DefaultScenes() []SceneDef {
 			},
 		},
 	}
+}
+
+// CatalogItems returns every item the world can produce, sorted: what its
+// shops sell and its monsters (dungeon monsters too) drop. With gold, that
+// is the game's item catalog (Catalog): a GM cannot give what the game
+// could never make.
+func CatalogItems(defs []SceneDef) []string {
+	set := map[string]bool{}
+	loot := func(ms []MonsterDef) {
+		for _, m := range ms {
+			for _, l := range m.Loot {
+				set[l.Item] = true
+			}
+		}
+	}
+	for _, d := range defs {
+		loot(d.Monsters)
+		if d.Dungeon != nil {
+			loot(d.Dungeon.Monsters)
+		}
+		for _, n := range d.NPCs {
+			for _, it := range n.Shop {
+				set[it.Item] = true
+			}
+		}
+	}
+	out := make([]string, 0, len(set))
+	for it := range set {
+		out = append(out, it)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Catalog is validate.NewCatalog(CatalogItems(defs)): the items a GM may
+// give or take, checked the same way by datasvr, the scenes and the CLI.
+func Catalog(defs []SceneDef) (*validate.Catalog, error) {
+	return validate.NewCatalog(CatalogItems(defs))
 }

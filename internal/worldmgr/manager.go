@@ -163,7 +163,7 @@ func (m *Manager) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("worldmgr: control listen %s: %w", m.cfg.WorldMgr.Listen, err)
 	}
-	adm, err := admin.New(m.cfg.WorldMgr.Admin, m.cfg.Admin.Token, nil)
+	adm, err := admin.New(m.cfg.WorldMgr.Admin, m.cfg, nil)
 	if err != nil {
 		ln.Close()
 		return fmt.Errorf("worldmgr: %w", err)
