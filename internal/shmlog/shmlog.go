@@ -28,7 +28,17 @@
 // killed at any instruction therefore leaves either the old or the new
 // version, never a mix; a record whose commit word is missing, whose CRC does
 // not match, whose generation is not the half's, or whose sequence number is
-// not the next one ends the log, and nothing after it is read.
+// not the next one ends the log, and nothing after it is replayed.
+//
+// # Damage stays in its slot
+//
+// A torn record always has a zero commit word, and nothing committed ever
+// lies beyond the end of the log; so a bad record followed by committed ones
+// is damage, not a crash. Open judges each slot on its own and never fails
+// for what one slot holds: damage mid-log or in a snapshot is kept on the
+// Slot (Damage, ErrDamaged, Repair), a damaged snapshot is bypassed with the
+// previous half when that is exactly its history, and a header whose id
+// cannot be read is quarantined (Store.Damaged, Reclaim). See damage.go.
 //
 // Compaction writes the new snapshot into the inactive half under a new
 // generation and then flips the state word; stale records from an earlier use
