@@ -39,6 +39,7 @@ const (
 	evTravelInSession byte = 14
 	// evLeaveSession is Leave with a session; kind 4 stays Leave without.
 	evLeaveSession byte = 15
+	evReload       byte = 16
 )
 
 // Op kinds, same rule.
@@ -390,6 +391,11 @@ func AppendEvent(dst []byte, ev Event) ([]byte, error) {
 		e.str(ev.RoomID)
 		e.strs(ev.Applied)
 		e.uv(ev.AppliedFloor)
+	case Reload:
+		e.u8(evReload)
+		e.player(&ev.Player)
+		e.uv(ev.Version)
+		e.str(ev.Reason)
 	default:
 		return dst, fmt.Errorf("game: encode event: unknown type %T", ev)
 	}
@@ -487,6 +493,9 @@ func DecodeEvent(b []byte) (Event, error) {
 		ev = SaveRejected{Player: d.str(), Version: d.uv(), Reason: d.str()}
 	case evRoomEnded:
 		ev = RoomEnded{RoomID: d.str(), Applied: d.strs(), AppliedFloor: d.uv()}
+	case evReload:
+		p := d.player()
+		ev = Reload{Player: p, Version: d.uv(), Reason: d.str()}
 	default:
 		if d.err == nil {
 			return nil, fmt.Errorf("game: decode event: unknown kind %d", kind)

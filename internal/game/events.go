@@ -103,6 +103,18 @@ type RoomEnded struct {
 	AppliedFloor uint64   // and every id with a counter at or below this
 }
 
+// Reload replaces a present player's data with the data server's copy at
+// Version, after the data server refused a save of it as older: its copy is
+// the newer history (events lost here and repaired away, or a create made
+// while the database was down that lost to the database's copy). The
+// scene keeps the player, at its current position when that is valid.
+type Reload struct {
+	Player  player.Data
+	Version uint64
+	Reason  string
+}
+
+func (Reload) isEvent()       {}
 func (Tick) isEvent()         {}
 func (SaveTick) isEvent()     {}
 func (Enter) isEvent()        {}
@@ -335,6 +347,8 @@ const (
 	ErrSessionReplaced = "session_replaced" // another session of the player is current
 	ErrSeqReused       = "seq_reused"       // an applied seq resent with another body
 	ErrSeqTooOld       = "seq_too_old"      // older than the window, or a gap never applied
+	// ErrRequestConflict: a GM request id reused for a different command.
+	ErrRequestConflict = "request_conflict"
 	ErrSeqTooFar       = "seq_too_far"      // more than SessionWindow past the last applied
 )
 

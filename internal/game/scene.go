@@ -2,6 +2,7 @@ package game
 
 import (
 	"fmt"
+	"hash/fnv"
 	"sort"
 	"strconv"
 	"strings"
@@ -27,7 +28,10 @@ const (
 	pruneEvery      = 100  // ticks between session prunes
 	regenEvery      = 10   // ticks between +1 HP for wounded players
 	emptyRoomTicks  = 3000 // an empty dungeon room ends after this long
-	gmMemory        = 64   // GM request ids remembered for dedupe
+	// GMMemory is how many GM request ids a scene remembers (with a hash of
+	// each command and its reply) to answer a retry without applying it
+	// again; older ids are forgotten first.
+	GMMemory        = 256
 	dedupeWindow    = 256  // out-of-order transfer ids remembered per source
 	maxChatLen      = 256
 	maxPlayers      = 10000
@@ -62,6 +66,7 @@ type playerState struct {
 
 type gmEntry struct {
 	reqID string
+	hash  uint64 // of the command without its id; 0 = unknown (old snapshot)
 	body  Result
 }
 
@@ -120,7 +125,7 @@ type Scene struct {
 	fifoHead    int
 	opBuf       []byte // scratch for hashing ops
 
-	gm      []gmEntry // oldest first, at most gmMemory
+	gm      []gmEntry // oldest first, at most GMMemory
 	trades  []trade   // in creation order
 	outbox  []TravelOut
 	applied map[string]*seenSet // by source scene
@@ -305,6 +310,8 @@ func (s *Scene) Apply(ev Event) []Effect {
 		return s.onSaveRejected(ev)
 	case RoomEnded:
 		return s.onRoomEnded(ev)
+	case Reload:
+		return s.onReload(ev)
 	default:
 		return []Effect{Warn{Msg: fmt.Sprintf("scene %s: unknown event %T", s.def.ID, ev)}}
 	}
@@ -515,6 +522,32 @@ func (s *Scene) onLeave(ev Leave) []Effect {
 		out = append(out, Save{Player: p.data.Clone(), Version: p.version, Urgent: true})
 	}
 	return out
+}
+
+// onReload takes the data server's copy of a present player. The items it
+// held here leave the ledger and the reloaded ones enter it, so the ledger
+// still balances; the player stays where it stands.
+func (s *Scene) onReload(ev Reload) []Effect {
+	p := s.players[ev.Player.ID]
+	if p == nil || ev.Version <= p.join {
+		return nil // gone, or already reloaded to this version or a newer one
+	}
+	s.count(&p.data, func(e *LedgerEntry, n int64) { e.Left += n })
+	d := ev.Player.Clone()
+	if len(d.Items) == 0 {
+		d.Items = nil
+	}
+	x, y := p.data.X, p.data.Y
+	d.Scene = s.def.ID
+	d.X, d.Y = x, y
+	p.data = d
+	p.version, p.acked, p.join, p.dirty = ev.Version, ev.Version, ev.Version, false
+	p.hp = min(p.hp, maxHP(d.Level))
+	if ev.Player.Scene != d.Scene || ev.Player.X != x || ev.Player.Y != y {
+		p.touch() // where it stands here is newer than the stored copy
+	}
+	s.count(&p.data, func(e *LedgerEntry, n int64) { e.Entered += n })
+	return []Effect{s.profile(p)}
 }
 
 func (s *Scene) onSaveRejected(ev SaveRejected) []Effect {
@@ -1029,28 +1062,47 @@ func (s *Scene) onRoomEnded(ev RoomEnded) []Effect {
 
 // ---- GM ----
 
-func (s *Scene) gmSeen(reqID string) (Result, bool) {
+// gmHash is the hash of a GM command without its request id.
+func (s *Scene) gmHash(ev Event) uint64 {
+	var err error
+	s.opBuf, err = AppendEvent(s.opBuf[:0], ev)
+	if err != nil {
+		return 0 // refused by the encoder: it was never logged either
+	}
+	h := fnv.New64a()
+	h.Write(s.opBuf)
+	return h.Sum64() | 1 // never 0, which means "unknown"
+}
+
+// gmSeen answers a GM request id already applied: its stored reply for the
+// same command, a conflict for another one. ok is false for a new id.
+func (s *Scene) gmSeen(reqID string, hash uint64) (Result, bool) {
 	for _, g := range s.gm {
-		if g.reqID == reqID {
-			return g.body, true
+		if g.reqID != reqID {
+			continue
 		}
+		if g.hash != 0 && g.hash != hash {
+			return errResult(ErrRequestConflict, "GM request id %s was already used for a different command; nothing applied", reqID), true
+		}
+		return g.body, true
 	}
 	return nil, false
 }
 
-func (s *Scene) gmRecord(reqID string, body Result) {
-	if len(s.gm) >= gmMemory {
+func (s *Scene) gmRecord(reqID string, hash uint64, body Result) {
+	if len(s.gm) >= GMMemory {
 		copy(s.gm, s.gm[1:])
 		s.gm = s.gm[:len(s.gm)-1]
 	}
-	s.gm = append(s.gm, gmEntry{reqID: reqID, body: body})
+	s.gm = append(s.gm, gmEntry{reqID: reqID, hash: hash, body: body})
 }
 
 func (s *Scene) onGMDamage(ev GMDamage) []Effect {
 	if ev.ReqID == "" {
 		return []Effect{GMReply{Body: errResult(ErrBadRequest, "GM request needs an id")}}
 	}
-	if body, ok := s.gmSeen(ev.ReqID); ok {
+	hash := s.gmHash(GMDamage{Monster: ev.Monster, Amount: ev.Amount})
+	if body, ok := s.gmSeen(ev.ReqID, hash); ok {
 		return []Effect{GMReply{ReqID: ev.ReqID, Body: body, Resent: true}}
 	}
 	out := make([]Effect, 1, 3)
@@ -1075,7 +1127,7 @@ func (s *Scene) onGMDamage(ev GMDamage) []Effect {
 		res.HP = m.hp
 		body = res
 	}
-	s.gmRecord(ev.ReqID, body)
+	s.gmRecord(ev.ReqID, hash, body)
 	out[0] = GMReply{ReqID: ev.ReqID, Body: body}
 	return out
 }
@@ -1084,7 +1136,8 @@ func (s *Scene) onGMGive(ev GMGive) []Effect {
 	if ev.ReqID == "" {
 		return []Effect{GMReply{Body: errResult(ErrBadRequest, "GM request needs an id")}}
 	}
-	if body, ok := s.gmSeen(ev.ReqID); ok {
+	hash := s.gmHash(GMGive{Player: ev.Player, Item: ev.Item, Count: ev.Count})
+	if body, ok := s.gmSeen(ev.ReqID, hash); ok {
 		return []Effect{GMReply{ReqID: ev.ReqID, Body: body, Resent: true}}
 	}
 	out := make([]Effect, 1, 3)
@@ -1110,7 +1163,7 @@ func (s *Scene) onGMGive(ev GMGive) []Effect {
 		out = append(out, s.save(p, true), s.profile(p))
 		body = GiveResult{Player: p.data.ID, Item: ev.Item, Count: p.data.Count(ev.Item)}
 	}
-	s.gmRecord(ev.ReqID, body)
+	s.gmRecord(ev.ReqID, hash, body)
 	out[0] = GMReply{ReqID: ev.ReqID, Body: body}
 	return out
 }

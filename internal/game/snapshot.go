@@ -9,11 +9,12 @@ import (
 
 // SnapshotVersion is the first byte of every snapshot. Bump it when the
 // layout changes and keep reading the old one.
-const SnapshotVersion byte = 2
+const SnapshotVersion byte = 3
 
-// Snapshot layout, version 2 (same primitives as events, see codec.go):
+// Snapshot layout, version 3 (same primitives as events, see codec.go):
 //
-//	u8 version | str scene id | uv tick | u64le rng state
+//	u8 version | str scene id | u64le definition hash | bytes definition JSON
+//	uv tick | u64le rng state
 //	uv next transfer, next trade, next room | bool ended | uv empty since
 //	monsters: uv n, (str id, v hp, uv respawn at)…            in def order
 //	npcs:     uv n, (str id, uv path index)…                  in def order
@@ -21,7 +22,7 @@ const SnapshotVersion byte = 2
 //	sessions: uv next entry, uv n, (str player, str session, uv last seq,
 //	          bool departed, uv departed at, str moved to,
 //	          uv k, (uv seq, u64le hash, uv order, result)…)…    by player
-//	gm:       uv n, (str req id, result)…                     oldest first
+//	gm:       uv n, (str req id, u64le command hash, result)…  oldest first
 //	trades:   uv n, (str id, from, to, items give, want, uv expires)… in creation order
 //	outbox:   uv n, (str transfer id, from, to, player, uv version, str session, uv last seq)… in order
 //	applied:  uv n, (str source, uv floor, uv k, uv counter…)… by source
@@ -29,6 +30,8 @@ const SnapshotVersion byte = 2
 //	ledger:   uv n, (str item, v entered, left, in, out, minted, sunk)… by item
 //
 // A result (a stored reply) is a kind byte (0 = none) and length-prefixed JSON.
+// Version 2 (still read) had no definition (it is not checked) and no
+// command hash in gm entries (a repeated id is answered whatever its body).
 // Version 1 (still read) kept one session per session id with only its
 // last reply (str id, str player, uv last seq, uv last tick, result), and
 // no session in the outbox: such records come back with their last seq and
@@ -41,6 +44,9 @@ func (s *Scene) Snapshot() []byte {
 	e := encoder{b: make([]byte, 0, 256+len(s.plist)*96+len(s.sessions)*64)}
 	e.u8(SnapshotVersion)
 	e.str(s.def.ID)
+	dj := defJSON(s.def)
+	e.u64(DefHash(s.def))
+	e.bytes(dj)
 	e.uv(s.tick)
 	e.u64(s.rng.state)
 	e.uv(s.nextTransfer)
@@ -95,6 +101,7 @@ func (s *Scene) Snapshot() []byte {
 	e.uv(uint64(len(s.gm)))
 	for _, g := range s.gm {
 		e.str(g.reqID)
+		e.u64(g.hash)
 		e.result(g.body)
 	}
 	e.uv(uint64(len(s.trades)))
@@ -178,11 +185,20 @@ func restore(def SceneDef, snap []byte) (*Scene, error) {
 	version := d.u8()
 	if d.err != nil {
 		return nil, errors.New("empty snapshot")
-	} else if version != SnapshotVersion && version != 1 {
-		return nil, fmt.Errorf("snapshot format version %d, want 1 or %d", version, SnapshotVersion)
+	} else if version > SnapshotVersion || version == 0 {
+		return nil, fmt.Errorf("snapshot format version %d, want 1..%d", version, SnapshotVersion)
 	}
 	if id := d.str(); d.err == nil && id != def.ID {
 		return nil, fmt.Errorf("snapshot is of scene %q", id)
+	}
+	if version >= 3 {
+		hash, recorded := d.u64(), d.bytes()
+		if d.err != nil {
+			return nil, d.err
+		}
+		if err := checkDef(recorded, hash, def); err != nil {
+			return nil, err
+		}
 	}
 	s := New(def)
 	s.tick = d.uv()
@@ -243,7 +259,11 @@ func restore(def SceneDef, snap []byte) (*Scene, error) {
 	prev := ""
 	n = d.length(maxListLen)
 	for i := 0; i < n && d.err == nil; i++ {
-		g := gmEntry{reqID: d.str(), body: d.result()}
+		g := gmEntry{reqID: d.str()}
+		if version >= 3 {
+			g.hash = d.u64()
+		}
+		g.body = d.result()
 		if d.err == nil && g.body == nil {
 			return nil, fmt.Errorf("gm request %q: no stored reply", g.reqID)
 		}
