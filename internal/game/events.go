@@ -349,7 +349,7 @@ const (
 	ErrSeqTooOld       = "seq_too_old"      // older than the window, or a gap never applied
 	// ErrRequestConflict: a GM request id reused for a different command.
 	ErrRequestConflict = "request_conflict"
-	ErrSeqTooFar       = "seq_too_far"      // more than SessionWindow past the last applied
+	ErrSeqTooFar       = "seq_too_far" // more than SessionWindow past the last applied
 )
 
 // ErrorResult is a refused request.

@@ -17,22 +17,22 @@ const goldItem = player.GoldItem
 // Gameplay constants. They are part of the rules, so changing one changes
 // what a replayed log produces: treat them like the snapshot format.
 const (
-	maxAmount       = scenedef.MaxAmount // any single count, HP or price a request may carry (= validate.MaxCount)
-	maxPrice        = scenedef.MaxPrice
-	maxIDLen        = scenedef.MaxIDLen
-	maxBuyCount     = 1000
-	maxTradeLines   = 16
-	maxOpenTrades   = 4    // open offers per offering player
-	tradeTTL        = 600  // ticks an offer stays open (60 s at 10 Hz)
-	sessionTTL      = 3000 // ticks an idle session's last reply is kept (5 min)
-	pruneEvery      = 100  // ticks between session prunes
-	regenEvery      = 10   // ticks between +1 HP for wounded players
-	emptyRoomTicks  = 3000 // an empty dungeon room ends after this long
+	maxAmount      = scenedef.MaxAmount // any single count, HP or price a request may carry (= validate.MaxCount)
+	maxPrice       = scenedef.MaxPrice
+	maxIDLen       = scenedef.MaxIDLen
+	maxBuyCount    = 1000
+	maxTradeLines  = 16
+	maxOpenTrades  = 4    // open offers per offering player
+	tradeTTL       = 600  // ticks an offer stays open (60 s at 10 Hz)
+	sessionTTL     = 3000 // ticks an idle session's last reply is kept (5 min)
+	pruneEvery     = 100  // ticks between session prunes
+	regenEvery     = 10   // ticks between +1 HP for wounded players
+	emptyRoomTicks = 3000 // an empty dungeon room ends after this long
 	// GMMemory is how many GM request ids a scene remembers (with a hash of
 	// each command and its reply) to answer a retry without applying it
 	// again; older ids are forgotten first.
 	GMMemory        = 256
-	dedupeWindow    = 256  // out-of-order transfer ids remembered per source
+	dedupeWindow    = 256 // out-of-order transfer ids remembered per source
 	maxChatLen      = 256
 	maxPlayers      = 10000
 	basePlayerHP    = 100

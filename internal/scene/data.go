@@ -23,9 +23,10 @@ type dataLink struct {
 	epoch uint64
 	log   *zap.Logger
 
-	mu      sync.Mutex
-	clients map[string]*dataclient.Client
-	waiters map[string][]ackWaiter // by player
+	mu        sync.Mutex
+	clients   map[string]*dataclient.Client
+	waiters   map[string][]ackWaiter // by player
+	reloading map[string]bool        // scene + player reloads in flight
 }
 
 type ackWaiter struct {
@@ -34,7 +35,8 @@ type ackWaiter struct {
 }
 
 func newDataLink(nc *nats.Conn, epoch uint64, log *zap.Logger) *dataLink {
-	return &dataLink{nc: nc, epoch: epoch, log: log, clients: map[string]*dataclient.Client{}, waiters: map[string][]ackWaiter{}}
+	return &dataLink{nc: nc, epoch: epoch, log: log, clients: map[string]*dataclient.Client{}, waiters: map[string][]ackWaiter{},
+		reloading: map[string]bool{}}
 }
 
 // client returns the lease holder of scene (or room) l.
@@ -61,18 +63,87 @@ func (d *dataLink) save(l *loop, s game.Save) {
 }
 
 // result turns a save's final outcome into a logged event for the scene.
+// A save refused as older than the data server's copy means this scene's
+// history of the player lost to a newer one (a repaired log, a create that
+// lost to the database's copy): the player is reloaded, not dropped. Only
+// a genuinely newer owner (another scene, a newer epoch) drops it.
 func (d *dataLink) result(l *loop, p string, v uint64, err error) {
+	d.resolve(p, v, err)
+	if errors.Is(err, dataclient.ErrOldVersion) {
+		d.reload(l, p, v, err)
+		return
+	}
 	var ev game.Event = game.SaveAck{Player: p, Version: v}
 	if err != nil {
 		ev = game.SaveRejected{Player: p, Version: v, Reason: err.Error()}
-		l.log.Warn("save rejected; the scene drops the player", zap.String("player", p), zap.Uint64("version", v), zap.Error(err))
+		l.log.Warn("save rejected: a newer owner holds the player; the scene drops it", zap.String("player", p), zap.Uint64("version", v), zap.Error(err))
 	}
-	d.resolve(p, v, err)
+	d.submitAsync(l, p, ev)
+}
+
+func (d *dataLink) submitAsync(l *loop, p string, ev game.Event) {
 	go func() {
 		// Not bounded by a deadline: the answer must be logged while the
 		// loop lives.
 		if _, serr := l.submit(context.Background(), ev); serr != nil && !errors.Is(serr, ErrStopped) {
-			l.log.Warn("save answer not logged", zap.String("player", p), zap.Error(serr))
+			l.log.Warn("data server answer not logged", zap.String("player", p), zap.Error(serr))
+		}
+	}()
+}
+
+// maxReasonLen bounds the reason logged with a Reload event.
+const maxReasonLen = 256
+
+// reload fetches the data server's copy of p under this scene's lease (a
+// load by the holder changes nothing there) and logs it as a Reload event,
+// so a replay reloads the same data. One reload per player at a time.
+func (d *dataLink) reload(l *loop, p string, v uint64, cause error) {
+	key := l.id + "\x00" + p
+	d.mu.Lock()
+	if d.reloading[key] {
+		d.mu.Unlock()
+		return
+	}
+	d.reloading[key] = true
+	d.mu.Unlock()
+	reason := cause.Error()
+	if len(reason) > maxReasonLen {
+		reason = reason[:maxReasonLen]
+	}
+	// Not on the save queue's goroutine: reading the scene waits for its loop.
+	go func() {
+		defer func() {
+			d.mu.Lock()
+			delete(d.reloading, key)
+			d.mu.Unlock()
+		}()
+		var cur uint64
+		present := false
+		if err := l.read(context.Background(), func(st *game.Scene) { _, cur, present = st.Player(p) }); err != nil || !present || cur > v {
+			return // gone, or a newer save is on its way: its outcome decides
+		}
+		for attempt := 0; ; attempt++ {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			ld, err := d.client(l).Load(ctx, p)
+			cancel()
+			switch {
+			case err == nil:
+				l.log.Warn("player reloaded from the data server, which holds a newer version than this scene; the player stays",
+					zap.String("player", p), zap.Uint64("refused_version", v), zap.Uint64("version", ld.Version), zap.String("cause", reason))
+				d.submitAsync(l, p, game.Reload{Player: ld.Data, Version: ld.Version, Reason: reason})
+				return
+			case errors.Is(err, dataclient.ErrUnavailable):
+				select {
+				case <-l.done:
+					return
+				case <-time.After(min(100*time.Millisecond<<min(attempt, 5), 2*time.Second)):
+				}
+			default:
+				// Another scene or a newer epoch holds it now.
+				l.log.Warn("reload refused: a newer owner holds the player; the scene drops it", zap.String("player", p), zap.Error(err))
+				d.submitAsync(l, p, game.SaveRejected{Player: p, Version: v, Reason: err.Error()})
+				return
+			}
 		}
 	}()
 }

@@ -165,8 +165,19 @@ func (h *host) restoreOne(id, parent string, def game.SceneDef) error {
 		if slot, err = h.store.Create(id); err != nil {
 			return fmt.Errorf("scene %s: take a log slot: %w", id, err)
 		}
+		// A new log starts with a snapshot, so it records the definition
+		// its events are applied under: a replay under another one is
+		// refused (game.ErrDefinitionChanged), never silently diverges.
+		if err := slot.Snapshot(game.New(def).Snapshot()); err != nil {
+			return fmt.Errorf("scene %s: first snapshot: %w", id, err)
+		}
 	}
 	st, n, err := Replay(slot, def)
+	if errors.Is(err, game.ErrDefinitionChanged) {
+		h.log.Error("scene definition changed since its log was written; refusing to replay it under the new one",
+			zap.String("scene", id), zap.Error(err))
+		return err
+	}
 	if de := (*shmlog.DamageError)(nil); errors.As(err, &de) {
 		// Only this scene or room stops; the process serves the others.
 		h.mDamage.found.WithLabelValues(string(de.Damage.Kind)).Inc()
@@ -396,13 +407,18 @@ func (h *host) createRoom(parent string, cr game.CreateRoom) error {
 		return c.err() // its slot holds its history: never start it afresh over that
 	}
 	slot, ok := h.store.Get(cr.RoomID)
+	st := game.New(cr.Def)
 	if !ok {
 		var err error
 		if slot, err = h.store.Create(cr.RoomID); err != nil {
 			return fmt.Errorf("room %s: %w", cr.RoomID, err)
 		}
+		// The room's definition is recorded from its first record on.
+		if err := slot.Snapshot(st.Snapshot()); err != nil {
+			return fmt.Errorf("room %s: first snapshot: %w", cr.RoomID, err)
+		}
 	}
-	l := newLoop(h, cr.RoomID, parent, game.New(cr.Def), slot)
+	l := newLoop(h, cr.RoomID, parent, st, slot)
 	h.loops[cr.RoomID] = l
 	if h.attach != nil {
 		h.attach(l)
