@@ -22,7 +22,7 @@ func twoScenes(t *testing.T, path string) *host {
 	t.Helper()
 	cfg := config.Default()
 	cfg.Scene.ShmSlots = 8
-	cfg.Scene.ShmSlotSize = 1 << 20
+	cfg.Scene.ShmSlotSize = 16 << 20
 	h := newHost(&cfg, zaptest.NewLogger(t), 1)
 	if err := h.open(t.Context(), path); err != nil {
 		t.Fatal(err)
@@ -59,8 +59,8 @@ func hogger(t *testing.T, l *loop) int64 {
 }
 
 // seqOf replays scene's slot read-only and returns the seq of the GM
-// command reqID and the last seq.
-func seqOf(t *testing.T, path, scene, reqID string) (at, last uint64) {
+// command reqID, the last seq, and where the slot lies in the file.
+func seqOf(t *testing.T, path, scene, reqID string) (at, last uint64, slot [2]int64) {
 	t.Helper()
 	st, err := shmlog.OpenReadOnly(path)
 	if err != nil {
@@ -68,6 +68,8 @@ func seqOf(t *testing.T, path, scene, reqID string) (at, last uint64) {
 	}
 	defer st.Close()
 	sl, _ := st.Get(scene)
+	size := int64(st.Options().SlotSize)
+	slot = [2]int64{4096 + int64(sl.Index())*size, size} // the documented layout
 	if err := sl.Replay(func(r shmlog.Record) error {
 		last = r.Seq
 		if r.Kind != shmlog.KindEvent {
@@ -87,26 +89,27 @@ func seqOf(t *testing.T, path, scene, reqID string) (at, last uint64) {
 	if at == 0 {
 		t.Fatalf("no GM command %s in %s's log", reqID, scene)
 	}
-	return at, last
+	return at, last, slot
 }
 
-// flip changes one byte of the only occurrence of marker in the file.
-func flip(t *testing.T, path, marker string) {
+// flip changes one byte of the only occurrence of marker in the slot
+// (offset, size) of the file.
+func flip(t *testing.T, path string, slot [2]int64, marker string) {
 	t.Helper()
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	i := bytes.Index(raw, []byte(marker))
-	if i < 0 || bytes.Contains(raw[i+1:], []byte(marker)) {
-		t.Fatalf("marker %q found %d times, want once", marker, bytes.Count(raw, []byte(marker)))
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if _, err := f.WriteAt([]byte{raw[i] ^ 0x20}, int64(i)); err != nil {
+	raw := make([]byte, slot[1])
+	if _, err := f.ReadAt(raw, slot[0]); err != nil {
+		t.Fatal(err)
+	}
+	if n := bytes.Count(raw, []byte(marker)); n != 1 {
+		t.Fatalf("marker %q found %d times, want once", marker, n)
+	}
+	i := int64(bytes.Index(raw, []byte(marker)))
+	if _, err := f.WriteAt([]byte{raw[i] ^ 0x20}, slot[0]+i); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -131,8 +134,8 @@ func TestCorruptSceneIsHeldAndRepaired(t *testing.T) {
 		t.Fatalf("hogger at %d HP, want 950", hp)
 	}
 	crash(h)
-	at, last := seqOf(t, path, "forest", "gm-damage-3-of-5")
-	flip(t, path, "gm-damage-3-of-5")
+	at, last, slot := seqOf(t, path, "forest", "gm-damage-3-of-5")
+	flip(t, path, slot, "gm-damage-3-of-5")
 
 	h = twoScenes(t, path)
 	defer h.stopAll()
