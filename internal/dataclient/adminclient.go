@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/respawn-dev/respawn/internal/validate"
 )
 
 // AdminClient is the GM / operations side of datasvr (the respawn CLI and
@@ -61,10 +63,10 @@ func (a *AdminClient) Create(ctx context.Context, id, name string) error {
 func (a *AdminClient) CreateReq(ctx context.Context, reqID, id, name string) error {
 	var ack Ack
 	if err := a.authed(ctx, SubjectCreate, CreateRequest{ReqID: reqID, Player: id, Name: name}, &ack); err != nil {
-		return fmt.Errorf("create player %s: %w", id, err)
+		return fmt.Errorf("create player %s: %w", validate.Short(id), err)
 	}
 	if err := ack.Error.Err(); err != nil {
-		return fmt.Errorf("create player %s: %w", id, err)
+		return fmt.Errorf("create player %s: %w", validate.Short(id), err)
 	}
 	return nil
 }
@@ -73,10 +75,10 @@ func (a *AdminClient) CreateReq(ctx context.Context, reqID, id, name string) err
 func (a *AdminClient) Show(ctx context.Context, id string) (ShowReply, error) {
 	var rep ShowReply
 	if err := request(ctx, a.nc, a.timeout, SubjectShow, ShowRequest{Player: id}, &rep); err != nil {
-		return rep, fmt.Errorf("show player %s: %w", id, err)
+		return rep, fmt.Errorf("show player %s: %w", validate.Short(id), err)
 	}
 	if err := rep.Error.Err(); err != nil {
-		return rep, fmt.Errorf("show player %s: %w", id, err)
+		return rep, fmt.Errorf("show player %s: %w", validate.Short(id), err)
 	}
 	return rep, nil
 }
@@ -87,10 +89,10 @@ func (a *AdminClient) Show(ctx context.Context, id string) (ShowReply, error) {
 func (a *AdminClient) Give(ctx context.Context, reqID, id, item string, count int64) (GiveReply, error) {
 	var rep GiveReply
 	if err := a.authed(ctx, SubjectGive, AdminGiveRequest{ReqID: reqID, Player: id, Item: item, Count: count}, &rep); err != nil {
-		return rep, fmt.Errorf("give player %s %d %s: %w", id, count, item, err)
+		return rep, fmt.Errorf("give player %s %d %s: %w", validate.Short(id), count, validate.Short(item), err)
 	}
 	if rep.Error != "" {
-		return rep, fmt.Errorf("give player %s %d %s: %w", id, count, item, codeErr(rep.Code, rep.Error))
+		return rep, fmt.Errorf("give player %s %d %s: %w", validate.Short(id), count, validate.Short(item), codeErr(rep.Code, rep.Error))
 	}
 	return rep, nil
 }
@@ -100,10 +102,10 @@ func (a *AdminClient) Give(ctx context.Context, reqID, id, item string, count in
 func (a *AdminClient) Kick(ctx context.Context, reqID, id string, force bool) error {
 	var rep KickReply
 	if err := a.authed(ctx, SubjectKick, AdminKickRequest{ReqID: reqID, Player: id, Force: force}, &rep); err != nil {
-		return fmt.Errorf("kick player %s: %w", id, err)
+		return fmt.Errorf("kick player %s: %w", validate.Short(id), err)
 	}
 	if rep.Error != "" {
-		return fmt.Errorf("kick player %s: %w", id, codeErr(rep.Code, rep.Error))
+		return fmt.Errorf("kick player %s: %w", validate.Short(id), codeErr(rep.Code, rep.Error))
 	}
 	return nil
 }

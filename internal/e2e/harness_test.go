@@ -23,6 +23,7 @@ import (
 
 	"github.com/respawn-dev/respawn/internal/modules"
 	"github.com/respawn-dev/respawn/internal/process"
+	"github.com/respawn-dev/respawn/internal/secret"
 )
 
 // binDir holds the binaries TestMain built.
@@ -310,6 +311,46 @@ func getJSON(url string, out any) error {
 		return fmt.Errorf("GET %s: %s: %s", url, resp.Status, raw)
 	}
 	return json.Unmarshal(raw, out)
+}
+
+// operatorToken is the token the cluster's mutating admin requests need:
+// derived from the secret the daemons keep in the cluster's data directory
+// (the CLI finds it the same way).
+func (c *cluster) operatorToken() string {
+	c.t.Helper()
+	s, err := secret.Load("", c.dataDir)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return s.OperatorToken()
+}
+
+// call sends one request to a daemon's HTTP API, with the operator token
+// when token is set, and returns the status and body.
+func (c *cluster) call(method, url string, body any, token string) (int, string, error) {
+	var rd io.Reader
+	if body != nil {
+		raw, err := json.Marshal(body)
+		if err != nil {
+			return 0, "", err
+		}
+		rd = bytes.NewReader(raw)
+	}
+	req, err := http.NewRequest(method, url, rd)
+	if err != nil {
+		return 0, "", err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	hc := http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(raw), err
 }
 
 func freeAddr(t testing.TB) string {

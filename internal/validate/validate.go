@@ -196,6 +196,20 @@ func (c *Catalog) Item(item string) error {
 // Items returns the catalog's names, sorted.
 func (c *Catalog) Items() []string { return append([]string(nil), c.names...) }
 
+// Short returns s as it is when it is short printable ASCII without
+// quotes, else Quote(s): for messages that name a value that may be hostile.
+func Short(s string) string {
+	if s == "" || len(s) > 40 {
+		return Quote(s)
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] > '~' || s[i] == '"' {
+			return Quote(s)
+		}
+	}
+	return s
+}
+
 // Quote quotes s for an error message, shortened to 40 bytes.
 func Quote(s string) string {
 	const max = 40

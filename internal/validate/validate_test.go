@@ -57,6 +57,14 @@ func TestPlayerNameAndRequestID(t *testing.T) {
 	}
 }
 
+func TestShort(t *testing.T) {
+	for in, want := range map[string]string{"p1": "p1", "a\nb": `"a\nb"`, "": `""`, strings.Repeat("y", 50): `"` + strings.Repeat("y", 40) + `"…`} {
+		if got := Short(in); got != want {
+			t.Errorf("Short(%q) = %s, want %s", in, got, want)
+		}
+	}
+}
+
 func TestSceneID(t *testing.T) {
 	if err := SceneID("forest"); err != nil {
 		t.Error(err)
