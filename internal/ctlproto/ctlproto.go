@@ -6,6 +6,11 @@
 // 1 byte message type, then the message as JSON. Control traffic is a few
 // frames a second per process, so JSON's cost does not matter and its
 // readability in captures does.
+//
+// Nothing a peer says counts before it proved it holds the cluster secret
+// (see auth.go): the manager opens with a challenge, the scene answers
+// with a signed hello, and the manager's welcome or exit is signed over
+// both nonces.
 package ctlproto
 
 import (
@@ -20,8 +25,9 @@ import (
 	"time"
 )
 
-// Version is the protocol version this build speaks.
-const Version = 1
+// Version is the protocol version this build speaks. 2: authenticated
+// handshake.
+const Version = 2
 
 // MaxFrame bounds a frame so a garbage length cannot make us allocate
 // gigabytes.
@@ -36,6 +42,9 @@ const (
 	TypeWelcome   Type = 2 // manager → scene: accepted
 	TypeHeartbeat Type = 3 // both ways; from a scene it carries a fresh report
 	TypeExit      Type = 4 // manager → scene: you lost a claim, exit now
+	TypeChallenge Type = 5 // manager → scene, first frame: a nonce to sign
+
+	maxType = TypeChallenge
 )
 
 func (t Type) String() string {
@@ -48,6 +57,8 @@ func (t Type) String() string {
 		return "heartbeat"
 	case TypeExit:
 		return "exit"
+	case TypeChallenge:
+		return "challenge"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
@@ -73,6 +84,77 @@ type Hello struct {
 	Started  time.Time     `json:"started"`
 	ReplayMS float64       `json:"replay_ms"`
 	Scenes   []SceneReport `json:"scenes"`
+	// Who the process is, as /proc shows it: a manager that did not spawn
+	// it (it restarted since) signals the pid only if these still match.
+	Exe        string   `json:"exe"`
+	StartTicks uint64   `json:"start_ticks"` // /proc/PID/stat field 22
+	Cmdline    []string `json:"cmdline"`
+}
+
+// Bounds of a hello's fields. The frame limit bounds the total; these keep
+// any one field from being a megabyte of nonsense in the table and logs.
+const (
+	MaxNameLen  = 128
+	MaxScenes   = 1024
+	MaxCmdline  = 256
+	MaxFieldLen = 4096
+	MaxRestarts = 1 << 30
+	MaxPlayers  = 1 << 24
+	MaxStateLen = 32
+	maxReplayMS = 24 * 3600 * 1000
+)
+
+// MaxEpoch bounds epochs. An epoch moves forward by one per restart, so
+// real ones never come near it; anything above it is forged or corrupt and
+// is refused rather than allowed anywhere near a wrap. 2^53 also keeps
+// epochs exact in any JSON reader.
+const MaxEpoch = 1 << 53
+
+// Validate checks the hello's fields against their bounds.
+func (h *Hello) Validate() error {
+	switch {
+	case h.Process == "" || len(h.Process) > MaxNameLen:
+		return fmt.Errorf("%w: process name of %d bytes (1..%d)", ErrFrame, len(h.Process), MaxNameLen)
+	case h.PID <= 0 || h.PID > 1<<22:
+		return fmt.Errorf("%w: pid %d is not a process id", ErrFrame, h.PID)
+	case h.Epoch == 0 || h.Epoch > MaxEpoch:
+		return fmt.Errorf("%w: epoch %d outside 1..%d", ErrFrame, h.Epoch, uint64(MaxEpoch))
+	case h.Restarts < 0 || h.Restarts > MaxRestarts:
+		return fmt.Errorf("%w: restarts %d outside 0..%d", ErrFrame, h.Restarts, MaxRestarts)
+	case len(h.Addr) > MaxFieldLen || len(h.Exe) > MaxFieldLen:
+		return fmt.Errorf("%w: address or executable longer than %d bytes", ErrFrame, MaxFieldLen)
+	case h.ReplayMS < 0 || h.ReplayMS > maxReplayMS:
+		return fmt.Errorf("%w: replay_ms %v out of range", ErrFrame, h.ReplayMS)
+	case len(h.Cmdline) > MaxCmdline:
+		return fmt.Errorf("%w: %d command-line arguments (at most %d)", ErrFrame, len(h.Cmdline), MaxCmdline)
+	}
+	for _, a := range h.Cmdline {
+		if len(a) > MaxFieldLen {
+			return fmt.Errorf("%w: command-line argument longer than %d bytes", ErrFrame, MaxFieldLen)
+		}
+	}
+	return validateReports(h.Scenes)
+}
+
+func validateReports(rs []SceneReport) error {
+	if len(rs) > MaxScenes {
+		return fmt.Errorf("%w: %d scene reports (at most %d)", ErrFrame, len(rs), MaxScenes)
+	}
+	for _, r := range rs {
+		switch {
+		case r.ID == "" || len(r.ID) > MaxNameLen:
+			return fmt.Errorf("%w: scene id of %d bytes (1..%d)", ErrFrame, len(r.ID), MaxNameLen)
+		case r.Players < 0 || r.Players > MaxPlayers:
+			return fmt.Errorf("%w: scene %q: players %d outside 0..%d", ErrFrame, r.ID, r.Players, MaxPlayers)
+		case len(r.State) > MaxStateLen:
+			return fmt.Errorf("%w: scene %q: state of %d bytes", ErrFrame, r.ID, len(r.State))
+		case len(r.Reason) > MaxFieldLen:
+			return fmt.Errorf("%w: scene %q: reason of %d bytes", ErrFrame, r.ID, len(r.Reason))
+		case r.Epoch > MaxEpoch:
+			return fmt.Errorf("%w: scene %q: epoch %d above %d", ErrFrame, r.ID, r.Epoch, uint64(MaxEpoch))
+		}
+	}
+	return nil
 }
 
 // Welcome accepts a Hello.
@@ -85,6 +167,9 @@ type Welcome struct {
 type Heartbeat struct {
 	Scenes []SceneReport `json:"scenes,omitempty"`
 }
+
+// Validate checks the report's bounds.
+func (hb *Heartbeat) Validate() error { return validateReports(hb.Scenes) }
 
 // Exit tells a scene process to exit: a process with a higher epoch owns its
 // scenes, or the operator stopped the world.
@@ -151,10 +236,14 @@ func (f Frame) Decode(msg any) error {
 	return nil
 }
 
-// Receive reads one frame, waiting at most timeout; a silent peer yields a
-// net.Error with Timeout() true.
+// Receive reads one frame, waiting at most timeout (0: no limit); a silent
+// peer yields a net.Error with Timeout() true.
 func (c *Conn) Receive(timeout time.Duration) (Frame, error) {
-	if err := c.nc.SetReadDeadline(time.Now().Add(timeout)); err != nil {
+	var deadline time.Time
+	if timeout > 0 {
+		deadline = time.Now().Add(timeout)
+	}
+	if err := c.nc.SetReadDeadline(deadline); err != nil {
 		return Frame{}, fmt.Errorf("ctlproto: %w", err)
 	}
 	return ReadFrame(c.r)
@@ -177,7 +266,7 @@ func ReadFrame(r io.Reader) (Frame, error) {
 		return Frame{}, fmt.Errorf("%w: protocol version %d, this build speaks %d", ErrFrame, hdr[4], Version)
 	}
 	t := Type(hdr[5])
-	if t < TypeHello || t > TypeExit {
+	if t < TypeHello || t > maxType {
 		return Frame{}, fmt.Errorf("%w: unknown message type %d", ErrFrame, hdr[5])
 	}
 	body := make([]byte, n-2)

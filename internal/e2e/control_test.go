@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/respawn-dev/respawn/internal/ctlproto"
 	"github.com/respawn-dev/respawn/internal/modules"
 	"github.com/respawn-dev/respawn/internal/process"
 )
@@ -253,10 +255,15 @@ func TestGarbageOnControlPortIsRefused(t *testing.T) {
 		if _, err := conn.Write(junk); err != nil {
 			t.Fatal(err)
 		}
-		// The manager closes the connection.
+		// The manager speaks first (its challenge), then closes the
+		// connection on the garbage: nothing else comes back.
 		_ = conn.SetReadDeadline(time.Now().Add(3 * time.Second))
-		if _, err := conn.Read(make([]byte, 1)); err == nil {
-			t.Errorf("manager answered garbage %q", junk)
+		f, err := ctlproto.ReadFrame(conn)
+		if err != nil || f.Type != ctlproto.TypeChallenge {
+			t.Errorf("first frame %v, %v; want a challenge", f.Type, err)
+		}
+		if rest, err := io.ReadAll(conn); err != nil || len(rest) > 0 {
+			t.Errorf("after garbage %q the manager sent %q and %v, want a close", junk, rest, err)
 		}
 		conn.Close()
 	}

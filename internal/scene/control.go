@@ -3,6 +3,7 @@ package scene
 import (
 	"context"
 	"errors"
+	"math/rand/v2"
 	"net"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 
 	"github.com/respawn-dev/respawn/internal/config"
 	"github.com/respawn-dev/respawn/internal/ctlproto"
+	"github.com/respawn-dev/respawn/internal/secret"
 )
 
 // control is the scene process's side of the control connection. The
@@ -18,6 +20,7 @@ import (
 type control struct {
 	cfg    config.WorldMgr
 	log    *zap.Logger
+	secret *secret.Secret
 	hello  func() ctlproto.Hello
 	report func() []ctlproto.SceneReport
 	// exit is called when the manager tells this process to go.
@@ -36,10 +39,12 @@ func (c *control) run(ctx context.Context) {
 		}
 		c.log.Warn("world manager connection lost; still serving, reconnecting",
 			zap.Error(err), zap.Duration("backoff", backoff))
+		// Jitter: after a manager stall every scene reconnects at once.
+		wait := backoff/2 + rand.N(backoff/2+1)
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(backoff):
+		case <-time.After(wait):
 		}
 		// Short ceiling: a restarted manager collects reports only for its
 		// recovery window (2 × heartbeat timeout by default).
@@ -62,18 +67,36 @@ func (c *control) session(ctx context.Context) (registered bool, err error) {
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 
-	if err := conn.Send(ctlproto.TypeHello, c.hello(), c.cfg.HeartbeatTimeout); err != nil {
+	// The manager proves it holds the cluster secret by signing its answer
+	// over our nonce; we prove it by signing the hello over its nonce.
+	f, err := conn.Receive(c.cfg.HeartbeatTimeout)
+	if err != nil {
 		return false, err
 	}
-	f, err := conn.Receive(c.cfg.HeartbeatTimeout)
+	nm, err := ctlproto.DecodeChallenge(f)
+	if err != nil {
+		return false, err
+	}
+	ns, err := conn.SendHello(c.secret, nm, c.hello(), c.cfg.HeartbeatTimeout)
+	if err != nil {
+		return false, err
+	}
+	ss := ctlproto.Session{Secret: c.secret, Scene: ns, Manager: nm}
+	f, err = conn.Receive(c.cfg.HeartbeatTimeout)
 	if err != nil {
 		return false, err
 	}
 	switch f.Type {
 	case ctlproto.TypeExit:
-		c.exitWith(f)
+		if err := c.exitWith(ss, f); err != nil {
+			return false, err
+		}
 		return false, errExit
 	case ctlproto.TypeWelcome:
+		var w ctlproto.Welcome
+		if err := ctlproto.OpenSigned(ss, f, &w); err != nil {
+			return false, err
+		}
 	default:
 		return false, errors.New("expected welcome, got " + f.Type.String())
 	}
@@ -107,15 +130,22 @@ func (c *control) session(ctx context.Context) (registered bool, err error) {
 			return true, err
 		}
 		if f.Type == ctlproto.TypeExit {
-			c.exitWith(f)
+			if err := c.exitWith(ss, f); err != nil {
+				return true, err
+			}
 			return true, errExit
 		}
 	}
 }
 
-func (c *control) exitWith(f ctlproto.Frame) {
+// exitWith obeys an exit only if the manager signed it.
+func (c *control) exitWith(ss ctlproto.Session, f ctlproto.Frame) error {
 	var e ctlproto.Exit
-	_ = f.Decode(&e) // the reason is only for the log
+	if err := ctlproto.OpenSigned(ss, f, &e); err != nil {
+		c.log.Error("ignoring an exit the world manager did not sign", zap.Error(err))
+		return err
+	}
 	c.log.Warn("world manager told this process to exit", zap.String("reason", e.Reason))
 	c.exit(e.Reason)
+	return nil
 }

@@ -22,7 +22,9 @@ import (
 	"github.com/respawn-dev/respawn/internal/admin"
 	"github.com/respawn-dev/respawn/internal/config"
 	"github.com/respawn-dev/respawn/internal/ctlproto"
+	"github.com/respawn-dev/respawn/internal/process"
 	"github.com/respawn-dev/respawn/internal/scenedef"
+	"github.com/respawn-dev/respawn/internal/secret"
 	"github.com/respawn-dev/respawn/internal/validate"
 )
 
@@ -50,9 +52,10 @@ type Process struct {
 	start   time.Time
 	replay  time.Duration
 
-	admin *admin.Server
-	host  *host
-	nc    *nats.Conn
+	admin  *admin.Server
+	host   *host
+	secret *secret.Secret
+	nc     *nats.Conn
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -96,10 +99,18 @@ func (p *Process) Start(ctx context.Context) error {
 		if p.admin != nil {
 			_ = p.admin.Shutdown(context.Background()) // nothing served yet
 		}
-		p.host.stopAll()
+		if p.host != nil {
+			p.host.stopAll()
+		}
 		p.cancel()
 		return fmt.Errorf("scene process %s: %w", p.spec.Name, err)
 	}
+	// The cluster secret proves to the manager that we belong here.
+	sec, err := secret.Load(p.cfg.Secret, p.cfg.DataDir)
+	if err != nil {
+		return fail(err)
+	}
+	p.secret = sec
 	began := time.Now()
 	// Replay comes before anything else: nobody may see a scene that is
 	// not yet where it was.
@@ -136,6 +147,7 @@ func (p *Process) Start(ctx context.Context) error {
 	ctl := &control{
 		cfg:    p.cfg.WorldMgr,
 		log:    p.log,
+		secret: p.secret,
 		hello:  p.hello,
 		report: p.report,
 		exit:   func(string) { go p.Shutdown() },
@@ -176,11 +188,19 @@ func (p *Process) Shutdown() {
 }
 
 func (p *Process) hello() ctlproto.Hello {
-	return ctlproto.Hello{
+	h := ctlproto.Hello{
 		Process: p.spec.Name, PID: os.Getpid(), Addr: p.Addr(), Epoch: p.opt.Epoch,
 		Restarts: p.opt.Restarts, Started: p.start, ReplayMS: float64(p.replay.Microseconds()) / 1000,
 		Scenes: p.report(),
 	}
+	// Who we are, so a manager that did not spawn us can tie our pid to
+	// us before it would ever signal it.
+	if id, err := process.ReadIdentity(h.PID); err == nil {
+		h.Exe, h.StartTicks, h.Cmdline = id.Exe, id.StartTicks, id.Cmdline
+	} else {
+		p.log.Warn("cannot read own identity; a restarted manager will not adopt this process", zap.Error(err))
+	}
+	return h
 }
 
 func (p *Process) report() []ctlproto.SceneReport {

@@ -32,7 +32,7 @@ type Status struct {
 
 func (m *Manager) apiStatus(w http.ResponseWriter, _ *http.Request) {
 	var st Status
-	if err := m.call(func() { st = Status{PID: os.Getpid(), Recovering: m.recovering, Stopping: m.stopping} }); err != nil {
+	if err := m.call(func() { st = Status{PID: os.Getpid(), Recovering: m.sup.recovering, Stopping: m.sup.stopping} }); err != nil {
 		admin.WriteError(w, http.StatusServiceUnavailable, err)
 		return
 	}
@@ -41,7 +41,7 @@ func (m *Manager) apiStatus(w http.ResponseWriter, _ *http.Request) {
 
 func (m *Manager) apiScenes(w http.ResponseWriter, _ *http.Request) {
 	var rows []modules.SceneRow
-	if err := m.call(func() { rows = m.tableRows() }); err != nil {
+	if err := m.call(func() { rows = m.sup.rows() }); err != nil {
 		admin.WriteError(w, http.StatusServiceUnavailable, err)
 		return
 	}
@@ -76,17 +76,18 @@ func (m *Manager) apiKill(w http.ResponseWriter, r *http.Request) {
 	var res KillResult
 	var status int
 	if err := m.call(func() {
-		p := m.procOf(id)
+		p := m.sup.slotOf(id)
 		if p == nil {
 			status, err = http.StatusNotFound, fmt.Errorf("unknown scene %q", id)
 			return
 		}
-		if p.pid == 0 || !process.Alive(p.pid) {
-			status, err = http.StatusConflict, fmt.Errorf("scene %q has no live process (state %s)", id, p.state)
+		hd := m.handles[p.pid]
+		if p.pid == 0 || hd == nil || hd.h.Exited() {
+			status, err = http.StatusConflict, fmt.Errorf("scene %q has no live process this manager can signal (state %s)", id, p.state)
 			return
 		}
 		res = KillResult{Scene: id, Process: p.name, PID: p.pid, Epoch: p.epoch, Signal: strings.ToUpper(strings.TrimPrefix(strings.ToUpper(sigName), "SIG"))}
-		if err = process.Signal(p.pid, sig); err != nil {
+		if err = hd.h.Signal(sig); err != nil {
 			status = http.StatusInternalServerError
 		}
 	}); err != nil && status == 0 {
@@ -108,26 +109,17 @@ func (m *Manager) apiRestart(w http.ResponseWriter, r *http.Request) {
 	status := http.StatusOK
 	var row modules.SceneRow
 	if cerr := m.call(func() {
-		p := m.procOf(id)
+		p := m.sup.slotOf(id)
 		if p == nil {
 			status, err = http.StatusNotFound, fmt.Errorf("unknown scene %q", id)
 			return
 		}
-		if m.stopping {
-			status, err = http.StatusConflict, fmt.Errorf("world is stopping")
+		if err = m.sup.restart(time.Now(), p.name); err != nil {
+			status = http.StatusConflict
 			return
 		}
-		p.hist.Reset()
-		switch p.state {
-		case modules.SceneFailed:
-			p.state = modules.SceneDead
-			p.respawnAt = time.Now()
-			m.maybeRespawn(p, time.Now())
-		case modules.SceneRunning, modules.SceneStarting:
-			m.died(p, "restarted by operator", time.Now())
-			p.hist.Reset() // the operator's restart is not a crash
-		}
-		for _, rr := range m.tableRows() {
+		m.apply()
+		for _, rr := range m.sup.rows() {
 			if rr.ID == id {
 				row = rr
 			}
@@ -148,17 +140,9 @@ func (m *Manager) apiRestart(w http.ResponseWriter, r *http.Request) {
 func (m *Manager) apiStop(w http.ResponseWriter, r *http.Request) {
 	done := make(chan struct{})
 	if err := m.call(func() {
-		m.stopping = true
 		m.stopWaiters = append(m.stopWaiters, done)
-		for _, p := range m.procs {
-			if p.conn != nil {
-				p.conn.exit("world stopping")
-			}
-			if p.state == modules.SceneRecovering || p.state == modules.SceneDead && p.dyingPID == 0 {
-				p.state = modules.SceneDead
-			}
-		}
-		m.notifyStopped()
+		m.sup.stop(time.Now())
+		m.apply()
 	}); err != nil {
 		admin.WriteError(w, http.StatusServiceUnavailable, err)
 		return
@@ -171,23 +155,10 @@ func (m *Manager) apiStop(w http.ResponseWriter, r *http.Request) {
 	case <-ctx.Done():
 		// Graceful exit took too long: kill what is left by pid.
 		_ = m.call(func() {
-			for _, p := range m.procs {
-				if p.pid != 0 && process.Alive(p.pid) {
-					_ = process.Signal(p.pid, syscall.SIGKILL)
-				}
+			for _, hd := range m.handles {
+				_ = hd.h.Signal(syscall.SIGKILL) // through the handle: only our own processes
 			}
 		})
 		admin.WriteJSON(w, http.StatusOK, map[string]bool{"stopped": true, "killed": true})
 	}
-}
-
-func (m *Manager) procOf(scene string) *proc {
-	for _, p := range m.procs {
-		for _, s := range p.scenes {
-			if s == scene {
-				return p
-			}
-		}
-	}
-	return nil
 }

@@ -2,25 +2,35 @@ package worldmgr
 
 import (
 	"errors"
+	"io"
 	"net"
 	"sync"
 	"time"
 
 	"go.uber.org/zap"
 
-	"github.com/respawn-dev/respawn/internal/config"
 	"github.com/respawn-dev/respawn/internal/ctlproto"
 )
 
 // sceneConn is the manager's side of one scene process's control
-// connection. Its reader and heartbeat goroutines report to the loop; the
-// loop alone decides what a frame or a silence means.
+// connection. Its reader reports frames to the loop and its writer sends
+// what the loop queued plus heartbeats; the loop alone (the supervisor)
+// decides what a frame or a silence means, so the reader has no deadline
+// once the peer is authenticated.
 type sceneConn struct {
 	m       *Manager
+	id      connID
 	c       *ctlproto.Conn
-	process string // set by the loop on hello
+	remote  string
+	session ctlproto.Session
+	outbox  chan outgoing
 	stop    chan struct{}
 	once    sync.Once
+}
+
+type outgoing struct {
+	t   ctlproto.Type
+	msg any
 }
 
 func (m *Manager) accept() {
@@ -32,52 +42,70 @@ func (m *Manager) accept() {
 			}
 			return
 		}
-		c := &sceneConn{m: m, c: ctlproto.NewConn(nc), stop: make(chan struct{})}
+		select {
+		case m.connSlots <- struct{}{}:
+		default:
+			m.refused.note(nc.RemoteAddr().String(), "too many control connections", nil)
+			nc.Close()
+			continue
+		}
+		c := &sceneConn{m: m, id: connID(m.nextConn.Add(1)), c: ctlproto.NewConn(nc), remote: nc.RemoteAddr().String(),
+			outbox: make(chan outgoing, 8), stop: make(chan struct{})}
 		m.wg.Add(1)
-		go func() { defer m.wg.Done(); c.read() }()
+		go func() {
+			defer m.wg.Done()
+			defer func() { <-m.connSlots }()
+			c.read()
+		}()
 	}
 }
 
 func (c *sceneConn) read() {
 	m := c.m
 	timeout := m.cfg.WorldMgr.HeartbeatTimeout
-	log := m.log.With(zap.String("remote", c.c.RemoteAddr()))
 	defer c.close()
 
+	// Nothing counts before the peer proved it holds the cluster secret.
+	nm, err := c.c.SendChallenge(timeout)
+	if err != nil {
+		return
+	}
 	f, err := c.c.Receive(timeout)
 	if err != nil {
 		if errors.Is(err, ctlproto.ErrFrame) {
-			log.Warn("control connection refused: bad first frame", zap.Error(err))
+			m.refused.note(c.remote, "bad first frame", err)
+			m.mAuthFailures.Inc()
 		}
 		return
 	}
-	var h ctlproto.Hello
-	if f.Type != ctlproto.TypeHello {
-		log.Warn("control connection refused: first frame must be hello", zap.Stringer("type", f.Type))
+	h, ns, err := ctlproto.OpenHello(m.secret, nm, f)
+	if err != nil {
+		what := "bad first frame"
+		if errors.Is(err, ctlproto.ErrAuth) {
+			what = "not authenticated"
+		}
+		m.refused.note(c.remote, what, err)
+		m.mAuthFailures.Inc()
 		return
 	}
-	if err := f.Decode(&h); err != nil || h.Process == "" || h.PID <= 0 {
-		log.Warn("control connection refused: bad hello", zap.Error(err), zap.String("process", h.Process), zap.Int("scene_pid", h.PID))
-		return
-	}
-	if !m.do(func() { m.hello(c, h) }) {
-		return
-	}
+	c.session = ctlproto.Session{Secret: m.secret, Scene: ns, Manager: nm}
 	m.wg.Add(1)
-	go func() { defer m.wg.Done(); c.heartbeats(m.cfg.WorldMgr) }()
+	go func() { defer m.wg.Done(); c.write() }()
+	if !m.do(func() { m.helloFrom(c, h) }) {
+		return
+	}
 
+	log := m.log.With(zap.String("remote", c.remote), zap.String("process", h.Process), zap.Int("scene_pid", h.PID))
 	for {
-		f, err := c.c.Receive(timeout)
+		f, err := c.c.Receive(0)
 		if err != nil {
 			reason := "control connection closed"
-			var ne net.Error
-			switch {
-			case errors.As(err, &ne) && ne.Timeout():
-				reason = "heartbeat timeout (hung process?)"
-			case errors.Is(err, ctlproto.ErrFrame):
+			if errors.Is(err, ctlproto.ErrFrame) {
 				reason = "bad frame: " + err.Error()
+			} else if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+				reason = "control connection: " + err.Error()
 			}
-			m.do(func() { m.connClosed(c, reason) })
+			m.do(func() { m.sup.connClosed(time.Now(), c.id, reason) })
 			return
 		}
 		switch f.Type {
@@ -87,21 +115,37 @@ func (c *sceneConn) read() {
 				log.Warn("bad heartbeat", zap.Error(err))
 				continue
 			}
-			m.do(func() { m.heartbeat(c, hb) })
+			if err := hb.Validate(); err != nil {
+				log.Warn("heartbeat report out of bounds; ignoring its report", zap.Error(err))
+				hb.Scenes = nil
+			}
+			m.do(func() { m.sup.heartbeat(time.Now(), c.id, hb.Scenes) })
 		default:
 			log.Warn("unexpected control frame", zap.Stringer("type", f.Type))
 		}
 	}
 }
 
-func (c *sceneConn) heartbeats(w config.WorldMgr) {
+// write sends queued messages, and heartbeats once the peer is welcomed.
+func (c *sceneConn) write() {
+	w := c.m.cfg.WorldMgr
 	t := time.NewTicker(w.HeartbeatInterval)
 	defer t.Stop()
+	var beat <-chan time.Time // none before the welcome: the peer waits for it first
 	for {
 		select {
 		case <-c.stop:
 			return
-		case <-t.C:
+		case out := <-c.outbox:
+			err := c.c.SendSigned(c.session, out.t, out.msg, w.HeartbeatTimeout)
+			if err != nil || out.t == ctlproto.TypeExit {
+				c.close()
+				return
+			}
+			if out.t == ctlproto.TypeWelcome {
+				beat = t.C
+			}
+		case <-beat:
 			if err := c.c.Send(ctlproto.TypeHeartbeat, ctlproto.Heartbeat{}, w.HeartbeatTimeout); err != nil {
 				c.close() // the reader notices and reports
 				return
@@ -110,14 +154,14 @@ func (c *sceneConn) heartbeats(w config.WorldMgr) {
 	}
 }
 
-func (c *sceneConn) welcome(w config.WorldMgr) error {
-	return c.c.Send(ctlproto.TypeWelcome, ctlproto.Welcome{HeartbeatInterval: w.HeartbeatInterval, HeartbeatTimeout: w.HeartbeatTimeout}, w.HeartbeatTimeout)
-}
-
-// exit tells the process to exit and drops the connection.
-func (c *sceneConn) exit(reason string) {
-	_ = c.c.Send(ctlproto.TypeExit, ctlproto.Exit{Reason: reason}, c.m.cfg.WorldMgr.HeartbeatTimeout) // it may be gone already
-	c.close()
+// send queues a signed message without blocking the loop; a peer so slow
+// that its queue is full is closed.
+func (c *sceneConn) send(t ctlproto.Type, msg any) {
+	select {
+	case c.outbox <- outgoing{t: t, msg: msg}:
+	default:
+		c.close()
+	}
 }
 
 func (c *sceneConn) close() {
@@ -125,4 +169,27 @@ func (c *sceneConn) close() {
 		close(c.stop)
 		c.c.Close()
 	})
+}
+
+// refusalLog logs refused peers with their address, at most one line per
+// second, so a flood of them cannot flood the log; the lines in between
+// are counted in the next one.
+type refusalLog struct {
+	log        *zap.Logger
+	mu         sync.Mutex
+	last       time.Time
+	suppressed int
+}
+
+func (r *refusalLog) note(remote, what string, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := time.Now()
+	if now.Sub(r.last) < time.Second {
+		r.suppressed++
+		return
+	}
+	r.log.Warn("control connection refused: "+what, zap.String("remote", remote), zap.Error(err),
+		zap.Int("suppressed_since_last", r.suppressed))
+	r.last, r.suppressed = now, 0
 }

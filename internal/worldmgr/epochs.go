@@ -11,7 +11,8 @@ import (
 // epochStore keeps, per scene process, the highest epoch ever handed out or
 // reported, on disk, so epochs never go backwards, also across manager
 // restarts. It is written before a spawn, so a manager killed between the
-// write and the spawn only skips an epoch.
+// write and the spawn only skips an epoch. The supervisor decides the
+// numbers; this only stores them.
 type epochStore struct {
 	path string
 	max  map[string]uint64
@@ -36,23 +37,9 @@ func openEpochs(dataDir string) (*epochStore, bool, error) {
 	return s, true, nil
 }
 
-// next reserves and persists the next epoch for process name.
-func (s *epochStore) next(name string) (uint64, error) {
-	e := s.max[name] + 1
-	s.max[name] = e
-	if err := s.save(); err != nil {
-		s.max[name] = e - 1
-		return 0, err
-	}
-	return e, nil
-}
-
-// observe raises the stored epoch to one a scene reported.
-func (s *epochStore) observe(name string, epoch uint64) error {
-	if epoch <= s.max[name] {
-		return nil
-	}
-	s.max[name] = epoch
+// store persists epochs (fsync + rename).
+func (s *epochStore) store(epochs map[string]uint64) error {
+	s.max = epochs
 	return s.save()
 }
 

@@ -15,9 +15,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -31,7 +31,7 @@ import (
 	"github.com/respawn-dev/respawn/internal/modules"
 	"github.com/respawn-dev/respawn/internal/process"
 	"github.com/respawn-dev/respawn/internal/replica"
-	"github.com/respawn-dev/respawn/internal/supervise"
+	"github.com/respawn-dev/respawn/internal/secret"
 )
 
 // Options configure a Manager.
@@ -52,6 +52,7 @@ type Manager struct {
 	cfg      *config.Config
 	log      *zap.Logger
 	sceneBin string
+	secret   *secret.Secret
 	epochs   *epochStore
 	// fresh: no epoch file existed, so no scene process can be out there
 	// and the recovery window is skipped.
@@ -59,6 +60,10 @@ type Manager struct {
 
 	ln    net.Listener
 	admin *admin.Server
+	// connSlots bounds the control connections open at once.
+	connSlots chan struct{}
+	nextConn  atomic.Uint64
+	refused   refusalLog
 
 	events chan func()
 	done   chan struct{}
@@ -68,9 +73,9 @@ type Manager struct {
 	cancel context.CancelFunc
 
 	// Owned by the loop goroutine.
-	procs       map[string]*proc
-	recovering  bool
-	stopping    bool
+	sup         *supervisor
+	conns       map[connID]*sceneConn
+	handles     map[int]*handle
 	stopWaiters []chan struct{}
 
 	// The scene-table replica (owned), the scene-load replica (read).
@@ -79,37 +84,31 @@ type Manager struct {
 	published map[string]modules.SceneRow
 	loads     *replica.Reader[modules.SceneLoad]
 
-	mRestarts prometheus.Counter
-	mRecovery prometheus.Histogram
+	mRestarts     prometheus.Counter
+	mRecovery     prometheus.Histogram
+	mAuthFailures prometheus.Counter
+	mStalls       prometheus.Counter
 }
 
-// proc is one scene process slot of the world: the scenes it hosts and the
-// incarnation currently serving them.
-type proc struct {
-	name   string
-	scenes []string
-
-	state    string
-	epoch    uint64
-	pid      int
-	addr     string
-	since    time.Time
-	replayMS float64
-	players  map[string]int
-	// reported is each scene's last report, for the states only the scene
-	// process knows (corrupt) and their reasons.
-	reported map[string]ctlproto.SceneReport
-	hist     supervise.History
-
-	conn      *sceneConn
-	spawnedAt time.Time
-	diedAt    time.Time
-	// respawnAt is when the next incarnation may start; zero: none pending.
-	respawnAt time.Time
-	// dyingPID is a previous incarnation we are making sure is gone before
-	// the next one starts (it holds the event log's lock).
-	dyingPID int
+// handle is a scene process the manager may signal: it spawned it, or
+// verified it against an authenticated hello.
+type handle struct {
+	h     *process.Handle
+	name  string
+	child bool
+	// unwatch stops the exit watcher of an adopted process (a child's exit
+	// comes from Wait).
+	unwatch context.CancelFunc
 }
+
+// MaxControlConns bounds the control connections open at once: one per
+// scene process is normal, the rest is headroom for reconnects overlapping
+// their old connection's close. Beyond it new connections are closed at once.
+const MaxControlConns = 256
+
+// loopTick is how often the loop feeds the supervisor the time; a tick
+// that comes later says the manager itself was not running.
+const loopTick = 10 * time.Millisecond
 
 // New validates options and prepares a manager; it does not listen yet.
 func New(opt Options) (*Manager, error) {
@@ -135,11 +134,25 @@ func New(opt Options) (*Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("worldmgr: %w", err)
 	}
+	sec, err := secret.Load(opt.Config.Secret, opt.Config.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("worldmgr: %w", err)
+	}
 	m := &Manager{
-		opt: opt, cfg: opt.Config, log: opt.Log, sceneBin: bin, epochs: epochs, fresh: !existed,
-		events: make(chan func(), 256),
-		done:   make(chan struct{}),
-		procs:  map[string]*proc{},
+		opt: opt, cfg: opt.Config, log: opt.Log, sceneBin: bin, secret: sec, epochs: epochs, fresh: !existed,
+		connSlots: make(chan struct{}, MaxControlConns),
+		events:    make(chan func(), 256),
+		done:      make(chan struct{}),
+		conns:     map[connID]*sceneConn{},
+		handles:   map[int]*handle{},
+		mAuthFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "respawn_worldmgr_control_auth_failures_total",
+			Help: "Control connections closed because the peer did not prove it holds the cluster secret.",
+		}),
+		mStalls: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "respawn_worldmgr_stalls_total",
+			Help: "Times the manager noticed it had not been running for longer than the heartbeat timeout.",
+		}),
 		mRestarts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "respawn_worldmgr_scene_restarts_total", Help: "Scene processes respawned after a death.",
 		}),
@@ -149,9 +162,7 @@ func New(opt Options) (*Manager, error) {
 			Buckets: prometheus.ExponentialBuckets(0.01, 2, 12),
 		}),
 	}
-	for _, p := range opt.Config.Processes {
-		m.procs[p.Name] = &proc{name: p.Name, scenes: p.Scenes, state: modules.SceneRecovering, players: map[string]int{}}
-	}
+	m.refused.log = opt.Log
 	return m, nil
 }
 
@@ -168,7 +179,7 @@ func (m *Manager) Start(ctx context.Context) error {
 		ln.Close()
 		return fmt.Errorf("worldmgr: %w", err)
 	}
-	adm.Registry.MustRegister(m.mRestarts, m.mRecovery)
+	adm.Registry.MustRegister(m.mRestarts, m.mRecovery, m.mAuthFailures, m.mStalls)
 	m.ln, m.admin = ln, adm
 	m.routes()
 	m.ctx, m.cancel = context.WithCancel(ctx)
@@ -178,17 +189,18 @@ func (m *Manager) Start(ctx context.Context) error {
 		return fmt.Errorf("worldmgr: %w", err)
 	}
 
-	m.recovering = !m.fresh
+	m.sup = newSupervisor(supervisorConfig{WorldMgr: m.cfg.WorldMgr, Tick: loopTick, Processes: m.cfg.Processes},
+		m.log, m.epochs.max, m.fresh, time.Now())
 	window := m.cfg.WorldMgr.EffectiveRecoveryWindow()
 	if m.fresh {
 		window = 0
 	}
 	m.log.Info("world manager started",
 		zap.String("control", ln.Addr().String()), zap.String("admin", adm.Addr()),
-		zap.Bool("recovering", m.recovering), zap.Duration("recovery_window", window))
+		zap.Bool("recovering", !m.fresh), zap.Duration("recovery_window", window))
 
 	m.wg.Add(3)
-	go func() { defer m.wg.Done(); m.loop(window) }()
+	go func() { defer m.wg.Done(); m.loop() }()
 	go func() { defer m.wg.Done(); m.accept() }()
 	go func() {
 		defer m.wg.Done()
@@ -267,193 +279,168 @@ func (m *Manager) call(fn func()) error {
 	}
 }
 
-func (m *Manager) loop(window time.Duration) {
-	recoveryEnd := time.After(window)
-	tick := time.NewTicker(10 * time.Millisecond)
+func (m *Manager) loop() {
+	tick := time.NewTicker(loopTick)
 	defer tick.Stop()
 	for {
 		select {
 		case <-m.ctx.Done():
-			for _, p := range m.procs {
-				if p.conn != nil {
-					p.conn.close()
-				}
+			for _, c := range m.conns {
+				c.close()
+			}
+			for _, hd := range m.handles {
+				hd.release()
 			}
 			return
 		case fn := <-m.events:
 			fn()
-		case <-recoveryEnd:
-			m.endRecovery()
-		case now := <-tick.C:
-			m.checkTimers(now)
+		case <-tick.C:
+			// The time read now, not the tick's: after a stall the tick was
+			// sent late, and the supervisor must see how late.
+			m.sup.tick(time.Now())
 		}
+		m.apply()
 		m.publishTable()
 	}
 }
 
-// endRecovery: every process that reported during the window is adopted;
-// the others are dead and get respawned.
-func (m *Manager) endRecovery() {
-	if !m.recovering {
-		m.startMissing()
-		return
-	}
-	m.recovering = false
-	var missing []string
-	for _, name := range m.names() {
-		if p := m.procs[name]; p.state == modules.SceneRecovering {
-			missing = append(missing, name)
+// apply performs what the supervisor decided, in order, until it has
+// nothing more to say (performing a spawn feeds its result back).
+func (m *Manager) apply() {
+	for {
+		rd := m.sup.takeReady()
+		if rd.empty() {
+			break
 		}
-	}
-	m.log.Info("recovery window over", zap.Strings("missing", missing))
-	m.startMissing()
-}
-
-func (m *Manager) startMissing() {
-	for _, name := range m.names() {
-		p := m.procs[name]
-		if p.state == modules.SceneRecovering {
-			if p.epoch == 0 && m.epochs.max[name] == 0 {
-				m.spawn(p) // never started: a first start, not a restart
-				continue
+		var persistErr error
+		if rd.Epochs != nil {
+			if persistErr = m.epochs.store(rd.Epochs); persistErr != nil {
+				m.log.Error("cannot persist epochs; not spawning until it works", zap.Error(persistErr))
 			}
-			m.died(p, "not reported after manager restart", time.Now())
+		}
+		m.mRestarts.Add(float64(rd.Restarts))
+		m.mStalls.Add(float64(rd.Stalls))
+		for _, d := range rd.Recovered {
+			m.mRecovery.Observe(d.Seconds())
+		}
+		for _, a := range rd.Actions {
+			m.perform(a, persistErr)
+		}
+		if rd.Stopped {
+			for _, w := range m.stopWaiters {
+				close(w)
+			}
+			m.stopWaiters = nil
+		}
+	}
+	m.pruneHandles()
+}
+
+func (m *Manager) perform(a action, persistErr error) {
+	switch a.Kind {
+	case actWelcome:
+		if c := m.conns[a.Conn]; c != nil {
+			c.send(ctlproto.TypeWelcome, ctlproto.Welcome{
+				HeartbeatInterval: m.cfg.WorldMgr.HeartbeatInterval, HeartbeatTimeout: m.cfg.WorldMgr.HeartbeatTimeout})
+		}
+	case actExit:
+		if c := m.conns[a.Conn]; c != nil {
+			c.send(ctlproto.TypeExit, ctlproto.Exit{Reason: a.Reason})
+			delete(m.conns, a.Conn)
+		}
+	case actClose:
+		if c := m.conns[a.Conn]; c != nil {
+			c.close()
+			delete(m.conns, a.Conn)
+		}
+	case actKill:
+		m.kill(a)
+	case actSpawn:
+		if persistErr != nil {
+			m.sup.spawnFailed(time.Now(), a.Name, a.Epoch, fmt.Errorf("epoch %d not persisted: %w", a.Epoch, persistErr))
+			return
+		}
+		pid, err := m.startProcess(a.Name, a.Epoch, a.Restarts)
+		if err != nil {
+			m.log.Error("spawn scene process", zap.String("process", a.Name), zap.Uint64("epoch", a.Epoch), zap.Error(err))
+			m.sup.spawnFailed(time.Now(), a.Name, a.Epoch, err)
+			return
+		}
+		m.log.Info("spawned scene process", zap.String("process", a.Name), zap.Int("scene_pid", pid), zap.Uint64("epoch", a.Epoch))
+		m.sup.spawned(a.Name, a.Epoch, pid)
+	}
+}
+
+// kill kills a scene process through its handle. A pid without one is
+// never signalled: the manager cannot tie it to a process of this cluster.
+func (m *Manager) kill(a action) {
+	hd := m.handles[a.PID]
+	log := m.log.With(zap.String("process", a.Name), zap.Int("scene_pid", a.PID), zap.Uint64("epoch", a.Epoch))
+	if hd == nil {
+		err := fmt.Errorf("pid %d is not tied to a scene process of this cluster; not signalling it", a.PID)
+		log.Error("refusing to kill", zap.Error(err))
+		m.sup.killDone(time.Now(), a.Name, a.PID, err)
+		return
+	}
+	log.Info("killing scene process", zap.String("reason", a.Reason))
+	go func() {
+		ctx, cancel := context.WithTimeout(m.ctx, 10*time.Second)
+		defer cancel()
+		err := hd.h.Kill(ctx)
+		m.do(func() { m.sup.killDone(time.Now(), a.Name, a.PID, err) })
+	}()
+}
+
+// pruneHandles releases handles of processes the supervisor no longer
+// refers to, and watches adopted ones it does.
+func (m *Manager) pruneHandles() {
+	ref := m.sup.pids()
+	for pid, hd := range m.handles {
+		name, ok := ref[pid]
+		if !ok || name != hd.name {
+			hd.release()
+			delete(m.handles, pid)
+			continue
+		}
+		if !hd.child && hd.unwatch == nil {
+			ctx, cancel := context.WithCancel(m.ctx)
+			hd.unwatch = cancel
+			h := hd.h
+			m.wg.Add(1)
+			go func() {
+				defer m.wg.Done()
+				if h.WaitGone(ctx) == nil {
+					m.do(func() { m.sup.exited(time.Now(), name, pid, "exited") })
+				}
+			}()
 		}
 	}
 }
 
-func (m *Manager) names() []string {
-	names := make([]string, 0, len(m.procs))
-	for n := range m.procs {
-		names = append(names, n)
+func (hd *handle) release() {
+	if hd.unwatch != nil {
+		hd.unwatch()
 	}
-	sort.Strings(names)
-	return names
+	hd.h.Close()
 }
 
-func (m *Manager) checkTimers(now time.Time) {
-	for _, name := range m.names() {
-		p := m.procs[name]
-		switch {
-		case p.state == modules.SceneStarting && now.Sub(p.spawnedAt) > m.cfg.WorldMgr.StartTimeout:
-			m.died(p, fmt.Sprintf("did not register within worldmgr.start_timeout (%s)", m.cfg.WorldMgr.StartTimeout), now)
-		case p.state == modules.SceneDead:
-			m.maybeRespawn(p, now)
-		}
-	}
-}
-
-// died handles the death of p's current incarnation, however noticed:
-// process exit, closed connection, heartbeat timeout, start timeout.
-func (m *Manager) died(p *proc, reason string, now time.Time) {
-	if p.state == modules.SceneDead || p.state == modules.SceneFailed {
-		return
-	}
-	log := m.log.With(zap.String("process", p.name), zap.Int("scene_pid", p.pid), zap.Uint64("epoch", p.epoch))
-	if p.conn != nil {
-		p.conn.close()
-		p.conn = nil
-	}
-	if p.pid != 0 && process.Alive(p.pid) {
-		// A silent or disconnected process must never come back and
-		// write: kill it by pid before anything replaces it.
-		pid := p.pid
-		p.dyingPID = pid
-		finish := process.KillAndWait
-		if m.stopping {
-			finish = process.WaitGone // it was told to exit: let it save and go
-		}
-		go func() {
-			ctx, cancel := context.WithTimeout(m.ctx, 10*time.Second)
-			defer cancel()
-			err := finish(ctx, pid)
-			m.do(func() {
-				if err != nil {
-					log.Error("could not kill dead scene process", zap.Error(err))
-				}
-				if p.dyingPID == pid {
-					p.dyingPID = 0
-					m.maybeRespawn(p, time.Now())
-				}
-				if m.stopping {
-					m.notifyStopped()
-				}
-			})
-		}()
-	}
-	p.diedAt = now
-	p.players = map[string]int{}
-	p.reported = nil
-	if m.stopping {
-		p.state = modules.SceneDead
-		log.Info("scene process stopped", zap.String("reason", reason))
-		m.notifyStopped()
-		return
-	}
-	d := supervise.Next(m.cfg.WorldMgr.Restart, &p.hist, now)
-	if d.Failed {
-		p.state = modules.SceneFailed
-		p.since = now
-		log.Error("scene process failed: restart intensity exceeded; not restarting until `respawn scene restart`",
-			zap.String("reason", reason), zap.Int("max_restarts", m.cfg.WorldMgr.Restart.MaxRestarts),
-			zap.Duration("window", m.cfg.WorldMgr.Restart.Window))
-		return
-	}
-	p.state = modules.SceneDead
-	p.since = now
-	p.respawnAt = now.Add(d.Delay)
-	log.Warn("scene process died", zap.String("reason", reason), zap.Duration("respawn_in", d.Delay))
-	m.maybeRespawn(p, now)
-}
-
-func (m *Manager) maybeRespawn(p *proc, now time.Time) {
-	if p.state != modules.SceneDead || m.stopping || m.recovering || p.dyingPID != 0 ||
-		p.respawnAt.IsZero() || now.Before(p.respawnAt) {
-		return
-	}
-	m.mRestarts.Inc()
-	m.spawn(p)
-}
-
-// spawn starts a new incarnation of p with a higher epoch than any before.
-func (m *Manager) spawn(p *proc) {
-	p.respawnAt = time.Time{}
-	now := time.Now()
-	epoch, err := m.epochs.next(p.name)
-	if err != nil {
-		m.log.Error("cannot persist epoch; not spawning", zap.String("process", p.name), zap.Error(err))
-		p.state = modules.SceneDead
-		p.respawnAt = now.Add(time.Second)
-		return
-	}
-	pid, err := m.startProcess(p, epoch)
-	p.epoch, p.pid, p.addr, p.spawnedAt, p.since = epoch, pid, "", now, now
-	p.state = modules.SceneStarting
-	if err != nil {
-		m.log.Error("spawn scene process", zap.String("process", p.name), zap.Uint64("epoch", epoch), zap.Error(err))
-		m.died(p, "spawn failed", now)
-		return
-	}
-	m.log.Info("spawned scene process", zap.String("process", p.name), zap.Int("scene_pid", pid), zap.Uint64("epoch", epoch))
-}
-
-func (m *Manager) startProcess(p *proc, epoch uint64) (int, error) {
+func (m *Manager) startProcess(name string, epoch uint64, restarts int) (int, error) {
 	logDir := filepath.Join(m.cfg.DataDir, "logs")
 	if err := os.MkdirAll(logDir, 0o755); err != nil {
 		return 0, fmt.Errorf("log dir: %w", err)
 	}
 	// Scene processes log to a file, not to our pipes: they outlive us,
 	// and a write to a pipe nobody reads would kill them with SIGPIPE.
-	logFile, err := os.OpenFile(filepath.Join(logDir, "scene-"+p.name+".log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	logFile, err := os.OpenFile(filepath.Join(logDir, "scene-"+name+".log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
 		return 0, fmt.Errorf("log file: %w", err)
 	}
 	defer logFile.Close()
 	args := append([]string{}, m.opt.ChildArgs...)
 	args = append(args,
-		"--process", p.name,
+		"--process", name,
 		"--epoch", strconv.FormatUint(epoch, 10),
-		"--restarts", strconv.Itoa(p.hist.Total()),
+		"--restarts", strconv.Itoa(restarts),
 		"--worldmgr.listen", m.ln.Addr().String(),
 	)
 	cmd := exec.Command(m.sceneBin, args...)
@@ -465,146 +452,60 @@ func (m *Manager) startProcess(p *proc, epoch uint64) (int, error) {
 		return 0, fmt.Errorf("start %s: %w", m.sceneBin, err)
 	}
 	pid := cmd.Process.Pid
+	exited := make(chan struct{})
+	m.handles[pid] = &handle{h: process.Child(cmd.Process, exited), name: name, child: true}
 	go func() {
 		err := cmd.Wait()
-		m.do(func() { m.exited(p, pid, err) })
+		close(exited)
+		reason := "exited"
+		if err != nil {
+			reason = "exited: " + err.Error()
+		}
+		m.do(func() { m.sup.exited(time.Now(), name, pid, reason) })
 	}()
 	return pid, nil
 }
 
-// exited: a child we spawned is gone (and reaped).
-func (m *Manager) exited(p *proc, pid int, err error) {
-	if p.dyingPID == pid {
-		p.dyingPID = 0
+// helloFrom hands an authenticated hello to the supervisor, after tying its
+// pid to a process: one we spawned, or one whose executable, start time
+// and command line are what the hello says.
+func (m *Manager) helloFrom(c *sceneConn, h ctlproto.Hello) {
+	m.conns[c.id] = c
+	m.sup.hello(time.Now(), helloEvent{Conn: c.id, Hello: h, Unverified: m.verify(h)})
+}
+
+func (m *Manager) verify(h ctlproto.Hello) string {
+	if hd, ok := m.handles[h.PID]; ok {
+		if hd.name != h.Process {
+			return fmt.Sprintf("pid %d is scene process %s, not %s", h.PID, hd.name, h.Process)
+		}
+		if !hd.h.Exited() {
+			return "" // spawned by us, or verified before
+		}
 	}
-	if p.pid != pid {
-		m.maybeRespawn(p, time.Now())
-		return
+	if filepath.Base(h.Exe) != filepath.Base(m.sceneBin) {
+		return fmt.Sprintf("executable %q is not the scene binary %q", h.Exe, m.sceneBin)
 	}
-	reason := "exited"
+	if !hostsProcess(h.Cmdline, h.Process) {
+		return fmt.Sprintf("command line %q does not start scene process %s", h.Cmdline, h.Process)
+	}
+	ph, err := process.Adopt(h.PID, process.Identity{Exe: h.Exe, StartTicks: h.StartTicks, Cmdline: h.Cmdline})
 	if err != nil {
-		reason = "exited: " + err.Error()
+		return err.Error()
 	}
-	m.died(p, reason, time.Now())
+	if old, ok := m.handles[h.PID]; ok {
+		old.release()
+	}
+	m.handles[h.PID] = &handle{h: ph, name: h.Process}
+	return ""
 }
 
-// hello registers a scene process; it decides between competing claims.
-func (m *Manager) hello(c *sceneConn, h ctlproto.Hello) {
-	p, ok := m.procs[h.Process]
-	log := m.log.With(zap.String("process", h.Process), zap.Int("scene_pid", h.PID), zap.Uint64("epoch", h.Epoch))
-	if !ok {
-		log.Warn("unknown scene process registered; telling it to exit")
-		c.exit("process " + h.Process + " is not in the world config")
-		return
-	}
-	if m.stopping {
-		c.exit("world is stopping")
-		return
-	}
-	if err := m.epochs.observe(p.name, h.Epoch); err != nil {
-		log.Error("persist reported epoch", zap.Error(err))
-	}
-	if p.conn != nil && p.conn != c || p.state == modules.SceneStarting && p.pid != h.PID {
-		// Two processes claim one scene: the higher epoch stays.
-		if h.Epoch <= p.epoch {
-			log.Warn("stale claim: a higher epoch owns these scenes; telling it to exit", zap.Uint64("owner_epoch", p.epoch))
-			c.exit(fmt.Sprintf("epoch %d is stale: epoch %d owns process %s", h.Epoch, p.epoch, p.name))
-			return
-		}
-		log.Warn("newer claim replaces the current owner", zap.Int("old_pid", p.pid), zap.Uint64("old_epoch", p.epoch))
-		if p.conn != nil {
-			p.conn.exit(fmt.Sprintf("epoch %d replaced you", h.Epoch))
-		}
-		if old := p.pid; old != 0 && old != h.PID {
-			go func() {
-				ctx, cancel := context.WithTimeout(m.ctx, 5*time.Second)
-				defer cancel()
-				_ = process.KillAndWait(ctx, old) // it was told to exit; this makes sure
-			}()
-		}
-	} else if (p.state == modules.SceneDead || p.state == modules.SceneFailed) && h.Epoch <= p.epoch {
-		log.Warn("a process we declared dead reconnected; telling it to exit")
-		c.exit("declared dead")
-		return
-	}
-	wasStarting := p.state == modules.SceneStarting && p.pid == h.PID
-	p.conn = c
-	c.process = p.name
-	p.pid, p.epoch, p.addr, p.replayMS = h.PID, h.Epoch, h.Addr, h.ReplayMS
-	p.state = modules.SceneRunning
-	p.since = h.Started
-	if h.Restarts > p.hist.Total() {
-		p.hist.SetTotal(h.Restarts)
-	}
-	m.report(p, h.Scenes)
-	if err := c.welcome(m.cfg.WorldMgr); err != nil {
-		log.Warn("welcome", zap.Error(err))
-	}
-	if wasStarting && !p.diedAt.IsZero() {
-		d := time.Since(p.diedAt)
-		m.mRecovery.Observe(d.Seconds())
-		log.Info("scene process running again", zap.Duration("crash_to_running", d), zap.Float64("replay_ms", h.ReplayMS))
-	} else {
-		log.Info("scene process registered", zap.String("addr", h.Addr))
-	}
-}
-
-func (m *Manager) report(p *proc, scenes []ctlproto.SceneReport) {
-	for _, s := range scenes {
-		p.players[s.ID] = s.Players
-		if p.reported == nil {
-			p.reported = map[string]ctlproto.SceneReport{}
-		}
-		p.reported[s.ID] = s
-	}
-}
-
-func (m *Manager) heartbeat(c *sceneConn, hb ctlproto.Heartbeat) {
-	if p, ok := m.procs[c.process]; ok && p.conn == c {
-		m.report(p, hb.Scenes)
-	}
-}
-
-func (m *Manager) connClosed(c *sceneConn, reason string) {
-	p, ok := m.procs[c.process]
-	if !ok || p.conn != c {
-		return
-	}
-	p.conn = nil
-	m.died(p, reason, time.Now())
-}
-
-// tableRows returns the scene table, one row per scene, sorted by id.
-func (m *Manager) tableRows() []modules.SceneRow {
-	var rows []modules.SceneRow
-	for _, p := range m.procs {
-		for _, id := range p.scenes {
-			row := modules.SceneRow{
-				ID: id, Process: p.name, PID: p.pid, Addr: p.addr, Epoch: p.epoch, State: p.state,
-				Players: p.players[id], Restarts: p.hist.Total(), Since: p.since, ReplayMS: p.replayMS,
-			}
-			if rep, ok := p.reported[id]; ok && p.state == modules.SceneRunning {
-				// The process serves, but this scene of it may not.
-				if rep.State == modules.SceneCorrupt {
-					row.State = rep.State
-				}
-				row.Reason = rep.Reason
-			}
-			rows = append(rows, row)
+// hostsProcess reports whether a scene command line names process name.
+func hostsProcess(args []string, name string) bool {
+	for i, a := range args {
+		if a == "--process="+name || a == "--process" && i+1 < len(args) && args[i+1] == name {
+			return true
 		}
 	}
-	sort.Slice(rows, func(i, j int) bool { return rows[i].ID < rows[j].ID })
-	return rows
-}
-
-func (m *Manager) notifyStopped() {
-	for _, p := range m.procs {
-		if p.state == modules.SceneRunning || p.state == modules.SceneStarting || p.dyingPID != 0 {
-			return
-		}
-	}
-	for _, w := range m.stopWaiters {
-		close(w)
-	}
-	m.stopWaiters = nil
+	return false
 }

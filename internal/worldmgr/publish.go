@@ -39,7 +39,7 @@ func (m *Manager) publishTable() {
 	if m.table == nil {
 		return
 	}
-	rows := m.tableRows()
+	rows := m.sup.rows()
 	if m.published == nil {
 		all := make(map[string]modules.SceneRow, len(rows))
 		for _, r := range rows {

@@ -1,0 +1,103 @@
+package process
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+)
+
+func startSleep(t *testing.T) (*exec.Cmd, chan struct{}) {
+	t.Helper()
+	cmd := exec.Command("sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	t.Cleanup(func() { _ = cmd.Process.Kill(); <-done })
+	return cmd, done
+}
+
+func TestIdentityOfSelf(t *testing.T) {
+	id, err := ReadIdentity(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe, _ := os.Executable()
+	if id.Exe != exe || id.StartTicks == 0 || len(id.Cmdline) == 0 || id.Cmdline[0] != os.Args[0] {
+		t.Fatalf("identity %+v (exe %s, args %q)", id, exe, os.Args)
+	}
+	again, _ := ReadIdentity(os.Getpid())
+	if d := id.Mismatch(again); d != "" {
+		t.Fatal(d)
+	}
+}
+
+func TestStartTicksParsesOddNames(t *testing.T) {
+	stat := []byte("42 (a) b) c) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 1234 20\n")
+	if v, err := startTicks(stat); err != nil || v != 1234 {
+		t.Fatalf("got %d, %v", v, err)
+	}
+	if _, err := startTicks([]byte("42 (x) S 1")); err == nil {
+		t.Fatal("short stat accepted")
+	}
+}
+
+// A pid is adopted only if it is the process described; a victim named by
+// a liar is never signalled.
+func TestAdoptChecksIdentity(t *testing.T) {
+	victim, done := startSleep(t)
+	pid := victim.Process.Pid
+	real, err := ReadIdentity(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, lie := range map[string]Identity{
+		"other start time": {Exe: real.Exe, StartTicks: real.StartTicks + 1, Cmdline: real.Cmdline},
+		"other executable": {Exe: "/usr/local/bin/scene", StartTicks: real.StartTicks, Cmdline: real.Cmdline},
+		"other arguments":  {Exe: real.Exe, StartTicks: real.StartTicks, Cmdline: []string{"scene", "--process", "forest"}},
+	} {
+		if h, err := Adopt(pid, lie); !errors.Is(err, ErrNotOurs) || h != nil {
+			t.Errorf("%s: adopted (%v)", name, err)
+		}
+	}
+	if !Alive(pid) {
+		t.Fatal("victim died")
+	}
+	h, err := Adopt(pid, real)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	if h.Exited() {
+		t.Fatal("live process reported exited")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := h.Kill(ctx); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	if !h.Exited() {
+		t.Fatal("killed process not reported exited")
+	}
+}
+
+func TestChildHandle(t *testing.T) {
+	cmd, done := startSleep(t)
+	h := Child(cmd.Process, done)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := h.Kill(ctx); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	// Reaped: signalling again must not reach whoever gets the pid next.
+	if err := h.Signal(9); err == nil {
+		t.Fatal("signal after exit succeeded")
+	}
+	h.Close()
+}

@@ -1,0 +1,677 @@
+package worldmgr
+
+import (
+	"fmt"
+	"maps"
+	"sort"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/respawn-dev/respawn/internal/config"
+	"github.com/respawn-dev/respawn/internal/ctlproto"
+	"github.com/respawn-dev/respawn/internal/modules"
+	"github.com/respawn-dev/respawn/internal/supervise"
+)
+
+// The supervisor is every decision the manager makes about scene processes,
+// as a state machine that does no I/O, the way etcd's raft does: events
+// (a hello, a heartbeat, a closed connection, an exit, a tick with the
+// current time, an operator's restart) go in; a Ready with the actions
+// (welcome, exit, close, kill, spawn, persist epochs) comes out, and the
+// manager's loop performs them. It never reads a clock, so every race —
+// a stalled manager, a reconnect that overtakes its own close, two claims
+// of one scene, a crash loop — is a table test.
+
+// connID names one control connection; 0 is none.
+type connID uint64
+
+// actionKind is what the I/O side must do.
+type actionKind int
+
+const (
+	// actWelcome: send a welcome on Conn.
+	actWelcome actionKind = iota + 1
+	// actExit: send exit (Reason) on Conn, then close it.
+	actExit
+	// actClose: close Conn without a word (superseded or silent).
+	actClose
+	// actKill: SIGKILL PID of process Name through the handle that ties it
+	// to this cluster, wait until it is gone, then feed killDone.
+	actKill
+	// actSpawn: start process Name with Epoch and Restarts, then feed
+	// spawned or spawnFailed.
+	actSpawn
+)
+
+func (k actionKind) String() string {
+	return [...]string{"?", "welcome", "exit", "close", "kill", "spawn"}[k]
+}
+
+type action struct {
+	Kind     actionKind
+	Name     string
+	Conn     connID
+	PID      int
+	Epoch    uint64
+	Restarts int
+	Reason   string
+}
+
+// ready is what the loop must do after the events fed since the last one,
+// in order.
+type ready struct {
+	// Epochs, when not nil, must be persisted (fsync) BEFORE any spawn
+	// below is performed: an epoch handed out must never be handed out
+	// again, also after a crash of the manager.
+	Epochs map[string]uint64
+	// Actions, performed in order.
+	Actions []action
+	// Restarts counts respawns decided (a metric).
+	Restarts int
+	// Recovered: for each replacement that registered, the time from the
+	// death being noticed to it running.
+	Recovered []time.Duration
+	// Stalls counts the manager's own stalls noticed.
+	Stalls int
+	// Stopped: the world was stopped and every scene process is gone.
+	Stopped bool
+}
+
+func (r *ready) empty() bool {
+	return r.Epochs == nil && len(r.Actions) == 0 && r.Restarts == 0 && len(r.Recovered) == 0 && r.Stalls == 0 && !r.Stopped
+}
+
+// supervisorConfig is what the supervisor's decisions depend on.
+type supervisorConfig struct {
+	WorldMgr config.WorldMgr
+	// Tick is how often the loop feeds tick; a tick later than this means
+	// the manager itself was not running for the difference.
+	Tick time.Duration
+	// Processes: name → hosted scenes.
+	Processes []config.Process
+}
+
+// slot is one scene process of the world: its scenes and the incarnation
+// currently serving them.
+type slot struct {
+	name   string
+	scenes []string
+
+	state    string
+	epoch    uint64
+	pid      int
+	addr     string
+	since    time.Time
+	replayMS float64
+	players  map[string]int
+	// reported is each scene's last report, for the states only the scene
+	// process knows (corrupt) and their reasons.
+	reported map[string]ctlproto.SceneReport
+	hist        supervise.History
+
+	conn connID
+	// heard is when the current connection last said anything, in
+	// manager-running time: stalls of the manager are added to it.
+	heard time.Time
+	// graceEnd: a running process without a connection may reconnect
+	// until then.
+	graceEnd  time.Time
+	spawnedAt time.Time
+	diedAt    time.Time
+	// respawnAt is when the next incarnation may start; zero: none pending.
+	respawnAt time.Time
+	// dying is a previous incarnation being killed; the next one waits for
+	// it to be gone (it holds the event log's lock).
+	dying int
+}
+
+type supervisor struct {
+	cfg   supervisorConfig
+	log   *zap.Logger
+	slots map[string]*slot
+	names []string
+	conns map[connID]string
+
+	epochs      map[string]uint64
+	epochsDirty bool
+
+	recovering  bool
+	recoveryEnd time.Time
+	stopping    bool
+	lastTick    time.Time
+
+	rd ready
+}
+
+// newSupervisor starts in recovery: for the recovery window (none when
+// fresh, i.e. no epoch was ever handed out) it only collects reports.
+// epochs are the persisted highest epochs.
+func newSupervisor(cfg supervisorConfig, log *zap.Logger, epochs map[string]uint64, fresh bool, now time.Time) *supervisor {
+	s := &supervisor{
+		cfg: cfg, log: log, slots: map[string]*slot{}, conns: map[connID]string{},
+		epochs: maps.Clone(epochs), recovering: true, recoveryEnd: now, lastTick: now,
+	}
+	if s.epochs == nil {
+		s.epochs = map[string]uint64{}
+	}
+	if !fresh {
+		s.recoveryEnd = now.Add(cfg.WorldMgr.EffectiveRecoveryWindow())
+	}
+	for _, p := range cfg.Processes {
+		s.slots[p.Name] = &slot{name: p.Name, scenes: p.Scenes, state: modules.SceneRecovering,
+			players: map[string]int{}, reported: map[string]ctlproto.SceneReport{}}
+		s.names = append(s.names, p.Name)
+	}
+	sort.Strings(s.names)
+	return s
+}
+
+// takeReady returns what must be done and forgets it.
+func (s *supervisor) takeReady() ready {
+	if s.epochsDirty {
+		s.rd.Epochs = maps.Clone(s.epochs)
+		s.epochsDirty = false
+	}
+	rd := s.rd
+	s.rd = ready{}
+	return rd
+}
+
+func (s *supervisor) act(a action) { s.rd.Actions = append(s.rd.Actions, a) }
+
+func (s *supervisor) slotLog(p *slot) *zap.Logger {
+	return s.log.With(zap.String("process", p.name), zap.Int("scene_pid", p.pid), zap.Uint64("epoch", p.epoch))
+}
+
+// tick is the passage of time. A tick later than expected means the
+// manager was not running (a stall, a GC or VM pause, SIGSTOP): that time
+// is not held against anyone, and after a stall longer than the heartbeat
+// timeout the manager suspects itself first and gives every scene a fresh
+// grace period to report, as SWIM's Lifeguard does.
+func (s *supervisor) tick(now time.Time) {
+	if lag := now.Sub(s.lastTick) - s.cfg.Tick; lag > 0 {
+		s.shift(now, lag)
+		if lag > s.cfg.WorldMgr.HeartbeatTimeout {
+			s.suspectSelf(now, lag)
+		}
+	}
+	s.lastTick = now
+	if s.recovering && !now.Before(s.recoveryEnd) {
+		s.endRecovery(now)
+	}
+	w := s.cfg.WorldMgr
+	for _, name := range s.names {
+		p := s.slots[name]
+		switch p.state {
+		case modules.SceneStarting:
+			if now.Sub(p.spawnedAt) > w.StartTimeout {
+				s.died(p, fmt.Sprintf("did not register within worldmgr.start_timeout (%s)", w.StartTimeout), now, true)
+			}
+		case modules.SceneRunning:
+			switch {
+			case p.conn != 0 && now.Sub(p.heard) > w.HeartbeatTimeout:
+				s.died(p, fmt.Sprintf("no heartbeat for %s (hung?)", now.Sub(p.heard).Round(time.Millisecond)), now, true)
+			case p.conn == 0 && now.After(p.graceEnd):
+				s.died(p, "connection lost and not re-established within the grace period", now, true)
+			}
+		case modules.SceneDead:
+			s.maybeRespawn(p, now)
+		}
+	}
+	s.checkStopped()
+}
+
+// shift moves every liveness deadline by the time the manager lost.
+func (s *supervisor) shift(now time.Time, lag time.Duration) {
+	later := func(t time.Time) time.Time {
+		if t.IsZero() {
+			return t
+		}
+		if t = t.Add(lag); t.After(now) {
+			return now
+		}
+		return t
+	}
+	for _, p := range s.slots {
+		p.heard = later(p.heard)
+		if !p.graceEnd.IsZero() {
+			p.graceEnd = p.graceEnd.Add(lag)
+		}
+		p.spawnedAt = later(p.spawnedAt)
+	}
+	if s.recovering {
+		s.recoveryEnd = s.recoveryEnd.Add(lag)
+	}
+}
+
+func (s *supervisor) suspectSelf(now time.Time, lag time.Duration) {
+	grace := s.cfg.WorldMgr.EffectiveRecoveryWindow()
+	s.rd.Stalls++
+	s.log.Warn("world manager was not running; suspecting itself before any scene: every scene process gets a grace period to report",
+		zap.Duration("stalled", lag.Round(time.Millisecond)), zap.Duration("grace", grace))
+	for _, p := range s.slots {
+		if p.state != modules.SceneRunning {
+			continue
+		}
+		if p.heard.Before(now) {
+			p.heard = now
+		}
+		if p.conn == 0 && p.graceEnd.Before(now.Add(grace)) {
+			p.graceEnd = now.Add(grace)
+		}
+	}
+	if s.recovering && s.recoveryEnd.Before(now.Add(grace)) {
+		s.recoveryEnd = now.Add(grace)
+	}
+}
+
+// endRecovery: every process that reported during the window is adopted;
+// the others are dead and get respawned.
+func (s *supervisor) endRecovery(now time.Time) {
+	s.recovering = false
+	var missing []string
+	for _, name := range s.names {
+		if s.slots[name].state == modules.SceneRecovering {
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) > 0 {
+		s.log.Info("recovery window over", zap.Strings("missing", missing))
+	}
+	for _, name := range missing {
+		p := s.slots[name]
+		if p.epoch == 0 && s.epochs[name] == 0 {
+			s.spawn(p, now) // never started: a first start, not a restart
+			continue
+		}
+		s.died(p, "not reported after manager restart", now, false)
+	}
+}
+
+// helloEvent is an authenticated hello. unverified says why its pid could
+// not be tied to a scene process ("" when it could: one we spawned, or one
+// whose executable, start time and command line match the hello).
+type helloEvent struct {
+	Conn       connID
+	Hello      ctlproto.Hello
+	Unverified string
+}
+
+// hello registers a scene process and arbitrates between claims.
+func (s *supervisor) hello(now time.Time, ev helloEvent) {
+	h := ev.Hello
+	log := s.log.With(zap.String("process", h.Process), zap.Int("scene_pid", h.PID), zap.Uint64("epoch", h.Epoch))
+	refuse := func(msg, reason string, f ...zap.Field) {
+		log.Warn(msg, f...)
+		s.act(action{Kind: actExit, Conn: ev.Conn, Name: h.Process, Reason: reason})
+	}
+	p, ok := s.slots[h.Process]
+	switch {
+	case !ok:
+		refuse("unknown scene process registered; telling it to exit", "process "+h.Process+" is not in the world config")
+		return
+	case s.stopping:
+		refuse("scene process registered while the world stops; telling it to exit", "world is stopping")
+		return
+	case ev.Unverified != "":
+		// Never let a pid we cannot tie to a scene process into the table:
+		// the table's pids are the ones we kill.
+		refuse("refused a hello whose pid is not the process it describes; nothing changed",
+			fmt.Sprintf("pid %d cannot be verified: %s", h.PID, ev.Unverified), zap.String("why", ev.Unverified))
+		return
+	case h.Epoch == 0 || h.Epoch > ctlproto.MaxEpoch:
+		refuse("refused a hello with an epoch out of range", fmt.Sprintf("epoch %d outside 1..%d", h.Epoch, uint64(ctlproto.MaxEpoch)))
+		return
+	case h.Epoch > s.epochs[p.name]+1:
+		// Epochs move forward by one per restart and every one is
+		// persisted before its process starts: a bigger jump is forged or
+		// corrupt, and believing it would push the epoch towards a wrap.
+		refuse("refused a hello with an epoch ahead of any handed out",
+			fmt.Sprintf("epoch %d is ahead of the highest epoch handed out for %s (%d) by more than one", h.Epoch, p.name, s.epochs[p.name]),
+			zap.Uint64("max_epoch", s.epochs[p.name]))
+		return
+	}
+	same := h.PID == p.pid && h.Epoch == p.epoch
+	switch {
+	case same && (p.state == modules.SceneDead || p.state == modules.SceneFailed):
+		refuse("a process declared dead reconnected; telling it to exit", "declared dead")
+		return
+	case same:
+		// The same incarnation: its first registration, or a reconnect that
+		// may have overtaken the close of its old connection.
+		if p.conn != 0 && p.conn != ev.Conn {
+			s.dropConn(p)
+		}
+	case h.Epoch < p.epoch || h.Epoch == p.epoch && p.epoch != 0:
+		refuse("stale claim: another incarnation owns these scenes; telling it to exit",
+			fmt.Sprintf("epoch %d is stale: epoch %d (pid %d) owns process %s", h.Epoch, p.epoch, p.pid, p.name),
+			zap.Uint64("owner_epoch", p.epoch), zap.Int("owner_pid", p.pid))
+		return
+	default:
+		// A higher epoch: it replaces whatever we knew.
+		if p.epoch != 0 && p.state != modules.SceneRecovering {
+			log.Warn("newer claim replaces the current owner", zap.Int("old_pid", p.pid), zap.Uint64("old_epoch", p.epoch))
+		}
+		if p.conn != 0 {
+			s.act(action{Kind: actExit, Conn: p.conn, Name: p.name, Reason: fmt.Sprintf("epoch %d replaced you", h.Epoch)})
+			delete(s.conns, p.conn)
+			p.conn = 0
+		}
+		if p.pid != 0 && p.pid != h.PID && p.state != modules.SceneDead && p.state != modules.SceneFailed {
+			p.dying = p.pid
+			s.act(action{Kind: actKill, Name: p.name, PID: p.pid, Epoch: p.epoch, Reason: "replaced by a higher epoch"})
+		}
+	}
+	if h.Epoch > s.epochs[p.name] {
+		s.epochs[p.name] = h.Epoch
+		s.epochsDirty = true
+	}
+	wasStarting := p.state == modules.SceneStarting && same
+	p.conn = ev.Conn
+	s.conns[ev.Conn] = p.name
+	p.pid, p.epoch, p.addr, p.replayMS = h.PID, h.Epoch, h.Addr, h.ReplayMS
+	p.state = modules.SceneRunning
+	p.since = h.Started
+	p.heard = now
+	p.graceEnd = time.Time{}
+	p.respawnAt = time.Time{}
+	if h.Restarts > p.hist.Total() {
+		p.hist.SetTotal(h.Restarts)
+	}
+	s.report(p, h.Scenes)
+	s.act(action{Kind: actWelcome, Conn: ev.Conn, Name: p.name})
+	if wasStarting && !p.diedAt.IsZero() {
+		d := now.Sub(p.diedAt)
+		s.rd.Recovered = append(s.rd.Recovered, d)
+		log.Info("scene process running again", zap.Duration("crash_to_running", d), zap.Float64("replay_ms", h.ReplayMS))
+	} else {
+		log.Info("scene process registered", zap.String("addr", h.Addr))
+	}
+}
+
+func (s *supervisor) report(p *slot, scenes []ctlproto.SceneReport) {
+	for _, r := range scenes {
+		if _, ours := p.players[r.ID]; !ours && !contains(p.scenes, r.ID) {
+			continue // not a scene of this process: ignore, do not grow
+		}
+		p.players[r.ID] = r.Players
+		p.reported[r.ID] = r
+	}
+}
+
+func contains(xs []string, x string) bool {
+	for _, y := range xs {
+		if x == y {
+			return true
+		}
+	}
+	return false
+}
+
+// heartbeat: the connection is alive; it may carry a fresh report.
+func (s *supervisor) heartbeat(now time.Time, c connID, scenes []ctlproto.SceneReport) {
+	p := s.owner(c)
+	if p == nil {
+		return
+	}
+	p.heard = now
+	s.report(p, scenes)
+}
+
+func (s *supervisor) owner(c connID) *slot {
+	name, ok := s.conns[c]
+	if !ok {
+		return nil
+	}
+	if p := s.slots[name]; p.conn == c {
+		return p
+	}
+	return nil
+}
+
+// dropConn closes p's connection without telling it anything: a newer one
+// of the same process replaces it, or it is dead.
+func (s *supervisor) dropConn(p *slot) {
+	s.act(action{Kind: actClose, Conn: p.conn, Name: p.name})
+	delete(s.conns, p.conn)
+	p.conn = 0
+}
+
+// connClosed: a closed connection alone is not death. The process may be
+// reconnecting (it lost us during a stall, or the network blinked); if it
+// exited, its exit arrives on its own.
+func (s *supervisor) connClosed(now time.Time, c connID, reason string) {
+	p := s.owner(c)
+	delete(s.conns, c)
+	if p == nil {
+		return
+	}
+	p.conn = 0
+	if s.stopping || p.state != modules.SceneRunning {
+		return
+	}
+	grace := s.cfg.WorldMgr.EffectiveRecoveryWindow()
+	p.graceEnd = now.Add(grace)
+	s.slotLog(p).Info("control connection lost; the process keeps serving and may reconnect",
+		zap.String("reason", reason), zap.Duration("grace", grace))
+}
+
+// exited: process pid of name is gone (a child reaped, or a pidfd said so).
+func (s *supervisor) exited(now time.Time, name string, pid int, reason string) {
+	p, ok := s.slots[name]
+	if !ok {
+		return
+	}
+	if p.dying == pid {
+		p.dying = 0
+	}
+	if p.pid != pid || p.state == modules.SceneDead || p.state == modules.SceneFailed {
+		s.maybeRespawn(p, now)
+		s.checkStopped()
+		return
+	}
+	s.died(p, reason, now, false)
+	s.checkStopped()
+}
+
+// killDone: a kill finished; err is nil when the process is gone.
+func (s *supervisor) killDone(now time.Time, name string, pid int, err error) {
+	p, ok := s.slots[name]
+	if !ok {
+		return
+	}
+	if err != nil {
+		s.slotLog(p).Error("could not kill scene process", zap.Int("killed_pid", pid), zap.Error(err))
+	}
+	if p.dying == pid {
+		p.dying = 0
+		s.maybeRespawn(p, now)
+	}
+	s.checkStopped()
+}
+
+// spawned: the process for epoch started as pid.
+func (s *supervisor) spawned(name string, epoch uint64, pid int) {
+	if p, ok := s.slots[name]; ok && p.state == modules.SceneStarting && p.epoch == epoch {
+		p.pid = pid
+	}
+}
+
+// spawnFailed: the process for epoch could not be started.
+func (s *supervisor) spawnFailed(now time.Time, name string, epoch uint64, err error) {
+	if p, ok := s.slots[name]; ok && p.state == modules.SceneStarting && p.epoch == epoch {
+		s.died(p, "spawn failed: "+err.Error(), now, false)
+	}
+}
+
+// died handles the death of p's current incarnation, however noticed.
+// kill: the process may still exist (silent, disconnected, too slow) and
+// must be killed by pid before anything replaces it, so it can never come
+// back and write.
+func (s *supervisor) died(p *slot, reason string, now time.Time, kill bool) {
+	if p.state == modules.SceneDead || p.state == modules.SceneFailed {
+		return
+	}
+	log := s.slotLog(p)
+	if p.conn != 0 {
+		s.dropConn(p)
+	}
+	if kill && p.pid != 0 {
+		p.dying = p.pid
+		s.act(action{Kind: actKill, Name: p.name, PID: p.pid, Epoch: p.epoch, Reason: reason})
+	}
+	p.diedAt = now
+	p.graceEnd = time.Time{}
+	clear(p.players)
+	clear(p.reported)
+	if s.stopping {
+		p.state = modules.SceneDead
+		log.Info("scene process stopped", zap.String("reason", reason))
+		return
+	}
+	d := supervise.Next(s.cfg.WorldMgr.Restart, &p.hist, now)
+	p.since = now
+	if d.Failed {
+		p.state = modules.SceneFailed
+		log.Error("scene process failed: restart intensity exceeded; not restarting until `respawn scene restart`",
+			zap.String("reason", reason), zap.Int("max_restarts", s.cfg.WorldMgr.Restart.MaxRestarts),
+			zap.Duration("window", s.cfg.WorldMgr.Restart.Window))
+		return
+	}
+	p.state = modules.SceneDead
+	p.respawnAt = now.Add(d.Delay)
+	log.Warn("scene process died", zap.String("reason", reason), zap.Duration("respawn_in", d.Delay))
+	s.maybeRespawn(p, now)
+}
+
+func (s *supervisor) maybeRespawn(p *slot, now time.Time) {
+	if p.state != modules.SceneDead || s.stopping || s.recovering || p.dying != 0 ||
+		p.respawnAt.IsZero() || now.Before(p.respawnAt) {
+		return
+	}
+	s.rd.Restarts++
+	s.spawn(p, now)
+}
+
+// spawn starts a new incarnation with the next epoch.
+func (s *supervisor) spawn(p *slot, now time.Time) {
+	p.respawnAt = time.Time{}
+	epoch := s.epochs[p.name] + 1
+	if epoch > ctlproto.MaxEpoch {
+		p.state, p.since = modules.SceneFailed, now
+		s.slotLog(p).Error("epochs exhausted: not spawning", zap.Uint64("max_epoch", ctlproto.MaxEpoch))
+		return
+	}
+	s.epochs[p.name] = epoch
+	s.epochsDirty = true
+	p.epoch, p.pid, p.addr, p.spawnedAt, p.since = epoch, 0, "", now, now
+	p.state = modules.SceneStarting
+	s.act(action{Kind: actSpawn, Name: p.name, Epoch: epoch, Restarts: p.hist.Total()})
+}
+
+// restart is the operator's `respawn scene restart`: a failed process gets
+// a fresh restart history and starts; a live one is killed and replaced.
+func (s *supervisor) restart(now time.Time, name string) error {
+	p, ok := s.slots[name]
+	if !ok {
+		return fmt.Errorf("unknown scene process %q", name)
+	}
+	if s.stopping {
+		return fmt.Errorf("world is stopping")
+	}
+	p.hist.Reset()
+	switch p.state {
+	case modules.SceneFailed:
+		p.state = modules.SceneDead
+		p.respawnAt = now
+		s.maybeRespawn(p, now)
+	case modules.SceneDead:
+		p.respawnAt = now
+		s.maybeRespawn(p, now)
+	case modules.SceneRunning, modules.SceneStarting:
+		s.died(p, "restarted by operator", now, true)
+		p.hist.Reset() // the operator's restart is not a crash
+	}
+	return nil
+}
+
+// stop stops the world: every scene process is told to exit (or killed if
+// it cannot be told) and none is started again.
+func (s *supervisor) stop(now time.Time) {
+	s.stopping = true
+	for _, name := range s.names {
+		p := s.slots[name]
+		switch {
+		case p.conn != 0:
+			s.act(action{Kind: actExit, Conn: p.conn, Name: p.name, Reason: "world stopping"})
+			delete(s.conns, p.conn)
+			p.conn = 0
+		case p.state == modules.SceneRunning || p.state == modules.SceneStarting:
+			s.died(p, "world stopping and the process cannot be told", now, true)
+		case p.state == modules.SceneRecovering || p.state == modules.SceneFailed:
+			p.state = modules.SceneDead
+		}
+	}
+	s.checkStopped()
+}
+
+func (s *supervisor) checkStopped() {
+	if !s.stopping {
+		return
+	}
+	for _, p := range s.slots {
+		if p.state == modules.SceneRunning || p.state == modules.SceneStarting || p.dying != 0 {
+			return
+		}
+	}
+	s.rd.Stopped = true
+}
+
+// rows returns the scene table, one row per scene, sorted by id.
+func (s *supervisor) rows() []modules.SceneRow {
+	var rows []modules.SceneRow
+	for _, p := range s.slots {
+		for _, id := range p.scenes {
+			row := modules.SceneRow{
+				ID: id, Process: p.name, PID: p.pid, Addr: p.addr, Epoch: p.epoch, State: p.state,
+				Players: p.players[id], Restarts: p.hist.Total(), Since: p.since, ReplayMS: p.replayMS,
+			}
+			if rep, ok := p.reported[id]; ok && p.state == modules.SceneRunning {
+				// The process serves, but this scene of it may not.
+				if rep.State == modules.SceneCorrupt {
+					row.State = rep.State
+				}
+				row.Reason = rep.Reason
+			}
+			rows = append(rows, row)
+		}
+	}
+	sort.Slice(rows, func(i, j int) bool { return rows[i].ID < rows[j].ID })
+	return rows
+}
+
+// slotOf returns the slot hosting scene id.
+func (s *supervisor) slotOf(id string) *slot {
+	for _, name := range s.names {
+		if p := s.slots[name]; contains(p.scenes, id) {
+			return p
+		}
+	}
+	return nil
+}
+
+// pids are the processes the supervisor may still ask to be killed, by
+// slot: the I/O side keeps their handles and may release all others.
+func (s *supervisor) pids() map[int]string {
+	out := map[int]string{}
+	for _, p := range s.slots {
+		if p.pid != 0 && p.state != modules.SceneRecovering {
+			out[p.pid] = p.name
+		}
+		if p.dying != 0 {
+			out[p.dying] = p.name
+		}
+	}
+	return out
+}
