@@ -29,6 +29,9 @@ const NonceLen = 32
 // ErrAuth marks a peer that failed to prove it holds the cluster secret.
 var ErrAuth = errors.New("ctlproto: authentication failed")
 
+// ErrBadHello marks a signed hello whose fields are out of bounds.
+var ErrBadHello = errors.New("ctlproto: hello refused")
+
 // Challenge is the manager's first frame.
 type Challenge struct {
 	Nonce []byte `json:"nonce"`
@@ -92,8 +95,9 @@ func (c *Conn) SendHello(s *secret.Secret, nm []byte, h Hello, timeout time.Dura
 
 // OpenHello checks that f is a hello signed with the cluster secret over
 // the challenge nm and returns it with the scene's nonce. Its error wraps
-// ErrAuth for a wrong or missing signature and ErrFrame for anything
-// malformed; nothing of an unauthenticated hello is returned.
+// ErrAuth for a wrong or missing signature, ErrFrame for anything
+// malformed, and also ErrBadHello when a signed hello is out of bounds;
+// nothing of an unauthenticated hello is returned.
 func OpenHello(s *secret.Secret, nm []byte, f Frame) (Hello, []byte, error) {
 	if f.Type != TypeHello {
 		return Hello{}, nil, fmt.Errorf("%w: first frame is %s, want hello", ErrFrame, f.Type)
@@ -110,10 +114,10 @@ func OpenHello(s *secret.Secret, nm []byte, f Frame) (Hello, []byte, error) {
 	}
 	var h Hello
 	if err := json.Unmarshal(env.Msg, &h); err != nil {
-		return Hello{}, nil, fmt.Errorf("%w: hello body: %v", ErrFrame, err)
+		return Hello{}, nil, fmt.Errorf("%w: %w: hello body: %v", ErrBadHello, ErrFrame, err)
 	}
 	if err := h.Validate(); err != nil {
-		return Hello{}, nil, err
+		return Hello{}, nil, fmt.Errorf("%w: %w", ErrBadHello, err)
 	}
 	return h, env.Nonce, nil
 }

@@ -79,12 +79,18 @@ func (c *sceneConn) read() {
 		return
 	}
 	h, ns, err := ctlproto.OpenHello(m.secret, nm, f)
-	if err != nil {
-		what := "bad first frame"
-		if errors.Is(err, ctlproto.ErrAuth) {
-			what = "not authenticated"
-		}
-		m.refused.note(c.remote, what, err)
+	switch {
+	case errors.Is(err, ctlproto.ErrBadHello):
+		// Authenticated, but out of bounds (an epoch near 2^64): refused,
+		// not an attack on the secret.
+		m.refused.note(c.remote, "hello out of bounds", err)
+		return
+	case errors.Is(err, ctlproto.ErrAuth):
+		m.refused.note(c.remote, "not authenticated", err)
+		m.mAuthFailures.Inc()
+		return
+	case err != nil:
+		m.refused.note(c.remote, "bad first frame", err)
 		m.mAuthFailures.Inc()
 		return
 	}
@@ -171,25 +177,32 @@ func (c *sceneConn) close() {
 	})
 }
 
-// refusalLog logs refused peers with their address, at most one line per
-// second, so a flood of them cannot flood the log; the lines in between
-// are counted in the next one.
+// refusalLog logs each refused peer once, with its address, but at most
+// refusalsPerSecond lines a second, so a flood of them cannot flood the
+// log; the lines left out are counted in the next one.
 type refusalLog struct {
 	log        *zap.Logger
 	mu         sync.Mutex
-	last       time.Time
+	window     time.Time
+	lines      int
 	suppressed int
 }
+
+const refusalsPerSecond = 5
 
 func (r *refusalLog) note(remote, what string, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := time.Now()
-	if now.Sub(r.last) < time.Second {
+	if now.Sub(r.window) >= time.Second {
+		r.window, r.lines = now, 0
+	}
+	if r.lines >= refusalsPerSecond {
 		r.suppressed++
 		return
 	}
+	r.lines++
 	r.log.Warn("control connection refused: "+what, zap.String("remote", remote), zap.Error(err),
-		zap.Int("suppressed_since_last", r.suppressed))
-	r.last, r.suppressed = now, 0
+		zap.Int("suppressed_before", r.suppressed))
+	r.suppressed = 0
 }

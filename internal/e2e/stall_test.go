@@ -1,0 +1,89 @@
+package e2e
+
+import (
+	"fmt"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/respawn-dev/respawn/internal/modules"
+	"github.com/respawn-dev/respawn/internal/process"
+)
+
+// Issue 11: a world manager stopped for 3 s killed and respawned every
+// healthy scene when it resumed. Stopped for 3 s, then for 10 s, it must
+// leave every scene's pid and epoch as they were.
+func TestWorldmgrStallKillsNoOne(t *testing.T) {
+	c := newCluster(t)
+	mgr := c.start("worldmgr")
+	before := c.waitRunning(15 * time.Second)
+	for _, stall := range []time.Duration{3 * time.Second, 10 * time.Second} {
+		mgr.signal(syscall.SIGSTOP)
+		// The fault itself: the manager does not run for this long.
+		time.Sleep(stall)
+		mgr.signal(syscall.SIGCONT)
+		// Past the grace period (2 × heartbeat timeout) and a heartbeat
+		// timeout more: anyone the manager was going to kill is dead by then.
+		holdFor(t, 3500*time.Millisecond, func() error {
+			after, err := c.scenes()
+			if err != nil {
+				return err
+			}
+			if err := sameTable(before, after); err != nil {
+				return fmt.Errorf("after a %s stall: %w", stall, err)
+			}
+			for _, r := range after {
+				if !process.Alive(r.PID) {
+					return fmt.Errorf("after a %s stall scene %s pid %d is dead", stall, r.ID, r.PID)
+				}
+			}
+			return nil
+		})
+	}
+	out := mgr.output()
+	if n := strings.Count(out, "suspecting itself"); n < 2 {
+		t.Errorf("the manager noticed %d of 2 stalls:\n%s", n, out)
+	}
+	// The scenes reconnected and were adopted as they were.
+	if !strings.Contains(out, "scene process registered") {
+		t.Errorf("no scene re-registered")
+	}
+	if strings.Contains(out, "killing scene process") {
+		t.Errorf("the manager killed a scene:\n%s", out)
+	}
+}
+
+// A hung scene (SIGSTOP) is still found and replaced quickly while the
+// manager is healthy: heartbeat timeout (1 s) plus the respawn.
+func TestStoppedSceneReplacedWithin1500ms(t *testing.T) {
+	c := newCluster(t)
+	c.start("worldmgr")
+	old := find(t, c.waitRunning(15*time.Second), "forest")
+	stopped := time.Now()
+	if err := syscall.Kill(old.PID, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	var killed time.Duration
+	waitFor(t, 5*time.Second, func() error {
+		if killed == 0 && !process.Alive(old.PID) {
+			killed = time.Since(stopped)
+		}
+		r, err := c.scene("forest")
+		if err != nil {
+			return err
+		}
+		if killed == 0 || r.PID == old.PID || r.State != modules.SceneRunning {
+			return fmt.Errorf("forest: pid %d state %s", r.PID, r.State)
+		}
+		return nil
+	})
+	replaced := time.Since(stopped)
+	t.Logf("hang to killed: %s, to replaced and running: %s", killed, replaced)
+	if killed > 1500*time.Millisecond {
+		t.Errorf("hung scene killed after %s, want under 1.5 s", killed)
+	}
+	if replaced > 1500*time.Millisecond {
+		t.Errorf("hung scene replaced after %s, want under 1.5 s", replaced)
+	}
+}
