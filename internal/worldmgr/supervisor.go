@@ -108,7 +108,7 @@ type slot struct {
 	// reported is each scene's last report, for the states only the scene
 	// process knows (corrupt) and their reasons.
 	reported map[string]ctlproto.SceneReport
-	hist        supervise.History
+	hist     supervise.History
 
 	conn connID
 	// heard is when the current connection last said anything, in
