@@ -243,33 +243,29 @@ func TestFlippedByteMidLogIsCorruptThenRepaired(t *testing.T) {
 	c.respawn("gm", "damage", "--scene", "forest", "--monster", "hogger", "--amount", "1")
 
 	// The player: the scene's copy is from before the give; the data
-	// server's is newer and must win, never be overwritten. The scene
-	// learns it from the refusal of a save at its older version: with the
-	// player reload (issue 11) it takes the data server's copy in place;
-	// without it, it drops the player, who comes back with that copy on the
-	// next enter. Either way nobody sees the stale copy again.
-	var p game.PlayerView
+	// server's is newer and must win, never be overwritten. The repair
+	// makes the scene save it at its older version; the refusal makes the
+	// scene reload the data server's copy, and the player stays.
 	waitFor(t, 10*time.Second, func() error {
 		at, err := c.where(alice, "forest")
 		if err != nil {
 			return err
 		}
-		var ok bool
-		if p, ok = at["forest"]; ok && p.Gold != saved.Gold {
+		p, ok := at["forest"]
+		if !ok {
+			return fmt.Errorf("%s is not in the forest: dropped instead of reloaded", alice)
+		}
+		if p.Gold != saved.Gold {
 			return fmt.Errorf("%s in the forest has %d gold; the data server has %d", alice, p.Gold, saved.Gold)
 		}
 		return nil
 	})
-	if p.ID == "" {
-		t.Logf("%s was dropped, not reloaded in place; entering again", alice)
-		c.respawn("gm", "enter", "--scene", "forest", "--player", alice)
-		at, err := c.where(alice, "forest")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if p = at["forest"]; p.Gold != saved.Gold {
-			t.Fatalf("%s re-entered with %d gold; the data server has %d", alice, p.Gold, saved.Gold)
-		}
+	logged, err := os.ReadFile(filepath.Join(c.dataDir, "logs", "scene-forest.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(logged, []byte("player reloaded from the data server")) || !bytes.Contains(logged, []byte(alice)) {
+		t.Fatalf("the scene log does not say %s was reloaded", alice)
 	}
 	if now, err := c.showPlayer(alice); err != nil || now.Gold != saved.Gold {
 		t.Fatalf("datasvr copy after repair: %+v %v (had %d gold)", now, err, saved.Gold)
