@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -20,6 +21,17 @@ type app struct {
 	once sync.Once
 	cfg  *config.Config
 	err  error
+
+	// attempt bounds one admin API call (default 30 s); a command that
+	// retries sets it shorter so several attempts fit in its timeout.
+	attempt time.Duration
+}
+
+func (a *app) callTimeout() time.Duration {
+	if a.attempt > 0 {
+		return a.attempt
+	}
+	return 30 * time.Second
 }
 
 func newApp(out io.Writer) *app { return &app{out: out} }

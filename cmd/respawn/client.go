@@ -58,22 +58,28 @@ func (a *app) adminCall(method, addr, path string, body, out any) error {
 		// Reading works without it on loopback; changing never does.
 		return fmt.Errorf("%s %s needs the operator token: %w", method, addr+path, err)
 	}
-	c := http.Client{Timeout: 30 * time.Second}
+	c := http.Client{Timeout: a.callTimeout()}
 	resp, err := c.Do(req)
 	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, addr+path, err)
+		// Refused, reset or timed out: the daemon is restarting or busy,
+		// and a request may or may not have been applied.
+		return unavailable{fmt.Errorf("%s %s: %w", method, addr+path, err)}
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, addr+path, err)
+		return unavailable{fmt.Errorf("%s %s: %w", method, addr+path, err)}
 	}
 	if resp.StatusCode/100 != 2 {
 		var e struct{ Error string }
+		err := fmt.Errorf("%s %s: %s", method, addr+path, resp.Status)
 		if json.Unmarshal(raw, &e) == nil && e.Error != "" {
-			return fmt.Errorf("%s", e.Error)
+			err = fmt.Errorf("%s", e.Error)
 		}
-		return fmt.Errorf("%s %s: %s", method, addr+path, resp.Status)
+		if resp.StatusCode == http.StatusServiceUnavailable || resp.StatusCode == http.StatusGatewayTimeout {
+			return unavailable{err}
+		}
+		return err
 	}
 	if out == nil {
 		return nil

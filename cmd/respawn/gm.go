@@ -1,12 +1,12 @@
 package main
 
 import (
-	"crypto/rand"
-	"encoding/hex"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/url"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -73,18 +73,26 @@ func gmCommand(a *app) *cobra.Command {
 	var d scene.DamageRequest
 	var sceneID, room string
 	var asJSON bool
+	var timeout time.Duration
 	damage := &cobra.Command{
 		Use:   "damage --scene ID --monster MONSTER_ID --amount N",
 		Short: "Deal damage to a monster and print its new HP",
 		Args:  cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			d.ReqID = newReqID()
+			if d.ReqID == "" {
+				d.ReqID = newReqID("gm")
+			}
 			var res game.MonsterResult
 			path := "/gm/damage"
 			if room != "" {
 				path += "?room=" + url.QueryEscape(room)
 			}
-			if err := a.sceneCall("POST", sceneID, path, d, &res); err != nil {
+			// The scene may be restarting: retried with the same id, which
+			// it applies once.
+			err := a.retry(timeout, d.ReqID, func(context.Context) error {
+				return a.sceneCall("POST", sceneID, path, d, &res)
+			})
+			if err != nil {
 				return err
 			}
 			if asJSON {
@@ -98,6 +106,8 @@ func gmCommand(a *app) *cobra.Command {
 	damage.Flags().StringVar(&d.Monster, "monster", "", "monster id")
 	damage.Flags().StringVar(&room, "room", "", "a dungeon room of the scene (e.g. forest/dungeon-1)")
 	damage.Flags().Int64Var(&d.Amount, "amount", 0, "damage to deal")
+	damage.Flags().StringVar(&d.ReqID, "request-id", "", "request id (default: a new one); a repeated id is answered, not applied again")
+	damage.Flags().DurationVar(&timeout, "timeout", 30*time.Second, "how long to keep retrying a temporarily unavailable scene")
 	damage.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	for _, f := range []string{"scene", "monster", "amount"} {
 		_ = damage.MarkFlagRequired(f)
@@ -208,10 +218,4 @@ func replayCheckCommand(a *app) *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
-}
-
-func newReqID() string {
-	var b [8]byte
-	_, _ = rand.Read(b[:]) // crypto/rand does not fail on Linux
-	return "gm-" + hex.EncodeToString(b[:])
 }

@@ -65,7 +65,7 @@ func (a *app) withDatasvr(timeout time.Duration, fn func(ctx context.Context, nc
 }
 
 func playerCreateCmd(a *app) *cobra.Command {
-	var name string
+	var name, reqID string
 	cmd := &cobra.Command{
 		Use:   "create ID",
 		Short: "Create a player (a GM test character)",
@@ -79,8 +79,14 @@ func playerCreateCmd(a *app) *cobra.Command {
 					return err
 				}
 			}
-			return a.withDatasvr(15*time.Second, func(ctx context.Context, _ *nats.Conn, c *dataclient.AdminClient) error {
-				if err := c.Create(ctx, args[0], name); err != nil {
+			if reqID == "" {
+				reqID = newReqID("create")
+			}
+			return a.withDatasvr(35*time.Second, func(_ context.Context, _ *nats.Conn, c *dataclient.AdminClient) error {
+				err := a.retry(30*time.Second, reqID, func(ctx context.Context) error {
+					return c.CreateReq(ctx, reqID, args[0], name)
+				})
+				if err != nil {
 					return err
 				}
 				fmt.Fprintf(a.out, "created player %s\n", args[0])
@@ -89,6 +95,7 @@ func playerCreateCmd(a *app) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&name, "name", "", "character name (default: the id)")
+	reqIDFlag(cmd, &reqID)
 	return cmd
 }
 
@@ -155,11 +162,15 @@ func playerGiveCmd(a *app, sign int64) *cobra.Command {
 	if sign < 0 {
 		verb, short = "take", "Take COUNT of ITEM from a player (ITEM gold means gold)"
 	}
-	return &cobra.Command{
+	var reqID string
+	var timeout time.Duration
+	cmd := &cobra.Command{
 		Use:   verb + " ID ITEM COUNT",
 		Short: short,
 		Long: short + ".\n\nAn online player's owner scene applies the change as a logged event; an offline\n" +
-			"player is changed in datasvr. Either way the command returns once the change is durable.",
+			"player is changed in datasvr. Either way the command returns once the change is durable.\n\n" +
+			"A temporarily unavailable answer is retried with the same request id until --timeout; the\n" +
+			"change is applied at most once however often that id is sent (also with --request-id by hand).",
 		Args: cobra.ExactArgs(3),
 		RunE: func(_ *cobra.Command, args []string) error {
 			n, err := strconv.ParseInt(args[2], 10, 64)
@@ -181,31 +192,49 @@ func playerGiveCmd(a *app, sign int64) *cobra.Command {
 					return err
 				}
 			}
-			return a.withDatasvr(20*time.Second, func(ctx context.Context, _ *nats.Conn, c *dataclient.AdminClient) error {
-				// One id per command: a scene that sees it twice (datasvr
-				// retrying) applies it once.
-				reqID := "gm-" + strings.TrimPrefix(nats.NewInbox(), nats.InboxPrefix)
-				rep, err := c.Give(ctx, reqID, args[0], args[1], sign*n)
+			if reqID == "" {
+				reqID = newReqID("gm")
+			}
+			return a.withDatasvr(timeout+5*time.Second, func(_ context.Context, _ *nats.Conn, c *dataclient.AdminClient) error {
+				var rep dataclient.GiveReply
+				err := a.retry(timeout, reqID, func(ctx context.Context) error {
+					var err error
+					rep, err = c.Give(ctx, reqID, args[0], args[1], sign*n)
+					return err
+				})
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(a.out, "player %s now has %d %s (version %d)\n", args[0], rep.Count, args[1], rep.Version)
+				fmt.Fprintf(a.out, "player %s now has %d %s (version %d, request %s)\n", args[0], rep.Count, args[1], rep.Version, reqID)
 				return nil
 			})
 		},
 	}
+	reqIDFlag(cmd, &reqID)
+	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Second, "how long to keep retrying a temporarily unavailable answer")
+	return cmd
+}
+
+func reqIDFlag(cmd *cobra.Command, p *string) {
+	cmd.Flags().StringVar(p, "request-id", "", "request id (default: a new one); a repeated id is answered with its original result, not applied again")
 }
 
 func playerKickCmd(a *app) *cobra.Command {
 	var force bool
+	var reqID string
 	cmd := &cobra.Command{
 		Use:   "kick ID",
 		Short: "Have the player's scene save and drop them",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
-			return a.withDatasvr(20*time.Second, func(ctx context.Context, _ *nats.Conn, c *dataclient.AdminClient) error {
-				reqID := "kick-" + strings.TrimPrefix(nats.NewInbox(), nats.InboxPrefix)
-				if err := c.Kick(ctx, reqID, args[0], force); err != nil {
+			if reqID == "" {
+				reqID = newReqID("kick")
+			}
+			return a.withDatasvr(35*time.Second, func(_ context.Context, _ *nats.Conn, c *dataclient.AdminClient) error {
+				err := a.retry(30*time.Second, reqID, func(ctx context.Context) error {
+					return c.Kick(ctx, reqID, args[0], force)
+				})
+				if err != nil {
 					return err
 				}
 				fmt.Fprintf(a.out, "player %s kicked\n", args[0])
@@ -214,6 +243,7 @@ func playerKickCmd(a *app) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&force, "force", false, "drop the lease in datasvr if the owner scene does not answer (only when it is dead)")
+	reqIDFlag(cmd, &reqID)
 	return cmd
 }
 

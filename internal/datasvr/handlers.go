@@ -256,7 +256,10 @@ func (s *Server) give(ctx context.Context, req *AdminGiveRequest) GiveReply {
 		err = s.askScene(ctx, SceneGiveSubject(owner.Scene), GiveRequest{ReqID: req.ReqID, Player: req.Player, Item: req.Item, Count: req.Count}, &srep)
 		if err != nil {
 			log.Warn("gm give: owner scene did not answer", zap.Error(err))
-			return giveError(req.Player, fmt.Errorf("%w: player %s is online in scene %s, which did not answer: %v", ErrSceneFailed, req.Player, owner.Scene, err))
+			// The scene may still apply it (it is queued there): the outcome
+			// is unknown, and a retry with the same request id is safe.
+			return giveError(req.Player, fmt.Errorf("%w: player %s is online in scene %s, which did not answer (%v); outcome unknown, retry with request id %s",
+				ErrUnavailable, req.Player, owner.Scene, err, req.ReqID))
 		}
 		if srep.Code == CodeNotOwner && attempt < 3 {
 			log.Info("gm give: scene no longer holds the player; retrying")
