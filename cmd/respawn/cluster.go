@@ -23,7 +23,31 @@ import (
 )
 
 func clusterCommands(a *app) []*cobra.Command {
-	return []*cobra.Command{upCommand(a), statusCommand(a), scenesCommand(a), sceneCommand(a), configCommand(a), shutdownCommand(a)}
+	return []*cobra.Command{upCommand(a), statusCommand(a), scenesCommand(a), sceneCommand(a), configCommand(a), shutdownCommand(a), tokenCommand(a)}
+}
+
+// tokenCommand prints the operator token, for curl and scripts.
+func tokenCommand(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:   "token",
+		Short: "Print the operator token the admin APIs want (admin.token, or derived from the cluster secret)",
+		Long: "Prints the bearer token that requests changing state need (Authorization: Bearer TOKEN):\n" +
+			"admin.token (RESPAWN_ADMIN_TOKEN) when set, else the one derived from the cluster secret in\n" +
+			"the data directory. Anyone who reads it can operate the cluster: treat it as a password.",
+		Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			cfg, err := a.config()
+			if err != nil {
+				return err
+			}
+			tok, err := operatorToken(cfg)
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintln(a.out, tok)
+			return err
+		},
+	}
 }
 
 func upCommand(a *app) *cobra.Command {
