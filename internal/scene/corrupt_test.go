@@ -6,8 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"testing"
+	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/respawn-dev/respawn/internal/config"
@@ -269,5 +272,130 @@ func TestSceneMissingItsSlotNextToAnUnreadableOne(t *testing.T) {
 	}
 	if _, ok := h.loop("forest"); !ok || len(h.store.Damaged()) != 0 {
 		t.Fatalf("after repair: forest served %v, %d slots quarantined", ok, len(h.store.Damaged()))
+	}
+}
+
+// A damaged record in a dungeon room's slot stops that room only: its
+// scene serves (and reports the room), and the room is repaired alone.
+func TestCorruptRoomIsHeldWhileItsSceneServes(t *testing.T) {
+	path := LogPath(t.TempDir(), "world")
+	h := twoScenes(t, path)
+	forest, _ := h.loop("forest")
+	ctx := context.Background()
+	if _, err := forest.submit(ctx, game.Enter{Player: player.Data{ID: "p1", Name: "Ann"}, Version: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := forest.submit(ctx, game.Request{Session: "s1", Player: "p1", Seq: 1, Op: game.EnterDungeon{}}); err != nil {
+		t.Fatal(err)
+	}
+	var room *loop
+	waitUntil(t, 5*time.Second, func() error {
+		var rooms []string
+		_ = forest.read(ctx, func(st *game.Scene) { rooms = st.Inspect().Rooms })
+		if len(rooms) != 1 {
+			return fmt.Errorf("rooms %v", rooms)
+		}
+		var ok bool
+		if room, ok = h.loop(rooms[0]); !ok {
+			return fmt.Errorf("room %s has no loop", rooms[0])
+		}
+		return nil
+	})
+	for i := 1; i <= 4; i++ {
+		if _, err := room.submit(ctx, game.GMDamage{ReqID: fmt.Sprintf("room-hit-%d-of-4", i), Monster: "kobold-1", Amount: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	id := room.id
+	crash(h)
+	at, last, slot := seqOf(t, path, id, "room-hit-2-of-4")
+	flip(t, path, slot, "room-hit-2-of-4")
+
+	h = twoScenes(t, path)
+	defer h.stopAll()
+	if _, ok := h.loop("forest"); !ok {
+		t.Fatal("forest not served because of its room")
+	}
+	if _, ok := h.loop(id); ok {
+		t.Fatal("a corrupt room is served")
+	}
+	c, ok := h.corruptOf(id)
+	if !ok || c.damage.Lost != int(last-at+1) {
+		t.Fatalf("room corrupt %v with %+v, want %d events at stake", ok, c, last-at+1)
+	}
+	if st, reason := h.health("forest"); st != modules.SceneRunning || !strings.Contains(reason, "room "+id) {
+		t.Fatalf("forest reports %s %q", st, reason)
+	}
+	if _, err := h.repair(id); err != nil {
+		t.Fatal(err)
+	}
+	room, ok = h.loop(id)
+	if !ok {
+		t.Fatal("room not served after repair")
+	}
+	var hp int64
+	_ = room.read(ctx, func(st *game.Scene) {
+		for _, m := range st.Inspect().Monsters {
+			if m.ID == "kobold-1" {
+				hp = m.HP
+			}
+		}
+	})
+	if hp != 39 {
+		t.Fatalf("kobold at %d HP after repair, want 39 (one hit before the damage)", hp)
+	}
+	if st, reason := h.health("forest"); st != modules.SceneRunning || reason != "" {
+		t.Fatalf("forest reports %s %q after the room's repair", st, reason)
+	}
+}
+
+// A damaged snapshot is bypassed with the previous one and the events
+// folded into it: the scene comes back exactly, nothing is lost, and a
+// fresh snapshot replaces the damaged one at once.
+func TestDamagedSnapshotIsBypassed(t *testing.T) {
+	path := LogPath(t.TempDir(), "world")
+	h := twoScenes(t, path)
+	forest, _ := h.loop("forest")
+	ctx := context.Background()
+	if _, err := forest.submit(ctx, game.Enter{Player: player.Data{ID: "p1", Name: "Snapshot-Marker-7f3a"}, Version: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := forest.submit(ctx, game.GMDamage{ReqID: "before-snapshot", Monster: "hogger", Amount: 100}); err != nil {
+		t.Fatal(err)
+	}
+	if err := forest.read(ctx, func(*game.Scene) { _ = forest.snapshot() }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := forest.submit(ctx, game.GMDamage{ReqID: "after-snapshot", Monster: "hogger", Amount: 50}); err != nil {
+		t.Fatal(err)
+	}
+	crash(h)
+	want := forest.st.Hash()
+	st := forest.slot.Stats()
+	geo := h.store.Options()
+	half := int64(geo.SlotSize-256) / 2
+	active := [2]int64{4096 + int64(st.Index)*int64(geo.SlotSize) + 256 + int64(st.ActiveHalf)*half, half}
+	flip(t, path, active, "Snapshot-Marker-7f3a") // in the snapshot; the previous half keeps the Enter
+
+	h = twoScenes(t, path)
+	defer h.stopAll()
+	forest, ok := h.loop("forest")
+	if !ok {
+		t.Fatal("forest not served")
+	}
+	var got [32]byte
+	_ = forest.read(ctx, func(st *game.Scene) { got = st.Hash() })
+	if got != want {
+		t.Fatal("forest came back in another state")
+	}
+	if hp := hogger(t, forest); hp != 850 {
+		t.Fatalf("hogger at %d HP, want 850", hp)
+	}
+	var m dto.Metric
+	if err := h.mDamage.found.WithLabelValues("snapshot_recovered").Write(&m); err != nil || m.GetCounter().GetValue() != 1 {
+		t.Fatalf("snapshot_recovered counted %v times (%v)", m.GetCounter().GetValue(), err)
+	}
+	if d, ok := forest.slot.Damage(); ok {
+		t.Fatalf("damage left after the fresh snapshot: %+v", d)
 	}
 }
