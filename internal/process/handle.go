@@ -133,6 +133,12 @@ func (h *Handle) Exited() bool {
 
 // WaitGone waits until the process is gone or ctx ends.
 func (h *Handle) WaitGone(ctx context.Context) error {
+	if h.child == nil && h.fd >= 0 {
+		if done, err := h.waitPidfd(ctx); done {
+			return err
+		}
+		// poll(2) failed on the pidfd: fall back to watching /proc.
+	}
 	t := time.NewTicker(5 * time.Millisecond)
 	defer t.Stop()
 	for !h.Exited() {
@@ -169,5 +175,31 @@ func (h *Handle) Close() {
 	if h.fd >= 0 {
 		unix.Close(h.fd)
 		h.fd = -1
+	}
+}
+
+// waitPidfd sleeps in poll(2) on the pidfd, which the kernel wakes when the
+// process exits: no polling of /proc for a process that lives for days.
+// done false: poll itself failed and the caller should watch another way.
+func (h *Handle) waitPidfd(ctx context.Context) (done bool, err error) {
+	for {
+		if err := ctx.Err(); err != nil {
+			return true, fmt.Errorf("pid %d still alive: %w", h.pid, err)
+		}
+		h.mu.RLock()
+		if h.closed {
+			h.mu.RUnlock()
+			return true, fmt.Errorf("pid %d: handle closed", h.pid)
+		}
+		fds := []unix.PollFd{{Fd: int32(h.fd), Events: unix.POLLIN}}
+		// Short slices, so ctx and Close are noticed soon.
+		n, err := unix.Poll(fds, 50)
+		h.mu.RUnlock()
+		if err == nil && n > 0 {
+			return true, nil
+		}
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			return false, nil
+		}
 	}
 }

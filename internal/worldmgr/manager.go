@@ -409,7 +409,8 @@ func (m *Manager) pruneHandles() {
 			m.wg.Add(1)
 			go func() {
 				defer m.wg.Done()
-				if h.WaitGone(ctx) == nil {
+				// A released handle also ends the wait: only an exit counts.
+				if h.WaitGone(ctx) == nil && ctx.Err() == nil {
 					m.do(func() { m.sup.exited(time.Now(), name, pid, "exited") })
 				}
 			}()
