@@ -96,15 +96,14 @@ func (p *Process) loopFor(w http.ResponseWriter, r *http.Request) (*loop, bool) 
 	if r.URL.Query().Get("room") != "" {
 		id = r.URL.Query().Get("room")
 	}
-	l, ok := p.host.loop(id)
-	if c, bad := p.host.corruptOf(id); !ok && bad {
-		admin.WriteError(w, http.StatusServiceUnavailable, c.err())
-		return nil, false
-	}
-	if !ok {
+	l, err := p.host.serving(id)
+	switch {
+	case errors.Is(err, ErrCorrupt):
+		admin.WriteError(w, http.StatusServiceUnavailable, err)
+	case err != nil:
 		admin.WriteError(w, http.StatusNotFound, fmt.Errorf("scene %q is not hosted by process %s", id, p.spec.Name))
 	}
-	return l, ok
+	return l, err == nil
 }
 
 // loopAndBody resolves the scene of a request and decodes its JSON body;

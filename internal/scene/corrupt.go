@@ -142,6 +142,24 @@ func (h *host) reclaimQuarantined() {
 	}
 }
 
+// ErrNotHosted: no scene or room of that id lives in this process.
+var ErrNotHosted = errors.New("scene is not hosted here")
+
+// serving returns the loop of scene or room id, or why it cannot serve: a
+// corrupt log (ErrCorrupt, with the reason and the repair command) or not
+// hosted here (ErrNotHosted). Every way in (API, link) asks this.
+func (h *host) serving(id string) (*loop, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if l, ok := h.loops[id]; ok {
+		return l, nil
+	}
+	if c, ok := h.corrupt[id]; ok {
+		return nil, c.err()
+	}
+	return nil, fmt.Errorf("scene %q: %w", id, ErrNotHosted)
+}
+
 // corruptOf returns the corrupt record of scene or room id.
 func (h *host) corruptOf(id string) (*corrupt, bool) {
 	h.mu.Lock()

@@ -142,8 +142,8 @@ func TestCorruptSceneIsHeldAndRepaired(t *testing.T) {
 
 	h = twoScenes(t, path)
 	defer h.stopAll()
-	if _, ok := h.loop("forest"); ok {
-		t.Fatal("a corrupt scene is served")
+	if _, err := h.serving("forest"); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "respawn scene repair forest") {
+		t.Fatalf("a corrupt scene is served, or refused without saying why: %v", err)
 	}
 	c, ok := h.corruptOf("forest")
 	if !ok {
