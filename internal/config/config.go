@@ -167,6 +167,11 @@ type Process struct {
 	Scenes []string `yaml:"scenes"`
 }
 
+// MinShmSlotSize is the smallest log slot accepted: half of it holds a
+// snapshot, and a full scene's session records alone may take
+// game.SessionSnapshotBound() of that (a game test keeps the two in step).
+const MinShmSlotSize = 16 << 20
+
 // Default returns the built-in defaults: a working one-machine cluster.
 func Default() Config {
 	return Config{
@@ -355,8 +360,8 @@ func (c *Config) Validate() error {
 	if s.ShmSlots < 1 {
 		bad("scene.shm_slots", "must be at least 1")
 	}
-	if s.ShmSlotSize < 64<<10 {
-		bad("scene.shm_slot_size", "must be at least 65536, got %d", s.ShmSlotSize)
+	if s.ShmSlotSize < MinShmSlotSize {
+		bad("scene.shm_slot_size", "must be at least %d (a full scene's session records alone may take 7 MB of a snapshot), got %d", MinShmSlotSize, s.ShmSlotSize)
 	}
 	if s.LinkMaxFrame < 4<<10 || s.LinkMaxFrame > 64<<20 {
 		bad("scene.link_max_frame", "must be between 4096 and 67108864, got %d", s.LinkMaxFrame)

@@ -79,6 +79,7 @@ type Hello struct {
 	Process  string        `json:"process"`
 	PID      int           `json:"pid"`
 	Addr     string        `json:"addr"`
+	LinkAddr string        `json:"link_addr"` // the gateway link listener
 	Epoch    uint64        `json:"epoch"`
 	Restarts int           `json:"restarts"`
 	Started  time.Time     `json:"started"`

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/respawn-dev/respawn/internal/config"
 	"github.com/respawn-dev/respawn/internal/player"
 )
 
@@ -295,6 +296,14 @@ func TestSessionBound(t *testing.T) {
 		t.Fatalf("sessions take %d snapshot bytes, bound %d", got, bound)
 	} else {
 		t.Logf("sessions take %d snapshot bytes (bound %d, snapshot %d)", got, bound, with)
+	}
+}
+
+// The smallest log slot config accepts leaves room for a full scene's
+// session records in a snapshot, and 1 MiB for everything else.
+func TestSessionBoundFitsTheSmallestSlot(t *testing.T) {
+	if need := 2 * (SessionSnapshotBound() + 1<<20); config.MinShmSlotSize < need {
+		t.Fatalf("config.MinShmSlotSize %d < %d", config.MinShmSlotSize, need)
 	}
 }
 

@@ -45,6 +45,20 @@ type PlayerView struct {
 	HP    int64            `json:"hp"`
 }
 
+// PlayerView returns a present player's view (what a client sees of itself
+// on joining).
+func (s *Scene) PlayerView(id string) (PlayerView, bool) {
+	p := s.players[id]
+	if p == nil {
+		return PlayerView{}, false
+	}
+	items := make(map[string]int64, len(p.data.Items))
+	for k, c := range p.data.Items {
+		items[k] = c
+	}
+	return PlayerView{ID: p.data.ID, Name: p.data.Name, Gold: p.data.Gold, Items: items, X: p.data.X, Y: p.data.Y, HP: p.hp}, true
+}
+
 // Inspect returns a copy of the scene's state for display.
 func (s *Scene) Inspect() View {
 	v := View{

@@ -20,10 +20,12 @@ const (
 
 // SceneRow is one row of the scene table the world manager owns.
 type SceneRow struct {
-	ID       string    `json:"id"`
-	Process  string    `json:"process"`
-	PID      int       `json:"pid"`
-	Addr     string    `json:"addr"`
+	ID      string `json:"id"`
+	Process string `json:"process"`
+	PID     int    `json:"pid"`
+	Addr    string `json:"addr"`
+	// Link is the process's gateway link address (internal/scenelink).
+	Link     string    `json:"link"`
 	Epoch    uint64    `json:"epoch"`
 	State    string    `json:"state"`
 	Players  int       `json:"players"`

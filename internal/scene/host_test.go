@@ -15,6 +15,14 @@ import (
 
 func testHost(t *testing.T, dir string) *host {
 	t.Helper()
+	h := testHostStopped(t, dir)
+	h.startAll()
+	return h
+}
+
+// testHostStopped is testHost before its loops start.
+func testHostStopped(t *testing.T, dir string) *host {
+	t.Helper()
 	cfg := config.Default()
 	cfg.Scene.ShmSlots = 8
 	cfg.Scene.ShmSlotSize = 16 << 20
@@ -26,7 +34,6 @@ func testHost(t *testing.T, dir string) *host {
 	if err := h.restore([]string{"forest"}); err != nil {
 		t.Fatal(err)
 	}
-	h.startAll()
 	return h
 }
 

@@ -56,6 +56,10 @@ type submission struct {
 	// done receives the event's effects (nil if it was refused) or is
 	// closed after read.
 	done chan<- result
+	// then, instead of done, gets the effects on the loop goroutine: the
+	// gateway link's requests wait on no goroutine of their own. It must
+	// not block.
+	then func([]game.Effect, error)
 }
 
 type result struct {
@@ -78,6 +82,10 @@ func newLoop(h *host, id, parent string, st *game.Scene, slot *shmlog.Slot) *loo
 // ErrStopped: the scene's loop is no longer running (room ended, process
 // stopping).
 var ErrStopped = errors.New("scene loop stopped")
+
+// errUnloggable: the event cannot be encoded (a string or number over the
+// log's limits), so it is refused for good, not for now.
+var errUnloggable = errors.New("event cannot be logged")
 
 // submit queues ev and waits for its effects. ctx bounds both waits: if
 // it ends before the loop took the event nothing happened; if it ends
@@ -104,6 +112,18 @@ func (l *loop) submit(ctx context.Context, ev game.Event) ([]game.Effect, error)
 	}
 }
 
+// submitAsync queues ev; then runs on the loop goroutine with its effects
+// (or why it was refused) and must not block. Submissions from one
+// goroutine are applied in the order made. If the loop has stopped, then
+// runs at once on the caller's goroutine with ErrStopped.
+func (l *loop) submitAsync(ev game.Event, then func([]game.Effect, error)) {
+	select {
+	case l.in <- submission{ev: ev, then: then}:
+	case <-l.done:
+		then(nil, fmt.Errorf("scene %s: %w", l.id, ErrStopped))
+	}
+}
+
 // read runs fn on the loop goroutine; ctx bounds the wait.
 func (l *loop) read(ctx context.Context, fn func(*game.Scene)) error {
 	done := make(chan result, 1)
@@ -125,7 +145,21 @@ func (l *loop) read(ctx context.Context, fn func(*game.Scene)) error {
 }
 
 func (l *loop) run() {
-	defer close(l.done)
+	defer func() {
+		close(l.done)
+		// Answer what was queued behind the end (a room that just ended):
+		// nobody else will.
+		for {
+			select {
+			case s := <-l.in:
+				if s.then != nil {
+					s.then(nil, fmt.Errorf("scene %s: %w", l.id, ErrStopped))
+				}
+			default:
+				return
+			}
+		}
+	}()
 	cfg := l.h.cfg.Scene
 	tick := time.NewTicker(time.Second / time.Duration(cfg.TickHz))
 	defer tick.Stop()
@@ -145,7 +179,9 @@ func (l *loop) run() {
 				continue
 			}
 			effs, err := l.step(s.ev)
-			if s.done != nil {
+			if s.then != nil {
+				s.then(effs, err)
+			} else if s.done != nil {
 				s.done <- result{effects: effs, err: err}
 			}
 		case t := <-tick.C:
@@ -178,7 +214,7 @@ func (l *loop) step(ev game.Event) ([]game.Effect, error) {
 	l.buf, err = game.AppendEvent(l.buf[:0], ev)
 	if err != nil {
 		l.log.Error("event refused: cannot encode", zap.Error(err))
-		return nil, fmt.Errorf("scene %s: encode event: %w", l.id, err)
+		return nil, fmt.Errorf("scene %s: encode event: %w: %w", l.id, errUnloggable, err)
 	}
 	if err := l.append(l.buf); err != nil {
 		// Never apply what is not in the log: a replay would not know it.

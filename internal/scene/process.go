@@ -56,6 +56,7 @@ type Process struct {
 	host   *host
 	secret *secret.Secret
 	nc     *nats.Conn
+	link   *linkServer
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -99,6 +100,9 @@ func (p *Process) Start(ctx context.Context) error {
 		if p.admin != nil {
 			_ = p.admin.Shutdown(context.Background()) // nothing served yet
 		}
+		if p.link != nil {
+			p.link.close()
+		}
 		if p.host != nil {
 			p.host.stopAll()
 		}
@@ -129,11 +133,18 @@ func (p *Process) Start(ctx context.Context) error {
 	}
 	adm.Registry.MustRegister(p.host.collectors()...)
 	p.admin = adm
+	if p.link, err = newLinkServer(p, p.secret); err != nil {
+		return fail(err)
+	}
+	adm.Registry.MustRegister(p.link.collectors()...)
+	p.host.push = p.link.push
 	p.routes()
 	if err := p.connectNATS(); err != nil {
 		return fail(err)
 	}
 	p.host.startAll()
+	p.wg.Add(1)
+	go func() { defer p.wg.Done(); p.link.serve() }()
 	p.wg.Add(1)
 	go func() { defer p.wg.Done(); p.flushLog() }()
 	p.wg.Add(1)
@@ -154,7 +165,7 @@ func (p *Process) Start(ctx context.Context) error {
 	}
 	p.wg.Add(1)
 	go func() { defer p.wg.Done(); ctl.run(p.ctx) }()
-	p.log.Info("scene process serving", zap.String("addr", adm.Addr()), zap.Strings("scenes", p.spec.Scenes),
+	p.log.Info("scene process serving", zap.String("addr", adm.Addr()), zap.String("link", p.link.Addr()), zap.Strings("scenes", p.spec.Scenes),
 		zap.Duration("replay", p.replay))
 	go func() {
 		<-p.ctx.Done()
@@ -166,6 +177,9 @@ func (p *Process) Start(ctx context.Context) error {
 // Addr is the process's service address.
 func (p *Process) Addr() string { return p.admin.Addr() }
 
+// LinkAddr is the address gateways connect to (internal/scenelink).
+func (p *Process) LinkAddr() string { return p.link.Addr() }
+
 // Done is closed after Shutdown finished.
 func (p *Process) Done() <-chan struct{} { return p.done }
 
@@ -176,6 +190,7 @@ func (p *Process) Shutdown() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		_ = p.admin.Shutdown(ctx) // best effort on the way out
+		p.link.close()
 		p.wg.Wait()
 		// The loops stop only after their queued saves are acknowledged,
 		// which needs the bus: close it last.
@@ -189,7 +204,7 @@ func (p *Process) Shutdown() {
 
 func (p *Process) hello() ctlproto.Hello {
 	h := ctlproto.Hello{
-		Process: p.spec.Name, PID: os.Getpid(), Addr: p.Addr(), Epoch: p.opt.Epoch,
+		Process: p.spec.Name, PID: os.Getpid(), Addr: p.Addr(), LinkAddr: p.LinkAddr(), Epoch: p.opt.Epoch,
 		Restarts: p.opt.Restarts, Started: p.start, ReplayMS: float64(p.replay.Microseconds()) / 1000,
 		Scenes: p.report(),
 	}

@@ -317,6 +317,23 @@ func (c *Client) Request(ctx context.Context, r Req) (Reply, error) {
 	return res.reply, nil
 }
 
+// Go sends r without waiting for the reply: frames leave in the order Go
+// (and Request) are called, so one goroutine can pipeline a session's
+// requests in seq order. done is called exactly once, with the reply or an
+// error as Request would return, from the connection's reader goroutine: it
+// must not block. Go itself blocks only while the connection has its
+// scene's limit of requests in flight (until ctx ends).
+func (c *Client) Go(ctx context.Context, r Req, done func(Reply, error)) {
+	c.start(ctx, r.Player, func(e *Encoder, id uint64) {
+		(&Request{ID: id, Req: r}).Append(e)
+	}, func(res callResult, err error) {
+		if err != nil {
+			err = fmt.Errorf("request seq %d of player %s session %s in scene %s: %w", r.Seq, r.Player, r.Session, r.Scene, err)
+		}
+		done(res.reply, err)
+	})
+}
+
 // Leave saves the player and takes them out of the scene, if session is
 // still their current one (a stale logout must not remove a newer
 // session's player). Leaving a player who is not here is not an error.
@@ -355,31 +372,51 @@ type callResult struct {
 	join  JoinResult
 }
 
-// call is one in-flight join, request or leave.
+// call is one in-flight join, request or leave: finish gets its outcome
+// exactly once.
 type call struct {
-	done chan struct{}
-	res  callResult
-	err  error
+	finish func(callResult, error)
 }
 
 func (c *Client) call(ctx context.Context, player string, enc func(*Encoder, uint64)) (callResult, error) {
+	type outcome struct {
+		res callResult
+		err error
+	}
+	ch := make(chan outcome, 1)
+	c.start(ctx, player, enc, func(res callResult, err error) { ch <- outcome{res, err} })
+	select {
+	case o := <-ch:
+		return o.res, o.err
+	case <-ctx.Done():
+		// The slot is freed when the answer (or the connection's end)
+		// arrives, so the scene never sees more than its limit in flight.
+		return callResult{}, ctx.Err()
+	}
+}
+
+// start queues one frame and arranges for finish to get its outcome.
+func (c *Client) start(ctx context.Context, player string, enc func(*Encoder, uint64), finish func(callResult, error)) {
 	cn, err := c.route(player)
 	if err != nil {
-		return callResult{}, err
+		finish(callResult{}, err)
+		return
 	}
 	select {
 	case cn.slots <- struct{}{}:
 	case <-cn.dead:
-		return callResult{}, cn.deadErr()
+		finish(callResult{}, cn.deadErr())
+		return
 	case <-ctx.Done():
-		return callResult{}, ctx.Err()
+		finish(callResult{}, ctx.Err())
+		return
 	}
-	cl := &call{done: make(chan struct{})}
 	cn.mu.Lock()
 	if cn.err != nil {
 		cn.mu.Unlock()
 		<-cn.slots
-		return callResult{}, cn.deadErr()
+		finish(callResult{}, cn.deadErr())
+		return
 	}
 	cn.nextID++
 	id := cn.nextID
@@ -389,21 +426,14 @@ func (c *Client) call(ctx context.Context, player string, enc func(*Encoder, uin
 		cn.out.B = cn.out.B[:start]
 		cn.mu.Unlock()
 		<-cn.slots
-		return callResult{}, fmt.Errorf("%w: frame of %d bytes over the scene's limit %d", ErrBadRequest, n, c.maxFrame)
+		finish(callResult{}, fmt.Errorf("%w: frame of %d bytes over the scene's limit %d", ErrBadRequest, n, c.maxFrame))
+		return
 	}
-	cn.pending[id] = cl
+	cn.pending[id] = &call{finish: finish}
 	cn.mu.Unlock()
 	select {
 	case cn.wake <- struct{}{}:
 	default:
-	}
-	select {
-	case <-cl.done:
-		return cl.res, cl.err
-	case <-ctx.Done():
-		// The slot is freed when the answer (or the connection's end)
-		// arrives, so the scene never sees more than its limit in flight.
-		return callResult{}, ctx.Err()
 	}
 }
 
@@ -454,9 +484,8 @@ func (cn *conn) kill(why error) {
 	cn.mu.Unlock()
 	cn.nc.Close()
 	for _, cl := range pending {
-		cl.err = cn.err
-		close(cl.done)
 		<-cn.slots
+		cl.finish(callResult{}, cn.err)
 	}
 	c := cn.c
 	if c.alive.Add(-1) == 0 {
@@ -575,7 +604,6 @@ func (cn *conn) complete(id uint64, res callResult, err error) {
 	if cl == nil {
 		return // not ours (the connection is dying): nothing waits for it
 	}
-	cl.res, cl.err = res, err
-	close(cl.done)
 	<-cn.slots
+	cl.finish(res, err)
 }

@@ -102,6 +102,7 @@ type slot struct {
 	epoch    uint64
 	pid      int
 	addr     string
+	link     string // the gateway link address
 	since    time.Time
 	replayMS float64
 	players  map[string]int
@@ -370,7 +371,7 @@ func (s *supervisor) hello(now time.Time, ev helloEvent) {
 	wasStarting := p.state == modules.SceneStarting && same
 	p.conn = ev.Conn
 	s.conns[ev.Conn] = p.name
-	p.pid, p.epoch, p.addr, p.replayMS = h.PID, h.Epoch, h.Addr, h.ReplayMS
+	p.pid, p.epoch, p.addr, p.link, p.replayMS = h.PID, h.Epoch, h.Addr, h.LinkAddr, h.ReplayMS
 	p.state = modules.SceneRunning
 	p.since = h.Started
 	p.heard = now
@@ -565,7 +566,7 @@ func (s *supervisor) spawn(p *slot, now time.Time) {
 	}
 	s.epochs[p.name] = epoch
 	s.epochsDirty = true
-	p.epoch, p.pid, p.addr, p.spawnedAt, p.since = epoch, 0, "", now, now
+	p.epoch, p.pid, p.addr, p.link, p.spawnedAt, p.since = epoch, 0, "", "", now, now
 	p.state = modules.SceneStarting
 	s.act(action{Kind: actSpawn, Name: p.name, Epoch: epoch, Restarts: p.hist.Total()})
 }
@@ -634,7 +635,7 @@ func (s *supervisor) rows() []modules.SceneRow {
 	for _, p := range s.slots {
 		for _, id := range p.scenes {
 			row := modules.SceneRow{
-				ID: id, Process: p.name, PID: p.pid, Addr: p.addr, Epoch: p.epoch, State: p.state,
+				ID: id, Process: p.name, PID: p.pid, Addr: p.addr, Link: p.link, Epoch: p.epoch, State: p.state,
 				Players: p.players[id], Restarts: p.hist.Total(), Since: p.since, ReplayMS: p.replayMS,
 			}
 			if rep, ok := p.reported[id]; ok && p.state == modules.SceneRunning {
