@@ -164,10 +164,14 @@ func Dial(ctx context.Context, opt Options) (*Client, error) {
 		c.conns = append(c.conns, cn)
 	}
 	c.alive.Store(int64(len(c.conns)))
+	var readers sync.WaitGroup
 	for _, cn := range c.conns {
-		go cn.readLoop()
+		readers.Add(1)
+		go func() { defer readers.Done(); cn.readLoop() }()
 		go cn.writeLoop()
 	}
+	// Pushes closes once no reader can send on it any more.
+	go func() { readers.Wait(); close(c.pushes) }()
 	return c, nil
 }
 
@@ -493,7 +497,6 @@ func (cn *conn) kill(why error) {
 		c.err = cn.err
 		c.errMu.Unlock()
 		close(c.done)
-		close(c.pushes)
 	} else if !errors.Is(why, ErrClosed) {
 		c.log.Warn("scene link connection lost", zap.Int("conn", cn.idx), zap.Error(why))
 	}
