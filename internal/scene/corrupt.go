@@ -66,7 +66,7 @@ func newDamageMetrics() damageMetrics {
 		}, []string{"scene"}),
 		found: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "respawn_scene_log_damage_total",
-			Help: "Damage found in the event log at start, by kind: record, snapshot, snapshot_recovered, header, torn_tail.",
+			Help: "Damage found in the event log at start, by kind: record, snapshot, snapshot_recovered, header, torn_tail, valid_flag.",
 		}, []string{"kind"}),
 	}
 }
@@ -102,6 +102,25 @@ func (h *host) missingSlot(id, parent string, def game.SceneDef) bool {
 			strings.Join(idx, ", "), id)}
 	h.markCorrupt(&corrupt{id: id, parent: parent, def: def, damage: d})
 	return true
+}
+
+// adoptStray takes back a scene's slot whose valid flag was cleared by
+// damage: a scene's slot is never freed (only rooms end), so a free slot
+// still carrying a scene's id cannot be anything else. Its log is then
+// validated like any other.
+func (h *host) adoptStray(id string) (*shmlog.Slot, bool) {
+	idx, ok := h.store.Stray(id)
+	if !ok {
+		return nil, false
+	}
+	slot, err := h.store.Adopt(idx)
+	if err != nil {
+		h.log.Error("a free log slot carries this scene's id but cannot be taken back", zap.String("scene", id), zap.Int("slot", idx), zap.Error(err))
+		return nil, false
+	}
+	h.mDamage.found.WithLabelValues("valid_flag").Inc()
+	h.log.Warn("scene log: the scene's slot was marked free (a damaged valid flag); taken back", zap.String("scene", id), zap.Int("slot", idx))
+	return slot, true
 }
 
 // settleDamage deals with what Open found in a slot that still replays

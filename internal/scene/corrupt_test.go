@@ -399,3 +399,43 @@ func TestDamagedSnapshotIsBypassed(t *testing.T) {
 		t.Fatalf("damage left after the fresh snapshot: %+v", d)
 	}
 }
+
+// A scene's slot whose valid flag was cleared by damage is taken back with
+// its whole log, never replaced by an empty one.
+func TestSceneSlotMarkedFreeIsTakenBack(t *testing.T) {
+	path := LogPath(t.TempDir(), "world")
+	h := twoScenes(t, path)
+	forest, _ := h.loop("forest")
+	if _, err := forest.submit(context.Background(), game.GMDamage{ReqID: "r1", Monster: "hogger", Amount: 77}); err != nil {
+		t.Fatal(err)
+	}
+	idx, _ := h.store.SlotIndex("forest")
+	geo := h.store.Options()
+	crash(h)
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := 4096 + int64(idx)*int64(geo.SlotSize) // the state word's low byte holds the valid flag
+	b := make([]byte, 1)
+	if _, err := f.ReadAt(b, at); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte{b[0] &^ 1}, at); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	h = twoScenes(t, path)
+	defer h.stopAll()
+	forest, ok := h.loop("forest")
+	if !ok {
+		t.Fatal("forest not served")
+	}
+	if hp := hogger(t, forest); hp != 923 {
+		t.Fatalf("hogger at %d HP, want 923: the log was not taken back", hp)
+	}
+	if got, _ := h.store.SlotIndex("forest"); got != idx {
+		t.Fatalf("forest in slot %d, was %d", got, idx)
+	}
+}

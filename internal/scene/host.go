@@ -160,6 +160,9 @@ func (h *host) restore(scenes []string) error {
 
 func (h *host) restoreOne(id, parent string, def game.SceneDef) error {
 	slot, ok := h.store.Get(id)
+	if !ok && parent == "" {
+		slot, ok = h.adoptStray(id)
+	}
 	if !ok {
 		if h.missingSlot(id, parent, def) {
 			return nil // corrupt: one of the unreadable slots may be its log

@@ -3,6 +3,7 @@ package shmlog
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"testing"
 )
@@ -348,4 +349,72 @@ func TestDamagedStateWord(t *testing.T) {
 		t.Fatalf("damage %+v", d)
 	}
 	checkLog(t, mustGet(t, s, "b"), "", 0, 3)
+}
+
+// A slot whose valid flag alone was cleared (or a room freed by a crash
+// between clearing it and wiping the id) is found by Stray and taken back
+// by Adopt with its log intact.
+func TestStrayAndAdopt(t *testing.T) {
+	s := openT(t, tempPath(t), small)
+	sl, _ := s.Create("town")
+	appendN(t, sl, 5)
+	if err := sl.Snapshot([]byte("s5")); err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, sl, 3)
+	st := binary.LittleEndian.Uint64(sl.hdr[sState:])
+	store64(sl.hdr[sState:], st&^stateValid)
+	s = reopen(t, s, small)
+	if _, ok := s.Get("town"); ok {
+		t.Fatal("a slot with its valid flag clear is indexed")
+	}
+	if _, ok := s.Stray("nobody"); ok {
+		t.Fatal("Stray found an id nobody has")
+	}
+	idx, ok := s.Stray("town")
+	if !ok || idx != sl.idx {
+		t.Fatalf("Stray = %d, %v", idx, ok)
+	}
+	free := s.FreeSlots()
+	sl, err := s.Adopt(idx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.FreeSlots() != free-1 {
+		t.Fatalf("FreeSlots = %d after Adopt, want %d", s.FreeSlots(), free-1)
+	}
+	checkLog(t, sl, "s5", 5, 8)
+	if _, err := s.Adopt(idx); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("second Adopt: %v", err)
+	}
+	appendN(t, sl, 1)
+	checkLog(t, mustGet(t, reopen(t, s, small), "town"), "s5", 5, 9)
+}
+
+// Create takes a free slot whose header still carries an id only when no
+// other is free: it may be a scene's log waiting for Adopt.
+func TestCreateSparesStraySlots(t *testing.T) {
+	s := openT(t, tempPath(t), small)
+	a, _ := s.Create("a") // slot 0
+	appendN(t, a, 2)
+	store64(a.hdr[sState:], binary.LittleEndian.Uint64(a.hdr[sState:])&^stateValid)
+	s = reopen(t, s, small)
+	b, err := s.Create("b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Index() == 0 {
+		t.Fatal("Create took the stray slot while others were free")
+	}
+	if idx, ok := s.Stray("a"); !ok || idx != 0 {
+		t.Fatalf("Stray(a) = %d, %v after a Create", idx, ok)
+	}
+	for range small.Slots - 2 {
+		if _, err := s.Create(fmt.Sprint("x", s.FreeSlots())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if c, err := s.Create("last"); err != nil || c.Index() != 0 {
+		t.Fatalf("the last free slot: %v, %v", c, err)
+	}
 }

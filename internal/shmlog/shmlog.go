@@ -409,6 +409,56 @@ func (s *Store) Damaged() []Damage {
 	return out
 }
 
+// Stray returns a free slot whose header still carries id with an intact
+// checksum. Free clears the valid flag before it wipes the id, so a room
+// freed by a crash in between looks like this; so does a slot whose valid
+// flag alone was damaged. Only the caller can tell (a scene's slot is never
+// freed); Adopt takes such a slot back.
+func (s *Store) Stray(id string) (int, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return -1, false
+	}
+	for _, i := range s.free {
+		hdr := s.slotHeader(i)
+		if got, err := readID(hdr); err == nil && got == id {
+			return i, true
+		}
+	}
+	return -1, false
+}
+
+// Adopt marks the free slot idx valid again under the id its header
+// carries, keeping its generation and active half, and validates its log
+// as Open does (see Slot.Damage). It is for a slot Stray found.
+func (s *Store) Adopt(idx int) (*Slot, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.writable("adopt", fmt.Sprintf("slot %d", idx)); err != nil {
+		return nil, err
+	}
+	at := slices.Index(s.free, idx)
+	if at < 0 {
+		return nil, fmt.Errorf("shmlog: adopt slot %d: not free: %w", idx, ErrNotFound)
+	}
+	hdr := s.slotHeader(idx)
+	id, err := readID(hdr)
+	if err != nil {
+		return nil, fmt.Errorf("shmlog: adopt slot %d: %w", idx, err)
+	}
+	if _, ok := s.index[id]; ok {
+		return nil, fmt.Errorf("shmlog: adopt slot %d (%q): %w", idx, id, ErrExists)
+	}
+	st := le.Uint64(hdr[sState:]) | stateValid
+	store64(hdr[sState:], st) // commit: valid again
+	s.free = slices.Delete(s.free, at, at+1)
+	sl := s.newSlot(idx, id, st)
+	sl.recover()
+	s.index[id] = sl
+	return sl, nil
+}
+
 // Reclaim returns a quarantined slot to the free list. The caller decides
 // that no scene or room can be missing it (every one it knows found its
 // slot, or was rebuilt without it). The header is wiped and both halves are
@@ -553,7 +603,17 @@ func (s *Store) Create(id string) (*Slot, error) {
 	if len(s.free) == 0 {
 		return nil, fmt.Errorf("shmlog: create %q: all %d slots in use: %w", id, s.geo.Slots, ErrNoFreeSlot)
 	}
-	idx := s.free[len(s.free)-1]
+	// The lowest free slot, but not one whose header still carries an id
+	// (see Stray) while another is free: it may be some scene's log whose
+	// valid flag was damaged, waiting to be adopted.
+	at := len(s.free) - 1
+	for i := len(s.free) - 1; i >= 0; i-- {
+		if _, err := readID(s.slotHeader(s.free[i])); err != nil {
+			at = i
+			break
+		}
+	}
+	idx := s.free[at]
 	hdr := s.slotHeader(idx)
 	// The generation keeps growing across reuse of the slot, so nothing left
 	// in its halves from the previous room can pass for this room's records.
@@ -570,7 +630,7 @@ func (s *Store) Create(id string) (*Slot, error) {
 	}
 	st := gen<<stateGenShift | stateValid // active half 0
 	store64(hdr[sState:], st)             // commit: the slot now exists
-	s.free = s.free[:len(s.free)-1]
+	s.free = slices.Delete(s.free, at, at+1)
 	sl := s.newSlot(idx, id, st)
 	sl.tail = end
 	s.index[id] = sl
