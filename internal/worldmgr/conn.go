@@ -111,7 +111,10 @@ func (c *sceneConn) read() {
 			} else if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 				reason = "control connection: " + err.Error()
 			}
-			m.do(func() { m.sup.connClosed(time.Now(), c.id, reason) })
+			m.do(func() {
+				delete(m.conns, c.id)
+				m.sup.connClosed(time.Now(), c.id, reason)
+			})
 			return
 		}
 		switch f.Type {

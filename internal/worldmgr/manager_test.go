@@ -201,6 +201,40 @@ func TestHigherEpochWinsAClaim(t *testing.T) {
 	if row := forestRow(t, m); row.PID != b.cmd.Process.Pid || row.Epoch != 4 || row.State != modules.SceneRunning {
 		t.Fatalf("forest row: %+v", row)
 	}
+	// Nothing is kept for the losers: one connection and one handle, the
+	// owner's.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var conns, handles int
+		if err := m.call(func() { conns, handles = len(m.conns), len(m.handles) }); err != nil {
+			t.Fatal(err)
+		}
+		if conns == 1 && handles == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("manager holds %d connections and %d handles, want 1 and 1", conns, handles)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// The owner's connection drops: it is forgotten, the process is not
+	// (it gets a grace period to reconnect).
+	b.conn.Close()
+	for deadline = time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		var conns int
+		if err := m.call(func() { conns = len(m.conns) }); err != nil {
+			t.Fatal(err)
+		}
+		if conns == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a closed connection is still held")
+		}
+	}
+	if row := forestRow(t, m); row.PID != b.cmd.Process.Pid || row.State != modules.SceneRunning {
+		t.Fatalf("a closed connection alone made forest %+v", row)
+	}
 	raw, err := os.ReadFile(filepath.Join(m.cfg.DataDir, "worldmgr", "epochs.json"))
 	if err != nil {
 		t.Fatal(err)
