@@ -68,6 +68,11 @@ func TestBadConfigNamesTheKey(t *testing.T) {
 		{args: []string{"--processes", "a=nowhere"}, want: "no definition"},
 		{args: []string{"--gateway.listen", "7000"}, want: "gateway.listen"},
 		{args: []string{"--scene.shm-slots", "2"}, want: "scene.shm_slots"},
+		{args: []string{"--admin.idle-timeout", "0s"}, want: "admin.idle_timeout"},
+		{env: map[string]string{"RESPAWN_ADMIN_MAX_CONNS": "0"}, want: "admin.max_conns"},
+		{file: "admin:\n  max_body_bytes: 10\n", want: "admin.max_body_bytes"},
+		{args: []string{"--admin.max-header-bytes", "99999999"}, want: "admin.max_header_bytes"},
+		{file: "scenes:\n  - id: town\n    kind: town\n    spawn: {x: 1, y: 1}\n    npcs:\n      - {id: m, kind: shop, path: [{x: 1, y: 1}], shop: [{item: \"../etc/passwd\", price: 1}]}\nprocesses:\n  - {name: town, scenes: [town]}\n", want: "shop[0].item"},
 	} {
 		_, _, err := load(t, tc.file, tc.env, tc.args...)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

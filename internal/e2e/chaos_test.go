@@ -13,8 +13,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/respawn-dev/respawn/internal/secret"
 )
 
 // chaosDuration is how long TestChaosStopsManagerAndDatasvr runs its
@@ -139,11 +137,7 @@ func TestChaosStopsManagerAndDatasvr(t *testing.T) {
 		t.Fatal(err)
 	}
 	hp0 := monster(start, "hogger").HP
-	sec, err := secret.Load("", c.dataDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	token := sec.OperatorToken()
+	token := c.operatorToken()
 	runID := uniqueID("chaos")
 	buyer := &chaosClient{t: t, c: c, scene: "town", path: "/v1/scenes/town/request", token: token,
 		http: http.Client{Timeout: 2 * time.Second},
