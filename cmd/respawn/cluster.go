@@ -135,7 +135,17 @@ func statusCommand(a *app) *cobra.Command {
 				return err
 			}
 			out := map[string]DaemonStatus{}
-			for name, addr := range map[string]string{"worldmgr": cfg.WorldMgr.Admin, "datasvr": cfg.Datasvr.Admin, "gateway": cfg.Gateway.Admin} {
+			names := []string{"datasvr", "worldmgr"}
+			addrs := map[string]string{"worldmgr": cfg.WorldMgr.Admin, "datasvr": cfg.Datasvr.Admin}
+			for _, gw := range cfg.Gateways() {
+				name := "gateway"
+				if len(cfg.Gateway.Instances) > 0 {
+					name = "gateway/" + gw.Name
+				}
+				names = append(names, name)
+				addrs[name] = gw.Admin
+			}
+			for name, addr := range addrs {
 				out[name] = a.daemonStatus(addr)
 			}
 			if asJSON {
@@ -143,7 +153,7 @@ func statusCommand(a *app) *cobra.Command {
 			}
 			tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "DAEMON\tPID\tHEALTHY\tADMIN\tNOTE")
-			for _, name := range []string{"datasvr", "worldmgr", "gateway"} {
+			for _, name := range names {
 				st := out[name]
 				pid := "-"
 				if st.Running {

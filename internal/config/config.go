@@ -154,11 +154,94 @@ type Datasvr struct {
 	CacheMaxBytes int64 `yaml:"cache_max_bytes"`
 }
 
-// Gateway configures the client gateway.
+// Gateway configures the client gateways. Listen, WebSocket and Admin are
+// the addresses of a gateway started without --instance; Instances lists
+// the gateways `respawn up` starts (empty: one, named ID, on those
+// addresses). Every limit applies to each gateway and to each client.
 type Gateway struct {
+	ID        string            `yaml:"id"` // this gateway's name (logs, metrics, session announcements)
+	Listen    string            `yaml:"listen"`
+	WebSocket string            `yaml:"websocket"` // "" disables WebSocket
+	Admin     string            `yaml:"admin"`
+	Instances []GatewayInstance `yaml:"instances"`
+
+	// MaxFrame bounds one frame, header included, in both directions.
+	MaxFrame int `yaml:"max_frame"`
+	// Window is how many unanswered requests one session may have.
+	Window int `yaml:"window"`
+	// Rate and Burst are the per-session request rate limit (requests/s).
+	Rate  int `yaml:"rate"`
+	Burst int `yaml:"burst"`
+	// FloodLimit closes a client after this many requests in a row refused
+	// for rate.
+	FloodLimit int `yaml:"flood_limit"`
+	// LoginTimeout bounds HELLO + LOGIN/RESUME from the connection's start
+	// (slowloris: a client that trickles bytes is closed at this deadline).
+	LoginTimeout time.Duration `yaml:"login_timeout"`
+	// IdleTimeout closes a logged-in connection that sent nothing for this
+	// long (clients PING before it); it is also the per-frame read deadline.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// WriteTimeout bounds one write to a client.
+	WriteTimeout time.Duration `yaml:"write_timeout"`
+	// OutQueue bounds the frames waiting to be written to one client; a
+	// client that lets it fill is cut (slow_consumer), alone.
+	OutQueue int `yaml:"out_queue"`
+	// MaxConns and MaxConnsPerIP bound connections (TCP and WebSocket
+	// together) per gateway and per client address.
+	MaxConns      int `yaml:"max_conns"`
+	MaxConnsPerIP int `yaml:"max_conns_per_ip"`
+	// SessionTTL is how long a session whose connection dropped waits for
+	// a RESUME before the player is saved and taken out of the scene.
+	SessionTTL time.Duration `yaml:"session_ttl"`
+	// HoldTimeout, HoldMax and HoldMaxBytes bound the requests held for a
+	// scene process that is down (per process): after HoldTimeout a held
+	// request is answered `unavailable` (retryable); beyond HoldMax
+	// requests or HoldMaxBytes bytes new ones are answered so at once.
+	HoldTimeout  time.Duration `yaml:"hold_timeout"`
+	HoldMax      int           `yaml:"hold_max"`
+	HoldMaxBytes int64         `yaml:"hold_max_bytes"`
+	// PushInterval batches nearby players' positions; ViewRadius (in map
+	// units) is how far a client sees; MaxPositions bounds one batch.
+	PushInterval time.Duration `yaml:"push_interval"`
+	ViewRadius   int           `yaml:"view_radius"`
+	MaxPositions int           `yaml:"max_positions"`
+	// LinkConns is the persistent connections to each scene process.
+	LinkConns int `yaml:"link_conns"`
+}
+
+// GatewayInstance is one gateway of several.
+type GatewayInstance struct {
+	Name      string `yaml:"name"`
 	Listen    string `yaml:"listen"`
 	WebSocket string `yaml:"websocket"`
 	Admin     string `yaml:"admin"`
+}
+
+// Gateways returns every gateway `respawn up` starts and `respawn status`
+// shows: Instances, or the single one of Listen/WebSocket/Admin.
+func (c *Config) Gateways() []GatewayInstance {
+	if len(c.Gateway.Instances) > 0 {
+		return c.Gateway.Instances
+	}
+	g := c.Gateway
+	return []GatewayInstance{{Name: g.ID, Listen: g.Listen, WebSocket: g.WebSocket, Admin: g.Admin}}
+}
+
+// GatewayInstance returns the settings of gateway name ("" = the one of
+// Listen/WebSocket/Admin): the shared limits with that instance's id and
+// addresses.
+func (c *Config) GatewayInstance(name string) (Gateway, error) {
+	g := c.Gateway
+	if name == "" {
+		return g, nil
+	}
+	for _, in := range c.Gateway.Instances {
+		if in.Name == name {
+			g.ID, g.Listen, g.WebSocket, g.Admin = in.Name, in.Listen, in.WebSocket, in.Admin
+			return g, nil
+		}
+	}
+	return g, fmt.Errorf("gateway.instances: no gateway named %q", name)
 }
 
 // Process is one scene process and the scenes it hosts.
@@ -223,9 +306,29 @@ func Default() Config {
 			CacheMaxBytes:   256 << 20,
 		},
 		Gateway: Gateway{
-			Listen:    "127.0.0.1:7000",
-			WebSocket: "127.0.0.1:7001",
-			Admin:     "127.0.0.1:7201",
+			ID:            "gateway",
+			Listen:        "127.0.0.1:7000",
+			WebSocket:     "127.0.0.1:7001",
+			Admin:         "127.0.0.1:7201",
+			MaxFrame:      64 << 10,
+			Window:        16,
+			Rate:          100,
+			Burst:         200,
+			FloodLimit:    1000,
+			LoginTimeout:  5 * time.Second,
+			IdleTimeout:   30 * time.Second,
+			WriteTimeout:  5 * time.Second,
+			OutQueue:      1024,
+			MaxConns:      20000,
+			MaxConnsPerIP: 4096,
+			SessionTTL:    60 * time.Second,
+			HoldTimeout:   10 * time.Second,
+			HoldMax:       20000,
+			HoldMaxBytes:  32 << 20,
+			PushInterval:  100 * time.Millisecond,
+			ViewRadius:    30,
+			MaxPositions:  64,
+			LinkConns:     2,
 		},
 		Processes: []Process{
 			{Name: "town", Scenes: []string{"town"}},
@@ -310,7 +413,7 @@ func (c *Config) Validate() error {
 	addr("worldmgr.admin", c.WorldMgr.Admin, false)
 	addr("datasvr.admin", c.Datasvr.Admin, false)
 	addr("gateway.listen", c.Gateway.Listen, false)
-	addr("gateway.websocket", c.Gateway.WebSocket, false)
+	addr("gateway.websocket", c.Gateway.WebSocket, true)
 	addr("gateway.admin", c.Gateway.Admin, false)
 	a := c.Admin
 	for _, d := range []struct {
@@ -331,6 +434,7 @@ func (c *Config) Validate() error {
 	if a.MaxConns < 1 || a.MaxConns > 1<<16 {
 		bad("admin.max_conns", "must be between 1 and 65536, got %d", a.MaxConns)
 	}
+	c.validateGateway(bad, addr)
 	w := c.WorldMgr
 	if w.HeartbeatInterval <= 0 {
 		bad("worldmgr.heartbeat_interval", "must be positive, got %s", w.HeartbeatInterval)
@@ -478,4 +582,53 @@ func (n NATS) ClientURL() string {
 		return n.URL
 	}
 	return "nats://" + n.Listen
+}
+
+func (c *Config) validateGateway(bad func(key, format string, args ...any), addr func(key, v string, optional bool)) {
+	g := c.Gateway
+	if !validName(g.ID) {
+		bad("gateway.id", "%q must be 1-32 characters of a-z, 0-9, '-' or '_'", g.ID)
+	}
+	positive := func(key string, v int64) {
+		if v <= 0 {
+			bad(key, "must be positive, got %d", v)
+		}
+	}
+	if g.MaxFrame < 1024 || g.MaxFrame > 16<<20 {
+		bad("gateway.max_frame", "must be between 1024 and 16777216, got %d", g.MaxFrame)
+	}
+	if g.Window < 1 || g.Window > 16 {
+		// The scene keeps the replies of its last 16 requests per session:
+		// a larger window could resend a seq the scene no longer answers.
+		bad("gateway.window", "must be between 1 and 16 (the scene's reply window), got %d", g.Window)
+	}
+	for _, kv := range []struct {
+		key string
+		v   int64
+	}{
+		{"gateway.rate", int64(g.Rate)}, {"gateway.burst", int64(g.Burst)}, {"gateway.flood_limit", int64(g.FloodLimit)},
+		{"gateway.login_timeout", int64(g.LoginTimeout)}, {"gateway.idle_timeout", int64(g.IdleTimeout)},
+		{"gateway.write_timeout", int64(g.WriteTimeout)}, {"gateway.out_queue", int64(g.OutQueue)},
+		{"gateway.max_conns", int64(g.MaxConns)}, {"gateway.max_conns_per_ip", int64(g.MaxConnsPerIP)},
+		{"gateway.session_ttl", int64(g.SessionTTL)}, {"gateway.hold_timeout", int64(g.HoldTimeout)},
+		{"gateway.hold_max", int64(g.HoldMax)}, {"gateway.hold_max_bytes", g.HoldMaxBytes},
+		{"gateway.push_interval", int64(g.PushInterval)}, {"gateway.view_radius", int64(g.ViewRadius)},
+		{"gateway.max_positions", int64(g.MaxPositions)}, {"gateway.link_conns", int64(g.LinkConns)},
+	} {
+		positive(kv.key, kv.v)
+	}
+	names := map[string]bool{}
+	for i, in := range g.Instances {
+		key := fmt.Sprintf("gateway.instances[%d]", i)
+		if !validName(in.Name) {
+			bad(key+".name", "%q must be 1-32 characters of a-z, 0-9, '-' or '_'", in.Name)
+		}
+		if names[in.Name] {
+			bad(key+".name", "%q is used twice", in.Name)
+		}
+		names[in.Name] = true
+		addr(key+".listen", in.Listen, false)
+		addr(key+".websocket", in.WebSocket, true)
+		addr(key+".admin", in.Admin, false)
+	}
 }

@@ -1,5 +1,5 @@
 // Package launch is the local process supervisor behind `respawn up`: it
-// starts datasvr, worldmgr and gateway, restarts any that dies with the same
+// starts datasvr, worldmgr and every configured gateway, restarts any that dies with the same
 // restart policy the world manager applies to scenes, forwards their logs
 // with a prefix, and on shutdown stops the whole world, scenes included.
 package launch
@@ -53,7 +53,18 @@ func Run(ctx context.Context, opt Options) error {
 			l.printf("up", "%s not built (%s); skipping it", name, bin)
 			continue
 		}
-		daemons = append(daemons, &daemon{name: name, bin: bin})
+		if name != "gateway" {
+			daemons = append(daemons, &daemon{name: name, bin: bin})
+			continue
+		}
+		// One supervised child per configured gateway.
+		for _, gw := range opt.Config.Gateways() {
+			d := &daemon{name: name, bin: bin}
+			if len(opt.Config.Gateway.Instances) > 0 {
+				d.name, d.args = "gw/"+gw.Name, []string{"--instance", gw.Name}
+			}
+			daemons = append(daemons, d)
+		}
 	}
 	if len(daemons) == 0 {
 		return fmt.Errorf("up: no daemon binaries in %s; run `make build`", opt.BinDir)
@@ -94,6 +105,7 @@ type launcher struct {
 type daemon struct {
 	name string
 	bin  string
+	args []string // extra arguments (a gateway's --instance)
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{}
@@ -149,7 +161,7 @@ func (l *launcher) supervise(ctx context.Context, d *daemon) {
 }
 
 func (l *launcher) runOnce(d *daemon) error {
-	cmd := exec.Command(d.bin, l.opt.ChildArgs...)
+	cmd := exec.Command(d.bin, append(append([]string(nil), l.opt.ChildArgs...), d.args...)...)
 	// Own process group: a Ctrl-C at the terminal reaches only us, and we
 	// stop the daemons in order.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

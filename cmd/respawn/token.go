@@ -1,0 +1,43 @@
+package main
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/respawn-dev/respawn/internal/secret"
+	"github.com/respawn-dev/respawn/internal/token"
+)
+
+func tokenCommands(a *app) []*cobra.Command {
+	t := &cobra.Command{Use: "token", Short: "Player login tokens"}
+	var ttl time.Duration
+	issue := &cobra.Command{
+		Use:   "issue PLAYER",
+		Short: "Print a login token for PLAYER, signed with the cluster secret",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			cfg, err := a.config()
+			if err != nil {
+				return err
+			}
+			if ttl <= 0 {
+				return fmt.Errorf("--ttl must be positive, got %s", ttl)
+			}
+			sec, err := secret.Load(cfg.Secret, cfg.DataDir)
+			if err != nil {
+				return err
+			}
+			tok, err := token.IssueLogin(sec, args[0], time.Now().Add(ttl))
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(a.out, tok)
+			return nil
+		},
+	}
+	issue.Flags().DurationVar(&ttl, "ttl", time.Hour, "how long the token is valid")
+	t.AddCommand(issue)
+	return []*cobra.Command{t}
+}

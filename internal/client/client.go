@@ -1,0 +1,750 @@
+// Package client is the Go client of the respawn gateway: what cmd/bot,
+// the tests and any Go tool use to play. It speaks internal/gwproto over
+// TCP or WebSocket, logs in with a token, numbers requests, pipelines up
+// to a window of them, delivers pushes, and hides gateway and scene
+// failures: when its connection drops it reconnects (to the same gateway
+// or the next in the list), resumes the session with its resume token and
+// resends every unanswered request with its original seq, so each request
+// is applied once and answered once.
+//
+// Typical use:
+//
+//	c, err := client.Dial(ctx, client.Options{
+//		Gateways: []string{"127.0.0.1:7000", "ws://127.0.0.1:7011/"},
+//		Token:    tok, // `respawn token issue alice`
+//	})
+//	if err != nil { ... }
+//	defer c.Close()
+//	rep, err := c.Request(ctx, map[string]any{"op": "move", "x": 3, "y": 4})
+//	if err != nil { ... }        // the request's fate is unknown (closed, replaced, ctx)
+//	if err := rep.Err(); err != nil { ... } // the game refused it (rep.Reason)
+//
+//	f := c.Go(map[string]any{"op": "attack", "monster": "boar"}) // pipelined
+//	rep, err = f.Wait(ctx)
+//
+//	for p := range c.Pushes() { ... } // notices, chat, nearby positions
+//
+// Request and Go block while Window requests are unanswered. Replies with
+// a retryable code (unavailable, rate_limited, window_full) are resent by
+// the client with the same seq after a backoff, so callers see them only
+// as latency. Stats counts what happened (resumes, relogins, server
+// disconnects, duplicate replies).
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+	"go.uber.org/zap"
+
+	"github.com/respawn-dev/respawn/internal/gwproto"
+)
+
+// Options configure Dial.
+type Options struct {
+	// Gateways to connect to, tried in order: "host:port" (TCP) or
+	// "ws://host:port/" (WebSocket).
+	Gateways []string
+	// Token is the login token (`respawn token issue PLAYER`).
+	Token string
+	// Window bounds unanswered requests (default 16, and never more than
+	// the gateway allows).
+	Window int
+	// Name is sent in HELLO for the gateway's logs.
+	Name string
+	// DialTimeout bounds one connection attempt with its handshake
+	// (default 5 s).
+	DialTimeout time.Duration
+	// Reconnect is how long the client keeps trying to get back after a
+	// lost connection before it gives up (default: the session TTL the
+	// gateway announced, then a fresh login for another minute).
+	Reconnect time.Duration
+	// NoRetry returns retryable replies to the caller instead of resending.
+	NoRetry bool
+	// PushBuffer bounds Pushes (default 1024); pushes that find it full are
+	// dropped and counted.
+	PushBuffer int
+	Log        *zap.Logger
+}
+
+// Reply is the gateway's answer to one request.
+type Reply struct {
+	Seq    uint64
+	Code   gwproto.Code
+	Body   json.RawMessage // the game's result (Code OK)
+	Reason string          // the game's refusal code (Code GameError)
+	Error  string
+	Resent bool // answered after a resend (a failover or reconnect happened)
+}
+
+// OK reports success.
+func (r Reply) OK() bool { return r.Code == gwproto.CodeOK }
+
+// Err is nil for success, else an error naming the code and reason.
+func (r Reply) Err() error {
+	if r.OK() {
+		return nil
+	}
+	if r.Reason != "" {
+		return fmt.Errorf("request %d: %s (%s): %s", r.Seq, r.Code, r.Reason, r.Error)
+	}
+	return fmt.Errorf("request %d: %s: %s", r.Seq, r.Code, r.Error)
+}
+
+// Push is a server push.
+type Push = gwproto.Push
+
+// Stats counts what the client went through.
+type Stats struct {
+	Sent        uint64 // requests sent (first sends)
+	Resends     uint64 // requests sent again (reconnect or retryable reply)
+	Answered    uint64 // requests completed with a reply
+	Duplicates  uint64 // replies for a request already answered or never sent
+	Resumes     uint64 // sessions resumed after a lost connection
+	Relogins    uint64 // sessions that had to log in again (their unanswered requests failed)
+	Disconnects uint64 // connections the server closed with a code other than shutting_down
+	Lost        uint64 // connections that ended without a CLOSE (a gateway died, the network broke)
+	Dropped     uint64 // pushes dropped because Pushes was full
+}
+
+// Errors returned for requests whose reply will not come.
+var (
+	ErrClosed         = errors.New("client: closed")
+	ErrReplaced       = errors.New("client: the player logged in elsewhere")
+	ErrUnknownOutcome = errors.New("client: the session was lost; the request may or may not have been applied")
+)
+
+// Future is a request in flight.
+type Future struct {
+	seq  uint64
+	op   []byte
+	done chan struct{}
+	rep  Reply
+	err   error
+	sent  bool
+	sends int
+}
+
+// Done is closed when the request completed.
+func (f *Future) Done() <-chan struct{} { return f.done }
+
+// Seq is the request's sequence number.
+func (f *Future) Seq() uint64 { return f.seq }
+
+// Wait waits for the reply.
+func (f *Future) Wait(ctx context.Context) (Reply, error) {
+	select {
+	case <-f.done:
+		return f.rep, f.err
+	case <-ctx.Done():
+		return Reply{}, ctx.Err()
+	}
+}
+
+// Client is one player's connection. It is safe for concurrent use.
+type Client struct {
+	opt    Options
+	log    *zap.Logger
+	pushes chan Push
+
+	mu       sync.Mutex
+	cond     *sync.Cond // signalled when a window slot frees or the state changes
+	nc       net.Conn
+	gwIndex  int
+	welcome  gwproto.Welcome
+	session  gwproto.Session
+	resume   string
+	nextSeq  uint64
+	calls    map[uint64]*Future
+	answered map[uint64]bool // recent seqs answered, to spot duplicates
+	ansOrder []uint64
+	stats    Stats
+	closed   bool
+	fatal    error
+	connGen  uint64
+	wbuf     []byte
+
+	done    chan struct{}
+	closeMu sync.Once
+	wg      sync.WaitGroup
+}
+
+// Dial connects to the first reachable gateway and logs in.
+func Dial(ctx context.Context, opt Options) (*Client, error) {
+	if len(opt.Gateways) == 0 {
+		return nil, errors.New("client: no gateway address")
+	}
+	if opt.Window <= 0 {
+		opt.Window = 16
+	}
+	if opt.DialTimeout <= 0 {
+		opt.DialTimeout = 5 * time.Second
+	}
+	if opt.PushBuffer <= 0 {
+		opt.PushBuffer = 1024
+	}
+	if opt.Log == nil {
+		opt.Log = zap.NewNop()
+	}
+	c := &Client{opt: opt, log: opt.Log, pushes: make(chan Push, opt.PushBuffer), calls: map[uint64]*Future{},
+		answered: map[uint64]bool{}, done: make(chan struct{})}
+	c.cond = sync.NewCond(&c.mu)
+	var last error
+	for i := range opt.Gateways {
+		nc, err := c.connect(ctx, i, false)
+		if err == nil {
+			c.mu.Lock()
+			c.gwIndex = i
+			c.startLocked(nc)
+			c.mu.Unlock()
+			return c, nil
+		}
+		last = err
+		if code := gwproto.CodeOf(err, gwproto.CodeOK); code == gwproto.CodeBadToken || code == gwproto.CodeTokenExpired {
+			break
+		}
+	}
+	return nil, last
+}
+
+// Session is what the gateway said at the last login or resume.
+func (c *Client) Session() gwproto.Session {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.session
+}
+
+// Gateway is the address of the gateway the client is (or was last)
+// connected to.
+func (c *Client) Gateway() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.opt.Gateways[c.gwIndex]
+}
+
+// Stats returns the counters.
+func (c *Client) Stats() Stats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stats
+}
+
+// Pushes delivers server pushes (never closed: stop reading at Done).
+func (c *Client) Pushes() <-chan Push { return c.pushes }
+
+// Done is closed when the client stopped for good (Close, logout,
+// replaced, or the session could not be recovered); Err says why.
+func (c *Client) Done() <-chan struct{} { return c.done }
+
+// Err is why the client stopped (nil while it runs or after Close).
+func (c *Client) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.fatal
+}
+
+// Request sends op (any JSON-marshalable value, or []byte of JSON) and
+// waits for its reply.
+func (c *Client) Request(ctx context.Context, op any) (Reply, error) {
+	f, err := c.GoContext(ctx, op)
+	if err != nil {
+		return Reply{}, err
+	}
+	return f.Wait(ctx)
+}
+
+// Go sends op without waiting for the reply (pipelining). It blocks while
+// the window is full.
+func (c *Client) Go(op any) *Future {
+	f, err := c.GoContext(context.Background(), op)
+	if err != nil {
+		f = &Future{done: make(chan struct{}), err: err}
+		close(f.done)
+	}
+	return f
+}
+
+// GoContext is Go with a context bounding the wait for a window slot.
+func (c *Client) GoContext(ctx context.Context, op any) (*Future, error) {
+	var body []byte
+	switch o := op.(type) {
+	case []byte:
+		body = o
+	case json.RawMessage:
+		body = o
+	default:
+		var err error
+		if body, err = json.Marshal(op); err != nil {
+			return nil, fmt.Errorf("client: encode op: %w", err)
+		}
+	}
+	stop := context.AfterFunc(ctx, func() {
+		c.mu.Lock()
+		c.cond.Broadcast()
+		c.mu.Unlock()
+	})
+	defer stop()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for len(c.calls) >= c.windowLocked() && !c.closed && ctx.Err() == nil {
+		c.cond.Wait()
+	}
+	if c.closed {
+		if c.fatal != nil {
+			return nil, c.fatal
+		}
+		return nil, ErrClosed
+	}
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	c.nextSeq++
+	f := &Future{seq: c.nextSeq, op: body, done: make(chan struct{})}
+	c.calls[f.seq] = f
+	c.stats.Sent++
+	c.sendLocked(f)
+	return f, nil
+}
+
+func (c *Client) windowLocked() int {
+	w := c.opt.Window
+	if c.welcome.Window > 0 && c.welcome.Window < w {
+		w = c.welcome.Window
+	}
+	return w
+}
+
+// sendLocked writes f's REQUEST if connected; if not, the reconnect will.
+func (c *Client) sendLocked(f *Future) {
+	if c.nc == nil {
+		return
+	}
+	if f.sent {
+		c.stats.Resends++
+	}
+	f.sent = true
+	f.sends++
+	c.wbuf = gwproto.AppendFrame(c.wbuf[:0], gwproto.Frame{Type: gwproto.TypeRequest, ID: f.seq, Body: f.op})
+	_ = c.nc.SetWriteDeadline(time.Now().Add(c.opt.DialTimeout))
+	if _, err := c.nc.Write(c.wbuf); err != nil {
+		// The reader sees the broken connection and reconnects; f is resent then.
+		c.nc.Close()
+	}
+}
+
+// Logout leaves the world: the player is saved and taken out of the scene.
+func (c *Client) Logout(ctx context.Context) error {
+	c.mu.Lock()
+	nc := c.nc
+	if nc != nil {
+		b := gwproto.AppendFrame(nil, gwproto.Frame{Type: gwproto.TypeLogout})
+		_, _ = nc.Write(b)
+	}
+	c.mu.Unlock()
+	if nc == nil {
+		return errors.New("client: not connected")
+	}
+	select {
+	case <-c.done:
+		return nil
+	case <-ctx.Done():
+		c.Close()
+		return ctx.Err()
+	}
+}
+
+// Close disconnects without logging out: the session stays in the scene
+// for the session TTL.
+func (c *Client) Close() error {
+	c.stop(nil)
+	c.wg.Wait()
+	return nil
+}
+
+func (c *Client) stop(err error) {
+	c.closeMu.Do(func() {
+		c.mu.Lock()
+		c.closed = true
+		c.fatal = err
+		if c.nc != nil {
+			c.nc.Close()
+			c.nc = nil
+		}
+		fail := err
+		if fail == nil {
+			fail = ErrClosed
+		}
+		for seq, f := range c.calls {
+			f.err = fail
+			close(f.done)
+			delete(c.calls, seq)
+		}
+		c.cond.Broadcast()
+		c.mu.Unlock()
+		close(c.done)
+	})
+}
+
+// connect dials gateway i, says HELLO and logs in (or resumes).
+func (c *Client) connect(ctx context.Context, i int, resume bool) (net.Conn, error) {
+	addr := c.opt.Gateways[i]
+	ctx, cancel := context.WithTimeout(ctx, c.opt.DialTimeout)
+	defer cancel()
+	nc, err := dialTransport(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			nc.Close()
+		}
+	}()
+	deadline, _ := ctx.Deadline()
+	_ = nc.SetDeadline(deadline)
+	var b []byte
+	b, _ = gwproto.AppendMsg(b, gwproto.TypeHello, gwproto.CodeOK, 0, gwproto.Hello{Version: gwproto.Version, Client: c.opt.Name})
+	c.mu.Lock()
+	tok := c.resume
+	c.mu.Unlock()
+	if resume {
+		b, _ = gwproto.AppendMsg(b, gwproto.TypeResume, gwproto.CodeOK, 0, gwproto.Resume{Token: tok})
+	} else {
+		b, _ = gwproto.AppendMsg(b, gwproto.TypeLogin, gwproto.CodeOK, 0, gwproto.Login{Token: c.opt.Token})
+	}
+	if _, err := nc.Write(b); err != nil {
+		return nil, fmt.Errorf("client: %s: %w", addr, err)
+	}
+	r := gwproto.NewReader(nc, 16<<20)
+	var welcome gwproto.Welcome
+	for {
+		f, err := r.Next()
+		if err != nil {
+			return nil, fmt.Errorf("client: %s: handshake: %w", addr, err)
+		}
+		switch f.Type {
+		case gwproto.TypeWelcome:
+			if err := gwproto.DecodeBody(f, &welcome); err != nil {
+				return nil, err
+			}
+		case gwproto.TypeClose:
+			var e gwproto.ErrorBody
+			_ = gwproto.DecodeBody(f, &e)
+			return nil, &gwproto.Error{Code: f.Code, Msg: fmt.Sprintf("%s: %s", addr, e.Error)}
+		case gwproto.TypeSession:
+			var s gwproto.Session
+			if err := gwproto.DecodeBody(f, &s); err != nil {
+				return nil, err
+			}
+			_ = nc.SetDeadline(time.Time{})
+			c.mu.Lock()
+			c.welcome, c.session, c.resume = welcome, s, s.ResumeToken
+			c.mu.Unlock()
+			ok = true
+			return &readerConn{Conn: nc, r: r}, nil
+		}
+	}
+}
+
+// readerConn keeps the frame reader that may hold bytes read past SESSION.
+type readerConn struct {
+	net.Conn
+	r *gwproto.Reader
+}
+
+func dialTransport(ctx context.Context, addr string) (net.Conn, error) {
+	if strings.HasPrefix(addr, "ws://") || strings.HasPrefix(addr, "wss://") {
+		ws, _, err := websocket.Dial(ctx, addr, nil)
+		if err != nil {
+			return nil, fmt.Errorf("client: websocket %s: %w", addr, err)
+		}
+		// The connection outlives the dial context.
+		return websocket.NetConn(context.Background(), ws, websocket.MessageBinary), nil
+	}
+	addr = strings.TrimPrefix(addr, "tcp://")
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	return nc, nil
+}
+
+// startLocked makes nc the connection, resends every unanswered request in
+// seq order, and starts its reader.
+func (c *Client) startLocked(nc net.Conn) {
+	c.nc = nc
+	c.connGen++
+	gen := c.connGen
+	seqs := make([]uint64, 0, len(c.calls))
+	for s := range c.calls {
+		seqs = append(seqs, s)
+	}
+	slices.Sort(seqs)
+	for _, s := range seqs {
+		c.sendLocked(c.calls[s])
+	}
+	c.cond.Broadcast()
+	c.wg.Add(2)
+	go func() { defer c.wg.Done(); c.readLoop(nc, gen) }()
+	go func() { defer c.wg.Done(); c.pingLoop(nc, gen) }()
+}
+
+func (c *Client) pingLoop(nc net.Conn, gen uint64) {
+	c.mu.Lock()
+	idle := time.Duration(c.welcome.IdleMS) * time.Millisecond
+	c.mu.Unlock()
+	if idle <= 0 {
+		idle = 30 * time.Second
+	}
+	t := time.NewTicker(idle / 3)
+	defer t.Stop()
+	for n := uint64(1); ; n++ {
+		select {
+		case <-c.done:
+			return
+		case <-t.C:
+		}
+		c.mu.Lock()
+		if c.connGen != gen || c.nc == nil {
+			c.mu.Unlock()
+			return
+		}
+		_ = c.nc.SetWriteDeadline(time.Now().Add(c.opt.DialTimeout))
+		_, _ = c.nc.Write(gwproto.AppendFrame(nil, gwproto.Frame{Type: gwproto.TypePing, ID: n}))
+		c.mu.Unlock()
+	}
+}
+
+func (c *Client) readLoop(nc net.Conn, gen uint64) {
+	r := nc.(*readerConn).r
+	var closeCode gwproto.Code
+	var closeMsg string
+	gotClose := false
+	for {
+		f, err := r.Next()
+		if err != nil {
+			break
+		}
+		switch f.Type {
+		case gwproto.TypeReply:
+			c.onReply(f)
+		case gwproto.TypePush:
+			c.onPush(f)
+		case gwproto.TypePing:
+			c.mu.Lock()
+			if c.nc == nc {
+				_, _ = nc.Write(gwproto.AppendFrame(nil, gwproto.Frame{Type: gwproto.TypePong, ID: f.ID}))
+			}
+			c.mu.Unlock()
+		case gwproto.TypeClose:
+			var e gwproto.ErrorBody
+			_ = gwproto.DecodeBody(f, &e)
+			gotClose, closeCode, closeMsg = true, f.Code, e.Error
+		}
+		if gotClose {
+			break
+		}
+	}
+	nc.Close()
+	c.mu.Lock()
+	if c.connGen != gen || c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.nc = nil
+	switch {
+	case gotClose && closeCode == gwproto.CodeOK:
+		c.mu.Unlock()
+		c.stop(nil) // logged out
+		return
+	case gotClose && closeCode == gwproto.CodeSessionReplaced:
+		c.stats.Disconnects++
+		c.mu.Unlock()
+		c.stop(fmt.Errorf("%w: %s", ErrReplaced, closeMsg))
+		return
+	case gotClose && closeCode != gwproto.CodeShuttingDown:
+		c.stats.Disconnects++
+		c.log.Warn("gateway closed the connection", zap.Stringer("code", closeCode), zap.String("why", closeMsg))
+	case !gotClose:
+		c.stats.Lost++
+	}
+	c.mu.Unlock()
+	c.wg.Add(1)
+	go func() { defer c.wg.Done(); c.reconnect() }()
+}
+
+func (c *Client) onReply(f gwproto.Frame) {
+	rep := Reply{Seq: f.ID, Code: f.Code}
+	if f.Code == gwproto.CodeOK {
+		rep.Body = append(json.RawMessage(nil), f.Body...)
+	} else {
+		var e gwproto.ErrorBody
+		_ = gwproto.DecodeBody(f, &e)
+		rep.Reason, rep.Error = e.Reason, e.Error
+	}
+	c.mu.Lock()
+	fut := c.calls[f.ID]
+	if fut == nil {
+		if c.answered[f.ID] || f.ID > c.nextSeq {
+			c.stats.Duplicates++
+		}
+		c.mu.Unlock()
+		return
+	}
+	if f.Code.Retryable() && !c.opt.NoRetry {
+		c.mu.Unlock()
+		time.AfterFunc(50*time.Millisecond, func() {
+			c.mu.Lock()
+			if c.calls[fut.seq] == fut {
+				c.sendLocked(fut)
+			}
+			c.mu.Unlock()
+		})
+		return
+	}
+	delete(c.calls, f.ID)
+	c.answered[f.ID] = true
+	c.ansOrder = append(c.ansOrder, f.ID)
+	if len(c.ansOrder) > 1024 {
+		delete(c.answered, c.ansOrder[0])
+		c.ansOrder = c.ansOrder[1:]
+	}
+	c.stats.Answered++
+	rep.Resent = fut.sends > 1
+	fut.rep = rep
+	close(fut.done)
+	c.cond.Broadcast()
+	c.mu.Unlock()
+}
+
+func (c *Client) onPush(f gwproto.Frame) {
+	var p gwproto.Push
+	if gwproto.DecodeBody(f, &p) != nil {
+		return
+	}
+	if p.Kind == "resume_token" {
+		var t struct {
+			Token string `json:"token"`
+		}
+		if json.Unmarshal(p.Data, &t) == nil && t.Token != "" {
+			c.mu.Lock()
+			c.resume = t.Token
+			c.mu.Unlock()
+		}
+		return
+	}
+	p.Data = append(json.RawMessage(nil), p.Data...)
+	select {
+	case c.pushes <- p:
+	default:
+		c.mu.Lock()
+		c.stats.Dropped++
+		c.mu.Unlock()
+	}
+}
+
+// reconnect gets the session back: resume on the same gateway or the
+// next ones, with backoff, for the session TTL; if the session is gone,
+// log in again (unanswered requests fail with ErrUnknownOutcome).
+func (c *Client) reconnect() {
+	c.mu.Lock()
+	ttl := time.Duration(c.welcome.SessionTTLMS) * time.Millisecond
+	start := c.gwIndex
+	c.mu.Unlock()
+	if ttl <= 0 {
+		ttl = time.Minute
+	}
+	limit := c.opt.Reconnect
+	if limit <= 0 {
+		limit = ttl + time.Minute
+	}
+	// Resume only well inside the TTL: after it the gateway may have taken
+	// the player out of the scene, and a resend could apply twice.
+	resumeUntil := time.Now().Add(ttl * 3 / 4)
+	deadline := time.Now().Add(limit)
+	resume := true
+	backoff := 20 * time.Millisecond
+	for attempt := 0; time.Now().Before(deadline); attempt++ {
+		select {
+		case <-c.done:
+			return
+		default:
+		}
+		if resume && time.Now().After(resumeUntil) {
+			resume = false
+		}
+		i := (start + attempt) % len(c.opt.Gateways)
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() {
+			select {
+			case <-c.done:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		nc, err := c.connect(ctx, i, resume)
+		cancel()
+		if err == nil {
+			c.mu.Lock()
+			if c.closed {
+				c.mu.Unlock()
+				nc.Close()
+				return
+			}
+			c.gwIndex = i
+			if resume {
+				c.stats.Resumes++
+			} else {
+				c.stats.Relogins++
+				// A new session starts again at seq 1; what was unanswered
+				// in the old one may or may not have been applied.
+				for seq, f := range c.calls {
+					f.err = ErrUnknownOutcome
+					close(f.done)
+					delete(c.calls, seq)
+				}
+				c.nextSeq = 0
+				c.answered, c.ansOrder = map[uint64]bool{}, nil
+			}
+			c.startLocked(nc)
+			c.mu.Unlock()
+			c.log.Info("reconnected", zap.String("gateway", c.opt.Gateways[i]), zap.Bool("resumed", resume))
+			return
+		}
+		switch gwproto.CodeOf(err, gwproto.CodeOK) {
+		case gwproto.CodeResumeFailed, gwproto.CodeTokenExpired:
+			if resume {
+				resume = false
+				continue
+			}
+		case gwproto.CodeBadToken:
+			if !resume {
+				c.stop(err)
+				return
+			}
+			resume = false
+			continue
+		}
+		// Every gateway tried once: wait before the next round.
+		if (attempt+1)%len(c.opt.Gateways) == 0 {
+			t := time.NewTimer(backoff)
+			select {
+			case <-t.C:
+			case <-c.done:
+				t.Stop()
+				return
+			}
+			backoff = min(backoff*2, 500*time.Millisecond)
+		}
+	}
+	c.stop(fmt.Errorf("client: could not reach any gateway for %s", limit))
+}

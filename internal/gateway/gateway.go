@@ -1,0 +1,270 @@
+// Package gateway is the client gateway: it accepts game clients over TCP
+// and WebSocket (internal/gwproto frames), logs them in with signed tokens,
+// brings each player into the scene the data server says they were last
+// in, and relays their requests to the scene process hosting that scene
+// over a scenelink.Client per process, routed from the replica of the
+// scene table.
+//
+// A scene process that dies costs clients latency, never their
+// connection: the gateway holds the scene's requests (bounded in count,
+// bytes and time), follows the scene table to the new process, re-joins
+// and resends what was not answered with the original seqs; the scene's
+// per-player session record makes that exactly once. A gateway that dies
+// costs clients one reconnect: they resume their session on any gateway
+// with the resume token.
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/respawn-dev/respawn/internal/config"
+	"github.com/respawn-dev/respawn/internal/modules"
+	"github.com/respawn-dev/respawn/internal/replica"
+	"github.com/respawn-dev/respawn/internal/secret"
+)
+
+// Options configure a Gateway.
+type Options struct {
+	// Config is this gateway's settings (config.GatewayInstance).
+	Config config.Gateway
+	// DefaultScene is where a player with no recorded scene enters.
+	DefaultScene string
+	Secret       *secret.Secret
+	// NATS reaches the scene table, the data server and the other
+	// gateways.
+	NATS       *nats.Conn
+	Log        *zap.Logger
+	Registerer prometheus.Registerer
+	// Now is the clock for tokens (tests); nil = time.Now.
+	Now func() time.Time
+}
+
+// Gateway is one gateway. New prepares it, Start listens, Shutdown stops
+// it (idempotent).
+type Gateway struct {
+	opt  Options
+	cfg  config.Gateway
+	log  *zap.Logger
+	now  func() time.Time
+	m    *metrics
+	reg  *registry
+	rt   *router
+	pos  *positions
+	loc  *locator
+	ann  *announcer
+	ctx  context.Context
+	stop context.CancelFunc
+
+	tcp    net.Listener
+	ws     net.Listener
+	wsSrv  *http.Server
+	limits *connLimits
+
+	wg           sync.WaitGroup
+	shutdownOnce sync.Once
+}
+
+// New validates the options and builds a gateway; it does not listen yet.
+func New(opt Options) (*Gateway, error) {
+	if opt.Secret == nil {
+		return nil, errors.New("gateway: no cluster secret")
+	}
+	if opt.NATS == nil {
+		return nil, errors.New("gateway: no NATS connection")
+	}
+	if opt.DefaultScene == "" {
+		return nil, errors.New("gateway: no default scene")
+	}
+	if opt.Log == nil {
+		opt.Log = zap.NewNop()
+	}
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	if opt.Registerer == nil {
+		opt.Registerer = prometheus.NewRegistry()
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	g := &Gateway{opt: opt, cfg: opt.Config, log: opt.Log, now: opt.Now, ctx: ctx, stop: stop,
+		limits: &connLimits{max: opt.Config.MaxConns, perIP: opt.Config.MaxConnsPerIP, byIP: map[string]int{}}}
+	m, err := newMetrics(opt.Registerer, g)
+	if err != nil {
+		stop()
+		return nil, err
+	}
+	g.m = m
+	g.reg = newRegistry(g)
+	g.pos = newPositions(g)
+	g.loc = &locator{g: g}
+	g.rt = newRouter(g)
+	return g, nil
+}
+
+// Start subscribes to the scene table and the other gateways and starts
+// listening. It returns once the listeners are bound; the table may still
+// be syncing (logins wait for it).
+func (g *Gateway) Start() error {
+	table, err := replica.NewReader[modules.SceneRow](g.ctx, g.opt.NATS, modules.SceneTable, replica.RoleGateway,
+		replica.ReaderOptions{Logger: g.log, Registerer: g.opt.Registerer})
+	if err != nil {
+		return fmt.Errorf("gateway: scene table: %w", err)
+	}
+	g.rt.start(table)
+	if g.ann, err = newAnnouncer(g); err != nil {
+		g.Shutdown()
+		return err
+	}
+	g.tcp, err = net.Listen("tcp", g.cfg.Listen)
+	if err != nil {
+		g.Shutdown()
+		return fmt.Errorf("gateway %s: listen %s: %w", g.cfg.ID, g.cfg.Listen, err)
+	}
+	if g.cfg.WebSocket != "" {
+		if g.ws, err = net.Listen("tcp", g.cfg.WebSocket); err != nil {
+			g.Shutdown()
+			return fmt.Errorf("gateway %s: listen websocket %s: %w", g.cfg.ID, g.cfg.WebSocket, err)
+		}
+		g.wsSrv = &http.Server{Handler: http.HandlerFunc(g.serveWebSocket), ReadHeaderTimeout: g.cfg.LoginTimeout}
+		g.wg.Add(1)
+		go func() { defer g.wg.Done(); _ = g.wsSrv.Serve(g.ws) }()
+	}
+	g.wg.Add(2)
+	go func() { defer g.wg.Done(); g.acceptTCP() }()
+	go func() { defer g.wg.Done(); g.pos.run(g.ctx) }()
+	g.log.Info("gateway listening", zap.String("gateway", g.cfg.ID), zap.String("tcp", g.tcp.Addr().String()),
+		zap.String("websocket", g.cfg.WebSocket))
+	return nil
+}
+
+// Addr is the TCP listener's address.
+func (g *Gateway) Addr() string { return g.tcp.Addr().String() }
+
+// WebSocketAddr is the WebSocket listener's address ("" if disabled).
+func (g *Gateway) WebSocketAddr() string {
+	if g.ws == nil {
+		return ""
+	}
+	return g.ws.Addr().String()
+}
+
+// Healthy reports whether the gateway can route: its scene table replica
+// has synced.
+func (g *Gateway) Healthy() error {
+	if !g.rt.synced() {
+		return errors.New("scene table replica not synced yet")
+	}
+	return nil
+}
+
+// Shutdown closes the listeners and every client (CLOSE shutting_down, so
+// they resume elsewhere) without taking players out of their scenes: the
+// sessions stay in the scenes for their clients to resume. Safe to call
+// more than once.
+func (g *Gateway) Shutdown() {
+	g.shutdownOnce.Do(func() {
+		if g.tcp != nil {
+			g.tcp.Close()
+		}
+		if g.wsSrv != nil {
+			g.wsSrv.Close()
+		}
+		g.stop()
+		g.reg.closeAll()
+		if g.ann != nil {
+			g.ann.close()
+		}
+		g.rt.close()
+		g.wg.Wait()
+	})
+}
+
+func (g *Gateway) acceptTCP() {
+	var delay time.Duration
+	for {
+		nc, err := g.tcp.Accept()
+		if err != nil {
+			if g.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of file descriptors and the like: back off, keep serving.
+			delay = min(max(delay*2, 5*time.Millisecond), time.Second)
+			g.log.Warn("accept failed", zap.Error(err), zap.Duration("retry_in", delay))
+			time.Sleep(delay) // bounded backoff of the accept loop
+			continue
+		}
+		delay = 0
+		if tc, ok := nc.(*net.TCPConn); ok {
+			_ = tc.SetNoDelay(true)
+		}
+		g.wg.Add(1)
+		go func() { defer g.wg.Done(); g.serve(nc, "tcp") }()
+	}
+}
+
+func (g *Gateway) serveWebSocket(w http.ResponseWriter, r *http.Request) {
+	// Tokens travel in frames, not cookies, so another origin gains
+	// nothing from opening a socket: accept browser clients from anywhere.
+	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
+	if err != nil {
+		return // Accept already answered the HTTP request
+	}
+	nc := websocket.NetConn(g.ctx, c, websocket.MessageBinary)
+	g.wg.Add(1)
+	defer g.wg.Done()
+	g.serve(nc, "websocket")
+}
+
+// newID returns a random 128-bit id in hex.
+func newID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on Linux
+	return hex.EncodeToString(b[:])
+}
+
+// connLimits bounds connections per gateway and per client address.
+type connLimits struct {
+	mu    sync.Mutex
+	max   int
+	perIP int
+	total int
+	byIP  map[string]int
+}
+
+func (l *connLimits) admit(ip string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.total >= l.max || l.byIP[ip] >= l.perIP {
+		return false
+	}
+	l.total++
+	l.byIP[ip]++
+	return true
+}
+
+func (l *connLimits) release(ip string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.total--
+	if l.byIP[ip]--; l.byIP[ip] <= 0 {
+		delete(l.byIP, ip)
+	}
+}
+
+func (l *connLimits) count() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.total
+}

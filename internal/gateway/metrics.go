@@ -1,0 +1,44 @@
+package gateway
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	conns   prometheus.Gauge
+	refused prometheus.Counter
+	slow    prometheus.Counter
+	held    prometheus.Gauge
+	pushes  prometheus.Counter
+	logins  *prometheus.CounterVec
+	resumes *prometheus.CounterVec
+	replies *prometheus.CounterVec
+	closes  *prometheus.CounterVec
+	latency prometheus.Histogram
+}
+
+func newMetrics(reg prometheus.Registerer, g *Gateway) (*metrics, error) {
+	m := &metrics{
+		conns:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "respawn_gateway_connections", Help: "Open client connections."}),
+		refused: prometheus.NewCounter(prometheus.CounterOpts{Name: "respawn_gateway_refused_total", Help: "Connections refused by the connection limits."}),
+		slow:    prometheus.NewCounter(prometheus.CounterOpts{Name: "respawn_gateway_slow_consumers_total", Help: "Clients cut because their outbound queue was full."}),
+		held:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "respawn_gateway_held_requests", Help: "Requests held for a scene process that is down."}),
+		pushes:  prometheus.NewCounter(prometheus.CounterOpts{Name: "respawn_gateway_scene_pushes_total", Help: "Scene-wide pushes fanned out to clients."}),
+		logins:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "respawn_gateway_logins_total", Help: "Logins by result."}, []string{"result"}),
+		resumes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "respawn_gateway_resumes_total", Help: "Resumes by result."}, []string{"result"}),
+		replies: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "respawn_gateway_replies_total", Help: "Replies to requests by protocol code."}, []string{"code"}),
+		closes:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "respawn_gateway_closes_total", Help: "Connections the gateway closed, by code."}, []string{"code"}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "respawn_gateway_request_seconds", Help: "Time from a request's turn to its reply, failovers included.",
+			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 16)}),
+	}
+	sessions := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "respawn_gateway_sessions", Help: "Sessions on this gateway, connected or waiting for a resume."},
+		func() float64 { return float64(g.reg.count()) })
+	for _, c := range []prometheus.Collector{m.conns, m.refused, m.slow, m.held, m.pushes, m.logins, m.resumes, m.replies, m.closes, m.latency, sessions} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("gateway metrics: %w", err)
+		}
+	}
+	return m, nil
+}

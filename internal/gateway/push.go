@@ -1,0 +1,258 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/respawn-dev/respawn/internal/gwproto"
+	"github.com/respawn-dev/respawn/internal/scenelink"
+)
+
+// pushFrame builds a PUSH frame without re-encoding data.
+func pushFrame(kind, scene string, data json.RawMessage) []byte {
+	if len(data) == 0 {
+		data = json.RawMessage("{}")
+	}
+	k, _ := json.Marshal(kind)
+	s, _ := json.Marshal(scene)
+	body := make([]byte, 0, len(data)+len(k)+len(s)+32)
+	body = append(body, `{"kind":`...)
+	body = append(body, k...)
+	body = append(body, `,"scene":`...)
+	body = append(body, s...)
+	body = append(body, `,"data":`...)
+	body = append(body, data...)
+	body = append(body, '}')
+	return gwproto.AppendFrame(nil, gwproto.Frame{Type: gwproto.TypePush, Body: body})
+}
+
+// deliver routes one push from a scene process to this gateway's clients:
+// to the player it names, or to everyone here in its scene. Positions are
+// not forwarded one by one: they are batched per push interval and
+// filtered by distance (positions.flush).
+func (g *Gateway) deliver(p scenelink.Push) {
+	if p.Kind == "position" {
+		g.pos.update(p)
+		return
+	}
+	if p.Kind == "notice" {
+		g.pos.notice(p)
+	}
+	frame := pushFrame(p.Kind, p.Scene, p.Body)
+	if p.Player != "" {
+		if s := g.reg.get(p.Player); s != nil {
+			s.push(frame)
+		}
+		return
+	}
+	for _, s := range g.reg.inScene(p.Scene) {
+		s.push(frame)
+	}
+	g.m.pushes.Inc()
+}
+
+func (s *Session) push(frame []byte) {
+	s.mu.Lock()
+	c := s.conn
+	s.mu.Unlock()
+	if c != nil {
+		c.sendRaw(frame)
+	}
+}
+
+// positions keeps, per scene, where each player is (from the scenes'
+// position pushes) and who moved since the last flush. Every push
+// interval each client gets one "positions" push with the players that
+// moved within view_radius of it (at most max_positions, nearest first)
+// and those that left its view: a move costs one entry in the batches of
+// the clients near it, not a frame to everyone in the scene.
+type positions struct {
+	g      *Gateway
+	mu     sync.Mutex
+	scenes map[string]*scenePositions
+}
+
+type scenePositions struct {
+	at    map[string]gwproto.Pos
+	moved map[string]bool
+	gone  map[string]bool
+}
+
+func newPositions(g *Gateway) *positions {
+	return &positions{g: g, scenes: map[string]*scenePositions{}}
+}
+
+func (ps *positions) scene(id string) *scenePositions {
+	sp := ps.scenes[id]
+	if sp == nil {
+		sp = &scenePositions{at: map[string]gwproto.Pos{}, moved: map[string]bool{}, gone: map[string]bool{}}
+		ps.scenes[id] = sp
+	}
+	return sp
+}
+
+// maxTracked bounds the players tracked per scene (the game's own limit).
+const maxTracked = 10000
+
+func (ps *positions) update(p scenelink.Push) {
+	var m struct {
+		Kind string `json:"kind"`
+		ID   string `json:"id"`
+		X    int    `json:"x"`
+		Y    int    `json:"y"`
+	}
+	if json.Unmarshal(p.Body, &m) != nil || m.ID == "" || (m.Kind != "" && m.Kind != "player") {
+		return
+	}
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	sp := ps.scene(p.Scene)
+	if _, ok := sp.at[m.ID]; !ok && len(sp.at) >= maxTracked {
+		return
+	}
+	sp.at[m.ID] = gwproto.Pos{ID: m.ID, X: m.X, Y: m.Y}
+	sp.moved[m.ID] = true
+	delete(sp.gone, m.ID)
+}
+
+// notice drops players who left a scene from its table.
+func (ps *positions) notice(p scenelink.Push) {
+	var n struct {
+		Type string `json:"type"`
+		ID   string `json:"id"`
+	}
+	if json.Unmarshal(p.Body, &n) != nil || n.Type != "player_left" {
+		return
+	}
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	sp := ps.scene(p.Scene)
+	if _, ok := sp.at[n.ID]; ok {
+		delete(sp.at, n.ID)
+		delete(sp.moved, n.ID)
+		if len(sp.gone) < maxTracked {
+			sp.gone[n.ID] = true
+		}
+	}
+}
+
+func (ps *positions) run(ctx context.Context) {
+	t := time.NewTicker(ps.g.cfg.PushInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			ps.flush()
+		}
+	}
+}
+
+type cellKey struct{ x, y int }
+
+// flush sends each client the moves near it since the last flush.
+func (ps *positions) flush() {
+	type batch struct {
+		scene string
+		moved []gwproto.Pos
+		gone  []string
+		at    map[string]gwproto.Pos
+	}
+	var batches []batch
+	ps.mu.Lock()
+	for id, sp := range ps.scenes {
+		if len(sp.moved) == 0 && len(sp.gone) == 0 {
+			if len(sp.at) == 0 {
+				delete(ps.scenes, id)
+			}
+			continue
+		}
+		b := batch{scene: id, at: make(map[string]gwproto.Pos, len(sp.at))}
+		for pid := range sp.moved {
+			b.moved = append(b.moved, sp.at[pid])
+		}
+		for pid := range sp.gone {
+			b.gone = append(b.gone, pid)
+		}
+		for k, v := range sp.at {
+			b.at[k] = v
+		}
+		sp.moved, sp.gone = map[string]bool{}, map[string]bool{}
+		batches = append(batches, b)
+	}
+	ps.mu.Unlock()
+	r := ps.g.cfg.ViewRadius
+	for _, b := range batches {
+		sessions := ps.g.reg.inScene(b.scene)
+		if len(sessions) == 0 {
+			continue
+		}
+		// A grid of cells view_radius wide: a client looks at its cell and
+		// the 8 around it, not at every mover in the scene.
+		grid := map[cellKey][]gwproto.Pos{}
+		for _, p := range b.moved {
+			k := cellKey{floorDiv(p.X, r), floorDiv(p.Y, r)}
+			grid[k] = append(grid[k], p)
+		}
+		sort.Strings(b.gone)
+		for _, s := range sessions {
+			me, ok := b.at[s.player]
+			if !ok {
+				s.mu.Lock()
+				me, ok = gwproto.Pos{X: s.x, Y: s.y}, s.hasPos
+				s.mu.Unlock()
+			}
+			if !ok {
+				continue
+			}
+			var near []gwproto.Pos
+			cx, cy := floorDiv(me.X, r), floorDiv(me.Y, r)
+			for dx := -1; dx <= 1; dx++ {
+				for dy := -1; dy <= 1; dy++ {
+					for _, p := range grid[cellKey{cx + dx, cy + dy}] {
+						if p.ID != s.player && abs(p.X-me.X) <= r && abs(p.Y-me.Y) <= r {
+							near = append(near, p)
+						}
+					}
+				}
+			}
+			if len(near) == 0 && len(b.gone) == 0 {
+				continue
+			}
+			max := ps.g.cfg.MaxPositions
+			if len(near) > max {
+				sort.Slice(near, func(i, j int) bool {
+					return dist(near[i], me) < dist(near[j], me) || dist(near[i], me) == dist(near[j], me) && near[i].ID < near[j].ID
+				})
+				near = near[:max]
+			}
+			gone := b.gone
+			if len(gone) > max {
+				gone = gone[:max]
+			}
+			data, _ := json.Marshal(gwproto.Positions{Players: near, Gone: gone})
+			s.push(pushFrame("positions", b.scene, data))
+		}
+	}
+}
+
+func floorDiv(a, b int) int {
+	q := a / b
+	if (a%b != 0) && ((a < 0) != (b < 0)) {
+		q--
+	}
+	return q
+}
+
+func abs(a int) int {
+	if a < 0 {
+		return -a
+	}
+	return a
+}
+
+func dist(a, b gwproto.Pos) int { return max(abs(a.X-b.X), abs(a.Y-b.Y)) }

@@ -1,0 +1,69 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/respawn-dev/respawn/internal/admin"
+	"github.com/respawn-dev/respawn/internal/bus"
+	"github.com/respawn-dev/respawn/internal/config"
+	"github.com/respawn-dev/respawn/internal/secret"
+)
+
+// Run runs gateway instance (config.GatewayInstance; "" = the gateway of
+// gateway.listen/websocket/admin) until ctx ends: what cmd/gateway calls.
+func Run(ctx context.Context, cfg *config.Config, instance string, log *zap.Logger) error {
+	gc, err := cfg.GatewayInstance(instance)
+	if err != nil {
+		return err
+	}
+	log = log.With(zap.String("gateway", gc.ID))
+	sec, err := secret.Load(cfg.Secret, cfg.DataDir)
+	if err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
+	if len(cfg.Processes) == 0 || len(cfg.Processes[0].Scenes) == 0 {
+		return errors.New("gateway: no scene to bring new players into")
+	}
+	nc, err := bus.Connect(cfg.NATS.ClientURL(), "gateway-"+gc.ID, log)
+	if err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
+	defer nc.Close()
+	var g *Gateway // set before the admin port serves
+	adm, err := admin.New(gc.Admin, cfg.Admin.Token, func() error { return g.Healthy() })
+	if err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
+	g, err = New(Options{Config: gc, DefaultScene: cfg.Processes[0].Scenes[0], Secret: sec, NATS: nc, Log: log, Registerer: adm.Registry})
+	if err != nil {
+		return err
+	}
+	if err := g.Start(); err != nil {
+		return err
+	}
+	defer g.Shutdown()
+	adm.Handle("GET /v1/info", func(w http.ResponseWriter, _ *http.Request) {
+		admin.WriteJSON(w, http.StatusOK, map[string]any{"gateway": gc.ID, "listen": g.Addr(), "websocket": g.WebSocketAddr(),
+			"connections": g.limits.count(), "sessions": g.reg.count()})
+	})
+	admErr := make(chan error, 1)
+	go func() { admErr <- adm.Serve() }()
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = adm.Shutdown(sctx)
+	}()
+	select {
+	case <-ctx.Done():
+		log.Info("gateway stopping")
+		return nil
+	case err := <-admErr:
+		return err
+	}
+}

@@ -1,0 +1,732 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/time/rate"
+
+	"github.com/respawn-dev/respawn/internal/gwproto"
+	"github.com/respawn-dev/respawn/internal/scenelink"
+	"github.com/respawn-dev/respawn/internal/token"
+)
+
+// Session is one player's session on this gateway. It outlives its
+// connection: a dropped client has SessionTTL to resume it. One worker
+// goroutine relays the session's requests to the scene, one at a time and
+// in order, so the scene sees strictly increasing seqs.
+type Session struct {
+	g       *Gateway
+	player  string
+	id      string
+	limiter *rate.Limiter
+	log     *zap.Logger
+	wake    chan struct{}
+	done    chan struct{}
+
+	mu       sync.Mutex // guards the fields below
+	conn     *clientConn
+	scene    string
+	queue    []*pending
+	inflight map[uint64]bool // seqs queued or being relayed
+	joined   *linkEntry      // the link the session is joined on
+	ended    bool            // replaced, taken elsewhere, expired or logged out: the worker stops
+	leave    bool            // take the player out of the scene when the worker stops
+	gen      uint64          // bumped on every attach/detach: stale TTL timers do nothing
+	x, y     int             // last known position (for the position filter)
+	hasPos   bool
+	endOnce  sync.Once
+}
+
+type pending struct {
+	seq      uint64
+	op       []byte
+	enqueued time.Time
+	held     string // process whose hold counts this request; "" = not held
+}
+
+func (s *Session) String() string { return s.player + "/" + s.id }
+
+// registry is every session of this gateway, by player: never two for one
+// player. All replacement decisions are made under its lock, and cleanup
+// of an old connection or session only acts if it is still the current
+// one, so a quick reconnect can never lose its new session to the old
+// connection's cleanup.
+type registry struct {
+	g        *Gateway
+	mu       sync.Mutex
+	byPlayer map[string]*Session
+	byScene  map[string]map[*Session]struct{}
+}
+
+func newRegistry(g *Gateway) *registry {
+	return &registry{g: g, byPlayer: map[string]*Session{}, byScene: map[string]map[*Session]struct{}{}}
+}
+
+func (r *registry) newSession(player, id, scene string, c *clientConn) *Session {
+	cfg := r.g.cfg
+	return &Session{g: r.g, player: player, id: id, scene: scene, conn: c,
+		limiter:  rate.NewLimiter(rate.Limit(cfg.Rate), cfg.Burst),
+		log:      r.g.log.With(zap.String("player", player), zap.String("session", id)),
+		wake:     make(chan struct{}, 1),
+		done:     make(chan struct{}),
+		inflight: map[uint64]bool{},
+	}
+}
+
+// install makes s the player's session and returns the one it replaced.
+func (r *registry) install(s *Session) (old *Session) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	old = r.byPlayer[s.player]
+	if old != nil {
+		r.unindexLocked(old)
+	}
+	r.byPlayer[s.player] = s
+	r.indexLocked(s)
+	return old
+}
+
+// remove drops s if it is still its player's session.
+func (r *registry) remove(s *Session) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.byPlayer[s.player] != s {
+		return false
+	}
+	delete(r.byPlayer, s.player)
+	r.unindexLocked(s)
+	return true
+}
+
+func (r *registry) indexLocked(s *Session) {
+	s.mu.Lock()
+	scene := s.scene
+	s.mu.Unlock()
+	m := r.byScene[scene]
+	if m == nil {
+		m = map[*Session]struct{}{}
+		r.byScene[scene] = m
+	}
+	m[s] = struct{}{}
+}
+
+func (r *registry) unindexLocked(s *Session) {
+	for scene, m := range r.byScene {
+		if _, ok := m[s]; ok {
+			delete(m, s)
+			if len(m) == 0 {
+				delete(r.byScene, scene)
+			}
+		}
+	}
+}
+
+// moved re-indexes s under its new scene.
+func (r *registry) moved(s *Session) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.byPlayer[s.player] != s {
+		return
+	}
+	r.unindexLocked(s)
+	r.indexLocked(s)
+}
+
+func (r *registry) get(player string) *Session {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.byPlayer[player]
+}
+
+// inScene returns the sessions in scene.
+func (r *registry) inScene(scene string) []*Session {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]*Session, 0, len(r.byScene[scene]))
+	for s := range r.byScene[scene] {
+		out = append(out, s)
+	}
+	return out
+}
+
+func (r *registry) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.byPlayer)
+}
+
+// login creates a new session for player on c, replacing any session the
+// player has here (its client is told why and closed) and, through the
+// scene and the announcement, anywhere else.
+func (r *registry) login(ctx context.Context, player string, c *clientConn) (*Session, error) {
+	scene, err := r.g.loc.locate(ctx, player)
+	if err != nil {
+		return nil, &gwproto.Error{Code: gwproto.CodeLoginFailed, Msg: err.Error()}
+	}
+	s := r.newSession(player, newID(), scene, c)
+	if old := r.install(s); old != nil {
+		old.end(gwproto.CodeSessionReplaced, "logged in again on another connection", false)
+	}
+	r.g.ann.announce(player, s.id)
+	jr, err := s.joinNow(ctx)
+	if err != nil {
+		if r.remove(s) {
+			s.end(gwproto.CodeOK, "", false)
+		}
+		return nil, &gwproto.Error{Code: gwproto.CodeLoginFailed, Msg: err.Error()}
+	}
+	go s.work()
+	s.sendSession(c, jr, false)
+	s.log.Info("logged in", zap.String("scene", s.currentScene()))
+	return s, nil
+}
+
+// resume attaches c to the session r names: the one here if this gateway
+// still has it, else a new local session with the same id (its gateway
+// died), re-joined to the player's scene.
+func (r *registry) resume(ctx context.Context, rt token.Resume, c *clientConn) (*Session, error) {
+	if s := r.get(rt.Player); s != nil {
+		if s.id != rt.Session {
+			return nil, &gwproto.Error{Code: gwproto.CodeResumeFailed, Msg: "the player has a newer session: log in again"}
+		}
+		old, ok := s.attach(c)
+		if !ok {
+			return nil, &gwproto.Error{Code: gwproto.CodeResumeFailed, Msg: "the session ended: log in again"}
+		}
+		if old != nil {
+			old.closeWith(gwproto.CodeSessionReplaced, "the session was resumed on another connection")
+		}
+		s.mu.Lock()
+		jr := scenelink.JoinResult{Scene: s.scene}
+		s.mu.Unlock()
+		// The scene's record tells the client what was applied.
+		if j, err := s.joinNow(ctx); err == nil {
+			jr = j
+		}
+		s.sendSession(c, jr, true)
+		s.log.Info("resumed on the same gateway")
+		return s, nil
+	}
+	scene, err := r.g.loc.locate(ctx, rt.Player)
+	if err != nil {
+		return nil, &gwproto.Error{Code: gwproto.CodeLoginFailed, Msg: err.Error()}
+	}
+	s := r.newSession(rt.Player, rt.Session, scene, c)
+	if old := r.install(s); old != nil {
+		old.end(gwproto.CodeSessionReplaced, "resumed on another connection", false)
+	}
+	r.g.ann.announce(rt.Player, s.id)
+	jr, err := s.joinNow(ctx)
+	if err != nil {
+		if r.remove(s) {
+			s.end(gwproto.CodeOK, "", false)
+		}
+		return nil, &gwproto.Error{Code: gwproto.CodeLoginFailed, Msg: err.Error()}
+	}
+	go s.work()
+	s.sendSession(c, jr, true)
+	s.log.Info("resumed from another gateway", zap.String("scene", s.currentScene()), zap.Uint64("last_seq", jr.LastSeq))
+	return s, nil
+}
+
+// detach is the cleanup of connection c: if c is still s's connection,
+// the session waits SessionTTL for a resume, then leaves its scene.
+func (r *registry) detach(s *Session, c *clientConn) {
+	s.mu.Lock()
+	if s.conn != c || s.ended {
+		s.mu.Unlock()
+		return
+	}
+	s.conn = nil
+	s.gen++
+	gen := s.gen
+	s.mu.Unlock()
+	// A little past the resume token's expiry, so a resume with a valid
+	// token always finds the player still in the scene.
+	time.AfterFunc(r.g.cfg.SessionTTL+2*time.Second, func() { r.expire(s, gen) })
+}
+
+func (r *registry) expire(s *Session, gen uint64) {
+	s.mu.Lock()
+	stale := s.gen != gen || s.conn != nil || s.ended
+	s.mu.Unlock()
+	if stale || !r.remove(s) {
+		return
+	}
+	s.log.Info("session expired: leaving the scene")
+	s.end(gwproto.CodeOK, "", true)
+}
+
+// logout ends s at its client's request: the player leaves the scene.
+func (r *registry) logout(s *Session, c *clientConn) {
+	s.mu.Lock()
+	mine := s.conn == c
+	s.mu.Unlock()
+	if mine && r.remove(s) {
+		s.end(gwproto.CodeOK, "", true)
+	}
+}
+
+// takenElsewhere ends the player's session here because another gateway
+// logged them in or resumed them: no leave, the scene has them.
+func (r *registry) takenElsewhere(player, session string) {
+	s := r.get(player)
+	if s == nil {
+		return
+	}
+	if r.remove(s) {
+		s.log.Info("session taken by another gateway", zap.String("new_session", session))
+		s.end(gwproto.CodeSessionReplaced, "logged in or resumed on another gateway", false)
+	}
+}
+
+// closeAll closes every client (the gateway is stopping). Sessions stay
+// in their scenes for the clients to resume elsewhere.
+func (r *registry) closeAll() {
+	r.mu.Lock()
+	all := make([]*Session, 0, len(r.byPlayer))
+	for _, s := range r.byPlayer {
+		all = append(all, s)
+	}
+	r.byPlayer = map[string]*Session{}
+	r.byScene = map[string]map[*Session]struct{}{}
+	r.mu.Unlock()
+	for _, s := range all {
+		s.end(gwproto.CodeShuttingDown, "gateway stopping: resume on another gateway", false)
+	}
+}
+
+// attach makes c the session's connection and returns the previous one.
+func (s *Session) attach(c *clientConn) (old *clientConn, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ended {
+		return nil, false
+	}
+	old, s.conn = s.conn, c
+	s.gen++
+	return old, true
+}
+
+// end stops the session once: its client (if any) gets CLOSE code, its
+// worker stops after the request in flight; with leave, the worker then
+// takes the player out of the scene.
+func (s *Session) end(code gwproto.Code, msg string, leave bool) {
+	s.endOnce.Do(func() {
+		s.mu.Lock()
+		s.ended, s.leave = true, leave
+		c := s.conn
+		s.conn = nil
+		dropped := s.queue
+		s.queue = nil
+		s.mu.Unlock()
+		for _, p := range dropped {
+			s.g.rt.unhold(p)
+		}
+		if c != nil && (code != gwproto.CodeOK || msg != "") {
+			c.closeWith(code, msg)
+		}
+		close(s.done)
+	})
+}
+
+func (s *Session) currentScene() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.scene
+}
+
+// sendSession tells c it is logged in.
+func (s *Session) sendSession(c *clientConn, jr scenelink.JoinResult, resumed bool) {
+	tok, err := token.IssueResume(s.g.opt.Secret, token.Resume{Player: s.player, Session: s.id, Expires: s.g.now().Add(s.g.cfg.SessionTTL)})
+	if err != nil {
+		s.log.Error("issue resume token", zap.Error(err))
+	}
+	s.notePos(jr.State)
+	c.send(gwproto.TypeSession, gwproto.CodeOK, 0, gwproto.Session{
+		Player: s.player, Session: s.id, ResumeToken: tok, Scene: s.currentScene(),
+		LastSeq: jr.LastSeq, Resumed: resumed, State: jr.State,
+	})
+}
+
+// refreshResume sends the client a fresh resume token. A token expires
+// SessionTTL after it was issued, and the gateway refreshes it well
+// within that, so a valid token proves the session had not expired.
+func (s *Session) refreshResume() {
+	s.mu.Lock()
+	c := s.conn
+	s.mu.Unlock()
+	if c == nil {
+		return
+	}
+	tok, err := token.IssueResume(s.g.opt.Secret, token.Resume{Player: s.player, Session: s.id, Expires: s.g.now().Add(s.g.cfg.SessionTTL)})
+	if err != nil {
+		return
+	}
+	data, _ := json.Marshal(map[string]string{"token": tok})
+	c.sendRaw(pushFrame("resume_token", s.currentScene(), data))
+}
+
+// enqueue admits a request. A seq already queued or in flight (a resend
+// after a reconnect to this gateway) is not queued twice: its reply goes
+// to the current connection.
+func (s *Session) enqueue(seq uint64, op []byte) (gwproto.Code, string) {
+	s.mu.Lock()
+	if s.ended {
+		s.mu.Unlock()
+		return gwproto.CodeUnavailable, "session ending"
+	}
+	if s.inflight[seq] {
+		s.mu.Unlock()
+		return gwproto.CodeOK, ""
+	}
+	if len(s.inflight) >= s.g.cfg.Window {
+		s.mu.Unlock()
+		return gwproto.CodeWindowFull, fmt.Sprintf("%d requests unanswered: wait for replies", len(s.inflight))
+	}
+	p := &pending{seq: seq, op: op, enqueued: time.Now()}
+	scene := s.scene
+	s.mu.Unlock()
+	// A request for a scene that is down is held: bounded per process.
+	if s.g.rt.down(scene) {
+		if !s.g.rt.hold(scene, p) {
+			return gwproto.CodeUnavailable, "too many requests held for a scene that is down; resend later with the same seq"
+		}
+	}
+	s.mu.Lock()
+	if s.ended {
+		s.mu.Unlock()
+		s.g.rt.unhold(p)
+		return gwproto.CodeUnavailable, "session ending"
+	}
+	s.inflight[seq] = true
+	s.queue = append(s.queue, p)
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+	return gwproto.CodeOK, ""
+}
+
+// work relays queued requests until the session ends.
+func (s *Session) work() {
+	refresh := time.NewTicker(s.g.cfg.SessionTTL / 4)
+	defer refresh.Stop()
+	for {
+		s.mu.Lock()
+		var p *pending
+		if len(s.queue) > 0 && !s.ended {
+			p = s.queue[0]
+			s.queue = s.queue[1:]
+		}
+		ended, leave := s.ended, s.leave
+		s.mu.Unlock()
+		if p != nil {
+			s.relay(p)
+			continue
+		}
+		if ended {
+			if leave {
+				s.leaveScene()
+			}
+			return
+		}
+		select {
+		case <-s.wake:
+		case <-s.done:
+		case <-refresh.C:
+			s.refreshResume()
+		}
+	}
+}
+
+// errEnded stops a relay whose session ended.
+var errEnded = errors.New("session ended")
+
+// relay delivers one request to the scene, through failovers and travel,
+// and its reply to the client.
+func (s *Session) relay(p *pending) {
+	g := s.g
+	deadline := p.enqueued.Add(g.cfg.HoldTimeout)
+	start := time.Now()
+	rep, err := s.roundTrip(p, deadline)
+	g.rt.unhold(p)
+	s.mu.Lock()
+	delete(s.inflight, p.seq)
+	c := s.conn
+	s.mu.Unlock()
+	if errors.Is(err, errEnded) {
+		return
+	}
+	var code gwproto.Code
+	var body any
+	switch {
+	case err != nil:
+		code = gwproto.CodeUnavailable
+		body = gwproto.ErrorBody{Error: "the scene did not answer within the hold time; resend with the same seq: " + err.Error()}
+	case rep.Code == "":
+		code, body = gwproto.CodeOK, []byte(rep.Body)
+		s.noteTravel(rep.Body)
+		s.notePos(rep.Body)
+	case rep.Code == "session_replaced":
+		s.log.Info("the scene says a newer session took the player")
+		if s.g.reg.remove(s) {
+			s.end(gwproto.CodeSessionReplaced, "logged in again elsewhere", false)
+		}
+		return
+	default:
+		code, body = gameCode(rep.Code), gwproto.ErrorBody{Reason: rep.Code, Error: rep.Error}
+	}
+	g.m.replies.WithLabelValues(code.String()).Inc()
+	g.m.latency.Observe(time.Since(start).Seconds())
+	if c != nil {
+		c.send(gwproto.TypeReply, code, p.seq, body)
+	}
+}
+
+func gameCode(code string) gwproto.Code {
+	switch code {
+	case "seq_reused":
+		return gwproto.CodeSeqReused
+	case "seq_too_old":
+		return gwproto.CodeSeqTooOld
+	case "seq_too_far":
+		return gwproto.CodeSeqTooFar
+	}
+	return gwproto.CodeGameError
+}
+
+// roundTrip sends p until the scene answers it or the hold deadline
+// passes: a lost link is followed to the scene's next process, a player
+// who travelled is followed to the next scene.
+func (s *Session) roundTrip(p *pending, deadline time.Time) (scenelink.Reply, error) {
+	g := s.g
+	ctx, cancel := context.WithDeadline(g.ctx, deadline)
+	defer cancel()
+	var last error
+	for attempt := 0; ; attempt++ {
+		select {
+		case <-s.done:
+			return scenelink.Reply{}, errEnded
+		default:
+		}
+		if ctx.Err() != nil {
+			if last == nil {
+				last = ctx.Err()
+			}
+			return scenelink.Reply{}, last
+		}
+		if attempt > 0 && p.held == "" && !g.rt.hold(s.currentScene(), p) {
+			return scenelink.Reply{}, fmt.Errorf("hold limit reached: %w", last)
+		}
+		le, err := s.ensureJoined(ctx)
+		if err != nil {
+			last = err
+			g.rt.backoff(ctx, attempt)
+			continue
+		}
+		s.mu.Lock()
+		scene := s.scene
+		s.mu.Unlock()
+		rep, err := le.c.Request(ctx, scenelink.Req{Scene: scene, Player: s.player, Session: s.id, Seq: p.seq, Op: p.op})
+		if err != nil {
+			last = err
+			if errors.Is(err, scenelink.ErrBadRequest) {
+				return scenelink.Reply{Seq: p.seq, Code: "bad_request", Error: err.Error()}, nil
+			}
+			s.unjoin(le)
+			g.rt.broken(le)
+			g.rt.backoff(ctx, attempt)
+			continue
+		}
+		if rep.Code == "not_in_scene" || rep.Moved != "" {
+			last = fmt.Errorf("player %s is not in scene %s", s.player, scene)
+			if err := s.follow(ctx, rep.Moved); err != nil {
+				last = err
+				g.rt.backoff(ctx, attempt)
+			}
+			continue
+		}
+		return rep, nil
+	}
+}
+
+// ensureJoined returns the link of the session's scene, joining the
+// session there first if it is not joined on that link (a new process, a
+// new scene).
+func (s *Session) ensureJoined(ctx context.Context) (*linkEntry, error) {
+	for hops := 0; hops < 8; hops++ {
+		s.mu.Lock()
+		scene, joined := s.scene, s.joined
+		s.mu.Unlock()
+		le, err := s.g.rt.link(ctx, scene)
+		if err != nil {
+			return nil, err
+		}
+		if joined == le {
+			return le, nil
+		}
+		jr, err := le.c.Join(ctx, scene, s.player, s.id)
+		if err != nil {
+			if !errors.Is(err, scenelink.ErrBadRequest) && !errors.Is(err, scenelink.ErrRefused) && !errors.Is(err, scenelink.ErrNoScene) {
+				s.g.rt.broken(le)
+			}
+			return nil, err
+		}
+		if jr.Moved != "" && jr.Moved != scene {
+			s.setScene(jr.Moved)
+			continue
+		}
+		s.mu.Lock()
+		s.joined = le
+		s.mu.Unlock()
+		return le, nil
+	}
+	return nil, fmt.Errorf("player %s: too many scene moves while joining", s.player)
+}
+
+// joinNow joins the session to its scene, waiting out a scene failover
+// within ctx.
+func (s *Session) joinNow(ctx context.Context) (scenelink.JoinResult, error) {
+	var last error
+	for attempt := 0; ; attempt++ {
+		if ctx.Err() != nil {
+			if last == nil {
+				last = ctx.Err()
+			}
+			return scenelink.JoinResult{}, fmt.Errorf("join player %s to scene %s: %w", s.player, s.currentScene(), last)
+		}
+		s.mu.Lock()
+		scene := s.scene
+		s.mu.Unlock()
+		le, err := s.g.rt.link(ctx, scene)
+		if err != nil {
+			last = err
+			s.g.rt.backoff(ctx, attempt)
+			continue
+		}
+		jr, err := le.c.Join(ctx, scene, s.player, s.id)
+		if err != nil {
+			last = err
+			if errors.Is(err, scenelink.ErrBadRequest) {
+				return jr, err
+			}
+			if !errors.Is(err, scenelink.ErrRefused) && !errors.Is(err, scenelink.ErrNoScene) {
+				s.g.rt.broken(le)
+			}
+			s.g.rt.backoff(ctx, attempt)
+			continue
+		}
+		if jr.Moved != "" && jr.Moved != scene {
+			s.setScene(jr.Moved)
+			continue
+		}
+		s.mu.Lock()
+		s.joined = le
+		s.mu.Unlock()
+		return jr, nil
+	}
+}
+
+// follow moves the session to where the player went: moved if the scene
+// said, else where the data server says.
+func (s *Session) follow(ctx context.Context, moved string) error {
+	if moved == "" {
+		where, err := s.g.loc.locate(ctx, s.player)
+		if err != nil {
+			return err
+		}
+		moved = where
+	}
+	s.setScene(moved)
+	return nil
+}
+
+func (s *Session) setScene(scene string) {
+	s.mu.Lock()
+	changed := s.scene != scene
+	s.scene = scene
+	if changed {
+		s.joined = nil
+		s.hasPos = false
+	}
+	s.mu.Unlock()
+	if changed {
+		s.g.reg.moved(s)
+	}
+}
+
+func (s *Session) unjoin(le *linkEntry) {
+	s.mu.Lock()
+	if s.joined == le {
+		s.joined = nil
+	}
+	s.mu.Unlock()
+}
+
+// noteTravel follows a successful travel or dungeon entry at once, so the
+// next request goes to the destination without a detour.
+func (s *Session) noteTravel(body []byte) {
+	if !strings.Contains(string(body), `"transfer_id"`) {
+		return
+	}
+	var t struct {
+		TransferID string `json:"transfer_id"`
+		To         string `json:"to"`
+		RoomID     string `json:"room_id"`
+	}
+	if json.Unmarshal(body, &t) != nil || t.TransferID == "" {
+		return
+	}
+	switch {
+	case t.RoomID != "":
+		s.setScene(t.RoomID)
+	case t.To != "":
+		s.setScene(t.To)
+	}
+}
+
+// notePos remembers the player's position from a move reply or a join.
+func (s *Session) notePos(body []byte) {
+	if len(body) == 0 || !strings.Contains(string(body), `"x"`) {
+		return
+	}
+	var p struct {
+		X *int `json:"x"`
+		Y *int `json:"y"`
+	}
+	if json.Unmarshal(body, &p) != nil || p.X == nil || p.Y == nil {
+		return
+	}
+	s.mu.Lock()
+	s.x, s.y, s.hasPos = *p.X, *p.Y, true
+	s.mu.Unlock()
+}
+
+// leaveScene saves the player and takes them out of their scene, unless a
+// newer session has them (the scene checks that too).
+func (s *Session) leaveScene() {
+	ctx, cancel := context.WithTimeout(context.Background(), s.g.cfg.HoldTimeout)
+	defer cancel()
+	for attempt := 0; ctx.Err() == nil; attempt++ {
+		scene := s.currentScene()
+		le, err := s.g.rt.link(ctx, scene)
+		if err == nil {
+			if err = le.c.Leave(ctx, scene, s.player, s.id); err == nil {
+				s.log.Info("left the scene", zap.String("scene", scene))
+				return
+			}
+			s.g.rt.broken(le)
+		}
+		s.g.rt.backoff(ctx, attempt)
+	}
+	s.log.Warn("could not take the player out of the scene; the scene keeps them", zap.String("scene", s.currentScene()))
+}
