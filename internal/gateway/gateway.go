@@ -73,6 +73,11 @@ type Gateway struct {
 	wsSrv  *http.Server
 	limits *connLimits
 
+	// resumeGrace is added to the session TTL before a dropped session
+	// leaves its scene: its resume token (valid for the TTL) can then never
+	// find the player gone.
+	resumeGrace time.Duration
+
 	wg           sync.WaitGroup
 	shutdownOnce sync.Once
 }
@@ -98,7 +103,7 @@ func New(opt Options) (*Gateway, error) {
 		opt.Registerer = prometheus.NewRegistry()
 	}
 	ctx, stop := context.WithCancel(context.Background())
-	g := &Gateway{opt: opt, cfg: opt.Config, log: opt.Log, now: opt.Now, ctx: ctx, stop: stop,
+	g := &Gateway{opt: opt, cfg: opt.Config, log: opt.Log, now: opt.Now, ctx: ctx, stop: stop, resumeGrace: 2 * time.Second,
 		limits: &connLimits{max: opt.Config.MaxConns, perIP: opt.Config.MaxConnsPerIP, byIP: map[string]int{}}}
 	m, err := newMetrics(opt.Registerer, g)
 	if err != nil {

@@ -250,7 +250,7 @@ func (r *registry) detach(s *Session, c *clientConn) {
 	s.mu.Unlock()
 	// A little past the resume token's expiry, so a resume with a valid
 	// token always finds the player still in the scene.
-	time.AfterFunc(r.g.cfg.SessionTTL+2*time.Second, func() { r.expire(s, gen) })
+	time.AfterFunc(r.g.cfg.SessionTTL+r.g.resumeGrace, func() { r.expire(s, gen) })
 }
 
 func (r *registry) expire(s *Session, gen uint64) {
