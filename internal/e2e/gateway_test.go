@@ -1,0 +1,585 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/respawn-dev/respawn/internal/client"
+	"github.com/respawn-dev/respawn/internal/datasvr"
+	"github.com/respawn-dev/respawn/internal/game"
+	"github.com/respawn-dev/respawn/internal/gwproto"
+	"github.com/respawn-dev/respawn/internal/modules"
+	"github.com/respawn-dev/respawn/internal/secret"
+	"github.com/respawn-dev/respawn/internal/token"
+)
+
+// gateway starts a gateway binary with its own ports (the first one uses
+// the cluster's gateway ports) and waits until it routes.
+func (c *cluster) gateway(id string) (*proc, string, string) {
+	c.t.Helper()
+	listen, ws, adm := c.ports["gateway.listen"], c.ports["gateway.websocket"], c.ports["gateway.admin"]
+	if id != "gateway" {
+		listen, ws, adm = freeAddr(c.t), freeAddr(c.t), freeAddr(c.t)
+	}
+	p := c.start("gateway", "--gateway.id", id, "--gateway.listen", listen, "--gateway.websocket", ws, "--gateway.admin", adm)
+	waitFor(c.t, 20*time.Second, func() error {
+		var h struct{ Healthy bool }
+		return getJSON("http://"+adm+"/healthz", &h)
+	})
+	return p, listen, "ws://" + ws + "/"
+}
+
+func (c *cluster) natsConn() *nats.Conn {
+	c.t.Helper()
+	nc, err := nats.Connect("nats://"+c.ports["nats.listen"], nats.Timeout(5*time.Second))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(nc.Close)
+	return nc
+}
+
+// player is one test client and the ledger of what the server
+// acknowledged to it.
+type gamer struct {
+	id    string
+	c     *client.Client
+	scene string
+	gold  int64
+	items map[string]int64
+	x, y  int
+
+	sent, answered atomic.Int64
+	errs           int
+	errors         []string
+}
+
+var spawns = map[string][2]int{"town": {10, 10}, "forest": {2, 2}}
+
+func (p *gamer) apply(op map[string]any, rep client.Reply) {
+	if !rep.OK() {
+		return
+	}
+	switch op["op"] {
+	case "move":
+		var r game.MoveResult
+		_ = json.Unmarshal(rep.Body, &r)
+		p.x, p.y = r.X, r.Y
+	case "buy":
+		var r game.BuyResult
+		_ = json.Unmarshal(rep.Body, &r)
+		p.gold, p.items[r.Item] = r.Gold, r.Have
+	case "attack":
+		var r game.AttackResult
+		_ = json.Unmarshal(rep.Body, &r)
+		for _, l := range r.Loot {
+			if l.Item == "gold" {
+				p.gold += l.Count
+			} else {
+				p.items[l.Item] += l.Count
+			}
+		}
+		if r.Died {
+			p.x, p.y = spawns[p.scene][0], spawns[p.scene][1]
+		}
+	case "travel":
+		p.scene = op["to"].(string)
+		p.x, p.y = spawns[p.scene][0], spawns[p.scene][1]
+	}
+}
+
+// nextOp is the play mix: moves everywhere, buys in town, attacks on the
+// wolves in the forest.
+func (p *gamer) nextOp(r *rand.Rand) map[string]any {
+	switch n := r.IntN(10); {
+	case n < 5:
+		return map[string]any{"op": "move", "x": 1 + r.IntN(30), "y": 1 + r.IntN(30)}
+	case p.scene == "town":
+		return map[string]any{"op": "buy", "npc": "merchant", "item": "potion", "count": 1 + r.IntN(3)}
+	default:
+		return map[string]any{"op": "attack", "monster": fmt.Sprintf("wolf-%d", 1+r.IntN(3))}
+	}
+}
+
+// acceptable game refusals: the game said no, as it may to any player.
+func refusalOK(rep client.Reply) bool {
+	return rep.Code == gwproto.CodeGameError && (rep.Reason == game.ErrMonsterDead || rep.Reason == game.ErrNotEnough)
+}
+
+type world struct {
+	t       *testing.T
+	c       *cluster
+	sec     *secret.Secret
+	players []*gamer
+}
+
+// newPlayers creates n players with gold, logs them in through gateways
+// (every fourth over WebSocket) and sends half of them to the forest.
+func newPlayers(t *testing.T, c *cluster, n int, gateways [][]string) *world {
+	t.Helper()
+	sec, err := secret.Load("", c.dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ac := datasvr.NewAdminClient(c.natsConn())
+	w := &world{t: t, c: c, sec: sec}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	prefix := uniqueID("p")
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	errc := make(chan error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			id := fmt.Sprintf("%s-%03d", prefix, i)
+			if err := ac.Create(ctx, id, id); err != nil {
+				errc <- err
+				return
+			}
+			if _, err := ac.Give(ctx, id+"-gold", id, "gold", 100000); err != nil {
+				errc <- err
+				return
+			}
+			tok, err := token.IssueLogin(sec, id, time.Now().Add(time.Hour))
+			if err != nil {
+				errc <- err
+				return
+			}
+			addrs := gateways[i%len(gateways)]
+			if i%4 == 3 {
+				addrs = []string{addrs[1], addrs[0]} // WebSocket first
+			}
+			cl, err := client.Dial(ctx, client.Options{Gateways: addrs, Token: tok, Name: id})
+			if err != nil {
+				errc <- fmt.Errorf("player %s: %w", id, err)
+				return
+			}
+			s := cl.Session()
+			var st game.PlayerView
+			if err := json.Unmarshal(s.State, &st); err != nil {
+				errc <- fmt.Errorf("player %s: session state %s: %w", id, s.State, err)
+				return
+			}
+			p := &gamer{id: id, c: cl, scene: s.Scene, gold: st.Gold, items: map[string]int64{}, x: st.X, y: st.Y}
+			for k, v := range st.Items {
+				p.items[k] = v
+			}
+			if i%2 == 1 {
+				op := map[string]any{"op": "travel", "to": "forest"}
+				rep, err := cl.Request(ctx, op)
+				if err != nil || !rep.OK() {
+					errc <- fmt.Errorf("player %s travel: %v %v", id, err, rep.Err())
+					return
+				}
+				p.apply(op, rep)
+			}
+			mu.Lock()
+			w.players = append(w.players, p)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		t.Fatal(err)
+	}
+	sort.Slice(w.players, func(i, j int) bool { return w.players[i].id < w.players[j].id })
+	t.Cleanup(func() {
+		for _, p := range w.players {
+			p.c.Close()
+		}
+	})
+	return w
+}
+
+// play runs every player's loop (one request every pace, the reply
+// awaited: a closed loop) until stop is closed.
+func (w *world) play(pace time.Duration, stop <-chan struct{}) {
+	var wg sync.WaitGroup
+	for i, p := range w.players {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(uint64(i), 7))
+			t := time.NewTicker(pace)
+			defer t.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-t.C:
+				}
+				op := p.nextOp(r)
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				p.sent.Add(1)
+				rep, err := p.c.Request(ctx, op)
+				cancel()
+				switch {
+				case err != nil:
+					p.errs++
+					p.errors = append(p.errors, fmt.Sprintf("%v: %v", op, err))
+				case rep.OK() || refusalOK(rep):
+					p.answered.Add(1)
+					p.apply(op, rep)
+				default:
+					p.answered.Add(1)
+					p.errs++
+					p.errors = append(p.errors, fmt.Sprintf("%v: %v", op, rep.Err()))
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// progress waits until every player has had n more requests answered:
+// play goes on for a while, measured in requests rather than time.
+func (w *world) progress(n int64) {
+	w.t.Helper()
+	base := make([]int64, len(w.players))
+	for i, p := range w.players {
+		base[i] = p.answered.Load()
+	}
+	waitFor(w.t, 30*time.Second, func() error {
+		for i, p := range w.players {
+			if got := p.answered.Load() - base[i]; got < n {
+				return fmt.Errorf("player %s: %d of %d more requests answered", p.id, got, n)
+			}
+		}
+		return nil
+	})
+}
+
+// check asserts what every player saw: no errors, no server disconnects,
+// no duplicate replies, and a ledger equal to the scene's and datasvr's.
+func (w *world) check(wantLost bool) {
+	t := w.t
+	t.Helper()
+	var sent, resumes, relogins, lost int
+	for _, p := range w.players {
+		st := p.c.Stats()
+		sent += int(p.sent.Load())
+		resumes += int(st.Resumes)
+		relogins += int(st.Relogins)
+		lost += int(st.Lost)
+		if p.errs > 0 {
+			t.Errorf("player %s: %d errors, first: %s", p.id, p.errs, p.errors[0])
+		}
+		if p.answered.Load() != p.sent.Load() {
+			t.Errorf("player %s: %d sent, %d answered", p.id, p.sent.Load(), p.answered.Load())
+		}
+		if st.Disconnects != 0 || st.Duplicates != 0 || st.Relogins != 0 {
+			t.Errorf("player %s: stats %+v", p.id, st)
+		}
+		if !wantLost && st.Lost != 0 {
+			t.Errorf("player %s lost its connection %d times", p.id, st.Lost)
+		}
+	}
+	t.Logf("%d players, %d requests, %d resumes, %d lost connections, %d relogins", len(w.players), sent, resumes, lost, relogins)
+	if t.Failed() {
+		t.FailNow()
+	}
+	// The scenes hold what each client was told.
+	waitFor(t, 20*time.Second, func() error {
+		views := map[string]game.PlayerView{}
+		for _, s := range []string{"town", "forest"} {
+			v, err := w.c.inspect(s)
+			if err != nil {
+				return err
+			}
+			for _, pv := range v.Players {
+				views[pv.ID] = pv
+			}
+		}
+		for _, p := range w.players {
+			v, ok := views[p.id]
+			if !ok {
+				return fmt.Errorf("player %s is in no scene", p.id)
+			}
+			if err := p.same(v.Gold, v.Items, v.X, v.Y); err != nil {
+				return fmt.Errorf("scene: %w", err)
+			}
+		}
+		return nil
+	})
+	// And the data server holds the same, once the saves land.
+	ac := datasvr.NewAdminClient(w.c.natsConn())
+	waitFor(t, 30*time.Second, func() error {
+		for _, p := range w.players {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			rep, err := ac.Show(ctx, p.id)
+			cancel()
+			if err != nil {
+				return err
+			}
+			var d struct{ X, Y int }
+			_ = json.Unmarshal(rep.Data, &d)
+			if err := p.same(rep.Gold, rep.Items, d.X, d.Y); err != nil {
+				return fmt.Errorf("datasvr: %w", err)
+			}
+		}
+		return nil
+	})
+}
+
+func (p *gamer) same(gold int64, items map[string]int64, x, y int) error {
+	if gold != p.gold || x != p.x || y != p.y {
+		return fmt.Errorf("player %s: gold %d at (%d,%d), the client was told gold %d at (%d,%d)", p.id, gold, x, y, p.gold, p.x, p.y)
+	}
+	for k, v := range p.items {
+		if items[k] != v {
+			return fmt.Errorf("player %s: %d %s, the client was told %d", p.id, items[k], k, v)
+		}
+	}
+	for k, v := range items {
+		if p.items[k] != v {
+			return fmt.Errorf("player %s: %d %s, the client was told %d", p.id, v, k, p.items[k])
+		}
+	}
+	return nil
+}
+
+// killScene kills scene's process with SIGKILL and waits until a new
+// process serves it.
+func (c *cluster) killScene(scene string) {
+	c.t.Helper()
+	old, err := c.scene(scene)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.respawn("scene", "kill", scene)
+	waitFor(c.t, 20*time.Second, func() error {
+		r, err := c.scene(scene)
+		if err != nil {
+			return err
+		}
+		if r.PID == old.PID || r.State != modules.SceneRunning {
+			return fmt.Errorf("%s: %s pid %d", scene, r.State, r.PID)
+		}
+		return nil
+	})
+}
+
+// 100 players play through one gateway while both scene processes are
+// killed with SIGKILL, one after the other: nobody is disconnected, no
+// request fails, every reply comes once, and the scenes and the data
+// server hold exactly what each player was told.
+func TestGatewayPlayersSurviveSceneKill9(t *testing.T) {
+	c := newCluster(t)
+	c.startWorld()
+	_, tcp, ws := c.gateway("gateway")
+	w := newPlayers(t, c, 100, [][]string{{tcp, ws}})
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() { defer close(done); w.play(50*time.Millisecond, stop) }()
+	w.progress(5)
+	c.killScene("forest")
+	w.progress(3)
+	c.killScene("town")
+	w.progress(5)
+	close(stop)
+	<-done
+	w.check(false)
+}
+
+// The world manager and then the data server are killed with SIGKILL
+// (and restarted) while 100 players play: they notice nothing.
+func TestGatewayPlayersSurviveWorldmgrAndDatasvrKill9(t *testing.T) {
+	c := newCluster(t)
+	c.start("datasvr")
+	waitFor(t, 20*time.Second, func() error {
+		var h struct{ Healthy bool }
+		return getJSON("http://"+c.ports["datasvr.admin"]+"/healthz", &h)
+	})
+	wm := c.start("worldmgr")
+	c.waitRunning(20 * time.Second)
+	_, tcp, ws := c.gateway("gateway")
+	w := newPlayers(t, c, 100, [][]string{{tcp, ws}})
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() { defer close(done); w.play(50*time.Millisecond, stop) }()
+	w.progress(5)
+	wm.signal(syscall.SIGKILL)
+	_ = wm.wait(5 * time.Second)
+	w.progress(5) // without a world manager
+	c.start("worldmgr")
+	c.waitRunning(20 * time.Second)
+	var ds *proc
+	for _, p := range c.procs {
+		if p.name == "datasvr" {
+			ds = p
+		}
+	}
+	ds.signal(syscall.SIGKILL)
+	_ = ds.wait(5 * time.Second)
+	w.progress(5) // without a data server (and NATS)
+	c.start("datasvr")
+	waitFor(t, 20*time.Second, func() error {
+		var h struct{ Healthy bool }
+		return getJSON("http://"+c.ports["datasvr.admin"]+"/healthz", &h)
+	})
+	w.progress(5)
+	close(stop)
+	<-done
+	w.check(false)
+}
+
+// Two gateways; one is killed with SIGKILL while its players play: every
+// one of them resumes on the other without logging in again, and nothing
+// is lost or applied twice.
+func TestGatewayKill9PlayersResumeElsewhere(t *testing.T) {
+	c := newCluster(t)
+	c.startWorld()
+	gw1, tcp1, ws1 := c.gateway("gw1")
+	_, tcp2, ws2 := c.gateway("gw2")
+	// Everyone starts on gw1 (gw2 second in their list).
+	w := newPlayers(t, c, 60, [][]string{{tcp1, ws1, tcp2, ws2}})
+	for _, p := range w.players {
+		if g := p.c.Gateway(); g != tcp1 && g != ws1 {
+			t.Fatalf("player %s on %s", p.id, g)
+		}
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() { defer close(done); w.play(50*time.Millisecond, stop) }()
+	w.progress(5)
+	killed := time.Now()
+	gw1.signal(syscall.SIGKILL)
+	_ = gw1.wait(5 * time.Second)
+	waitFor(t, 20*time.Second, func() error {
+		for _, p := range w.players {
+			if p.c.Stats().Resumes == 0 {
+				return fmt.Errorf("player %s has not resumed", p.id)
+			}
+		}
+		return nil
+	})
+	t.Logf("every player resumed %s after the kill", time.Since(killed).Round(time.Millisecond))
+	w.progress(5) // on gw2
+	close(stop)
+	<-done
+	for _, p := range w.players {
+		if g := p.c.Gateway(); g != tcp2 && g != ws2 {
+			t.Errorf("player %s is on %s after gw1 died", p.id, g)
+		}
+	}
+	w.check(true)
+}
+
+// A flood of requests over the rate limit is refused (rate_limited) and,
+// past the flood limit, closes that client alone; a client that does not
+// read is cut alone (slow_consumer); other players keep playing.
+func TestGatewayFloodAndWindow(t *testing.T) {
+	c := newCluster(t, "--gateway.rate", "20", "--gateway.burst", "5", "--gateway.flood-limit", "50")
+	c.startWorld()
+	_, tcp, ws := c.gateway("gateway")
+	w := newPlayers(t, c, 2, [][]string{{tcp, ws}})
+	sec := w.sec
+	tok, _ := token.IssueLogin(sec, w.players[0].id+"x", time.Now().Add(time.Hour))
+	nc, err := net.Dial("tcp", tcp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	var b []byte
+	b, _ = gwproto.AppendMsg(b, gwproto.TypeHello, 0, 0, gwproto.Hello{Version: 1})
+	b, _ = gwproto.AppendMsg(b, gwproto.TypeLogin, 0, 0, gwproto.Login{Token: tok})
+	if _, err := nc.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	r := gwproto.NewReader(nc, 1<<20)
+	for {
+		f, err := r.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.Type == gwproto.TypeSession {
+			break
+		}
+	}
+	// 200 requests at once: the burst passes, the rest are refused, and
+	// past the flood limit the gateway closes this client.
+	b = b[:0]
+	for i := 1; i <= 200; i++ {
+		b = gwproto.AppendFrame(b, gwproto.Frame{Type: gwproto.TypeRequest, ID: uint64(i), Body: []byte(`{"op":"move","x":3,"y":3}`)})
+	}
+	if _, err := nc.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	codes := map[gwproto.Code]int{}
+	var closeCode gwproto.Code
+	_ = nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		f, err := r.Next()
+		if err != nil {
+			break
+		}
+		if f.Type == gwproto.TypeReply {
+			codes[f.Code]++
+		}
+		if f.Type == gwproto.TypeClose {
+			closeCode = f.Code
+			break
+		}
+	}
+	if closeCode != gwproto.CodeFlood || codes[gwproto.CodeRateLimited] < 50 {
+		t.Fatalf("flood: replies %v, close %s", codes, closeCode)
+	}
+	// The other players did not notice.
+	for _, p := range w.players {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		rep, err := p.c.Request(ctx, map[string]any{"op": "move", "x": 4, "y": 4})
+		cancel()
+		if err != nil || !rep.OK() {
+			t.Fatalf("player %s after the flood: %v %v", p.id, err, rep.Err())
+		}
+	}
+}
+
+// A second login of the same player replaces the first connection: the
+// old one is told why and closed, the new one plays.
+func TestGatewaySecondLoginReplacesFirst(t *testing.T) {
+	c := newCluster(t)
+	c.startWorld()
+	_, tcp, ws := c.gateway("gateway")
+	w := newPlayers(t, c, 1, [][]string{{tcp, ws}})
+	p := w.players[0]
+	tok, _ := token.IssueLogin(w.sec, p.id, time.Now().Add(time.Hour))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	second, err := client.Dial(ctx, client.Options{Gateways: []string{ws}, Token: tok})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	select {
+	case <-p.c.Done():
+	case <-ctx.Done():
+		t.Fatal("the first connection was not closed")
+	}
+	if !errors.Is(p.c.Err(), client.ErrReplaced) {
+		t.Fatalf("first client ended with %v", p.c.Err())
+	}
+	rep, err := second.Request(ctx, map[string]any{"op": "move", "x": 5, "y": 6})
+	if err != nil || !rep.OK() {
+		t.Fatalf("second client: %v %v", err, rep.Err())
+	}
+	if !strings.Contains(string(rep.Body), `"x":5`) {
+		t.Fatalf("reply %s", rep.Body)
+	}
+}
