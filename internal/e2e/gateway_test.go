@@ -18,7 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/respawn-dev/respawn/internal/client"
-	"github.com/respawn-dev/respawn/internal/datasvr"
+	"github.com/respawn-dev/respawn/internal/dataclient"
 	"github.com/respawn-dev/respawn/internal/game"
 	"github.com/respawn-dev/respawn/internal/gwproto"
 	"github.com/respawn-dev/respawn/internal/modules"
@@ -134,7 +134,7 @@ func newPlayers(t *testing.T, c *cluster, n int, gateways [][]string) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ac := datasvr.NewAdminClient(c.natsConn())
+	ac := dataclient.NewAdminClient(c.natsConn())
 	w := &world{t: t, c: c, sec: sec}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -318,7 +318,7 @@ func (w *world) check(wantLost bool) {
 		return nil
 	})
 	// And the data server holds the same, once the saves land.
-	ac := datasvr.NewAdminClient(w.c.natsConn())
+	ac := dataclient.NewAdminClient(w.c.natsConn())
 	waitFor(t, 30*time.Second, func() error {
 		for _, p := range w.players {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -6,7 +6,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/respawn-dev/respawn/internal/datasvr"
+	"github.com/respawn-dev/respawn/internal/dataclient"
 )
 
 // locator asks the data server where a player is: the scene holding their
@@ -16,10 +16,10 @@ import (
 type locator struct{ g *Gateway }
 
 func (l *locator) locate(ctx context.Context, player string) (string, error) {
-	ac := datasvr.NewAdminClient(l.g.opt.NATS)
+	ac := dataclient.NewAdminClient(l.g.opt.NATS)
 	rep, err := ac.Show(ctx, player)
-	if errors.Is(err, datasvr.ErrNotFound) {
-		if err := ac.Create(ctx, player, player); err != nil && !errors.Is(err, datasvr.ErrExists) {
+	if errors.Is(err, dataclient.ErrNotFound) {
+		if err := ac.Create(ctx, player, player); err != nil && !errors.Is(err, dataclient.ErrExists) {
 			return "", fmt.Errorf("create player %s: %w", player, err)
 		}
 		return l.g.opt.DefaultScene, nil

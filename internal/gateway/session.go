@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
 
+	"github.com/respawn-dev/respawn/internal/game"
 	"github.com/respawn-dev/respawn/internal/gwproto"
 	"github.com/respawn-dev/respawn/internal/scenelink"
 	"github.com/respawn-dev/respawn/internal/token"
@@ -476,7 +477,7 @@ func (s *Session) relay(p *pending) {
 		code, body = gwproto.CodeOK, []byte(rep.Body)
 		s.noteTravel(rep.Body)
 		s.notePos(rep.Body)
-	case rep.Code == "session_replaced":
+	case rep.Code == game.ErrSessionReplaced:
 		s.log.Info("the scene says a newer session took the player")
 		if s.g.reg.remove(s) {
 			s.end(gwproto.CodeSessionReplaced, "logged in again elsewhere", false)
@@ -494,11 +495,11 @@ func (s *Session) relay(p *pending) {
 
 func gameCode(code string) gwproto.Code {
 	switch code {
-	case "seq_reused":
+	case game.ErrSeqReused:
 		return gwproto.CodeSeqReused
-	case "seq_too_old":
+	case game.ErrSeqTooOld:
 		return gwproto.CodeSeqTooOld
-	case "seq_too_far":
+	case game.ErrSeqTooFar:
 		return gwproto.CodeSeqTooFar
 	}
 	return gwproto.CodeGameError
@@ -547,7 +548,7 @@ func (s *Session) roundTrip(p *pending, deadline time.Time) (scenelink.Reply, er
 			g.rt.backoff(ctx, attempt)
 			continue
 		}
-		if rep.Code == "not_in_scene" || rep.Moved != "" {
+		if rep.Code == game.ErrNotInScene || rep.Moved != "" {
 			last = fmt.Errorf("player %s is not in scene %s", s.player, scene)
 			if err := s.follow(ctx, rep.Moved); err != nil {
 				last = err
