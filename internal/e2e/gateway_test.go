@@ -35,6 +35,12 @@ func (c *cluster) gateway(id string) (*proc, string, string) {
 		listen, ws, adm = freeAddr(c.t), freeAddr(c.t), freeAddr(c.t)
 	}
 	p := c.start("gateway", "--gateway.id", id, "--gateway.listen", listen, "--gateway.websocket", ws, "--gateway.admin", adm)
+	c.t.Cleanup(func() {
+		if c.t.Failed() {
+			lines := strings.Split(p.output(), "\n")
+			c.t.Logf("gateway %s log (last 60 lines):\n%s", id, strings.Join(lines[max(0, len(lines)-60):], "\n"))
+		}
+	})
 	waitFor(c.t, 20*time.Second, func() error {
 		var h struct{ Healthy bool }
 		return getJSON("http://"+adm+"/healthz", &h)
@@ -63,6 +69,7 @@ type gamer struct {
 	x, y  int
 
 	sent, answered atomic.Int64
+	maxLatency     atomic.Int64 // ns
 	errs           int
 	errors         []string
 }
@@ -227,8 +234,12 @@ func (w *world) play(pace time.Duration, stop <-chan struct{}) {
 				op := p.nextOp(r)
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 				p.sent.Add(1)
+				start := time.Now()
 				rep, err := p.c.Request(ctx, op)
 				cancel()
+				if d := int64(time.Since(start)); d > p.maxLatency.Load() {
+					p.maxLatency.Store(d)
+				}
 				switch {
 				case err != nil:
 					p.errs++
@@ -271,8 +282,10 @@ func (w *world) check(wantLost bool) {
 	t := w.t
 	t.Helper()
 	var sent, resumes, relogins, lost int
+	var maxLat time.Duration
 	for _, p := range w.players {
 		st := p.c.Stats()
+		maxLat = max(maxLat, time.Duration(p.maxLatency.Load()))
 		sent += int(p.sent.Load())
 		resumes += int(st.Resumes)
 		relogins += int(st.Relogins)
@@ -290,7 +303,7 @@ func (w *world) check(wantLost bool) {
 			t.Errorf("player %s lost its connection %d times", p.id, st.Lost)
 		}
 	}
-	t.Logf("%d players, %d requests, %d resumes, %d lost connections, %d relogins", len(w.players), sent, resumes, lost, relogins)
+	t.Logf("%d players, %d requests, %d resumes, %d lost connections, %d relogins, slowest reply %s", len(w.players), sent, resumes, lost, relogins, maxLat.Round(time.Millisecond))
 	if t.Failed() {
 		t.FailNow()
 	}
