@@ -167,9 +167,9 @@ func newPlayers(t *testing.T, c *cluster, n int, gateways [][]string) *world {
 				errc <- err
 				return
 			}
-			addrs := gateways[i%len(gateways)]
+			addrs := append([]string(nil), gateways[i%len(gateways)]...)
 			if i%4 == 3 {
-				addrs = []string{addrs[1], addrs[0]} // WebSocket first
+				addrs[0], addrs[1] = addrs[1], addrs[0] // WebSocket first
 			}
 			cl, err := client.Dial(ctx, client.Options{Gateways: addrs, Token: tok, Name: id})
 			if err != nil {
@@ -572,7 +572,7 @@ func TestGatewaySecondLoginReplacesFirst(t *testing.T) {
 	_, tcp, ws := c.gateway("gateway")
 	w := newPlayers(t, c, 1, [][]string{{tcp, ws}})
 	p := w.players[0]
-	tok, _ := token.IssueLogin(w.sec, p.id, time.Now().Add(time.Hour))
+	tok := strings.TrimSpace(c.respawn("token", "issue", p.id, "--ttl", "10m"))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	second, err := client.Dial(ctx, client.Options{Gateways: []string{ws}, Token: tok})
@@ -594,5 +594,67 @@ func TestGatewaySecondLoginReplacesFirst(t *testing.T) {
 	}
 	if !strings.Contains(string(rep.Body), `"x":5`) {
 		t.Fatalf("reply %s", rep.Body)
+	}
+}
+
+// LOGOUT takes the player out of the scene at once; a client that just
+// disappears keeps its player in the scene for the session TTL, then the
+// player is saved and taken out too.
+func TestGatewayLogoutAndSessionTTL(t *testing.T) {
+	c := newCluster(t, "--gateway.session-ttl", "1s")
+	c.startWorld()
+	_, tcp, ws := c.gateway("gateway")
+	w := newPlayers(t, c, 2, [][]string{{tcp, ws}})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, p := range w.players {
+		rep, err := p.c.Request(ctx, map[string]any{"op": "move", "x": 7, "y": 8})
+		if err != nil || !rep.OK() {
+			t.Fatalf("player %s: %v %v", p.id, err, rep.Err())
+		}
+	}
+	leaver, dropper := w.players[0], w.players[1]
+	start := time.Now()
+	if err := leaver.c.Logout(ctx); err != nil {
+		t.Fatal(err)
+	}
+	gone := func(id string) error {
+		in, err := c.where(id, "town", "forest")
+		if err != nil {
+			return err
+		}
+		if len(in) > 0 {
+			return fmt.Errorf("player %s still in %v", id, keys(in))
+		}
+		p, err := c.showPlayer(id)
+		if err != nil {
+			return err
+		}
+		if p.Online {
+			return fmt.Errorf("player %s still online in datasvr", id)
+		}
+		return nil
+	}
+	waitFor(t, 10*time.Second, func() error { return gone(leaver.id) })
+	t.Logf("logout: out of the scene after %s", time.Since(start).Round(time.Millisecond))
+	dropper.c.Close()
+	start = time.Now()
+	if in, _ := c.where(dropper.id, "town", "forest"); len(in) != 1 {
+		t.Fatalf("a dropped player left at once: %v", keys(in))
+	}
+	waitFor(t, 15*time.Second, func() error { return gone(dropper.id) })
+	if d := time.Since(start); d < time.Second {
+		t.Fatalf("dropped player left after %s, before the 1s session TTL", d)
+	}
+	t.Logf("drop: out of the scene after %s (TTL 1s + 2s grace)", time.Since(start).Round(time.Millisecond))
+	// What they hold was saved.
+	for _, p := range w.players {
+		sp, err := c.showPlayer(p.id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sp.Gold != p.gold {
+			t.Errorf("player %s: datasvr has %d gold, want %d", p.id, sp.Gold, p.gold)
+		}
 	}
 }

@@ -1,11 +1,11 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -476,7 +476,6 @@ func (s *Session) relay(p *pending) {
 	case rep.Code == "":
 		code, body = gwproto.CodeOK, []byte(rep.Body)
 		s.noteTravel(rep.Body)
-		s.notePos(rep.Body)
 	case rep.Code == game.ErrSessionReplaced:
 		s.log.Info("the scene says a newer session took the player")
 		if s.g.reg.remove(s) {
@@ -676,7 +675,7 @@ func (s *Session) unjoin(le *linkEntry) {
 // noteTravel follows a successful travel or dungeon entry at once, so the
 // next request goes to the destination without a detour.
 func (s *Session) noteTravel(body []byte) {
-	if !strings.Contains(string(body), `"transfer_id"`) {
+	if !bytes.Contains(body, []byte(`"transfer_id"`)) {
 		return
 	}
 	var t struct {
@@ -697,7 +696,7 @@ func (s *Session) noteTravel(body []byte) {
 
 // notePos remembers the player's position from a move reply or a join.
 func (s *Session) notePos(body []byte) {
-	if len(body) == 0 || !strings.Contains(string(body), `"x"`) {
+	if len(body) == 0 || !bytes.Contains(body, []byte(`"x"`)) {
 		return
 	}
 	var p struct {
