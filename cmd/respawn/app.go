@@ -49,7 +49,6 @@ func (a *app) root() *cobra.Command {
 		gmCommands,
 		replicaCommands,
 		playerCommands,
-		tokenCommands,
 	} {
 		root.AddCommand(add(a)...)
 	}

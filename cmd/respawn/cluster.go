@@ -28,7 +28,7 @@ func clusterCommands(a *app) []*cobra.Command {
 
 // tokenCommand prints the operator token, for curl and scripts.
 func tokenCommand(a *app) *cobra.Command {
-	return &cobra.Command{
+	cmd := &cobra.Command{
 		Use:   "token",
 		Short: "Print the operator token the admin APIs want (admin.token, or derived from the cluster secret)",
 		Long: "Prints the bearer token that requests changing state need (Authorization: Bearer TOKEN):\n" +
@@ -48,6 +48,8 @@ func tokenCommand(a *app) *cobra.Command {
 			return err
 		},
 	}
+	cmd.AddCommand(tokenIssueCommand(a))
+	return cmd
 }
 
 func upCommand(a *app) *cobra.Command {

@@ -10,8 +10,9 @@ import (
 	"github.com/respawn-dev/respawn/internal/token"
 )
 
-func tokenCommands(a *app) []*cobra.Command {
-	t := &cobra.Command{Use: "token", Short: "Player login tokens"}
+// tokenIssueCommand is `respawn token issue PLAYER`: a player login token
+// for the gateway (docs/protocol.md).
+func tokenIssueCommand(a *app) *cobra.Command {
 	var ttl time.Duration
 	issue := &cobra.Command{
 		Use:   "issue PLAYER",
@@ -38,6 +39,5 @@ func tokenCommands(a *app) []*cobra.Command {
 		},
 	}
 	issue.Flags().DurationVar(&ttl, "ttl", time.Hour, "how long the token is valid")
-	t.AddCommand(issue)
-	return []*cobra.Command{t}
+	return issue
 }

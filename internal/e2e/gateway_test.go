@@ -141,7 +141,7 @@ func newPlayers(t *testing.T, c *cluster, n int, gateways [][]string) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ac := dataclient.NewAdminClient(c.natsConn())
+	ac := dataclient.NewAdminClient(c.natsConn(), sec.OperatorToken())
 	w := &world{t: t, c: c, sec: sec}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -331,7 +331,7 @@ func (w *world) check(wantLost bool) {
 		return nil
 	})
 	// And the data server holds the same, once the saves land.
-	ac := dataclient.NewAdminClient(w.c.natsConn())
+	ac := dataclient.NewAdminClient(w.c.natsConn(), w.sec.OperatorToken())
 	waitFor(t, 30*time.Second, func() error {
 		for _, p := range w.players {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

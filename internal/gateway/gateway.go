@@ -43,6 +43,9 @@ type Options struct {
 	// DefaultScene is where a player with no recorded scene enters.
 	DefaultScene string
 	Secret       *secret.Secret
+	// OperatorToken lets the gateway create the character of a token's
+	// player that the data server does not know.
+	OperatorToken string
 	// NATS reaches the scene table, the data server and the other
 	// gateways.
 	NATS       *nats.Conn

@@ -16,7 +16,7 @@ import (
 type locator struct{ g *Gateway }
 
 func (l *locator) locate(ctx context.Context, player string) (string, error) {
-	ac := dataclient.NewAdminClient(l.g.opt.NATS)
+	ac := dataclient.NewAdminClient(l.g.opt.NATS, l.g.opt.OperatorToken)
 	rep, err := ac.Show(ctx, player)
 	if errors.Is(err, dataclient.ErrNotFound) {
 		if err := ac.Create(ctx, player, player); err != nil && !errors.Is(err, dataclient.ErrExists) {

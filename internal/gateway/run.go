@@ -36,11 +36,15 @@ func Run(ctx context.Context, cfg *config.Config, instance string, log *zap.Logg
 	}
 	defer nc.Close()
 	var g *Gateway // set before the admin port serves
-	adm, err := admin.New(gc.Admin, cfg.Admin.Token, func() error { return g.Healthy() })
+	adm, err := admin.New(gc.Admin, cfg, func() error { return g.Healthy() })
 	if err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}
-	g, err = New(Options{Config: gc, DefaultScene: cfg.Processes[0].Scenes[0], Secret: sec, NATS: nc, Log: log, Registerer: adm.Registry})
+	op, err := admin.OperatorToken(cfg)
+	if err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
+	g, err = New(Options{Config: gc, DefaultScene: cfg.Processes[0].Scenes[0], Secret: sec, OperatorToken: op, NATS: nc, Log: log, Registerer: adm.Registry})
 	if err != nil {
 		return err
 	}

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/respawn-dev/respawn/internal/secret"
+	"github.com/respawn-dev/respawn/internal/validate"
 )
 
 // MaxLen bounds a token a gateway will look at.
@@ -37,8 +38,12 @@ var (
 	ErrExpired   = errors.New("token expired")
 )
 
-// ValidID checks a player or session id: 1-64 of A-Z a-z 0-9 _ -.
+// ValidID checks a player id (internal/validate's rule) or a session id
+// (the same charset): 1-64 of A-Z a-z 0-9 _ -.
 func ValidID(kind, id string) error {
+	if kind == "player" {
+		return validate.PlayerID(id)
+	}
 	if len(id) == 0 || len(id) > MaxPlayerLen {
 		return fmt.Errorf("%s id must be 1-%d characters, got %d", kind, MaxPlayerLen, len(id))
 	}
