@@ -283,7 +283,10 @@ func (r *router) unhold(p *pending) {
 func (r *router) pushes(le *linkEntry) {
 	for {
 		select {
-		case p := <-le.c.Pushes():
+		case p, ok := <-le.c.Pushes():
+			if !ok {
+				return
+			}
 			r.g.deliver(p)
 		case <-le.c.Done():
 			return
