@@ -418,3 +418,24 @@ func TestCreateSparesStraySlots(t *testing.T) {
 		t.Fatalf("the last free slot: %v, %v", c, err)
 	}
 }
+
+// The first event after a snapshot must be the snapshot's seq + 1 like any
+// other: an intact record with another seq there is damage too.
+func TestFirstEventAfterSnapshotIsChecked(t *testing.T) {
+	s := openT(t, tempPath(t), small)
+	sl, _ := s.Create("r")
+	appendN(t, sl, 4)
+	if err := sl.Snapshot([]byte("s4")); err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, sl, 6) // 5..10
+	r := sl.halves[sl.active][recordAt(t, sl, 5):]
+	binary.LittleEndian.PutUint64(r[rSeq:], 99)
+	n := binary.LittleEndian.Uint32(r[rLen:])
+	binary.LittleEndian.PutUint64(r[rCommit:], uint64(crcTable(r[rSeq:recHdr+int(n)]))<<32|commitFlag|uint64(n))
+	_, sl, d := damaged(t, s, "r")
+	if d.Kind != DamageRecord || d.GoodSeq != 4 || d.FirstLost != 5 || d.LastLost != 10 {
+		t.Fatalf("damage %+v", d)
+	}
+	goodPrefix(t, sl, "s4", 4, 4)
+}

@@ -123,7 +123,11 @@ func (sl *Slot) walk(fn func(r Record) error) (walked, error) {
 			d := sl.newDamage(DamageSnapshot, sl.active, 0, 0)
 			d.FirstLost, d.LastLost, d.Lost = first, last, n
 			d.Reason = "snapshot record does not verify (" + describe(h, 0, gen, 0) + "); " + why
-			w.damage, w.lastSeq, w.tail = d, max(last, le.Uint64(h[rSeq:])), len(h)
+			w.damage, w.lastSeq, w.tail = d, last, len(h)
+			if le.Uint64(h[rGen:]) == gen && RecordKind(le.Uint32(h[rKind:])) == KindSnapshot {
+				// The header still reads: seqs after a repair continue past it.
+				w.lastSeq = max(last, le.Uint64(h[rSeq:]))
+			}
 			return w, nil
 		}
 		// Replay the previous half: its snapshot and events are the state
@@ -133,7 +137,7 @@ func (sl *Slot) walk(fn func(r Record) error) (walked, error) {
 		if err := emit(r); err != nil {
 			return w, err
 		}
-		if _, err := sl.chain(fb, e, fgen, emit); err != nil {
+		if _, err := sl.chain(fb, e, fgen, r.Seq, emit); err != nil {
 			return w, err
 		}
 		w.damage = sl.newDamage(DamageSnapshot, sl.active, 0, w.lastSeq)
@@ -146,7 +150,7 @@ func (sl *Slot) walk(fn func(r Record) error) (walked, error) {
 		}
 		off = start
 	}
-	off, err := sl.chain(h, off, gen, emit)
+	off, err := sl.chain(h, off, gen, w.lastSeq, emit)
 	if err != nil {
 		return w, err
 	}
@@ -183,22 +187,17 @@ func (sl *Slot) walk(fn func(r Record) error) (walked, error) {
 }
 
 // chain walks events from off in half h while each is committed, intact, of
-// generation gen and the next seq after the last one emitted.
-func (sl *Slot) chain(h []byte, off int, gen uint64, emit func(Record) error) (int, error) {
-	seq := uint64(0)
-	first := true
+// generation gen and the seq after the previous one (prev: the snapshot's).
+func (sl *Slot) chain(h []byte, off int, gen, prev uint64, emit func(Record) error) (int, error) {
 	for {
 		r, end := readRecord(h, off, gen)
-		if end < 0 || r.Kind != KindEvent || !first && r.Seq != seq+1 {
+		if end < 0 || r.Kind != KindEvent || r.Seq != prev+1 {
 			return off, nil
-		}
-		if first {
-			first = false
 		}
 		if err := emit(r); err != nil {
 			return off, err
 		}
-		seq, off = r.Seq, end
+		prev, off = r.Seq, end
 	}
 }
 
@@ -219,7 +218,7 @@ func (sl *Slot) fallback() (start int, why string) {
 		return -2, fmt.Sprintf("half %s holds no previous snapshot of generation %d", halfName(1-sl.active), fgen)
 	}
 	last := r.Seq
-	_, _ = sl.chain(fb, off, fgen, func(r Record) error { last = r.Seq; return nil })
+	_, _ = sl.chain(fb, off, fgen, last, func(r Record) error { last = r.Seq; return nil })
 	// Whatever the damaged record still says must agree.
 	if le.Uint64(h[rGen:]) == gen && RecordKind(le.Uint32(h[rKind:])) == KindSnapshot && le.Uint64(h[rSeq:]) != last {
 		return -2, fmt.Sprintf("the previous half ends at seq %d but the damaged snapshot says %d", last, le.Uint64(h[rSeq:]))
