@@ -31,6 +31,13 @@ type saveLoadResult struct {
 	SavesPerRow      float64 `json:"saves_per_row"`
 	Rejected         uint64  `json:"rejected"`
 	Lost             uint64  `json:"lost"`
+	// DatasvrRestarts: datasvr restarted during the run; its counters are
+	// summed over its incarnations (what a dead one did after the last
+	// sample is not counted, so rates are lower bounds then).
+	DatasvrRestarts int `json:"datasvr_restarts"`
+	// Unverified: players whose final version could not be checked
+	// (datasvr unreachable when the grace period ended).
+	Unverified uint64 `json:"unverified"`
 }
 
 type saveLoadOpts struct {
@@ -41,6 +48,7 @@ type saveLoadOpts struct {
 	prefix   string
 	natsURL  string
 	asJSON   bool
+	grace    time.Duration
 }
 
 func saveLoadCommand() *cobra.Command {
@@ -73,6 +81,12 @@ acknowledged versions that datasvr no longer has when the run ends.`,
 			fmt.Fprintf(out, "saves per row      %.1f\n", res.SavesPerRow)
 			fmt.Fprintf(out, "journal fsyncs     %d (%.1f saves per fsync)\n", extra.fsyncs, float64(extra.accepted)/max(float64(extra.fsyncs), 1))
 			fmt.Fprintf(out, "lost               %d\n", res.Lost)
+			if res.DatasvrRestarts > 0 || res.Unverified > 0 {
+				fmt.Fprintf(out, "datasvr restarts   %d, players not verified %d\n", res.DatasvrRestarts, res.Unverified)
+			}
+			for _, n := range extra.notes {
+				fmt.Fprintf(out, "note               %s\n", n)
+			}
 			return nil
 		},
 	}
@@ -84,12 +98,83 @@ acknowledged versions that datasvr no longer has when the run ends.`,
 	f.StringVar(&o.prefix, "prefix", "bot", "player id prefix")
 	f.StringVar(&o.natsURL, "nats", "nats://127.0.0.1:7422", "NATS URL of the cluster")
 	f.BoolVar(&o.asJSON, "json", false, "print the result as JSON")
+	f.DurationVar(&o.grace, "grace", 15*time.Second, "after --duration, how long to wait for acknowledgements and the check before reporting what is known")
 	return cmd
 }
 
 type saveLoadExtra struct {
 	accepted, unacked, rows, statements, fsyncs uint64
 	maxMs                                       float64
+	notes                                       []string
+}
+
+// statsSum adds datasvr's cumulative counters over its restarts: each
+// incarnation's counters start at zero, so a sample from a new one closes
+// the previous one's span instead of being subtracted from it (which
+// underflowed: 1.2e18 statements/s).
+type statsSum struct {
+	mu         sync.Mutex
+	base, last dataclient.StatsReply
+	done       dataclient.StatsReply // summed spans of earlier incarnations
+	restarts   int
+}
+
+func newStatsSum(first dataclient.StatsReply) *statsSum {
+	return &statsSum{base: first, last: first}
+}
+
+func (s *statsSum) sample(st dataclient.StatsReply) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	restarted := st.Started != s.last.Started || st.DBRows < s.last.DBRows || st.SavesAccepted < s.last.SavesAccepted
+	if restarted {
+		s.done = addStats(s.done, subStats(s.last, s.base))
+		s.base = dataclient.StatsReply{Started: st.Started}
+		s.restarts++
+	}
+	s.last = st
+}
+
+func (s *statsSum) total() (dataclient.StatsReply, int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return addStats(s.done, subStats(s.last, s.base)), s.restarts
+}
+
+func subStats(a, b dataclient.StatsReply) dataclient.StatsReply {
+	return dataclient.StatsReply{DBRows: a.DBRows - b.DBRows, DBStatements: a.DBStatements - b.DBStatements,
+		JournalFsyncs: a.JournalFsyncs - b.JournalFsyncs}
+}
+
+func addStats(a, b dataclient.StatsReply) dataclient.StatsReply {
+	return dataclient.StatsReply{DBRows: a.DBRows + b.DBRows, DBStatements: a.DBStatements + b.DBStatements,
+		JournalFsyncs: a.JournalFsyncs + b.JournalFsyncs}
+}
+
+// limitedLog prints the first few of a repeated message and counts the rest.
+type limitedLog struct {
+	mu     sync.Mutex
+	shown  int
+	hidden int
+}
+
+const shownLines = 10
+
+func (l *limitedLog) printf(format string, args ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.shown >= shownLines {
+		l.hidden++
+		return
+	}
+	l.shown++
+	fmt.Fprintf(os.Stderr, format, args...)
+}
+
+func (l *limitedLog) flush(what string) {
+	if l.hidden > 0 {
+		fmt.Fprintf(os.Stderr, "bot: ... and %d more %s\n", l.hidden, what)
+	}
 }
 
 // botPlayer is one simulated player's bookkeeping.
@@ -107,8 +192,8 @@ type botPlayer struct {
 func runSaveLoad(ctx context.Context, o saveLoadOpts) (saveLoadResult, saveLoadExtra, error) {
 	var res saveLoadResult
 	var extra saveLoadExtra
-	if o.players < 1 || o.scenes < 1 || o.interval <= 0 || o.duration <= 0 {
-		return res, extra, errors.New("save-load: --players, --scenes, --save-interval and --duration must be positive")
+	if o.players < 1 || o.scenes < 1 || o.interval <= 0 || o.duration <= 0 || o.grace <= 0 {
+		return res, extra, errors.New("save-load: --players, --scenes, --save-interval, --duration and --grace must be positive")
 	}
 	nc, err := nats.Connect(o.natsURL, nats.Name("bot-save-load"), nats.MaxReconnects(-1))
 	if err != nil {
@@ -168,8 +253,11 @@ func runSaveLoad(ctx context.Context, o saveLoadOpts) (saveLoadResult, saveLoadE
 	}
 
 	// Setup (not measured): every player loaded, i.e. online in its scene.
-	if err := forEach(ctx, players, 64, func(p *botPlayer) error {
-		l, err := p.client.LoadOrCreate(ctx, p.id, p.id)
+	// Bounded, so a datasvr that is down ends the run with an error.
+	sctx, scancel := context.WithTimeout(ctx, 4*o.grace)
+	defer scancel()
+	if err := forEach(sctx, players, 64, func(p *botPlayer) error {
+		l, err := p.client.LoadOrCreate(sctx, p.id, p.id)
 		if err != nil {
 			return err
 		}
@@ -185,13 +273,34 @@ func runSaveLoad(ctx context.Context, o saveLoadOpts) (saveLoadResult, saveLoadE
 	}); err != nil {
 		return res, extra, fmt.Errorf("load players: %w", err)
 	}
-	if _, err := adm.Flush(ctx); err != nil {
+	if _, err := adm.Flush(sctx); err != nil {
 		return res, extra, err
 	}
-	before, err := adm.Stats(ctx)
+	before, err := adm.Stats(sctx)
 	if err != nil {
 		return res, extra, err
 	}
+	sum := newStatsSum(before)
+	// Sample datasvr's counters through the run, so a restart is seen and
+	// summed rather than subtracted.
+	sampleCtx, stopSampling := context.WithCancel(ctx)
+	var sampler sync.WaitGroup
+	sampler.Go(func() {
+		t := time.NewTicker(500 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-sampleCtx.Done():
+				return
+			case <-t.C:
+				qctx, cancel := context.WithTimeout(sampleCtx, time.Second)
+				if st, err := adm.Stats(qctx); err == nil {
+					sum.sample(st)
+				}
+				cancel()
+			}
+		}
+	})
 
 	// Saves are spread evenly: save k (counting from 0 across all players)
 	// is due at k * interval / players.
@@ -233,42 +342,53 @@ loop:
 	ticker.Stop()
 	elapsed := time.Since(start)
 
-	fctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	// The check phase is bounded by --grace: whatever datasvr does, the run
+	// ends with a result, and says what it could not check.
+	fctx, cancel := context.WithTimeout(context.Background(), o.grace)
 	defer cancel()
 	for _, c := range clients {
 		if err := c.Flush(fctx); err != nil {
-			fmt.Fprintln(os.Stderr, "bot: waiting for acknowledgements:", err)
+			extra.notes = append(extra.notes, "not every save was acknowledged within --grace: "+err.Error())
 			break
 		}
 	}
 	if _, err := adm.Flush(fctx); err != nil {
-		return res, extra, err
+		extra.notes = append(extra.notes, "final datasvr flush failed (database figures miss it): "+err.Error())
 	}
-	after, err := adm.Stats(fctx)
-	if err != nil {
-		return res, extra, err
+	stopSampling()
+	sampler.Wait()
+	if after, err := adm.Stats(fctx); err == nil {
+		sum.sample(after)
+	} else {
+		extra.notes = append(extra.notes, "final stats unavailable; figures are from the last sample: "+err.Error())
 	}
+	total, restarts := sum.total()
 
 	// Lost: an acknowledged version datasvr does not have.
-	var lost, unacked atomic.Uint64
-	if err := forEach(fctx, players, 64, func(p *botPlayer) error {
+	var lost, unacked, verified atomic.Uint64
+	var lostLog limitedLog
+	_ = forEach(fctx, players, 64, func(p *botPlayer) error {
 		show, err := adm.Show(fctx, p.id)
-		if err != nil {
-			return err
-		}
 		p.mu.Lock()
 		defer p.mu.Unlock()
+		unacked.Add(uint64(len(p.enqueued)))
+		if err != nil {
+			return nil // counted as unverified below
+		}
+		verified.Add(1)
 		if show.Version < p.acked {
 			lost.Add(1)
-			fmt.Fprintf(os.Stderr, "bot: LOST player %s: acknowledged version %d, datasvr has %d\n", p.id, p.acked, show.Version)
+			lostLog.printf("bot: LOST player %s: acknowledged version %d, datasvr has %d\n", p.id, p.acked, show.Version)
 		}
-		unacked.Add(uint64(len(p.enqueued)))
 		return nil
-	}); err != nil {
-		return res, extra, fmt.Errorf("verify: %w", err)
+	})
+	lostLog.flush("lost players")
+	unverified := uint64(len(players)) - verified.Load()
+	if unverified > 0 {
+		extra.notes = append(extra.notes, fmt.Sprintf("%d players could not be checked within --grace (datasvr unreachable?)", unverified))
 	}
 	if msg, ok := firstError.Load().(string); ok {
-		fmt.Fprintln(os.Stderr, "bot: first rejection:", msg)
+		fmt.Fprintf(os.Stderr, "bot: %d saves rejected; the first: %s\n", rejected.Load(), msg)
 	}
 	if queueFull > 0 {
 		fmt.Fprintf(os.Stderr, "bot: %d saves could not be queued (queue full)\n", queueFull)
@@ -282,8 +402,7 @@ loop:
 		return float64(latencies[min(int(q*float64(len(latencies))), len(latencies)-1)]) / 1e6
 	}
 	secs := elapsed.Seconds()
-	rows := after.DBRows - before.DBRows
-	stmts := after.DBStatements - before.DBStatements
+	rows, stmts := total.DBRows, total.DBStatements
 	res = saveLoadResult{
 		SavesPerS:        float64(accepted.Load()) / secs,
 		AckP50Ms:         pct(0.50),
@@ -292,12 +411,14 @@ loop:
 		DBStatementsPerS: float64(stmts) / secs,
 		Rejected:         rejected.Load(),
 		Lost:             lost.Load(),
+		DatasvrRestarts:  restarts,
+		Unverified:       unverified,
 	}
 	if rows > 0 {
 		res.SavesPerRow = float64(accepted.Load()) / float64(rows)
 	}
-	extra = saveLoadExtra{accepted: accepted.Load(), unacked: unacked.Load(), rows: rows, statements: stmts,
-		fsyncs: after.JournalFsyncs - before.JournalFsyncs, maxMs: pct(1)}
+	extra.accepted, extra.unacked, extra.rows, extra.statements = accepted.Load(), unacked.Load(), rows, stmts
+	extra.fsyncs, extra.maxMs = total.JournalFsyncs, pct(1)
 	return res, extra, nil
 }
 
