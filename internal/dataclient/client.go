@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
 
+	"github.com/respawn-dev/respawn/internal/logging"
 	"github.com/respawn-dev/respawn/internal/player"
 )
 
@@ -34,6 +35,7 @@ type Client struct {
 	onResult   func(player string, version uint64, err error)
 	queueLimit int
 	senders    int
+	rejects    *logging.Limiter
 
 	qOnce sync.Once
 	q     *saveQueue
@@ -70,7 +72,8 @@ func NewClient(nc *nats.Conn, scene string, epoch uint64, log *zap.Logger, opts 
 		log = zap.NewNop()
 	}
 	c := &Client{nc: nc, scene: scene, epoch: epoch, timeout: DefaultRequestTimeout,
-		log: log.With(zap.String("scene", scene), zap.Uint64("epoch", epoch)), queueLimit: 100000, senders: 64}
+		log: log.With(zap.String("scene", scene), zap.Uint64("epoch", epoch)), queueLimit: 100000, senders: 64,
+		rejects: logging.NewLimiter(time.Second, 64)}
 	for _, o := range opts {
 		o(c)
 	}

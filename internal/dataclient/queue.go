@@ -235,7 +235,11 @@ func (q *saveQueue) done(id string, version uint64, err error) {
 	}
 	q.mu.Unlock()
 	if err != nil {
-		q.c.log.Warn("save rejected", zap.String("player", id), zap.Uint64("version", version), zap.Error(err))
+		// One line a second per reason: a stale scene's saves are refused
+		// by the thousand, and the count says how many.
+		if ok, n := q.c.rejects.Allow(ErrorOf(err).Code, time.Now()); ok {
+			q.c.log.Warn("save rejected", zap.String("player", id), zap.Uint64("version", version), zap.Int("suppressed", n), zap.Error(err))
+		}
 	}
 	if q.c.onResult != nil {
 		q.c.onResult(id, version, err)

@@ -202,17 +202,25 @@ func (s *Server) dispatch(m *nats.Msg, fn func(context.Context, *nats.Msg) any) 
 	}()
 }
 
-// logReject logs refused scene requests: a fencing rejection is always
-// worth a line (a zombie scene, a scene bug).
+// logReject logs refused scene requests: a fencing rejection is worth a
+// line (a zombie scene, a scene bug), but a storm of them (thousands of
+// saves of one stale scene) is one line a second per op, reason and scene,
+// with how many were held back.
 func (s *Server) logReject(op, player, scene string, epoch uint64, err error) {
 	if err == nil {
+		return
+	}
+	code := toError(err).Code
+	ok, suppressed := s.rejects.Allow(op+"/"+code+"/"+scene, time.Now())
+	if !ok {
 		return
 	}
 	lvl := s.log.Info
 	if errors.Is(err, ErrUnavailable) {
 		lvl = s.log.Warn
 	}
-	lvl(op+" refused", zap.String("player", player), zap.String("scene", scene), zap.Uint64("epoch", epoch), zap.Error(err))
+	lvl(op+" refused", zap.String("player", player), zap.String("scene", scene), zap.Uint64("epoch", epoch),
+		zap.String("code", code), zap.Int("suppressed", suppressed), zap.Error(err))
 }
 
 func giveError(player string, err error) GiveReply {

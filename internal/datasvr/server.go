@@ -35,6 +35,7 @@ import (
 	"github.com/respawn-dev/respawn/internal/admin"
 	"github.com/respawn-dev/respawn/internal/config"
 	"github.com/respawn-dev/respawn/internal/journal"
+	"github.com/respawn-dev/respawn/internal/logging"
 	"github.com/respawn-dev/respawn/internal/scenedef"
 	"github.com/respawn-dev/respawn/internal/store"
 	"github.com/respawn-dev/respawn/internal/validate"
@@ -100,7 +101,8 @@ type Server struct {
 	flushDur prometheus.Histogram
 	m        counters
 	ready    chan struct{}
-	readyErr atomic.Value // string: why not ready yet
+	readyErr atomic.Value     // string: why not ready yet
+	rejects  *logging.Limiter // "save refused" and friends, per op, code and scene
 	// replayedGM: operator requests found in the journal at start.
 	replayedGM []gmRecord
 	startOnce  sync.Once
@@ -135,6 +137,7 @@ func New(cfg *config.Config, log *zap.Logger, opts ...Option) (*Server, error) {
 		sem:       make(chan struct{}, 4096),
 		flushReq:  make(chan chan error),
 		wake:      make(chan struct{}, 1),
+		rejects:   logging.NewLimiter(time.Second, 0),
 		ready:     make(chan struct{}),
 		stopped:   make(chan struct{}),
 	}

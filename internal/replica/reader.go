@@ -321,9 +321,24 @@ func (r *Reader[T]) requestResync() {
 	}
 }
 
+// The status header NATS sets on a "no responders" answer (nats.go keeps
+// these names unexported).
+const (
+	statusHeader = "Status"
+	noResponders = "503"
+)
+
 // handle applies one message from the update subject or, if reply, a
 // snapshot reply on the reader's inbox.
 func (r *Reader[T]) handle(msg *nats.Msg, reply bool) {
+	if reply && len(msg.Data) == 0 && msg.Header.Get(statusHeader) == noResponders {
+		// NATS answers a snapshot request nobody subscribes to with an
+		// empty "503 no responders" message: the owner is not up yet (every
+		// worldmgr start, before its scenes). Not a bad message: its
+		// first publication will reach us, and it resets the state.
+		r.log.Debug("replica: no owner answered the snapshot request yet", zap.String("module", r.m.Name))
+		return
+	}
 	var wm wireMsg
 	decodeErr := json.Unmarshal(msg.Data, &wm)
 	if decodeErr == nil && wm.Kind != kindUpdate && wm.Kind != kindState {
