@@ -12,8 +12,9 @@ import (
 )
 
 // Issue 11: a world manager stopped for 3 s killed and respawned every
-// healthy scene when it resumed. Stopped for 3 s, then for 10 s, it must
-// leave every scene's pid and epoch as they were.
+// healthy scene when it resumed. Stopped for 3 s, then for 10 s, then
+// with every scene process (a paused machine), it must leave every
+// scene's pid and epoch as they were.
 func TestWorldmgrStallKillsNoOne(t *testing.T) {
 	c := newCluster(t)
 	mgr := c.start("worldmgr")
@@ -41,9 +42,34 @@ func TestWorldmgrStallKillsNoOne(t *testing.T) {
 			return nil
 		})
 	}
+	// The whole machine paused (a VM freeze): every process stops, and
+	// they resume one after another, the manager first.
+	for _, r := range before {
+		if err := syscall.Kill(r.PID, syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mgr.signal(syscall.SIGSTOP)
+	time.Sleep(3 * time.Second) // the fault
+	mgr.signal(syscall.SIGCONT)
+	for _, r := range before {
+		if err := syscall.Kill(r.PID, syscall.SIGCONT); err != nil {
+			t.Fatal(err)
+		}
+	}
+	holdFor(t, 3500*time.Millisecond, func() error {
+		after, err := c.scenes()
+		if err != nil {
+			return err
+		}
+		if err := sameTable(before, after); err != nil {
+			return fmt.Errorf("after a machine pause: %w", err)
+		}
+		return nil
+	})
 	out := mgr.output()
-	if n := strings.Count(out, "suspecting itself"); n < 2 {
-		t.Errorf("the manager noticed %d of 2 stalls:\n%s", n, out)
+	if n := strings.Count(out, "suspecting itself"); n < 3 {
+		t.Errorf("the manager noticed %d of 3 stalls:\n%s", n, out)
 	}
 	// The scenes reconnected and were adopted as they were.
 	if !strings.Contains(out, "scene process registered") {
