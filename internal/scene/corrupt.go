@@ -15,6 +15,7 @@ import (
 	"github.com/respawn-dev/respawn/internal/admin"
 	"github.com/respawn-dev/respawn/internal/game"
 	"github.com/respawn-dev/respawn/internal/modules"
+	"github.com/respawn-dev/respawn/internal/scenelink"
 	"github.com/respawn-dev/respawn/internal/shmlog"
 )
 
@@ -177,6 +178,20 @@ func (h *host) serving(id string) (*loop, error) {
 		return nil, c.err()
 	}
 	return nil, fmt.Errorf("scene %q: %w", id, ErrNotHosted)
+}
+
+// linkLoop is serving for the gateway link: a corrupt scene is
+// unavailable (the gateway holds and resends; the reason says why and what
+// repairs it), not absent (which would send the gateway elsewhere).
+func (p *Process) linkLoop(scene string) (*loop, string, error) {
+	l, err := p.host.serving(scene)
+	switch {
+	case errors.Is(err, ErrCorrupt):
+		return nil, scenelink.FailUnavailable, err
+	case err != nil:
+		return nil, scenelink.FailNoScene, fmt.Errorf("scene %q is not hosted by process %s", scene, p.spec.Name)
+	}
+	return l, "", nil
 }
 
 // corruptOf returns the corrupt record of scene or room id.

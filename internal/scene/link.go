@@ -430,9 +430,9 @@ func (c *linkConn) fail(id uint64, typ byte, code, msg string) {
 }
 
 func (c *linkConn) request(m scenelink.Request) {
-	l, ok := c.s.p.host.loop(m.Scene)
-	if !ok {
-		c.fail(m.ID, scenelink.TFail, scenelink.FailNoScene, fmt.Sprintf("scene %q is not hosted by process %s", m.Scene, c.s.p.spec.Name))
+	l, code, err := c.s.p.linkLoop(m.Scene)
+	if err != nil {
+		c.fail(m.ID, scenelink.TFail, code, err.Error())
 		return
 	}
 	op, err := DecodeOp(m.Op)
@@ -488,9 +488,9 @@ func (c *linkConn) leave(m scenelink.Session) {
 // with an error.
 func (p *Process) join(scene, player, session string) (scenelink.JoinResult, string, error) {
 	jr := scenelink.JoinResult{Scene: scene}
-	l, ok := p.host.loop(scene)
-	if !ok {
-		return jr, scenelink.FailNoScene, fmt.Errorf("scene %q is not hosted by process %s", scene, p.spec.Name)
+	l, code, err := p.linkLoop(scene)
+	if err != nil {
+		return jr, code, err
 	}
 	ctx, cancel := context.WithTimeout(p.ctx, linkJoinTimeout)
 	defer cancel()
