@@ -3,6 +3,7 @@ package worldmgr
 import (
 	"fmt"
 	"maps"
+	"slices"
 	"sort"
 	"time"
 
@@ -45,7 +46,11 @@ const (
 )
 
 func (k actionKind) String() string {
-	return [...]string{"?", "welcome", "exit", "close", "kill", "spawn"}[k]
+	names := [...]string{"?", "welcome", "exit", "close", "kill", "spawn"}
+	if int(k) < 0 || int(k) >= len(names) {
+		return fmt.Sprintf("action(%d)", int(k))
+	}
+	return names[k]
 }
 
 type action struct {
@@ -393,21 +398,12 @@ func (s *supervisor) hello(now time.Time, ev helloEvent) {
 
 func (s *supervisor) report(p *slot, scenes []ctlproto.SceneReport) {
 	for _, r := range scenes {
-		if _, ours := p.players[r.ID]; !ours && !contains(p.scenes, r.ID) {
+		if _, ours := p.players[r.ID]; !ours && !slices.Contains(p.scenes, r.ID) {
 			continue // not a scene of this process: ignore, do not grow
 		}
 		p.players[r.ID] = r.Players
 		p.reported[r.ID] = r
 	}
-}
-
-func contains(xs []string, x string) bool {
-	for _, y := range xs {
-		if x == y {
-			return true
-		}
-	}
-	return false
 }
 
 // heartbeat: the connection is alive; it may carry a fresh report.
@@ -655,7 +651,7 @@ func (s *supervisor) rows() []modules.SceneRow {
 // slotOf returns the slot hosting scene id.
 func (s *supervisor) slotOf(id string) *slot {
 	for _, name := range s.names {
-		if p := s.slots[name]; contains(p.scenes, id) {
+		if p := s.slots[name]; slices.Contains(p.scenes, id) {
 			return p
 		}
 	}
