@@ -251,9 +251,11 @@ func checkOwner(e *entry, scene string, epoch uint64) (Owner, error) {
 	return Owner{Scene: scene, Epoch: epoch}, nil
 }
 
-func validID(kind, id string) error {
-	if id == "" || len(id) > 128 {
-		return fmt.Errorf("%w: %s id %s must be 1-128 bytes", ErrBadRequest, kind, validate.Quote(id))
+// validScene applies the scene id rules (package validate) to the scene
+// that takes a lease: it later names the NATS subjects GM changes go to.
+func validScene(id string) error {
+	if err := validate.SceneOrRoom(id); err != nil {
+		return fmt.Errorf("%w: %w", ErrBadRequest, err)
 	}
 	return nil
 }
@@ -317,7 +319,7 @@ func newPlayerData(id, name string) ([]byte, error) {
 
 func (s *Server) load(ctx context.Context, req *LoadRequest) (LoadReply, error) {
 	rep := LoadReply{Player: req.Player}
-	if err := validID("scene", req.Scene); err != nil {
+	if err := validScene(req.Scene); err != nil {
 		return rep, err
 	}
 	if req.Epoch == 0 {
@@ -446,7 +448,7 @@ func (s *Server) release(ctx context.Context, req *ReleaseRequest) (Ack, error) 
 
 func (s *Server) handover(ctx context.Context, req *HandoverRequest) (Ack, error) {
 	ack := Ack{Player: req.Player, Version: req.Version}
-	if err := validID("scene", req.To); err != nil {
+	if err := validScene(req.To); err != nil {
 		return ack, err
 	}
 	if req.To == req.Scene {

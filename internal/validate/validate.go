@@ -87,6 +87,22 @@ func SceneID(id string) error {
 	return name("scene id", id, MaxSceneIDLen, false)
 }
 
+// SceneOrRoom checks the id of a scene or of one of its dungeon rooms
+// ("forest" or "forest/dungeon-3"): what holds a player's lease, and what
+// names the scene's NATS subjects, so it must never carry '.', '*' or '>'.
+func SceneOrRoom(id string) error {
+	scene, room, isRoom := strings.Cut(id, "/")
+	if err := SceneID(scene); err != nil {
+		return err
+	}
+	if isRoom {
+		if err := name("room id", room, MaxSceneIDLen, false); err != nil {
+			return fmt.Errorf("scene %s: %w", scene, err)
+		}
+	}
+	return nil
+}
+
 // ItemName checks the spelling of an item name; Catalog.Item also checks
 // that the game knows it.
 func ItemName(item string) error {

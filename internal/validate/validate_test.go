@@ -76,6 +76,19 @@ func TestSceneID(t *testing.T) {
 	}
 }
 
+func TestSceneOrRoom(t *testing.T) {
+	for _, ok := range []string{"forest", "forest/dungeon-12"} {
+		if err := SceneOrRoom(ok); err != nil {
+			t.Errorf("SceneOrRoom(%q): %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"", "forest/", "/x", "forest/a/b", "forest.x", "forest/*", "town>", "forest/" + strings.Repeat("r", 33)} {
+		if err := SceneOrRoom(bad); !errors.Is(err, ErrInvalid) {
+			t.Errorf("SceneOrRoom(%q) = %v", bad, err)
+		}
+	}
+}
+
 func TestCatalog(t *testing.T) {
 	c, err := NewCatalog([]string{"potion", "sword", "potion"})
 	if err != nil {
