@@ -658,3 +658,133 @@ func TestGatewayLogoutAndSessionTTL(t *testing.T) {
 		}
 	}
 }
+
+// Pushes: a chat line reaches everyone in the scene, a move reaches the
+// players near the mover in the next positions batch, and not the ones
+// far away.
+func TestGatewayPushes(t *testing.T) {
+	c := newCluster(t, "--gateway.view-radius", "5")
+	c.startWorld()
+	_, tcp, ws := c.gateway("gateway")
+	w := newPlayers(t, c, 3, [][]string{{tcp, ws}})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	// All three in town (players 0 and 2; player 1 went to the forest):
+	// bring player 1 back.
+	mover, near := w.players[0], w.players[2]
+	other := w.players[1]
+	if rep, err := other.c.Request(ctx, map[string]any{"op": "travel", "to": "town"}); err != nil || !rep.OK() {
+		t.Fatalf("travel back: %v %v", err, rep.Err())
+	}
+	far := other
+	for _, m := range []struct {
+		p    *gamer
+		x, y int
+	}{{near, 20, 20}, {far, 1, 1}, {mover, 22, 22}} {
+		waitFor(t, 10*time.Second, func() error {
+			rep, err := m.p.c.Request(ctx, map[string]any{"op": "move", "x": m.x, "y": m.y})
+			if err != nil {
+				return err
+			}
+			return rep.Err() // a travelling player may not have arrived yet
+		})
+	}
+	saw := func(p *gamer, within time.Duration, want func(client.Push) bool) error {
+		deadline := time.After(within)
+		for {
+			select {
+			case ps := <-p.c.Pushes():
+				if want(ps) {
+					return nil
+				}
+			case <-deadline:
+				return fmt.Errorf("player %s did not get the push", p.id)
+			}
+		}
+	}
+	moved := func(ps client.Push) bool {
+		if ps.Kind != "positions" {
+			return false
+		}
+		var b gwproto.Positions
+		_ = json.Unmarshal(ps.Data, &b)
+		for _, pl := range b.Players {
+			if pl.ID == mover.id && pl.X == 22 && pl.Y == 22 {
+				return true
+			}
+		}
+		return false
+	}
+	if err := saw(near, 5*time.Second, moved); err != nil {
+		t.Fatal(err)
+	}
+	// Batches go out every 100 ms: a second is ten of them.
+	if err := saw(far, time.Second, moved); err == nil {
+		t.Fatalf("player %s at (1,1) saw a move at (22,22) with view radius 5", far.id)
+	}
+	if rep, err := mover.c.Request(ctx, map[string]any{"op": "chat", "text": "hello town"}); err != nil || !rep.OK() {
+		t.Fatalf("chat: %v %v", err, rep.Err())
+	}
+	for _, p := range []*gamer{near, far} {
+		if err := saw(p, 5*time.Second, func(ps client.Push) bool {
+			return ps.Kind == "chat" && ps.Scene == "town" && strings.Contains(string(ps.Data), "hello town")
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// A scene process that does not come back within the hold time: its
+// requests are answered `unavailable` (retryable) and the client stays
+// connected; once the scene is back the same client plays on.
+func TestGatewayHoldExpiresWithRetryableError(t *testing.T) {
+	c := newCluster(t, "--gateway.hold-timeout", "300ms")
+	c.startWorld()
+	_, tcp, ws := c.gateway("gateway")
+	w := newPlayers(t, c, 1, [][]string{{tcp, ws}})
+	p := w.players[0]
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	tok := strings.TrimSpace(c.respawn("token", "issue", p.id))
+	p.c.Close()
+	cl, err := client.Dial(ctx, client.Options{Gateways: []string{tcp}, Token: tok, NoRetry: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	scene := cl.Session().Scene
+	row, err := c.scene(scene)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Stopped, not killed: the manager replaces it after its heartbeat
+	// timeout (1 s), longer than the 300 ms hold.
+	c.respawn("scene", "kill", scene, "--signal", "STOP")
+	rep, err := cl.Request(ctx, map[string]any{"op": "move", "x": 2, "y": 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Code != gwproto.CodeUnavailable || !rep.Code.Retryable() {
+		t.Fatalf("during the outage: %s %s, want unavailable", rep.Code, rep.Error)
+	}
+	waitFor(t, 20*time.Second, func() error {
+		r, err := c.scene(scene)
+		if err != nil {
+			return err
+		}
+		if r.PID == row.PID || r.State != modules.SceneRunning {
+			return fmt.Errorf("%s: %s pid %d", scene, r.State, r.PID)
+		}
+		return nil
+	})
+	waitFor(t, 10*time.Second, func() error {
+		rep, err := cl.Request(ctx, map[string]any{"op": "move", "x": 4, "y": 5})
+		if err != nil {
+			return err
+		}
+		return rep.Err()
+	})
+	if st := cl.Stats(); st.Disconnects != 0 || st.Lost != 0 {
+		t.Fatalf("the client was disconnected: %+v", st)
+	}
+}
