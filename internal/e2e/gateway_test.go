@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"net"
 	"sort"
 	"strings"
@@ -786,5 +788,53 @@ func TestGatewayHoldExpiresWithRetryableError(t *testing.T) {
 	})
 	if st := cl.Stats(); st.Disconnects != 0 || st.Lost != 0 {
 		t.Fatalf("the client was disconnected: %+v", st)
+	}
+}
+
+// Two gateways listed in the config: `respawn up` starts both, `respawn
+// status` shows both, and a gateway killed with SIGKILL is restarted; a
+// client plays through either.
+func TestGatewayInstancesUnderUp(t *testing.T) {
+	c := newCluster(t)
+	gw := [2][3]string{}
+	for i := range gw {
+		gw[i] = [3]string{freeAddr(t), freeAddr(t), freeAddr(t)}
+	}
+	raw, err := os.ReadFile(filepath.Join("..", "..", "configs", "world.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgText := strings.Replace(string(raw), "  instances: []\n", fmt.Sprintf("  instances:\n"+
+		"    - {name: gw1, listen: %q, websocket: %q, admin: %q}\n"+
+		"    - {name: gw2, listen: %q, websocket: %q, admin: %q}\n",
+		gw[0][0], gw[0][1], gw[0][2], gw[1][0], gw[1][1], gw[1][2]), 1)
+	if cfgText == string(raw) {
+		t.Fatal("configs/world.yaml has no `instances: []` line to replace")
+	}
+	path := filepath.Join(c.dataDir, "world.yaml")
+	if err := os.WriteFile(path, []byte(cfgText), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.extra = append(c.extra, "--config", path)
+	c.start("respawn", "up")
+	pid1 := daemonPID(t, c, "gateway/gw1")
+	daemonPID(t, c, "gateway/gw2")
+	c.waitRunning(20 * time.Second)
+	if err := syscall.Kill(pid1, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 15*time.Second, func() error {
+		if pid := daemonPID(t, c, "gateway/gw1"); pid == pid1 {
+			return fmt.Errorf("gw1 still pid %d", pid)
+		}
+		return nil
+	})
+	w := newPlayers(t, c, 2, [][]string{{gw[0][0], "ws://" + gw[0][1] + "/"}, {gw[1][0], "ws://" + gw[1][1] + "/"}})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, p := range w.players {
+		if rep, err := p.c.Request(ctx, map[string]any{"op": "move", "x": 3, "y": 3}); err != nil || !rep.OK() {
+			t.Fatalf("player %s on %s: %v %v", p.id, p.c.Gateway(), err, rep.Err())
+		}
 	}
 }

@@ -32,9 +32,8 @@ type clientConn struct {
 
 	// sess is set by the reader after login; read by the writer's owner
 	// only after the reader finished.
-	sess     *Session
-	limited  int // requests in a row refused for rate
-	lastRead time.Time
+	sess    *Session
+	limited int // requests in a row refused for rate
 }
 
 func (g *Gateway) serve(nc net.Conn, kind string) {
@@ -54,6 +53,11 @@ func (g *Gateway) serve(nc net.Conn, kind string) {
 		log: g.log.With(zap.String("remote", nc.RemoteAddr().String()), zap.String("transport", kind))}
 	g.m.conns.Inc()
 	defer g.m.conns.Dec()
+	g.limits.track(c, true)
+	defer g.limits.track(c, false)
+	if g.ctx.Err() != nil {
+		c.closeWith(gwproto.CodeShuttingDown, "gateway stopping")
+	}
 	wdone := make(chan struct{})
 	go func() { defer close(wdone); c.writeLoop() }()
 	err := c.readLoop()

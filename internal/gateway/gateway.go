@@ -31,6 +31,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/respawn-dev/respawn/internal/config"
+	"github.com/respawn-dev/respawn/internal/gwproto"
 	"github.com/respawn-dev/respawn/internal/modules"
 	"github.com/respawn-dev/respawn/internal/replica"
 	"github.com/respawn-dev/respawn/internal/secret"
@@ -107,7 +108,7 @@ func New(opt Options) (*Gateway, error) {
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	g := &Gateway{opt: opt, cfg: opt.Config, log: opt.Log, now: opt.Now, ctx: ctx, stop: stop, resumeGrace: 2 * time.Second,
-		limits: &connLimits{max: opt.Config.MaxConns, perIP: opt.Config.MaxConnsPerIP, byIP: map[string]int{}}}
+		limits: &connLimits{max: opt.Config.MaxConns, perIP: opt.Config.MaxConnsPerIP, byIP: map[string]int{}, open: map[*clientConn]struct{}{}}}
 	m, err := newMetrics(opt.Registerer, g)
 	if err != nil {
 		stop()
@@ -191,6 +192,7 @@ func (g *Gateway) Shutdown() {
 		}
 		g.stop()
 		g.reg.closeAll()
+		g.limits.closeAll(gwproto.CodeShuttingDown, "gateway stopping")
 		if g.ann != nil {
 			g.ann.close()
 		}
@@ -249,6 +251,30 @@ type connLimits struct {
 	perIP int
 	total int
 	byIP  map[string]int
+	open  map[*clientConn]struct{} // every connection, to close them at shutdown
+}
+
+func (l *connLimits) track(c *clientConn, on bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if on {
+		l.open[c] = struct{}{}
+	} else {
+		delete(l.open, c)
+	}
+}
+
+// closeAll closes every connection (logged in or not) with code.
+func (l *connLimits) closeAll(code gwproto.Code, msg string) {
+	l.mu.Lock()
+	all := make([]*clientConn, 0, len(l.open))
+	for c := range l.open {
+		all = append(all, c)
+	}
+	l.mu.Unlock()
+	for _, c := range all {
+		c.closeWith(code, msg)
+	}
 }
 
 func (l *connLimits) admit(ip string) bool {

@@ -451,3 +451,18 @@ func waitFor(t testing.TB, timeout time.Duration, fn func() error) {
 }
 
 var _ = bytes.Equal
+
+func TestShutdownClosesEveryConnection(t *testing.T) {
+	g := startGateway(t, nil)
+	nc := handshake(t, g.Addr()) // not logged in: no session holds it
+	done := make(chan struct{})
+	go func() { defer close(done); g.Shutdown() }()
+	if code, _ := expectClose(t, nc); code != gwproto.CodeShuttingDown {
+		t.Fatalf("CLOSE %s, want shutting_down", code)
+	}
+	select {
+	case <-done:
+	case <-time.After(3 * time.Second):
+		t.Fatal("Shutdown waited for a connection in its handshake")
+	}
+}
