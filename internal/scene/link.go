@@ -460,6 +460,21 @@ func (c *linkConn) request(m scenelink.Request) {
 	})
 }
 
+// linkLoop finds the loop of scene (or room) id for the link, or the Fail
+// code and why not: not hosted here, or held because its log is corrupt
+// (unavailable until an operator repairs it).
+func (p *Process) linkLoop(id string) (*loop, string, error) {
+	l, err := p.host.serving(id)
+	switch {
+	case err == nil:
+		return l, "", nil
+	case errors.Is(err, ErrNotHosted):
+		return nil, scenelink.FailNoScene, fmt.Errorf("process %s: %w", p.spec.Name, err)
+	default:
+		return nil, scenelink.FailUnavailable, err
+	}
+}
+
 // heldBy finds the scene named in a data server's not-owner refusal.
 var heldBy = regexp.MustCompile(`held by scene (\S+) epoch`)
 
@@ -578,9 +593,9 @@ func (p *Process) join(scene, player, session string) (scenelink.JoinResult, str
 // final save is durable, and gives the lease back so any scene may load
 // the player at their next login.
 func (p *Process) leave(scene, player, session string) (string, error) {
-	l, ok := p.host.loop(scene)
-	if !ok {
-		return scenelink.FailNoScene, fmt.Errorf("scene %q is not hosted by process %s", scene, p.spec.Name)
+	l, code, err := p.linkLoop(scene)
+	if err != nil {
+		return code, err
 	}
 	if session == "" {
 		return scenelink.FailBadRequest, errors.New("leave needs the session")
