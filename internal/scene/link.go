@@ -460,21 +460,6 @@ func (c *linkConn) request(m scenelink.Request) {
 	})
 }
 
-// linkLoop finds the loop of scene (or room) id for the link, or the Fail
-// code and why not: not hosted here, or held because its log is corrupt
-// (unavailable until an operator repairs it).
-func (p *Process) linkLoop(id string) (*loop, string, error) {
-	l, err := p.host.serving(id)
-	switch {
-	case err == nil:
-		return l, "", nil
-	case errors.Is(err, ErrNotHosted):
-		return nil, scenelink.FailNoScene, fmt.Errorf("process %s: %w", p.spec.Name, err)
-	default:
-		return nil, scenelink.FailUnavailable, err
-	}
-}
-
 // heldBy finds the scene named in a data server's not-owner refusal.
 var heldBy = regexp.MustCompile(`held by scene (\S+) epoch`)
 
