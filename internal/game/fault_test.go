@@ -114,3 +114,27 @@ func TestReloadTakesTheDataServersCopy(t *testing.T) {
 		t.Fatalf("decode: %+v %v", ev, err)
 	}
 }
+
+// A give applied to a copy that a Reload then discards is forgotten with
+// it: the retry of its request id applies it to the reloaded player.
+func TestReloadForgetsUnacknowledgedGives(t *testing.T) {
+	s := New(defByID(t, "town"))
+	enter(t, s, "p", 10, nil)
+	s.Apply(GMGive{ReqID: "acked", Player: "p", Item: "gem", Count: 1})
+	_, v1, _ := s.Player("p")
+	s.Apply(SaveAck{Player: "p", Version: v1})
+	s.Apply(GMGive{ReqID: "lost", Player: "p", Item: "gem", Count: 5})
+	_, v2, _ := s.Player("p")
+	stored := player.Data{ID: "p", Name: "Np", Gold: 10, Items: map[string]int64{"gem": 1}, Scene: "town"}
+	s.Apply(Reload{Player: stored, Version: v2 + 3})
+	// The acknowledged give is still answered from memory…
+	if g := s.Apply(GMGive{ReqID: "acked", Player: "p", Item: "gem", Count: 1})[0].(GMReply); !g.Resent {
+		t.Fatalf("acknowledged give applied again: %+v", g)
+	}
+	// …the discarded one is applied to the reloaded player.
+	g := s.Apply(GMGive{ReqID: "lost", Player: "p", Item: "gem", Count: 5})[0].(GMReply)
+	if res, ok := g.Body.(GiveResult); g.Resent || !ok || res.Count != 6 {
+		t.Fatalf("retry after reload: %+v", g)
+	}
+	checkLedger(t, s)
+}

@@ -68,6 +68,11 @@ type gmEntry struct {
 	reqID string
 	hash  uint64 // of the command without its id; 0 = unknown (old snapshot)
 	body  Result
+	// player and version: the player a give changed and the version of its
+	// save, so a Reload that discards unacknowledged versions forgets the
+	// give too (a retry then applies it to the reloaded player).
+	player  string
+	version uint64
 }
 
 type trade struct {
@@ -533,6 +538,7 @@ func (s *Scene) onReload(ev Reload) []Effect {
 		return nil // gone, or already reloaded to this version or a newer one
 	}
 	s.count(&p.data, func(e *LedgerEntry, n int64) { e.Left += n })
+	s.gmForget(p.data.ID, p.acked)
 	d := ev.Player.Clone()
 	if len(d.Items) == 0 {
 		d.Items = nil
@@ -1089,12 +1095,25 @@ func (s *Scene) gmSeen(reqID string, hash uint64) (Result, bool) {
 	return nil, false
 }
 
-func (s *Scene) gmRecord(reqID string, hash uint64, body Result) {
+func (s *Scene) gmRecord(g gmEntry) {
 	if len(s.gm) >= GMMemory {
 		copy(s.gm, s.gm[1:])
 		s.gm = s.gm[:len(s.gm)-1]
 	}
-	s.gm = append(s.gm, gmEntry{reqID: reqID, hash: hash, body: body})
+	s.gm = append(s.gm, g)
+}
+
+// gmForget drops the gives to player whose saves the data server never
+// acknowledged (version above acked): a Reload discarded them.
+func (s *Scene) gmForget(player string, acked uint64) {
+	kept := s.gm[:0]
+	for _, g := range s.gm {
+		if g.player != player || g.version <= acked {
+			kept = append(kept, g)
+		}
+	}
+	clear(s.gm[len(kept):])
+	s.gm = kept
 }
 
 func (s *Scene) onGMDamage(ev GMDamage) []Effect {
@@ -1127,7 +1146,7 @@ func (s *Scene) onGMDamage(ev GMDamage) []Effect {
 		res.HP = m.hp
 		body = res
 	}
-	s.gmRecord(ev.ReqID, hash, body)
+	s.gmRecord(gmEntry{reqID: ev.ReqID, hash: hash, body: body})
 	out[0] = GMReply{ReqID: ev.ReqID, Body: body}
 	return out
 }
@@ -1140,6 +1159,7 @@ func (s *Scene) onGMGive(ev GMGive) []Effect {
 	if body, ok := s.gmSeen(ev.ReqID, hash); ok {
 		return []Effect{GMReply{ReqID: ev.ReqID, Body: body, Resent: true}}
 	}
+	g := gmEntry{reqID: ev.ReqID, hash: hash}
 	out := make([]Effect, 1, 3)
 	var body Result
 	p := s.players[ev.Player]
@@ -1160,10 +1180,13 @@ func (s *Scene) onGMGive(ev GMGive) []Effect {
 		} else {
 			s.led(ev.Item).Sunk -= ev.Count
 		}
-		out = append(out, s.save(p, true), s.profile(p))
+		sv := s.save(p, true)
+		out = append(out, sv, s.profile(p))
 		body = GiveResult{Player: p.data.ID, Item: ev.Item, Count: p.data.Count(ev.Item)}
+		g.player, g.version = p.data.ID, sv.Version
 	}
-	s.gmRecord(ev.ReqID, hash, body)
+	g.body = body
+	s.gmRecord(g)
 	out[0] = GMReply{ReqID: ev.ReqID, Body: body}
 	return out
 }

@@ -22,7 +22,7 @@ const SnapshotVersion byte = 3
 //	sessions: uv next entry, uv n, (str player, str session, uv last seq,
 //	          bool departed, uv departed at, str moved to,
 //	          uv k, (uv seq, u64le hash, uv order, result)…)…    by player
-//	gm:       uv n, (str req id, u64le command hash, result)…  oldest first
+//	gm:       uv n, (str req id, u64le command hash, str player, uv version, result)… oldest first
 //	trades:   uv n, (str id, from, to, items give, want, uv expires)… in creation order
 //	outbox:   uv n, (str transfer id, from, to, player, uv version, str session, uv last seq)… in order
 //	applied:  uv n, (str source, uv floor, uv k, uv counter…)… by source
@@ -102,6 +102,8 @@ func (s *Scene) Snapshot() []byte {
 	for _, g := range s.gm {
 		e.str(g.reqID)
 		e.u64(g.hash)
+		e.str(g.player)
+		e.uv(g.version)
 		e.result(g.body)
 	}
 	e.uv(uint64(len(s.trades)))
@@ -261,7 +263,7 @@ func restore(def SceneDef, snap []byte) (*Scene, error) {
 	for i := 0; i < n && d.err == nil; i++ {
 		g := gmEntry{reqID: d.str()}
 		if version >= 3 {
-			g.hash = d.u64()
+			g.hash, g.player, g.version = d.u64(), d.str(), d.uv()
 		}
 		g.body = d.result()
 		if d.err == nil && g.body == nil {

@@ -68,11 +68,12 @@ func (d *dataLink) save(l *loop, s game.Save) {
 // lost to the database's copy): the player is reloaded, not dropped. Only
 // a genuinely newer owner (another scene, a newer epoch) drops it.
 func (d *dataLink) result(l *loop, p string, v uint64, err error) {
-	d.resolve(p, v, err)
 	if errors.Is(err, dataclient.ErrOldVersion) {
-		d.reload(l, p, v, err)
+		d.reload(l, p, v, err) // registered before waiters hear of it
+		d.resolve(p, v, err)
 		return
 	}
+	d.resolve(p, v, err)
 	var ev game.Event = game.SaveAck{Player: p, Version: v}
 	if err != nil {
 		ev = game.SaveRejected{Player: p, Version: v, Reason: err.Error()}
@@ -130,7 +131,11 @@ func (d *dataLink) reload(l *loop, p string, v uint64, cause error) {
 			case err == nil:
 				l.log.Warn("player reloaded from the data server, which holds a newer version than this scene; the player stays",
 					zap.String("player", p), zap.Uint64("refused_version", v), zap.Uint64("version", ld.Version), zap.String("cause", reason))
-				d.submitAsync(l, p, game.Reload{Player: ld.Data, Version: ld.Version, Reason: reason})
+				// Synchronously: a GM give waiting on this reload retries
+				// only once the Reload is logged and applied.
+				if _, err := l.submit(context.Background(), game.Reload{Player: ld.Data, Version: ld.Version, Reason: reason}); err != nil && !errors.Is(err, ErrStopped) {
+					l.log.Warn("reload not logged", zap.String("player", p), zap.Error(err))
+				}
 				return
 			case errors.Is(err, dataclient.ErrUnavailable):
 				select {
@@ -146,6 +151,24 @@ func (d *dataLink) reload(l *loop, p string, v uint64, cause error) {
 			}
 		}
 	}()
+}
+
+// waitReloaded waits until no reload of player p in l is in flight.
+func (d *dataLink) waitReloaded(ctx context.Context, l *loop, p string) error {
+	key := l.id + "\x00" + p
+	for {
+		d.mu.Lock()
+		busy := d.reloading[key]
+		d.mu.Unlock()
+		if !busy {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("reload of player %s not finished: %w", p, ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
 
 // wait returns a channel that gets the outcome of player's save at

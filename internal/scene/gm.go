@@ -79,7 +79,20 @@ func (p *Process) onGive(l *loop, m *nats.Msg) {
 		}
 	}
 	if rep.Error == "" {
-		if err := p.savedAfter(ctx, l, req.Player, effs); err != nil {
+		err := p.savedAfter(ctx, l, req.Player, effs)
+		switch {
+		case errors.Is(err, dataclient.ErrOldVersion):
+			// The data server's copy was newer: the player is reloaded and
+			// this give, applied to the old copy, is forgotten with it.
+			// Once the reload is logged, the same request id applies anew.
+			werr := p.host.data.waitReloaded(ctx, l, req.Player)
+			rep.Count, rep.Version = 0, 0
+			rep.Error = fmt.Sprintf("player %s was reloaded from the data server (its copy was newer); the give was not kept, retry request %s", req.Player, req.ReqID)
+			rep.Code = dataclient.CodeUnavailable
+			if werr != nil {
+				rep.Error += ": " + werr.Error()
+			}
+		case err != nil:
 			rep.Error = err.Error()
 		}
 	}
