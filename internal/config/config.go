@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/respawn-dev/respawn/internal/scenedef"
+	"github.com/respawn-dev/respawn/internal/validate"
 )
 
 // Config is the whole cluster configuration. Each top-level key is one
@@ -549,17 +550,9 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-func validName(s string) bool {
-	if len(s) == 0 || len(s) > 32 {
-		return false
-	}
-	for _, r := range s {
-		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
-			return false
-		}
-	}
-	return true
-}
+// validName applies the scene id rule (package validate) to scene and
+// process names: both name NATS subjects and files.
+func validName(s string) bool { return validate.SceneID(s) == nil }
 
 // Error lists every problem found in a configuration.
 type Error struct{ Problems []error }

@@ -214,3 +214,17 @@ func FuzzAdd(f *testing.F) {
 		}
 	})
 }
+
+func FuzzSceneOrRoom(f *testing.F) {
+	for _, s := range []string{"forest", "forest/dungeon-1", "a.b", "x/y/z", "town>", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if SceneOrRoom(s) != nil {
+			return
+		}
+		if strings.ContainsAny(s, ".*> \n\t") || strings.Count(s, "/") > 1 || len(s) > 2*MaxSceneIDLen+1 || strings.ToLower(s) != s {
+			t.Fatalf("accepted %q", s)
+		}
+	})
+}
