@@ -838,3 +838,72 @@ func TestGatewayInstancesUnderUp(t *testing.T) {
 		}
 	}
 }
+
+// Every kind of bad input against the real gateway closes that one
+// connection with its code, while a player on the same gateway keeps
+// playing without noticing.
+func TestGatewayBadInputClosesOnlyThatClient(t *testing.T) {
+	c := newCluster(t, "--gateway.login-timeout", "500ms")
+	c.startWorld()
+	_, tcp, ws := c.gateway("gateway")
+	w := newPlayers(t, c, 1, [][]string{{tcp, ws}})
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() { defer close(done); w.play(20*time.Millisecond, stop) }()
+	hello, _ := gwproto.AppendMsg(nil, gwproto.TypeHello, 0, 0, gwproto.Hello{Version: 1})
+	login := func(tok string) []byte {
+		b, _ := gwproto.AppendMsg(append([]byte(nil), hello...), gwproto.TypeLogin, 0, 0, gwproto.Login{Token: tok})
+		return b
+	}
+	other, _ := secret.New([]byte("not the cluster secret, 32 bytes"))
+	forged, _ := token.IssueLogin(other, w.players[0].id, time.Now().Add(time.Hour))
+	expired, _ := token.IssueLogin(w.sec, w.players[0].id, time.Now().Add(-time.Second))
+	oversize := gwproto.AppendFrame(nil, gwproto.Frame{Type: gwproto.TypeHello, Body: make([]byte, 70000)})
+	for _, bc := range []struct {
+		name string
+		send []byte
+		half bool
+		want gwproto.Code
+	}{
+		{"garbage", []byte("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 TLS hello to a game port"), false, gwproto.CodeFrameTooLarge},
+		{"oversize", oversize, false, gwproto.CodeFrameTooLarge},
+		{"truncated", hello[:10], true, gwproto.CodeBadFrame},
+		{"unknown type", append(append([]byte(nil), hello...), gwproto.AppendFrame(nil, gwproto.Frame{Type: 200})...), false, gwproto.CodeUnknownType},
+		{"forged token", login(forged), false, gwproto.CodeBadToken},
+		{"expired token", login(expired), false, gwproto.CodeTokenExpired},
+		{"malformed token", login("v1.x"), false, gwproto.CodeBadToken},
+		{"silent client", nil, false, gwproto.CodeHandshakeTimeout},
+	} {
+		nc, err := net.Dial("tcp", tcp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := nc.Write(bc.send); err != nil {
+			t.Fatal(err)
+		}
+		if bc.half {
+			_ = nc.(*net.TCPConn).CloseWrite()
+		}
+		_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		r := gwproto.NewReader(nc, 1<<20)
+		var got gwproto.Code = 9999
+		for {
+			f, err := r.Next()
+			if err != nil {
+				break
+			}
+			if f.Type == gwproto.TypeClose {
+				got = f.Code
+				break
+			}
+		}
+		nc.Close()
+		if got != bc.want {
+			t.Errorf("%s: CLOSE %s, want %s", bc.name, got, bc.want)
+		}
+	}
+	w.progress(3)
+	close(stop)
+	<-done
+	w.check(false)
+}

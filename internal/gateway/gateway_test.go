@@ -466,3 +466,84 @@ func TestShutdownClosesEveryConnection(t *testing.T) {
 		t.Fatal("Shutdown waited for a connection in its handshake")
 	}
 }
+
+// A client that does not read is cut alone once its queue is full.
+func TestSlowReaderIsCutAlone(t *testing.T) {
+	g := startGateway(t, func(c *config.Gateway) { c.OutQueue = 4; c.WriteTimeout = 200 * time.Millisecond })
+	server, peer := net.Pipe() // synchronous: nothing is written until the peer reads
+	defer peer.Close()
+	c := &clientConn{g: g, nc: server, out: make(chan []byte, g.cfg.OutQueue), closing: make(chan struct{}), log: g.log}
+	wdone := make(chan struct{})
+	go func() { defer close(wdone); c.writeLoop() }()
+	for i := range 20 {
+		c.send(gwproto.TypePush, gwproto.CodeOK, uint64(i), gwproto.Push{Kind: "notice", Scene: "town", Data: []byte(`{}`)})
+	}
+	select {
+	case <-c.closing:
+	case <-time.After(2 * time.Second):
+		t.Fatal("a client that never reads was not cut")
+	}
+	if c.code != gwproto.CodeSlowConsumer {
+		t.Fatalf("closed with %s, want slow_consumer", c.code)
+	}
+	select {
+	case <-wdone: // the blocked write gave up at the write deadline
+	case <-time.After(3 * time.Second):
+		t.Fatal("the writer is still blocked on the slow client")
+	}
+}
+
+// More unanswered requests than the window are refused, not queued.
+func TestWindowBoundsUnansweredRequests(t *testing.T) {
+	g := startGateway(t, func(c *config.Gateway) { c.Window = 3 })
+	s := g.reg.newSession("carol", "s1", "town", testConn(g))
+	// No worker runs: nothing is answered.
+	for seq := uint64(1); seq <= 3; seq++ {
+		if code, msg := s.enqueue(seq, []byte(`{"op":"move"}`)); code != gwproto.CodeOK {
+			t.Fatalf("seq %d: %s %s", seq, code, msg)
+		}
+	}
+	// A resend of a queued seq is not queued twice, and is not refused.
+	if code, _ := s.enqueue(2, []byte(`{"op":"move"}`)); code != gwproto.CodeOK {
+		t.Fatalf("resend of a queued seq: %s", code)
+	}
+	if code, _ := s.enqueue(4, []byte(`{"op":"move"}`)); code != gwproto.CodeWindowFull {
+		t.Fatalf("fourth unanswered request: %s, want window_full", code)
+	}
+	s.mu.Lock()
+	n := len(s.queue)
+	s.mu.Unlock()
+	if n != 3 {
+		t.Fatalf("%d queued, want 3", n)
+	}
+	s.end(gwproto.CodeOK, "", false)
+}
+
+// Requests for a scene that is down are held, bounded per process in count
+// and bytes; beyond, they are answered unavailable at once.
+func TestHoldLimits(t *testing.T) {
+	g := startGateway(t, func(c *config.Gateway) { c.HoldMax = 2; c.HoldMaxBytes = 1 << 20 })
+	// The table is empty: town is down.
+	a := g.reg.newSession("a", "s1", "town", testConn(g))
+	b := g.reg.newSession("b", "s2", "town", testConn(g))
+	if code, _ := a.enqueue(1, []byte(`{"op":"move"}`)); code != gwproto.CodeOK {
+		t.Fatalf("first held: %s", code)
+	}
+	if code, _ := b.enqueue(1, []byte(`{"op":"move"}`)); code != gwproto.CodeOK {
+		t.Fatalf("second held: %s", code)
+	}
+	if code, _ := b.enqueue(2, []byte(`{"op":"move"}`)); code != gwproto.CodeUnavailable {
+		t.Fatalf("third held: %s, want unavailable", code)
+	}
+	// Ending a session releases what it held.
+	a.end(gwproto.CodeOK, "", false)
+	if code, _ := b.enqueue(3, []byte(`{"op":"move"}`)); code != gwproto.CodeOK {
+		t.Fatalf("after a release: %s", code)
+	}
+	b.end(gwproto.CodeOK, "", false)
+	g2 := startGateway(t, func(c *config.Gateway) { c.HoldMaxBytes = 20 })
+	d := g2.reg.newSession("d", "s1", "town", testConn(g2))
+	if code, _ := d.enqueue(1, []byte(`{"op":"move","x":1,"y":2}`)); code != gwproto.CodeUnavailable {
+		t.Fatalf("over hold_max_bytes: %s, want unavailable", code)
+	}
+}
