@@ -354,3 +354,97 @@ func lastLines(s string, n int) string {
 }
 
 func jsonUnmarshal(s string, v any) error { return json.Unmarshal([]byte(s), v) }
+
+// A scene that holds an older version of a player than the data server
+// reloads it instead of dropping it. Here the newer copy is the database's:
+// a player created while the database was unreachable turns out to exist
+// there, the database's copy wins, and the town's next save is refused as
+// older. A GM give caught in between is applied once, to the reloaded
+// player, by the CLI's retry with the same request id.
+func TestPlayerReloadedNotDropped(t *testing.T) {
+	ran := false
+	for _, db := range databases(t) {
+		if db.name == "sqlite" {
+			continue
+		}
+		ran = true
+		t.Run(db.name, func(t *testing.T) { playerReloadedNotDropped(t, db.dsn) })
+	}
+	if !ran {
+		t.Skip("RESPAWN_TEST_POSTGRES_DSN and RESPAWN_TEST_MYSQL_DSN unset: no external database to make unreachable")
+	}
+}
+
+func playerReloadedNotDropped(t *testing.T, dsn string) {
+	direct, err := store.Open(context.Background(), dsn, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer direct.Close()
+	cid := uniqueID("cid")
+	orig, err := player.Data{ID: cid, Name: "Original", Level: 5, Gold: 500, Items: map[string]int64{"shield": 1}}.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := direct.SaveBatch(context.Background(), []store.Record{{ID: cid, Version: 9, Data: orig}}); err != nil {
+		t.Fatal(err)
+	}
+
+	proxy := newTCPProxy(t, "")
+	pdsn, target := proxiedDSN(t, dsn, proxy.addr)
+	proxy.target = target
+	c := newCluster(t, "--datasvr.database", pdsn)
+	c.env = append(c.env, "RESPAWN_DATASVR_FLUSH_INTERVAL=500ms")
+	c.startWorld()
+	c.respawn("player", "create", cid) // provisional: the database cannot be asked
+	c.respawn("gm", "enter", "--scene", "town", "--player", cid)
+	proxy.up()
+	waitFor(t, 20*time.Second, func() error {
+		p, err := c.showPlayer(cid)
+		if err != nil {
+			return err
+		}
+		if p.Gold != 500 || p.Version != 10 {
+			return fmt.Errorf("datasvr has version %d with %d gold", p.Version, p.Gold)
+		}
+		return nil
+	})
+	out := c.respawn("player", "give", cid, "potion", "1", "--request-id", "reload-"+cid)
+	if !strings.Contains(out, "now has 1 potion") {
+		t.Fatalf("give across the reload: %s", out)
+	}
+	v, err := c.inspect("town")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found bool
+	for _, p := range v.Players {
+		if p.ID == cid {
+			found = true
+			if p.Gold != 500 || p.Items["shield"] != 1 || p.Items["potion"] != 1 {
+				t.Fatalf("town holds %+v after the reload, want the database's copy plus one potion", p)
+			}
+		}
+	}
+	if !found {
+		t.Fatalf("town dropped %s instead of reloading it", cid)
+	}
+	waitFor(t, 10*time.Second, func() error {
+		p, err := c.showPlayer(cid)
+		if err != nil {
+			return err
+		}
+		if p.Gold != 500 || p.Items["potion"] != 1 || p.Items["shield"] != 1 {
+			return fmt.Errorf("datasvr has %+v", p)
+		}
+		return nil
+	})
+	row, err := c.scene("town")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := os.ReadFile(filepath.Join(c.dataDir, "logs", "scene-"+row.Process+".log"))
+	if !strings.Contains(string(raw), "player reloaded from the data server") {
+		t.Fatalf("town's log does not say it reloaded the player")
+	}
+}
