@@ -206,6 +206,13 @@ func TestFlippedByteMidLogIsCorruptThenRepaired(t *testing.T) {
 	if got := scrape(t, row.Addr, `respawn_scene_log_corrupt_events{scene="forest"}`); len(got) != 1 || !strings.HasSuffix(got[0], fmt.Sprint(" ", last-at+1)) {
 		t.Fatalf("metric: %v", got)
 	}
+	info, err := c.logInfo("forest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, ok := info.Corrupt["forest"]; !ok || d.Kind != shmlog.DamageRecord || d.Lost != int(last-at+1) || d.GoodSeq != at-1 {
+		t.Fatalf("GET /v1/log: corrupt %+v", info.Corrupt)
+	}
 	// The corrupt scene refuses; the other scene serves; the process is
 	// not restarted over and over.
 	if out, err := c.tryRespawn("scene", "inspect", "forest"); err == nil || !strings.Contains(out, "corrupt") {

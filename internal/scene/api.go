@@ -8,6 +8,7 @@ import (
 
 	"github.com/respawn-dev/respawn/internal/admin"
 	"github.com/respawn-dev/respawn/internal/game"
+	"github.com/respawn-dev/respawn/internal/shmlog"
 	"github.com/respawn-dev/respawn/internal/validate"
 )
 
@@ -26,21 +27,26 @@ func (p *Process) routes() {
 }
 
 // LogInfo is GET /v1/log: which slot of the event log each scene and room
-// occupies, and how many are free.
+// occupies, how many are free, and any damage: the corrupt scenes and rooms
+// (until repaired) and the slots quarantined because their header cannot be
+// read.
 type LogInfo struct {
-	Path      string         `json:"path"`
-	FreeSlots int            `json:"free_slots"`
-	Slots     map[string]int `json:"slots"`
+	Path        string                   `json:"path"`
+	FreeSlots   int                      `json:"free_slots"`
+	Slots       map[string]int           `json:"slots"`
+	Corrupt     map[string]shmlog.Damage `json:"corrupt,omitempty"`
+	Quarantined []shmlog.Damage          `json:"quarantined,omitempty"`
 }
 
 func (p *Process) apiLog(w http.ResponseWriter, _ *http.Request) {
 	st := p.host.store
-	info := LogInfo{Path: st.Path(), FreeSlots: st.FreeSlots(), Slots: map[string]int{}}
+	info := LogInfo{Path: st.Path(), FreeSlots: st.FreeSlots(), Slots: map[string]int{}, Quarantined: st.Damaged()}
 	for _, id := range st.IDs() {
 		if i, ok := st.SlotIndex(id); ok {
 			info.Slots[id] = i
 		}
 	}
+	info.Corrupt = p.host.damages()
 	admin.WriteJSON(w, http.StatusOK, info)
 }
 

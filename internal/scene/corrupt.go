@@ -194,6 +194,20 @@ func (p *Process) linkLoop(scene string) (*loop, string, error) {
 	return l, "", nil
 }
 
+// damages returns the damage of every corrupt scene and room, by id.
+func (h *host) damages() map[string]shmlog.Damage {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.corrupt) == 0 {
+		return nil
+	}
+	out := make(map[string]shmlog.Damage, len(h.corrupt))
+	for id, c := range h.corrupt {
+		out[id] = c.damage
+	}
+	return out
+}
+
 // corruptOf returns the corrupt record of scene or room id.
 func (h *host) corruptOf(id string) (*corrupt, bool) {
 	h.mu.Lock()
