@@ -2,10 +2,12 @@ package worldmgr
 
 import (
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/respawn-dev/respawn/internal/config"
@@ -433,5 +435,144 @@ func TestSpawnFailureBacksOff(t *testing.T) {
 	m.expect("spawn forest")
 	if r := m.row("forest"); r.Epoch != 2 {
 		t.Fatalf("forest %+v", r)
+	}
+}
+
+// FuzzSupervisor feeds the supervisor random sequences of events (hellos
+// verified or not, with any epoch; heartbeats; closes; exits; kill and
+// spawn results; stalls; ticks; restarts; stop) and checks what must hold
+// whatever happens: it never asks to kill a pid nobody tied to that scene
+// process, never spawns an epoch it did not persist first or one not above
+// every epoch before, and never lets an epoch go back or past MaxEpoch.
+func FuzzSupervisor(f *testing.F) {
+	f.Add([]byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11})
+	f.Add([]byte{9, 9, 9, 1, 0, 3, 3, 3, 3, 3, 9, 2, 2})
+	f.Add([]byte{4, 4, 4, 4, 4, 4, 4, 4, 12, 4})
+	f.Fuzz(func(t *testing.T, script []byte) { runScript(t, script) })
+}
+
+// runScript is FuzzSupervisor's body.
+func runScript(t testing.TB, script []byte) {
+	now := time.Unix(1_000_000, 0)
+	s := newSupervisor(testWorld(), zap.NewNop(), nil, len(script)%2 == 0, now)
+	names := []string{"forest", "town", "nowhere"}
+	tied := map[int]string{}         // pids verified or spawned, by process
+	persisted := map[string]uint64{} // what the I/O side has on disk
+	highest := map[string]uint64{}   // highest epoch spawned or accepted
+	pids := 100
+	var conn connID
+	check := func() {
+		for {
+			rd := s.takeReady()
+			if rd.empty() {
+				return
+			}
+			for name, e := range rd.Epochs {
+				if e < persisted[name] {
+					t.Fatalf("epoch of %s went back: %d after %d", name, e, persisted[name])
+				}
+				if e > ctlproto.MaxEpoch {
+					t.Fatalf("epoch of %s above MaxEpoch: %d", name, e)
+				}
+				persisted[name] = e
+			}
+			for _, a := range rd.Actions {
+				switch a.Kind {
+				case actKill:
+					if tied[a.PID] != a.Name {
+						t.Fatalf("kill of pid %d for %s, which nobody tied to it (%q)", a.PID, a.Name, tied[a.PID])
+					}
+				case actSpawn:
+					if persisted[a.Name] < a.Epoch {
+						t.Fatalf("spawn of %s epoch %d not persisted (%d)", a.Name, a.Epoch, persisted[a.Name])
+					}
+					if a.Epoch <= highest[a.Name] {
+						t.Fatalf("spawn of %s at epoch %d, not above %d", a.Name, a.Epoch, highest[a.Name])
+					}
+					highest[a.Name] = a.Epoch
+					if len(script)%3 != 0 { // sometimes the spawn fails
+						pids++
+						tied[pids] = a.Name
+						s.spawned(a.Name, a.Epoch, pids)
+					} else {
+						s.spawnFailed(now, a.Name, a.Epoch, fmt.Errorf("no binary"))
+					}
+				case actWelcome:
+					// The accepted owner's epoch counts as handed out.
+					for _, r := range s.rows() {
+						if r.Process == a.Name && r.Epoch > highest[a.Name] {
+							highest[a.Name] = r.Epoch
+						}
+					}
+				}
+			}
+		}
+	}
+	for i := 0; i+1 < len(script); i += 2 {
+		op, arg := script[i]%14, script[i+1]
+		name := names[int(arg)%len(names)]
+		var p *slot
+		if sl, ok := s.slots[name]; ok {
+			p = sl
+		}
+		switch op {
+		case 0, 1: // a hello from a fresh, verified process
+			conn++
+			pids++
+			epoch := uint64(arg % 5)
+			if p != nil {
+				epoch += s.epochs[name]
+				epoch -= min(epoch, 2)
+			}
+			if op == 1 {
+				epoch = math.MaxUint64 - uint64(arg)
+			}
+			tied[pids] = name
+			s.hello(now, helloEvent{Conn: conn, Hello: ctlproto.Hello{Process: name, PID: pids, Epoch: epoch}})
+		case 2: // a hello naming someone else's pid, unverified
+			conn++
+			s.hello(now, helloEvent{Conn: conn, Unverified: "not a scene process",
+				Hello: ctlproto.Hello{Process: name, PID: 1 + int(arg), Epoch: uint64(arg)}})
+		case 3: // the owner reconnects
+			if p != nil && p.pid != 0 {
+				conn++
+				s.hello(now, helloEvent{Conn: conn, Hello: ctlproto.Hello{Process: name, PID: p.pid, Epoch: p.epoch}})
+			}
+		case 4:
+			if p != nil && p.conn != 0 {
+				s.heartbeat(now, p.conn, nil)
+			}
+		case 5:
+			if p != nil && p.conn != 0 {
+				s.connClosed(now, p.conn, "EOF")
+			}
+		case 6:
+			if p != nil && p.pid != 0 {
+				s.exited(now, name, p.pid, "exited")
+			}
+		case 7:
+			if p != nil && p.dying != 0 {
+				s.killDone(now, name, p.dying, nil)
+			}
+		case 8: // a stall
+			now = now.Add(time.Duration(arg) * 50 * time.Millisecond)
+			s.tick(now)
+		case 9, 10, 11: // time passes with a healthy loop
+			for range int(arg % 64) {
+				now = now.Add(10 * time.Millisecond)
+				s.tick(now)
+				check()
+			}
+		case 12:
+			_ = s.restart(now, name)
+		case 13:
+			if arg%8 == 0 {
+				s.stop(now)
+			}
+		}
+		check()
+	}
+	if len(s.rows()) != 3 {
+		t.Fatalf("table has %d rows", len(s.rows()))
 	}
 }
