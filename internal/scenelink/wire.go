@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
 )
 
 // Wire format (docs/link.md): every frame is a 4-byte big-endian length n,
@@ -139,7 +140,8 @@ func (d *Decoder) fail(format string, args ...any) {
 // Uv reads a uvarint.
 func (d *Decoder) Uv() uint64 {
 	v, n := binary.Uvarint(d.b)
-	if n <= 0 {
+	if n <= 0 || n != max(1, (bits.Len64(v)+6)/7) {
+		// Overlong encodings too: one value, one spelling.
 		d.fail("bad uvarint")
 		return 0
 	}
