@@ -30,8 +30,10 @@
 //
 // # Exactly once
 //
-// Each session's last applied Seq and its Reply are state. A resent request
-// (Seq <= last) gets the stored reply again and changes nothing; GM commands
+// Each player's session record is state (session.go): the current session,
+// the last applied Seq and the replies of the last SessionWindow requests. A
+// resent request within the window gets its stored reply again and changes
+// nothing; the same seq with another op is refused; GM commands
 // are deduped by ReqID the same way; TravelIn is deduped by TransferID per
 // source scene. Transfers stay in the source's outbox until TravelAck, so a
 // player is always in exactly one scene or one outbox, never two scenes.

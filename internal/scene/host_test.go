@@ -21,7 +21,7 @@ func testHost(t *testing.T, dir string) *host {
 }
 
 // testHostStopped is testHost before its loops start.
-func testHostStopped(t *testing.T, dir string) *host {
+func testHostStopped(t testing.TB, dir string) *host {
 	t.Helper()
 	cfg := config.Default()
 	cfg.Scene.ShmSlots = 8
