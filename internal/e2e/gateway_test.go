@@ -907,3 +907,54 @@ func TestGatewayBadInputClosesOnlyThatClient(t *testing.T) {
 	<-done
 	w.check(false)
 }
+
+// A dungeon room is routed like a scene: the player enters it, fights in
+// it, and keeps fighting in it across a kill -9 of the process hosting it.
+func TestGatewayDungeonRoomAcrossKill9(t *testing.T) {
+	c := newCluster(t)
+	c.startWorld()
+	_, tcp, ws := c.gateway("gateway")
+	w := newPlayers(t, c, 2, [][]string{{tcp, ws}})
+	p := w.players[1] // in the forest
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rep, err := p.c.Request(ctx, map[string]any{"op": "dungeon"})
+	if err != nil || !rep.OK() {
+		t.Fatalf("dungeon: %v %v", err, rep.Err())
+	}
+	var d game.DungeonResult
+	if err := json.Unmarshal(rep.Body, &d); err != nil || !strings.HasPrefix(d.RoomID, "forest/") {
+		t.Fatalf("dungeon reply %s", rep.Body)
+	}
+	attack := func() {
+		t.Helper()
+		waitFor(t, 10*time.Second, func() error {
+			rep, err := p.c.Request(ctx, map[string]any{"op": "attack", "monster": "kobold-1"})
+			if err != nil {
+				return err
+			}
+			if rep.Reason == game.ErrMonsterDead {
+				return nil // the room's kobold is dead: we are in the room
+			}
+			return rep.Err()
+		})
+	}
+	attack()
+	c.killScene("forest")
+	attack()
+	var v game.View
+	out := c.respawn("scene", "inspect", "forest", "--room", d.RoomID, "--json")
+	if err := json.Unmarshal([]byte(out), &v); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	found := false
+	for _, pv := range v.Players {
+		found = found || pv.ID == p.id
+	}
+	if !found {
+		t.Fatalf("player %s not in room %s after the kill", p.id, d.RoomID)
+	}
+	if st := p.c.Stats(); st.Disconnects+st.Lost+st.Relogins != 0 {
+		t.Fatalf("client stats %+v", st)
+	}
+}
