@@ -17,8 +17,10 @@ import (
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
+	"github.com/respawn-dev/respawn/internal/bus"
 	"github.com/respawn-dev/respawn/internal/dataclient"
 	"github.com/respawn-dev/respawn/internal/player"
+	"github.com/respawn-dev/respawn/internal/secret"
 )
 
 // saveLoadResult is what `save-load --json` prints, exactly these keys.
@@ -47,6 +49,7 @@ type saveLoadOpts struct {
 	scenes   int
 	prefix   string
 	natsURL  string
+	dataDir  string
 	asJSON   bool
 	grace    time.Duration
 }
@@ -97,6 +100,7 @@ acknowledged versions that datasvr no longer has when the run ends.`,
 	f.IntVar(&o.scenes, "scenes", 8, "simulated scenes (one dataclient.Client each)")
 	f.StringVar(&o.prefix, "prefix", "bot", "player id prefix")
 	f.StringVar(&o.natsURL, "nats", "nats://127.0.0.1:7422", "NATS URL of the cluster")
+	f.StringVar(&o.dataDir, "data-dir", "./data", "the cluster's data directory, whose secret file gives the NATS passwords (or set RESPAWN_SECRET)")
 	f.BoolVar(&o.asJSON, "json", false, "print the result as JSON")
 	f.DurationVar(&o.grace, "grace", 15*time.Second, "after --duration, how long to wait for acknowledgements and the check before reporting what is known")
 	return cmd
@@ -195,12 +199,34 @@ func runSaveLoad(ctx context.Context, o saveLoadOpts) (saveLoadResult, saveLoadE
 	if o.players < 1 || o.scenes < 1 || o.interval <= 0 || o.duration <= 0 || o.grace <= 0 {
 		return res, extra, errors.New("save-load: --players, --scenes, --save-interval, --duration and --grace must be positive")
 	}
-	nc, err := nats.Connect(o.natsURL, nats.Name("bot-save-load"), nats.MaxReconnects(-1))
+	sec, err := secret.Load(os.Getenv("RESPAWN_SECRET"), o.dataDir)
 	if err != nil {
-		return res, extra, fmt.Errorf("connect %s: %w", o.natsURL, err)
+		return res, extra, err
+	}
+	// The bot plays the scenes (loads and saves) and the GM (create,
+	// stats, flush): two roles, two connections.
+	connect := func(role bus.Role) (*nats.Conn, error) {
+		auth, err := bus.Auth(role, sec)
+		if err != nil {
+			return nil, err
+		}
+		nc, err := nats.Connect(o.natsURL, append(auth, nats.Name("bot-save-load "+string(role)), nats.MaxReconnects(-1))...)
+		if err != nil {
+			return nil, fmt.Errorf("connect %s as %s: %w", o.natsURL, role, err)
+		}
+		return nc, nil
+	}
+	nc, err := connect(bus.RoleScene)
+	if err != nil {
+		return res, extra, err
 	}
 	defer nc.Close()
-	adm := dataclient.NewAdminClient(nc, "") // show, stats and flush need no operator token
+	gm, err := connect(bus.RoleGM)
+	if err != nil {
+		return res, extra, err
+	}
+	defer gm.Close()
+	adm := dataclient.NewAdminClient(gm, "") // show, stats and flush need no operator token
 
 	var (
 		latMu      sync.Mutex

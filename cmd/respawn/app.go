@@ -49,6 +49,7 @@ func (a *app) root() *cobra.Command {
 		gmCommands,
 		replicaCommands,
 		playerCommands,
+		busCommands,
 	} {
 		root.AddCommand(add(a)...)
 	}

@@ -14,8 +14,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 
+	"github.com/respawn-dev/respawn/internal/bus"
 	"github.com/respawn-dev/respawn/internal/dataclient"
 	"github.com/respawn-dev/respawn/internal/scenedef"
+	"github.com/respawn-dev/respawn/internal/secret"
 	"github.com/respawn-dev/respawn/internal/validate"
 )
 
@@ -27,30 +29,41 @@ func playerCommands(a *app) []*cobra.Command {
 	return []*cobra.Command{p, saveAllCmd(a)}
 }
 
-// natsConn connects to the cluster's NATS (cfg.NATS.ClientURL()).
-func (a *app) natsConn() (*nats.Conn, error) {
+// natsConn connects to the cluster's NATS (cfg.NATS.ClientURL()) as role:
+// bus.RoleOperator for commands that only look, bus.RoleGM for those that
+// change player data. The password comes from the cluster secret (config
+// `secret`, RESPAWN_SECRET, or <data_dir>/secret).
+func (a *app) natsConn(role bus.Role) (*nats.Conn, error) {
 	cfg, err := a.config()
 	if err != nil {
 		return nil, err
 	}
-	url := cfg.NATS.ClientURL()
-	nc, err := nats.Connect(url, nats.Name("respawn-cli"), nats.Timeout(5*time.Second))
+	sec, err := secret.Load(cfg.Secret, cfg.DataDir)
 	if err != nil {
-		return nil, fmt.Errorf("connect to nats at %s (is datasvr running?): %w", url, err)
+		return nil, err
+	}
+	auth, err := bus.Auth(role, sec)
+	if err != nil {
+		return nil, err
+	}
+	url := cfg.NATS.ClientURL()
+	nc, err := nats.Connect(url, append(auth, nats.Name("respawn-cli"), nats.Timeout(5*time.Second))...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to nats at %s as %s (is datasvr running? is this the cluster's data_dir or secret?): %w", url, role, err)
 	}
 	return nc, nil
 }
 
-// withDatasvr runs fn with an admin client; the timeout covers the whole
-// command. The client carries the operator token when the CLI can find it
-// (create, give, take and kick need it; show does not).
-func (a *app) withDatasvr(timeout time.Duration, fn func(ctx context.Context, nc *nats.Conn, c *dataclient.AdminClient) error) error {
+// withDatasvr runs fn with an admin client connected as role; the timeout
+// covers the whole command. The client carries the operator token when the
+// CLI can find it (create, give, take and kick need it; show does not).
+func (a *app) withDatasvr(role bus.Role, timeout time.Duration, fn func(ctx context.Context, nc *nats.Conn, c *dataclient.AdminClient) error) error {
 	cfg, err := a.config()
 	if err != nil {
 		return err
 	}
 	tok, tokErr := operatorToken(cfg)
-	nc, err := a.natsConn()
+	nc, err := a.natsConn(role)
 	if err != nil {
 		return err
 	}
@@ -82,7 +95,7 @@ func playerCreateCmd(a *app) *cobra.Command {
 			if reqID == "" {
 				reqID = newReqID("create")
 			}
-			return a.withDatasvr(35*time.Second, func(_ context.Context, _ *nats.Conn, c *dataclient.AdminClient) error {
+			return a.withDatasvr(bus.RoleGM, 35*time.Second, func(_ context.Context, _ *nats.Conn, c *dataclient.AdminClient) error {
 				err := a.retry(30*time.Second, reqID, func(ctx context.Context) error {
 					return c.CreateReq(ctx, reqID, args[0], name)
 				})
@@ -120,7 +133,7 @@ func playerShowCmd(a *app) *cobra.Command {
 		Short: "Show a player's newest acknowledged data",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
-			return a.withDatasvr(15*time.Second, func(ctx context.Context, _ *nats.Conn, c *dataclient.AdminClient) error {
+			return a.withDatasvr(bus.RoleOperator, 15*time.Second, func(ctx context.Context, _ *nats.Conn, c *dataclient.AdminClient) error {
 				r, err := c.Show(ctx, args[0])
 				if err != nil {
 					return err
@@ -195,7 +208,7 @@ func playerGiveCmd(a *app, sign int64) *cobra.Command {
 			if reqID == "" {
 				reqID = newReqID("gm")
 			}
-			return a.withDatasvr(timeout+5*time.Second, func(_ context.Context, _ *nats.Conn, c *dataclient.AdminClient) error {
+			return a.withDatasvr(bus.RoleGM, timeout+5*time.Second, func(_ context.Context, _ *nats.Conn, c *dataclient.AdminClient) error {
 				var rep dataclient.GiveReply
 				err := a.retry(timeout, reqID, func(ctx context.Context) error {
 					var err error
@@ -230,7 +243,7 @@ func playerKickCmd(a *app) *cobra.Command {
 			if reqID == "" {
 				reqID = newReqID("kick")
 			}
-			return a.withDatasvr(35*time.Second, func(_ context.Context, _ *nats.Conn, c *dataclient.AdminClient) error {
+			return a.withDatasvr(bus.RoleGM, 35*time.Second, func(_ context.Context, _ *nats.Conn, c *dataclient.AdminClient) error {
 				err := a.retry(30*time.Second, reqID, func(ctx context.Context) error {
 					return c.Kick(ctx, reqID, args[0], force)
 				})
@@ -269,7 +282,7 @@ func (a *app) saveAll(timeout time.Duration) error {
 	if err != nil {
 		return err
 	}
-	return a.withDatasvr(timeout+30*time.Second, func(ctx context.Context, nc *nats.Conn, c *dataclient.AdminClient) error {
+	return a.withDatasvr(bus.RoleGM, timeout+30*time.Second, func(ctx context.Context, nc *nats.Conn, c *dataclient.AdminClient) error {
 		var scenes []string
 		for _, p := range cfg.Processes {
 			scenes = append(scenes, p.Scenes...)

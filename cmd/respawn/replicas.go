@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 
+	"github.com/respawn-dev/respawn/internal/bus"
 	"github.com/respawn-dev/respawn/internal/modules"
 	"github.com/respawn-dev/respawn/internal/replica"
 )
@@ -44,7 +45,7 @@ func replicasCommand(a *app) *cobra.Command {
 		Short: "Show every replicated module: owner, subscribers, mode, keys and the lag this CLI's reader sees",
 		Args:  cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			nc, err := a.natsConn()
+			nc, err := a.natsConn(bus.RoleOperator)
 			if err != nil {
 				return err
 			}
@@ -101,7 +102,7 @@ func openStats[T any](nc *nats.Conn, m replica.Module) (func() replica.Stats, er
 
 // readAll returns a module's current entries, as a fresh reader sees them.
 func readAll[T any](a *app, m replica.Module) ([]replica.Entry[T], error) {
-	nc, err := a.natsConn()
+	nc, err := a.natsConn(bus.RoleOperator)
 	if err != nil {
 		return nil, err
 	}
@@ -191,7 +192,11 @@ func chatCommand(a *app) *cobra.Command {
 		Short: "Follow world chat, or say something on it as a GM",
 		Args:  cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			nc, err := a.natsConn()
+			role := bus.RoleOperator // following chat only reads
+			if text != "" {
+				role = bus.RoleGM
+			}
+			nc, err := a.natsConn(role)
 			if err != nil {
 				return err
 			}

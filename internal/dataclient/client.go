@@ -101,6 +101,14 @@ func (c *Client) Load(ctx context.Context, id string) (Loaded, error) {
 	return c.load(ctx, LoadRequest{Player: id, Scene: c.scene, Epoch: c.epoch})
 }
 
+// Claim takes the lease of a player handed over to this scene (Handover
+// by the scene it travelled from) and returns the player as the handover
+// stored it. It fails with ErrNotOwner unless the lease was handed over
+// to this scene or is already held by it.
+func (c *Client) Claim(ctx context.Context, id string) (Loaded, error) {
+	return c.load(ctx, LoadRequest{Player: id, Scene: c.scene, Epoch: c.epoch, Transfer: true})
+}
+
 // LoadOrCreate is Load that creates a new player named name if none
 // exists (a new character entering the world).
 func (c *Client) LoadOrCreate(ctx context.Context, id, name string) (Loaded, error) {

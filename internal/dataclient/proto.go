@@ -157,6 +157,11 @@ type LoadRequest struct {
 	// Create makes a new player (with Name) when none exists.
 	Create bool   `json:"create,omitempty"`
 	Name   string `json:"name,omitempty"`
+	// Transfer takes only a lease handed over to Scene (or already held
+	// by it): a player arriving by travel. A player nobody handed over,
+	// offline or held elsewhere, is refused with ErrNotOwner, so a forged
+	// transfer message cannot pull anyone into a scene.
+	Transfer bool `json:"transfer,omitempty"`
 }
 
 // LoadReply is the player as datasvr holds it. Version is what the scene's

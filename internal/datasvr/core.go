@@ -344,6 +344,9 @@ func (s *Server) load(ctx context.Context, req *LoadRequest) (LoadReply, error) 
 			return nil
 		}
 		switch {
+		case req.Transfer && e.owner.Scene != req.Scene:
+			return fmt.Errorf("%w: player %s was not handed over to scene %s (lease: scene %q epoch %d)",
+				ErrNotOwner, e.id, req.Scene, e.owner.Scene, e.owner.Epoch)
 		case e.owner.Scene == "":
 		case e.owner.Scene != req.Scene:
 			return fmt.Errorf("%w: player %s is held by scene %s epoch %d; load by %s refused until it is handed over or released",

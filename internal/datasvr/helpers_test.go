@@ -13,9 +13,11 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/respawn-dev/respawn/internal/admin"
+	"github.com/respawn-dev/respawn/internal/bus"
 	"github.com/respawn-dev/respawn/internal/config"
 	"github.com/respawn-dev/respawn/internal/dataclient"
 	"github.com/respawn-dev/respawn/internal/player"
+	"github.com/respawn-dev/respawn/internal/secret"
 	"github.com/respawn-dev/respawn/internal/store"
 )
 
@@ -98,8 +100,27 @@ type harness struct {
 	t     *testing.T
 	srv   *Server
 	db    *memStore
-	nc    *nats.Conn
+	nc    *nats.Conn // as a scene
+	gm    *nats.Conn // as the GM
 	admin *dataclient.AdminClient
+}
+
+// connectAs logs in to the bus as role, with the secret of cfg's cluster.
+func connectAs(t testing.TB, cfg *config.Config, url string, role bus.Role, opts ...nats.Option) *nats.Conn {
+	t.Helper()
+	sec, err := secret.Load(cfg.Secret, cfg.DataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	auth, err := bus.Auth(role, sec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(url, append(auth, opts...)...)
+	if err != nil {
+		t.Fatalf("connect to %s as %s: %v", url, role, err)
+	}
+	return nc
 }
 
 // start runs an in-process datasvr over db with cfg and connects to it.
@@ -118,21 +139,20 @@ func start(t *testing.T, cfg *config.Config, db *memStore, opts ...Option) *harn
 		t.Fatal(err)
 	}
 	url := srv.NATSURL()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc := connectAs(t, cfg, url, bus.RoleScene)
+	gm := connectAs(t, cfg, url, bus.RoleGM)
 	tok, err := admin.OperatorToken(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{t: t, srv: srv, db: db, nc: nc, admin: dataclient.NewAdminClient(nc, tok)}
+	h := &harness{t: t, srv: srv, db: db, nc: nc, gm: gm, admin: dataclient.NewAdminClient(gm, tok)}
 	t.Cleanup(h.stop)
 	return h
 }
 
 func (h *harness) stop() {
 	h.nc.Close()
+	h.gm.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := h.srv.Shutdown(ctx); err != nil {

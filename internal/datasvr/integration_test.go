@@ -25,8 +25,10 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/respawn-dev/respawn/internal/bus"
 	"github.com/respawn-dev/respawn/internal/dataclient"
 	"github.com/respawn-dev/respawn/internal/player"
+	"github.com/respawn-dev/respawn/internal/secret"
 )
 
 var datasvrBin string
@@ -171,9 +173,19 @@ func (d *daemon) signal(sig syscall.Signal) {
 	d.cmd = nil
 }
 
-func connect(t *testing.T, url string) *nats.Conn {
+// connect logs in to d's bus as role, with the secret datasvr created in
+// its data directory.
+func connect(t *testing.T, d *daemon, role bus.Role) *nats.Conn {
 	t.Helper()
-	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond), nats.RetryOnFailedConnect(true))
+	sec, err := secret.Load("", d.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	auth, err := bus.Auth(role, sec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(d.url(), append(auth, nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond), nats.RetryOnFailedConnect(true))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,7 +221,7 @@ func TestKill9AfterAcknowledgedSaves(t *testing.T) {
 		d := newDaemon(t, dsn)
 		ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 		defer cancel()
-		nc := connect(t, d.url())
+		nc := connect(t, d, bus.RoleScene)
 		town := dataclient.NewClient(nc, "town", 1, nil)
 		const players, rounds = 40, 15
 		acked := make([]uint64, players)
@@ -246,7 +258,7 @@ func TestKill9AfterAcknowledgedSaves(t *testing.T) {
 		d.kill()
 		d.start()
 
-		admin := dataclient.NewAdminClient(nc, "")
+		admin := dataclient.NewAdminClient(connect(t, d, bus.RoleGM), "")
 		check := func(when string) {
 			for i := range players {
 				id := fmt.Sprintf("%sp%d", prefix, i)
@@ -297,7 +309,7 @@ func TestStaleEpochSaveRejected(t *testing.T) {
 		d := newDaemon(t, dsn)
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		nc := connect(t, d.url())
+		nc := connect(t, d, bus.RoleScene)
 		id := prefix + "stale"
 		old := dataclient.NewClient(nc, "forest", 3, nil)
 		l, err := old.LoadOrCreate(ctx, id, "")
@@ -347,7 +359,7 @@ func handoverCrash(t *testing.T, dsn, prefix string, crashAfterApply bool) {
 		defer cancel()
 		id := prefix + "traveller"
 
-		ncA := connect(t, d.url())
+		ncA := connect(t, d, bus.RoleScene)
 		a := dataclient.NewClient(ncA, "town", 1, nil)
 		l, err := a.LoadOrCreate(ctx, id, "")
 		if err != nil {
@@ -369,7 +381,7 @@ func handoverCrash(t *testing.T, dsn, prefix string, crashAfterApply bool) {
 		ncA.Flush()
 		ncA.Close() // scene A is gone
 		if crashAfterApply {
-			ncW := connect(t, d.url())
+			ncW := connect(t, d, bus.RoleGM)
 			adm := dataclient.NewAdminClient(ncW, "")
 			deadline := time.Now().Add(10 * time.Second)
 			for {
@@ -387,7 +399,7 @@ func handoverCrash(t *testing.T, dsn, prefix string, crashAfterApply bool) {
 		d.kill() // and datasvr with it, maybe before, maybe after the handover
 		d.start()
 
-		nc := connect(t, d.url())
+		nc := connect(t, d, bus.RoleScene)
 		b := dataclient.NewClient(nc, "forest", 7, nil)
 		var got dataclient.Loaded
 		err = retry(ctx, func() (err error) { got, err = b.Load(ctx, id); return err })
@@ -424,7 +436,7 @@ func handoverCrash(t *testing.T, dsn, prefix string, crashAfterApply bool) {
 				t.Fatalf("town epoch %d save after handover: %v, want ErrNotOwner", epoch, err)
 			}
 		}
-		show, err := dataclient.NewAdminClient(nc, "").Show(ctx, id)
+		show, err := dataclient.NewAdminClient(connect(t, d, bus.RoleOperator), "").Show(ctx, id)
 		if err != nil || show.Owner == nil || *show.Owner != (dataclient.Owner{Scene: "forest", Epoch: 7}) {
 			t.Fatalf("owner after recovery: %+v %v", show.Owner, err)
 		}

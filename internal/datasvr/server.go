@@ -33,10 +33,12 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/respawn-dev/respawn/internal/admin"
+	"github.com/respawn-dev/respawn/internal/bus"
 	"github.com/respawn-dev/respawn/internal/config"
 	"github.com/respawn-dev/respawn/internal/journal"
 	"github.com/respawn-dev/respawn/internal/logging"
 	"github.com/respawn-dev/respawn/internal/scenedef"
+	"github.com/respawn-dev/respawn/internal/secret"
 	"github.com/respawn-dev/respawn/internal/store"
 	"github.com/respawn-dev/respawn/internal/validate"
 )
@@ -74,6 +76,7 @@ type Server struct {
 	// opToken is the operator token GM changes must carry.
 	opToken string
 
+	secret  *secret.Secret // NATS passwords of every role
 	ns      *server.Server // nil with an external NATS
 	nc      *nats.Conn
 	adm     *admin.Server
@@ -209,6 +212,11 @@ func (s *Server) start(ctx context.Context) error {
 		return fmt.Errorf("datasvr: %w", err)
 	}
 	s.opToken = tok
+	sec, err := secret.Load(cfg.Secret, cfg.DataDir)
+	if err != nil {
+		return fmt.Errorf("datasvr: %w", err)
+	}
+	s.secret = sec
 	adm, err := admin.New(cfg.Datasvr.Admin, cfg, s.health)
 	if err != nil {
 		return fmt.Errorf("datasvr: %w", err)
@@ -273,17 +281,22 @@ func (s *Server) health() error {
 
 func (s *Server) startNATS() error {
 	cfg := s.cfg
-	opts := []nats.Option{
+	auth, err := bus.Auth(bus.RoleDataSvr, s.secret)
+	if err != nil {
+		return fmt.Errorf("datasvr: %w", err)
+	}
+	opts := append(auth,
 		nats.Name("datasvr"),
 		nats.MaxReconnects(-1),
-		nats.ReconnectWait(100 * time.Millisecond),
+		nats.ReconnectWait(100*time.Millisecond),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
 				s.log.Warn("nats disconnected", zap.Error(err))
 			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) { s.log.Info("nats reconnected", zap.String("url", nc.ConnectedUrl())) }),
-	}
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { s.log.Warn("nats error", zap.Error(err)) }),
+	)
 	if cfg.NATS.URL != "" {
 		nc, err := nats.Connect(cfg.NATS.URL, append(opts, nats.RetryOnFailedConnect(true))...)
 		if err != nil {
@@ -299,8 +312,15 @@ func (s *Server) startNATS() error {
 	if port == 0 {
 		port = server.RANDOM_PORT // nats-server reads 0 as its default, 4222
 	}
+	users, err := natsUsers(s.secret)
+	if err != nil {
+		return fmt.Errorf("datasvr: nats users: %w", err)
+	}
 	ns, err := server.NewServer(&server.Options{
 		ServerName: "respawn-datasvr",
+		// Every connection logs in as one of the cluster's roles, with
+		// that role's subject permissions (package bus).
+		Users:      users,
 		Host:       host,
 		Port:       port,
 		JetStream:  true,

@@ -7,12 +7,14 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/respawn-dev/respawn/internal/bus"
 	"github.com/respawn-dev/respawn/internal/modules"
 	"github.com/respawn-dev/respawn/internal/replica"
 )
@@ -27,11 +29,7 @@ func TestReplicasFollowCrashes(t *testing.T) {
 	c.respawn("player", "create", "erin", "--name", "Erin")
 	c.respawn("gm", "enter", "--scene", "forest", "--player", "erin")
 
-	nc, err := nats.Connect("nats://"+c.ports["nats.listen"], nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc := c.busConn(bus.RoleOperator, "nats://"+c.ports["nats.listen"], nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	table, err := replica.NewReader[modules.SceneRow](ctx, nc, modules.SceneTable, replica.RoleCLI, replica.ReaderOptions{})
@@ -176,7 +174,7 @@ func TestReplicasCLI(t *testing.T) {
 // server is killed with SIGKILL and restarted on the same port while the
 // cluster and the readers stay up. Runs when RESPAWN_TEST_NATS_URL says
 // this machine has NATS; the test starts its own nats-server binary so it
-// can kill it.
+// can kill it, configured with `respawn bus config`.
 func TestExternalNATSRestart(t *testing.T) {
 	if os.Getenv("RESPAWN_TEST_NATS_URL") == "" {
 		t.Skip("RESPAWN_TEST_NATS_URL not set")
@@ -189,8 +187,14 @@ func TestExternalNATSRestart(t *testing.T) {
 	addr := freeAddr(t)
 	host, port, _ := net.SplitHostPort(addr)
 	storeDir := t.TempDir()
+	// The users and permissions the embedded server would enforce, as
+	// docs/operations.md tells an operator to configure them.
+	conf := filepath.Join(t.TempDir(), "nats.conf")
+	if err := os.WriteFile(conf, []byte(c.respawn("bus", "config")), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	startNATS := func() *proc {
-		p := startProc(t, c, bin, "-a", host, "-p", port, "-js", "-sd", storeDir)
+		p := startProc(t, c, bin, "-c", conf, "-a", host, "-p", port, "-js", "-sd", storeDir)
 		c.procs = append(c.procs, p)
 		waitFor(t, 10*time.Second, func() error {
 			conn, err := net.Dial("tcp", addr)
@@ -208,11 +212,7 @@ func TestExternalNATSRestart(t *testing.T) {
 	c.respawn("player", "create", gina, "--name", "Gina")
 	c.respawn("gm", "enter", "--scene", "forest", "--player", gina)
 
-	nc, err := nats.Connect("nats://"+addr, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc := c.busConn(bus.RoleOperator, "nats://"+addr, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	table, err := replica.NewReader[modules.SceneRow](t.Context(), nc, modules.SceneTable, replica.RoleCLI, replica.ReaderOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -271,11 +271,7 @@ func TestWorldChat(t *testing.T) {
 	c.respawn("gm", "enter", "--scene", "forest", "--player", "hana")
 	c.respawn("gm", "enter", "--scene", "town", "--player", "ivan")
 
-	nc, err := nats.Connect("nats://" + c.ports["nats.listen"])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc := c.busConn(bus.RoleOperator, "nats://"+c.ports["nats.listen"])
 	chat, err := modules.NewChat(nc, modules.ChatOptions{})
 	if err != nil {
 		t.Fatal(err)

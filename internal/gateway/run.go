@@ -30,7 +30,7 @@ func Run(ctx context.Context, cfg *config.Config, instance string, log *zap.Logg
 	if len(cfg.Processes) == 0 || len(cfg.Processes[0].Scenes) == 0 {
 		return errors.New("gateway: no scene to bring new players into")
 	}
-	nc, err := bus.Connect(cfg.NATS.ClientURL(), "gateway-"+gc.ID, log)
+	nc, err := bus.Connect(cfg.NATS.ClientURL(), "gateway-"+gc.ID, bus.RoleGateway, sec, log)
 	if err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}

@@ -2,6 +2,7 @@ package scene
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -20,7 +21,7 @@ func EventSubject(scene string) string { return "respawn.scene." + scene + ".eve
 // connectNATS connects to the bus without waiting for it: a scene keeps
 // serving while datasvr (and its embedded NATS server) restarts.
 func (p *Process) connectNATS() error {
-	nc, err := bus.Connect(p.cfg.NATS.ClientURL(), fmt.Sprintf("scene %s epoch %d", p.spec.Name, p.opt.Epoch), p.log)
+	nc, err := bus.Connect(p.cfg.NATS.ClientURL(), fmt.Sprintf("scene %s epoch %d", p.spec.Name, p.opt.Epoch), bus.RoleScene, p.secret, p.log)
 	if err != nil {
 		return err
 	}
@@ -45,29 +46,70 @@ func (p *Process) connectNATS() error {
 	}
 	p.host.replicas = rep
 	p.host.data = newDataLink(nc, p.opt.Epoch, p.log)
+	p.pool = newWorkPool(DefaultBusQueue)
+	p.admin.Registry.MustRegister(p.pool.mRefused, p.pool.mQueued)
+	p.pool.run(p.ctx, &p.wg, DefaultBusWorkers)
 	p.host.attach, p.host.detach = p.attach, p.detach
 	for _, l := range p.host.sortedLoops() {
-		p.attach(l)
+		if err := p.attach(l); err != nil {
+			return err
+		}
+	}
+	// The subscriptions reach the server before the process reports
+	// itself up, when the server is there; a scene started while datasvr
+	// restarts subscribes on reconnect.
+	if nc.IsConnected() {
+		if err := nc.FlushTimeout(5 * time.Second); err != nil {
+			return fmt.Errorf("subscribe: %w", err)
+		}
 	}
 	return nil
 }
 
 // attach subscribes the subjects of one scene or room: events from other
-// scenes, and the data server's GM give, kick and save-all.
-func (p *Process) attach(l *loop) {
-	subs := map[string]nats.MsgHandler{
-		EventSubject(l.id):                   func(m *nats.Msg) { p.onBusEvent(l, m) },
-		dataclient.SceneGiveSubject(l.id):    func(m *nats.Msg) { go p.onGive(l, m) },
-		dataclient.SceneKickSubject(l.id):    func(m *nats.Msg) { go p.onKick(l, m) },
-		dataclient.SceneSaveAllSubject(l.id): func(m *nats.Msg) { go p.onSaveAll(l, m) },
+// scenes, and the data server's GM give, kick and save-all. Their work
+// runs on the bus pool. A subscription that fails is an error: a scene
+// nobody can reach must not look healthy.
+func (p *Process) attach(l *loop) error {
+	subs := []struct {
+		subject string
+		fn      nats.MsgHandler
+	}{
+		{EventSubject(l.id), func(m *nats.Msg) { p.onBusEvent(l, m) }},
+		{dataclient.SceneGiveSubject(l.id), func(m *nats.Msg) {
+			p.queue(m, func(ctx context.Context) { p.onGive(ctx, l, m) }, dataclient.GiveReply{Error: errBusy})
+		}},
+		{dataclient.SceneKickSubject(l.id), func(m *nats.Msg) {
+			p.queue(m, func(ctx context.Context) { p.onKick(ctx, l, m) }, dataclient.KickReply{Error: errBusy})
+		}},
+		{dataclient.SceneSaveAllSubject(l.id), func(m *nats.Msg) {
+			p.queue(m, func(ctx context.Context) { p.onSaveAll(ctx, l, m) }, dataclient.SaveAllReply{Scene: l.id, Error: errBusy})
+		}},
 	}
-	for subj, fn := range subs {
-		sub, err := p.nc.Subscribe(subj, fn)
+	for _, s := range subs {
+		sub, err := p.nc.Subscribe(s.subject, s.fn)
 		if err != nil {
-			l.log.Error("subscribe", zap.String("subject", subj), zap.Error(err))
-			continue
+			p.detach(l)
+			return fmt.Errorf("scene %s: subscribe %s: %w", l.id, s.subject, err)
 		}
 		l.subs = append(l.subs, sub)
+	}
+	return nil
+}
+
+// errBusy answers a bus message the pool has no room for.
+const errBusy = "scene process busy: bus work queue full; retry"
+
+// queue hands a message's work to the pool, or answers busy (a JSON reply
+// with busy as its error) when the queue is full.
+func (p *Process) queue(m *nats.Msg, job func(context.Context), busy any) {
+	if p.pool.submit(job) {
+		return
+	}
+	p.log.Warn("bus message refused: work queue full", zap.String("subject", m.Subject))
+	if m.Reply != "" {
+		raw, _ := json.Marshal(busy) // plain structs: cannot fail
+		_ = m.Respond(raw)
 	}
 }
 
@@ -75,6 +117,7 @@ func (p *Process) detach(l *loop) {
 	for _, sub := range l.subs {
 		_ = sub.Unsubscribe() // the connection may be closing; nothing to undo
 	}
+	l.subs = nil
 }
 
 // onBusEvent accepts only the events other scenes may send; the answer is
@@ -96,13 +139,17 @@ func (p *Process) onBusEvent(l *loop, m *nats.Msg) {
 		answer(fmt.Sprintf("event %T is not accepted from the bus", ev))
 		return
 	}
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	job := func(ctx context.Context) {
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 		if err := p.host.accept(ctx, l, ev); err != nil {
 			answer(err.Error())
 			return
 		}
 		answer("")
-	}()
+	}
+	if !p.pool.submit(job) {
+		p.log.Warn("bus event refused: work queue full", zap.String("subject", m.Subject))
+		answer(errBusy)
+	}
 }

@@ -219,15 +219,17 @@ func (d *dataLink) transfer(h *host, l *loop, t game.TravelOut) {
 }
 
 // claim takes the lease of a player arriving by transfer before the scene
-// applies the arrival, so no save of it can come from here unowned. It
-// returns the version datasvr now holds (taking a lease is itself a
-// journaled change), which the scene's next save must exceed.
-func (d *dataLink) claim(ctx context.Context, l *loop, player string) (uint64, error) {
-	ld, err := d.client(l).Load(ctx, player)
+// applies the arrival, so no save of it can come from here unowned, and
+// returns the player as datasvr holds it: the data the source handed over,
+// not the message's word, and the version datasvr now holds (taking a
+// lease is itself a journaled change), which the scene's next save must
+// exceed. A player not handed over to l is refused.
+func (d *dataLink) claim(ctx context.Context, l *loop, player string) (dataclient.Loaded, error) {
+	ld, err := d.client(l).Claim(ctx, player)
 	if err != nil {
-		return 0, fmt.Errorf("claim player %s for %s: %w", player, l.id, err)
+		return dataclient.Loaded{}, fmt.Errorf("claim player %s for %s: %w", player, l.id, err)
 	}
-	return ld.Version, nil
+	return ld, nil
 }
 
 // flush waits until every queued save of l reached an outcome.

@@ -45,7 +45,7 @@ func (p *Process) savedAfter(ctx context.Context, l *loop, player string, effs [
 	return nil
 }
 
-func (p *Process) onGive(l *loop, m *nats.Msg) {
+func (p *Process) onGive(ctx context.Context, l *loop, m *nats.Msg) {
 	var req dataclient.GiveRequest
 	if err := json.Unmarshal(m.Data, &req); err != nil {
 		respond(l, m, dataclient.GiveReply{Error: "bad give request: " + err.Error()})
@@ -57,7 +57,7 @@ func (p *Process) onGive(l *loop, m *nats.Msg) {
 		respond(l, m, dataclient.GiveReply{Player: req.Player, Error: err.Error(), Code: dataclient.CodeBadRequest})
 		return
 	}
-	ctx, cancel := context.WithTimeout(p.ctx, gmTimeout)
+	ctx, cancel := context.WithTimeout(ctx, gmTimeout)
 	defer cancel()
 	effs, err := l.submit(ctx, game.GMGive{ReqID: req.ReqID, Player: req.Player, Item: req.Item, Count: req.Count})
 	if err != nil {
@@ -109,13 +109,13 @@ func (p *Process) checkGive(req *dataclient.GiveRequest) error {
 	return nil
 }
 
-func (p *Process) onKick(l *loop, m *nats.Msg) {
+func (p *Process) onKick(ctx context.Context, l *loop, m *nats.Msg) {
 	var req dataclient.KickRequest
 	if err := json.Unmarshal(m.Data, &req); err != nil {
 		respond(l, m, dataclient.KickReply{Error: "bad kick request: " + err.Error()})
 		return
 	}
-	ctx, cancel := context.WithTimeout(p.ctx, gmTimeout)
+	ctx, cancel := context.WithTimeout(ctx, gmTimeout)
 	defer cancel()
 	var v uint64
 	present := false
@@ -146,8 +146,8 @@ func (p *Process) onKick(l *loop, m *nats.Msg) {
 	respond(l, m, rep)
 }
 
-func (p *Process) onSaveAll(l *loop, m *nats.Msg) {
-	ctx, cancel := context.WithTimeout(p.ctx, gmTimeout)
+func (p *Process) onSaveAll(ctx context.Context, l *loop, m *nats.Msg) {
+	ctx, cancel := context.WithTimeout(ctx, gmTimeout)
 	defer cancel()
 	rep := dataclient.SaveAllReply{Scene: l.id}
 	// The scene and its dungeon rooms: their players are the scene's too.

@@ -32,7 +32,8 @@ type host struct {
 	data *dataLink
 	// attach is called for every new loop (a room) to subscribe its
 	// subjects; detach when it ends.
-	attach, detach func(*loop)
+	attach func(*loop) error
+	detach func(*loop)
 	// replicas publishes profiles, positions, load and chat (nil: none).
 	replicas *replicas
 	// push sends a client-facing effect (broadcast, chat, position, kick,
@@ -347,15 +348,21 @@ func (h *host) deliver(to string, ev game.Event) {
 
 // accept applies an event that came from another scene. A travelling
 // player's lease is claimed first, so the scene never holds a player it
-// cannot save.
+// cannot save, and the player is what datasvr handed over under that
+// lease, never what the message says: a forged or replayed TravelIn
+// names a player but can neither move one that was not handed over here
+// nor bring in any gold or item datasvr does not hold.
 func (h *host) accept(ctx context.Context, l *loop, ev game.Event) error {
 	if in, ok := ev.(game.TravelIn); ok && h.data != nil {
-		v, err := h.data.claim(ctx, l, in.Player.ID)
+		ld, err := h.data.claim(ctx, l, in.Player.ID)
 		if err != nil {
 			return err
 		}
-		// Logged with the claimed version, so a replay agrees.
-		in.Version = max(in.Version, v)
+		if ld.Data.ID != in.Player.ID {
+			return fmt.Errorf("claim player %s for %s: datasvr returned player %q", in.Player.ID, l.id, ld.Data.ID)
+		}
+		// Logged with the claimed data and version, so a replay agrees.
+		in.Player, in.Version = ld.Data, ld.Version
 		ev = in
 	}
 	_, err := l.submit(ctx, ev)
@@ -429,11 +436,17 @@ func (h *host) createRoom(parent string, cr game.CreateRoom) error {
 	}
 	l := newLoop(h, cr.RoomID, parent, st, slot)
 	h.loops[cr.RoomID] = l
+	var err error
 	if h.attach != nil {
-		h.attach(l)
+		// The room runs without its subjects (its parent, in this
+		// process, still reaches it); the failure is the caller's to log.
+		err = h.attach(l)
 	}
 	l.start()
 	l.log.Info("room created", zap.String("parent", parent), zap.Int("slot", slot.Index()), zap.Int("free_slots", h.store.FreeSlots()))
+	if err != nil {
+		return fmt.Errorf("room %s: %w", cr.RoomID, err)
+	}
 	return nil
 }
 

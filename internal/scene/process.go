@@ -57,6 +57,7 @@ type Process struct {
 	secret *secret.Secret
 	nc     *nats.Conn
 	link   *linkServer
+	pool   *workPool // bus messages' work (bus.go)
 
 	ctx    context.Context
 	cancel context.CancelFunc

@@ -13,7 +13,7 @@ import (
 // back: after a restart the table is rebuilt from scene reports.
 func (m *Manager) connectBus() error {
 	log := m.log
-	nc, err := bus.Connect(m.cfg.NATS.ClientURL(), "worldmgr", log)
+	nc, err := bus.Connect(m.cfg.NATS.ClientURL(), "worldmgr", bus.RoleWorldMgr, m.secret, log)
 	if err != nil {
 		return err
 	}
