@@ -17,8 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 
+	"github.com/respawn-dev/respawn/internal/bus"
 	"github.com/respawn-dev/respawn/internal/dataclient"
 	"github.com/respawn-dev/respawn/internal/game"
 )
@@ -194,12 +194,9 @@ func TestMutatingRequestsNeedTheOperatorToken(t *testing.T) {
 		t.Fatalf("hogger at %d/%d after a refused GM damage", m.HP, m.MaxHP)
 	}
 
-	// datasvr's GM changes travel over NATS: without the token, refused.
-	nc, err := nats.Connect("nats://" + c.ports["nats.listen"])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	// datasvr's GM changes travel over NATS: without the token, refused
+	// (even for a holder of the GM's bus credentials).
+	nc := c.busConn(bus.RoleGM, "nats://"+c.ports["nats.listen"])
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	anon := dataclient.NewAdminClient(nc, "")
@@ -229,11 +226,7 @@ func TestBadInputIsRefusedOfflineAndOnline(t *testing.T) {
 	c := newCluster(t)
 	c.startWorld()
 	tok := c.operatorToken()
-	nc, err := nats.Connect("nats://" + c.ports["nats.listen"])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc := c.busConn(bus.RoleGM, "nats://"+c.ports["nats.listen"])
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	adm := dataclient.NewAdminClient(nc, tok)
@@ -314,9 +307,12 @@ func TestBadInputIsRefusedOfflineAndOnline(t *testing.T) {
 		}
 	}
 	// The scene applies the same rules to a give that reaches it directly.
+	// Only datasvr's bus role may publish a scene's give subject, so the
+	// test sends with those credentials.
+	asDatasvr := c.busConn(bus.RoleDataSvr, "nats://"+c.ports["nats.listen"])
 	for i, g := range badGives[:8] {
 		raw, _ := json.Marshal(dataclient.GiveRequest{ReqID: fmt.Sprintf("bad-%d", i), Player: on, Item: g.item, Count: g.count})
-		msg, err := nc.RequestWithContext(ctx, dataclient.SceneGiveSubject("town"), raw)
+		msg, err := asDatasvr.RequestWithContext(ctx, dataclient.SceneGiveSubject("town"), raw)
 		if err != nil {
 			t.Fatal(err)
 		}
