@@ -51,6 +51,7 @@ const (
 	sceneSaveAll    = "respawn.scene.*.saveall"
 	sceneAll        = "respawn.scene.>"
 	chat            = "respawn.chat.>"
+	gatewayAll      = "respawn.gateway.>" // gateways announce logins to each other
 	inboxRoot       = "_INBOX"
 	replicaPrefix   = replica.DefaultPrefix
 )
@@ -103,8 +104,8 @@ func PermissionsOf(r Role) (Permissions, error) {
 		if r == RoleGateway {
 			// Where a logging-in player is, and a new character for a
 			// token naming a player the data server does not know.
-			pub(datasvrShow, datasvrCreate)
-			sub(chat)
+			pub(datasvrShow, datasvrCreate, gatewayAll)
+			sub(chat, gatewayAll)
 		}
 	case RoleOperator, RoleGM:
 		replicas(replica.RoleCLI, pub, sub)

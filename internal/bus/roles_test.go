@@ -8,6 +8,7 @@ import (
 
 	"github.com/respawn-dev/respawn/internal/bus"
 	"github.com/respawn-dev/respawn/internal/dataclient"
+	"github.com/respawn-dev/respawn/internal/gateway"
 	"github.com/respawn-dev/respawn/internal/modules"
 	"github.com/respawn-dev/respawn/internal/replica"
 	"github.com/respawn-dev/respawn/internal/scene"
@@ -76,6 +77,8 @@ func TestPermissionsMatchTheDesign(t *testing.T) {
 	subscribers(scene.EventSubject("forest"), bus.RoleScene)
 	subscribers(dataclient.SceneGiveSubject("forest"), bus.RoleScene)
 	publishers(modules.DefaultChatSubject, bus.RoleScene, bus.RoleGM)
+	publishers(gateway.SubjectSession, bus.RoleGateway)
+	subscribers(gateway.SubjectSession, bus.RoleGateway)
 
 	roleOf := map[replica.Role][]bus.Role{
 		replica.RoleWorldMgr: {bus.RoleWorldMgr},
