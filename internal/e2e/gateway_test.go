@@ -19,6 +19,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/respawn-dev/respawn/internal/bus"
 	"github.com/respawn-dev/respawn/internal/client"
 	"github.com/respawn-dev/respawn/internal/dataclient"
 	"github.com/respawn-dev/respawn/internal/game"
@@ -50,14 +51,11 @@ func (c *cluster) gateway(id string) (*proc, string, string) {
 	return p, listen, "ws://" + ws + "/"
 }
 
+// natsConn is the GM's connection to the cluster's bus (the tests create,
+// show and give through datasvr).
 func (c *cluster) natsConn() *nats.Conn {
 	c.t.Helper()
-	nc, err := nats.Connect("nats://"+c.ports["nats.listen"], nats.Timeout(5*time.Second))
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	c.t.Cleanup(nc.Close)
-	return nc
+	return c.busConn(bus.RoleGM, "nats://"+c.ports["nats.listen"], nats.Timeout(5*time.Second))
 }
 
 // player is one test client and the ledger of what the server

@@ -17,7 +17,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/respawn-dev/respawn/internal/bus"
 	"github.com/respawn-dev/respawn/internal/dataclient"
 	"github.com/respawn-dev/respawn/internal/game"
