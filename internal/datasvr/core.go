@@ -220,8 +220,10 @@ func (s *Server) apply(e *entry, r *journalRecord, seq uint64, at time.Time) {
 	switch r.Create {
 	case createProvisional:
 		e.provisional = true
+		s.provisional[e.id] = true
 	case createVerified:
 		e.provisional = false
+		delete(s.provisional, e.id)
 	}
 	if e.lru != nil {
 		s.lruBytes += e.size() - wasSize

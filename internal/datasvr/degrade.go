@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"sync"
 	"time"
 
@@ -175,13 +176,12 @@ const (
 // database. Called by the flusher before it writes.
 func (s *Server) verifyCreates(ctx context.Context) error {
 	s.mu.Lock()
-	var ids []string
-	for id, e := range s.players {
-		if e.provisional {
-			ids = append(ids, id)
-		}
+	ids := make([]string, 0, len(s.provisional))
+	for id := range s.provisional {
+		ids = append(ids, id)
 	}
 	s.mu.Unlock()
+	sort.Strings(ids) // a stable order for the log
 	st := s.db()
 	for _, id := range ids {
 		err := s.withPlayer(ctx, id, func(e *entry) error {

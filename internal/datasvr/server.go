@@ -98,6 +98,9 @@ type Server struct {
 	lru      *list.List // evictable players, least recently used first
 	lruBytes int64
 	inflight map[uint64]int // journal NextSeq at start of each in-flight commit
+	// provisional: players created without the database, not yet checked
+	// against it (degrade.go). Never evicted: they are dirty.
+	provisional map[string]bool
 
 	flushReq chan chan error
 	wake     chan struct{} // flush now (the database came back)
@@ -129,20 +132,21 @@ func New(cfg *config.Config, log *zap.Logger, opts ...Option) (*Server, error) {
 		return nil, fmt.Errorf("datasvr: %w", err)
 	}
 	s := &Server{
-		catalog:   catalog,
-		cfg:       cfg,
-		log:       log,
-		openStore: store.Open,
-		players:   make(map[string]*entry),
-		dirty:     make(map[string]*entry),
-		lru:       list.New(),
-		inflight:  make(map[uint64]int),
-		sem:       make(chan struct{}, 4096),
-		flushReq:  make(chan chan error),
-		wake:      make(chan struct{}, 1),
-		rejects:   logging.NewLimiter(time.Second, 0),
-		ready:     make(chan struct{}),
-		stopped:   make(chan struct{}),
+		catalog:     catalog,
+		cfg:         cfg,
+		log:         log,
+		openStore:   store.Open,
+		players:     make(map[string]*entry),
+		dirty:       make(map[string]*entry),
+		lru:         list.New(),
+		inflight:    make(map[uint64]int),
+		provisional: make(map[string]bool),
+		sem:         make(chan struct{}, 4096),
+		flushReq:    make(chan chan error),
+		wake:        make(chan struct{}, 1),
+		rejects:     logging.NewLimiter(time.Second, 0),
+		ready:       make(chan struct{}),
+		stopped:     make(chan struct{}),
 	}
 	s.readyErr.Store("starting")
 	for _, o := range opts {
