@@ -29,16 +29,27 @@ type control struct {
 
 func (c *control) run(ctx context.Context) {
 	backoff := 20 * time.Millisecond
+	failed := 0 // attempts since the last registration
 	for ctx.Err() == nil {
 		registered, err := c.session(ctx)
 		if ctx.Err() != nil {
 			return
 		}
 		if registered {
-			backoff = 20 * time.Millisecond
+			backoff, failed = 20*time.Millisecond, 0
 		}
-		c.log.Warn("world manager connection lost; still serving, reconnecting",
-			zap.Error(err), zap.Duration("backoff", backoff))
+		// One warning per loss, not one per attempt: a manager stopped for
+		// a minute would otherwise fill the log.
+		switch failed++; {
+		case failed == 1:
+			c.log.Warn("world manager connection lost; still serving, reconnecting",
+				zap.Error(err), zap.Duration("backoff", backoff))
+		case failed%100 == 0:
+			c.log.Warn("still reconnecting to the world manager; still serving",
+				zap.Int("attempts", failed), zap.Error(err))
+		default:
+			c.log.Debug("reconnect to the world manager failed", zap.Int("attempts", failed), zap.Error(err))
+		}
 		// Jitter: after a manager stall every scene reconnects at once.
 		wait := backoff/2 + rand.N(backoff/2+1)
 		select {
