@@ -63,18 +63,6 @@ func WaitGone(ctx context.Context, pid int) error {
 	return nil
 }
 
-// KillAndWait sends SIGKILL to pid and waits until it is gone, so whatever
-// it held (a log's lock, a port) is free for its replacement.
-func KillAndWait(ctx context.Context, pid int) error {
-	if !Alive(pid) {
-		return nil
-	}
-	if err := Signal(pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
-		return err
-	}
-	return WaitGone(ctx, pid)
-}
-
 // ParseSignal accepts KILL, SIGKILL, kill, STOP, TERM, CONT, INT, HUP.
 func ParseSignal(s string) (syscall.Signal, error) {
 	switch strings.TrimPrefix(strings.ToUpper(s), "SIG") {
