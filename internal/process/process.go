@@ -1,6 +1,7 @@
-// Package process starts, signals and watches OS processes by pid. The world
-// manager uses it for scene processes, which must outlive the manager, and
-// `respawn up` for daemons.
+// Package process signals and watches OS processes. The world manager
+// signals scene processes only through a Handle, which ties a pid to one
+// process (one it started, or one whose Identity it checked) so a forged or
+// reused pid is never hit; `respawn up` and the CLI watch daemons by pid.
 package process
 
 import (
