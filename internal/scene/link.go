@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"regexp"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -662,6 +663,9 @@ func (c *linkConn) writeLoop() {
 			_, _ = c.nc.Write(enc.B)
 			return
 		}
+		// Let the loops finish what they are answering: one write then
+		// carries more replies (fewer syscalls under load, no delay idle).
+		runtime.Gosched()
 		c.mu.Lock()
 		batch, c.queue = c.queue, batch[:0]
 		c.pushes = 0

@@ -345,14 +345,19 @@ func TestLinkLostConnection(t *testing.T) {
 
 // BenchmarkLinkRoundTrip: closed-loop round trips through the link into a
 // real scene loop (logged to the shared-memory log, applied, answered),
-// clients on the same cores: each of 100 players sends a move as soon as
-// its previous one is answered.
+// clients on the same cores: each player sends a move as soon as its
+// previous one is answered.
 func BenchmarkLinkRoundTrip(b *testing.B) {
+	for _, n := range []int{1, 100, 1000} {
+		b.Run(fmt.Sprintf("players=%d", n), func(b *testing.B) { benchLink(b, n) })
+	}
+}
+
+func benchLink(b *testing.B, players int) {
 	f := newLinkFixture(b)
 	c := f.dial(b)
-	const players = 100
 	for i := 0; i < players; i++ {
-		id := fmt.Sprintf("p%03d", i)
+		id := fmt.Sprintf("p%04d", i)
 		f.enter(b, id, 0)
 		if _, err := c.Join(b.Context(), "forest", id, "s-"+id); err != nil {
 			b.Fatal(err)
@@ -369,7 +374,7 @@ func BenchmarkLinkRoundTrip(b *testing.B) {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			id := fmt.Sprintf("p%03d", i)
+			id := fmt.Sprintf("p%04d", i)
 			for s := 1; s <= per; s++ {
 				r, err := c.Request(b.Context(), scenelink.Req{Scene: "forest", Player: id, Session: "s-" + id, Seq: uint64(s), Op: ops[s%len(ops)]})
 				if err != nil || r.Code != "" {

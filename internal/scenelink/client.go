@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -510,6 +511,7 @@ func (cn *conn) writeLoop() {
 		case <-cn.dead:
 			return
 		}
+		runtime.Gosched() // let concurrent callers add to this write
 		cn.mu.Lock()
 		buf, cn.out.B = cn.out.B, buf[:0]
 		cn.mu.Unlock()
