@@ -197,7 +197,7 @@ func proxiedDSN(t *testing.T, dsn, addr string) (string, string) {
 
 // With the database unreachable before the cluster starts, players are
 // created, enter and save (datasvr serves from its journal, degraded), and
-// the rows appear once the database is back.
+// the rows appear once the database is back; then the same mid-run.
 func TestDatabaseUnreachableAtStart(t *testing.T) {
 	ran := false
 	for _, db := range databases(t) {
@@ -261,6 +261,39 @@ func databaseUnreachableAtStart(t *testing.T, dsn string) {
 		}
 		if r.Version < want.Version || d.Gold != 200 || d.Count("sword") != 1 {
 			return fmt.Errorf("row at version %d: gold %d, swords %d", r.Version, d.Gold, d.Count("sword"))
+		}
+		return nil
+	})
+	waitFor(t, 15*time.Second, func() error {
+		if st := c.status(); st.Degraded != "" {
+			return errors.New(st.Degraded)
+		}
+		return nil
+	})
+
+	// Mid-run: the database goes away again. Saves go on, the outage is
+	// reported, and what was saved meanwhile is written once it is back.
+	proxy.down()
+	c.respawn("player", "give", ann, "potion", "2")
+	waitFor(t, 15*time.Second, func() error {
+		if st := c.status(); !strings.Contains(st.Degraded, "database unreachable since") {
+			return fmt.Errorf("not degraded: %+v", st)
+		}
+		return nil
+	})
+	c.respawn("player", "give", ann, "potion", "1")
+	proxy.up()
+	waitFor(t, 30*time.Second, func() error {
+		r, err := direct.Load(context.Background(), ann)
+		if err != nil {
+			return err
+		}
+		d, err := player.Decode(r.Data)
+		if err != nil {
+			return err
+		}
+		if d.Count("potion") != 3 {
+			return fmt.Errorf("row has %d potions", d.Count("potion"))
 		}
 		return nil
 	})
