@@ -18,6 +18,7 @@ import (
 
 	"github.com/respawn-dev/respawn/internal/config"
 	"github.com/respawn-dev/respawn/internal/gwproto"
+	"github.com/respawn-dev/respawn/internal/scenelink"
 	"github.com/respawn-dev/respawn/internal/secret"
 	"github.com/respawn-dev/respawn/internal/token"
 )
@@ -408,6 +409,12 @@ func TestPositionsBatchedAndFiltered(t *testing.T) {
 	case b := <-near.out:
 		t.Fatalf("unexpected frame %q", b)
 	default:
+	}
+	// A player who left is reported gone.
+	g.pos.notice(scenelink.Push{Scene: "town", Kind: "notice", Body: []byte(`{"type":"player_left","id":"m2"}`)})
+	g.pos.flush()
+	if got := readPositions(t, near); len(got.Gone) != 1 || got.Gone[0] != "m2" || len(got.Players) != 0 {
+		t.Fatalf("after m2 left: %+v", got)
 	}
 }
 

@@ -154,15 +154,22 @@ func (ps *positions) run(ctx context.Context) {
 
 type cellKey struct{ x, y int }
 
+// mover is a moved player with its JSON entry encoded once per flush.
+type mover struct {
+	gwproto.Pos
+	enc []byte
+}
+
 // flush sends each client the moves near it since the last flush.
 func (ps *positions) flush() {
 	type batch struct {
 		scene string
-		moved []gwproto.Pos
-		gone  []string
-		at    map[string]gwproto.Pos
+		moved []mover
+		gone  []byte // encoded "gone" array, nil if none
+		me    map[*Session]gwproto.Pos
 	}
 	var batches []batch
+	max := ps.g.cfg.MaxPositions
 	ps.mu.Lock()
 	for id, sp := range ps.scenes {
 		if len(sp.moved) == 0 && len(sp.gone) == 0 {
@@ -171,15 +178,19 @@ func (ps *positions) flush() {
 			}
 			continue
 		}
-		b := batch{scene: id, at: make(map[string]gwproto.Pos, len(sp.at))}
+		b := batch{scene: id}
 		for pid := range sp.moved {
-			b.moved = append(b.moved, sp.at[pid])
+			p := sp.at[pid]
+			enc, _ := json.Marshal(p)
+			b.moved = append(b.moved, mover{Pos: p, enc: enc})
 		}
-		for pid := range sp.gone {
-			b.gone = append(b.gone, pid)
-		}
-		for k, v := range sp.at {
-			b.at[k] = v
+		if len(sp.gone) > 0 {
+			gone := make([]string, 0, len(sp.gone))
+			for pid := range sp.gone {
+				gone = append(gone, pid)
+			}
+			sort.Strings(gone)
+			b.gone, _ = json.Marshal(gone[:min(len(gone), max)])
 		}
 		sp.moved, sp.gone = map[string]bool{}, map[string]bool{}
 		batches = append(batches, b)
@@ -193,14 +204,26 @@ func (ps *positions) flush() {
 		}
 		// A grid of cells view_radius wide: a client looks at its cell and
 		// the 8 around it, not at every mover in the scene.
-		grid := map[cellKey][]gwproto.Pos{}
-		for _, p := range b.moved {
-			k := cellKey{floorDiv(p.X, r), floorDiv(p.Y, r)}
-			grid[k] = append(grid[k], p)
+		grid := map[cellKey][]*mover{}
+		for i := range b.moved {
+			m := &b.moved[i]
+			k := cellKey{floorDiv(m.X, r), floorDiv(m.Y, r)}
+			grid[k] = append(grid[k], m)
 		}
-		sort.Strings(b.gone)
-		for _, s := range sessions {
-			me, ok := b.at[s.player]
+		ps.mu.Lock()
+		at := ps.scenes[b.scene]
+		mine := make([]gwproto.Pos, len(sessions))
+		known := make([]bool, len(sessions))
+		for i, s := range sessions {
+			if at != nil {
+				mine[i], known[i] = at.at[s.player]
+			}
+		}
+		ps.mu.Unlock()
+		var near []*mover
+		var data []byte
+		for i, s := range sessions {
+			me, ok := mine[i], known[i]
 			if !ok {
 				s.mu.Lock()
 				me, ok = gwproto.Pos{X: s.x, Y: s.y}, s.hasPos
@@ -209,32 +232,41 @@ func (ps *positions) flush() {
 			if !ok {
 				continue
 			}
-			var near []gwproto.Pos
+			near = near[:0]
 			cx, cy := floorDiv(me.X, r), floorDiv(me.Y, r)
 			for dx := -1; dx <= 1; dx++ {
 				for dy := -1; dy <= 1; dy++ {
-					for _, p := range grid[cellKey{cx + dx, cy + dy}] {
-						if p.ID != s.player && abs(p.X-me.X) <= r && abs(p.Y-me.Y) <= r {
-							near = append(near, p)
+					for _, m := range grid[cellKey{cx + dx, cy + dy}] {
+						if m.ID != s.player && abs(m.X-me.X) <= r && abs(m.Y-me.Y) <= r {
+							near = append(near, m)
 						}
 					}
 				}
 			}
-			if len(near) == 0 && len(b.gone) == 0 {
+			if len(near) == 0 && b.gone == nil {
 				continue
 			}
-			max := ps.g.cfg.MaxPositions
 			if len(near) > max {
 				sort.Slice(near, func(i, j int) bool {
-					return dist(near[i], me) < dist(near[j], me) || dist(near[i], me) == dist(near[j], me) && near[i].ID < near[j].ID
+					di, dj := dist(near[i].Pos, me), dist(near[j].Pos, me)
+					return di < dj || di == dj && near[i].ID < near[j].ID
 				})
 				near = near[:max]
 			}
-			gone := b.gone
-			if len(gone) > max {
-				gone = gone[:max]
+			// {"players":[...],"gone":[...]} from the pre-encoded entries.
+			data = append(data[:0], `{"players":[`...)
+			for j, m := range near {
+				if j > 0 {
+					data = append(data, ',')
+				}
+				data = append(data, m.enc...)
 			}
-			data, _ := json.Marshal(gwproto.Positions{Players: near, Gone: gone})
+			data = append(data, ']')
+			if b.gone != nil {
+				data = append(data, `,"gone":`...)
+				data = append(data, b.gone...)
+			}
+			data = append(data, '}')
 			s.push(pushFrame("positions", b.scene, data))
 		}
 	}
