@@ -113,3 +113,67 @@ func TestStoppedSceneReplacedWithin1500ms(t *testing.T) {
 		t.Errorf("hung scene replaced after %s, want under 1.5 s", replaced)
 	}
 }
+
+// After a manager restart the scene processes are not its children: it
+// adopted them by checking their identity, and must still notice their
+// death at once (pidfd) and kill them when they hang (through the pidfd).
+func TestAdoptedScenesAreWatchedAndKillable(t *testing.T) {
+	c := newCluster(t)
+	mgr := c.start("worldmgr")
+	before := c.waitRunning(15 * time.Second)
+	mgr.signal(syscall.SIGKILL)
+	mgr.wait(5 * time.Second)
+	c.start("worldmgr")
+	waitFor(t, 10*time.Second, func() error {
+		var st struct{ Recovering bool }
+		if err := getJSON("http://"+c.ports["worldmgr.admin"]+"/v1/status", &st); err != nil {
+			return err
+		}
+		if st.Recovering {
+			return fmt.Errorf("recovering")
+		}
+		after, err := c.scenes()
+		if err != nil {
+			return err
+		}
+		return sameTable(before, after)
+	})
+	town, forest := find(t, before, "town"), find(t, before, "forest")
+
+	// Death of an adopted process: noticed from its pidfd, replaced.
+	if err := syscall.Kill(town.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	waitFor(t, 5*time.Second, func() error {
+		r, err := c.scene("town")
+		if err != nil {
+			return err
+		}
+		if r.PID == town.PID || r.State != modules.SceneRunning || r.Epoch != town.Epoch+1 {
+			return fmt.Errorf("town: pid %d epoch %d state %s", r.PID, r.Epoch, r.State)
+		}
+		return nil
+	})
+	t.Logf("adopted town: killed to replaced in %s", time.Since(killed))
+
+	// Hang of an adopted process: killed through its handle, replaced.
+	if err := syscall.Kill(forest.PID, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Now()
+	waitFor(t, 5*time.Second, func() error {
+		if process.Alive(forest.PID) {
+			return fmt.Errorf("hung adopted pid %d still alive", forest.PID)
+		}
+		r, err := c.scene("forest")
+		if err != nil {
+			return err
+		}
+		if r.PID == forest.PID || r.State != modules.SceneRunning {
+			return fmt.Errorf("forest: pid %d state %s", r.PID, r.State)
+		}
+		return nil
+	})
+	t.Logf("adopted forest: hang to replaced in %s", time.Since(stopped))
+}
