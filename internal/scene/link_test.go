@@ -387,3 +387,35 @@ func benchLink(b *testing.B, players int) {
 	wg.Wait()
 	b.ReportMetric(float64(per*players)/b.Elapsed().Seconds(), "roundtrips/s")
 }
+
+// Losing one connection of a client ends the others too, so no player's
+// requests move to another connection out of order.
+func TestLinkOneConnectionLostEndsTheClient(t *testing.T) {
+	f := newLinkFixture(t)
+	c := f.dial(t)
+	f.ls.mu.Lock()
+	var one *linkConn
+	for lc := range f.ls.conns {
+		one = lc
+		break
+	}
+	n := len(f.ls.conns)
+	f.ls.mu.Unlock()
+	if n != 2 {
+		t.Fatalf("%d connections, want the default 2", n)
+	}
+	one.shut("test: drop one")
+	select {
+	case <-c.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("Done not closed after one of two connections was lost")
+	}
+	waitUntil(t, 5*time.Second, func() error {
+		f.ls.mu.Lock()
+		defer f.ls.mu.Unlock()
+		if len(f.ls.conns) != 0 {
+			return fmt.Errorf("%d connections left at the scene", len(f.ls.conns))
+		}
+		return nil
+	})
+}

@@ -273,7 +273,8 @@ func (c *Client) Pushes() <-chan Push { return c.pushes }
 // DroppedPushes counts pushes dropped because Pushes was full.
 func (c *Client) DroppedPushes() uint64 { return c.dropped.Load() }
 
-// Done is closed when every connection to the process is lost (or Close).
+// Done is closed when the connections to the process are lost (or Close):
+// losing one ends them all, so a caller redials and resends in order.
 func (c *Client) Done() <-chan struct{} { return c.done }
 
 // Err says why Done was closed.
@@ -351,25 +352,18 @@ func (c *Client) Leave(ctx context.Context, scene, player, session string) error
 	return nil
 }
 
-// route picks the connection of player: always the same one while it
-// lives, so the player's requests stay in order.
+// route picks the connection of player: always the same one, so the
+// player's requests stay in order. If it is lost, so is the client.
 func (c *Client) route(player string) (*conn, error) {
 	h := fnv.New32a()
 	h.Write([]byte(player))
-	n := len(c.conns)
-	start := int(h.Sum32() % uint32(n))
-	for i := 0; i < n; i++ {
-		cn := c.conns[(start+i)%n]
-		select {
-		case <-cn.dead:
-		default:
-			return cn, nil
-		}
+	cn := c.conns[int(h.Sum32()%uint32(len(c.conns)))]
+	select {
+	case <-cn.dead:
+		return nil, cn.deadErr()
+	default:
+		return cn, nil
 	}
-	if c.closed.Load() {
-		return nil, fmt.Errorf("%w: %w", ErrUnavailable, ErrClosed)
-	}
-	return nil, fmt.Errorf("%w: every connection to %s is lost", ErrUnavailable, c.opt.Addr)
 }
 
 type callResult struct {
@@ -498,8 +492,19 @@ func (cn *conn) kill(why error) {
 		c.err = cn.err
 		c.errMu.Unlock()
 		close(c.done)
-	} else if !errors.Is(why, ErrClosed) {
-		c.log.Warn("scene link connection lost", zap.Int("conn", cn.idx), zap.Error(why))
+		return
+	}
+	if !errors.Is(why, ErrClosed) {
+		// One connection lost while the process lives (garbage, a write
+		// timeout): end them all, so the caller redials and resends in seq
+		// order. Moving a player to another connection instead could let a
+		// later seq overtake an earlier one that died with this connection.
+		c.log.Warn("scene link connection lost; closing the others", zap.Int("conn", cn.idx), zap.Error(why))
+		for _, o := range c.conns {
+			if o != cn {
+				o.kill(fmt.Errorf("connection %d to the same process lost: %w", cn.idx, why))
+			}
+		}
 	}
 }
 
