@@ -128,9 +128,10 @@ type Future struct {
 	op    []byte
 	done  chan struct{}
 	rep   Reply
-	err   error
-	sent  bool
-	sends int
+	err     error
+	sent    bool
+	sends   int
+	retries int // retryable replies so far
 }
 
 // Done is closed when the request completed.
@@ -601,8 +602,12 @@ func (c *Client) onReply(f gwproto.Frame) {
 		return
 	}
 	if f.Code.Retryable() && !c.opt.NoRetry {
+		// Back off per request (50 ms doubling to 2 s), so a long outage
+		// does not turn into a stream of refused resends.
+		delay := min(50*time.Millisecond<<min(fut.retries, 6), 2*time.Second)
+		fut.retries++
 		c.mu.Unlock()
-		time.AfterFunc(50*time.Millisecond, func() {
+		time.AfterFunc(delay, func() {
 			c.mu.Lock()
 			if c.calls[fut.seq] == fut {
 				c.sendLocked(fut)
