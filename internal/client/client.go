@@ -124,10 +124,10 @@ var (
 
 // Future is a request in flight.
 type Future struct {
-	seq   uint64
-	op    []byte
-	done  chan struct{}
-	rep   Reply
+	seq     uint64
+	op      []byte
+	done    chan struct{}
+	rep     Reply
 	err     error
 	sent    bool
 	sends   int
