@@ -408,6 +408,7 @@ func TestGatewayPlayersSurviveSceneKill9(t *testing.T) {
 	close(stop)
 	<-done
 	w.check(false)
+	noViolations(t, c) // the gateway's and scenes' traffic is within their bus roles
 }
 
 // The world manager and then the data server are killed with SIGKILL

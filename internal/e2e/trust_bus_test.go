@@ -4,6 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -363,4 +367,76 @@ func TestForgedTravelInMintsNothing(t *testing.T) {
 		noRichPlayerIn(t, "town", "forest")
 	})
 	_ = sub.Unsubscribe()
+	// The cluster's own traffic (enter, give, travel, saves, replicas)
+	// stays inside each role's permissions.
+	noViolations(t, c)
+}
+
+// noViolations fails if any process of c was told it broke a subject
+// permission.
+func noViolations(t *testing.T, c *cluster) {
+	t.Helper()
+	logs := map[string]string{}
+	for _, p := range c.procs {
+		logs[p.name] = p.output()
+	}
+	files, _ := filepath.Glob(filepath.Join(c.dataDir, "logs", "*.log"))
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		logs[filepath.Base(f)] = string(b)
+	}
+	if len(files) == 0 {
+		t.Fatal("no scene process logs found to check")
+	}
+	for name, out := range logs {
+		if i := strings.Index(strings.ToLower(out), "permissions violation"); i >= 0 {
+			t.Errorf("%s was refused by the bus: %s", name, out[i:min(len(out), i+200)])
+		}
+	}
+}
+
+// A scene process whose subscriptions the bus refuses does not start: an
+// external NATS configured without the scene role's right to its own
+// subjects would otherwise leave a scene running that no transfer or GM
+// command can reach.
+func TestSceneStartFailsWhenTheBusRefusesItsSubscriptions(t *testing.T) {
+	bin, err := exec.LookPath("nats-server")
+	if err != nil {
+		if _, err := os.Stat("/usr/sbin/nats-server"); err != nil {
+			t.Skip("no nats-server binary")
+		}
+		bin = "/usr/sbin/nats-server"
+	}
+	c := newCluster(t)
+	conf := c.respawn("bus", "config")
+	broken := strings.Replace(conf, `, "respawn.scene.>"`, "", 1)
+	if broken == conf {
+		t.Fatalf("the scene role's subscription to respawn.scene.> is not in:\n%s", conf)
+	}
+	path := filepath.Join(t.TempDir(), "nats.conf")
+	if err := os.WriteFile(path, []byte(broken), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addr := freeAddr(t)
+	host, port, _ := net.SplitHostPort(addr)
+	ns := startProc(t, c, bin, "-c", path, "-a", host, "-p", port)
+	c.procs = append(c.procs, ns)
+	waitFor(t, 10*time.Second, func() error {
+		conn, err := net.Dial("tcp", addr)
+		if err == nil {
+			conn.Close()
+		}
+		return err
+	})
+	c.extra = append(c.extra, "--nats.url", "nats://"+addr)
+	sc := c.start("scene", "--process", "town", "--epoch", "1")
+	if err := sc.wait(20 * time.Second); err == nil {
+		t.Fatalf("the scene process started although the bus refused its subscriptions; log:\n%s", sc.output())
+	}
+	if out := sc.output(); !strings.Contains(out, "subscribe as scene") || !strings.Contains(strings.ToLower(out), "permissions violation") {
+		t.Fatalf("the scene process failed, but not for its refused subscription; log:\n%s", out)
+	}
 }

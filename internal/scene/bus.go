@@ -3,6 +3,7 @@ package scene
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -61,6 +62,13 @@ func (p *Process) connectNATS() error {
 	if nc.IsConnected() {
 		if err := nc.FlushTimeout(5 * time.Second); err != nil {
 			return fmt.Errorf("subscribe: %w", err)
+		}
+		// The server answers a subscription it refuses before the flush's
+		// PONG: a bus that will not let this process do its job (an
+		// external NATS configured without our permissions) stops the
+		// start rather than leaving an unreachable scene running.
+		if err := nc.LastError(); errors.Is(err, nats.ErrPermissionViolation) {
+			return fmt.Errorf("subscribe as %s: %w", bus.RoleScene, err)
 		}
 	}
 	return nil
