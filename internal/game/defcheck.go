@@ -53,7 +53,9 @@ func checkDef(recorded []byte, hash uint64, def SceneDef) error {
 	} else {
 		diffs = DefDiff(old, def)
 		if len(diffs) == 0 {
-			diffs = []string{"same fields, different encoding"}
+			// Only the encoding differs (a newer binary added a field the
+			// old definition leaves at its zero value): the same world.
+			return nil
 		}
 	}
 	more := ""

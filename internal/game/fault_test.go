@@ -1,6 +1,7 @@
 package game
 
 import (
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -137,4 +138,19 @@ func TestReloadForgetsUnacknowledgedGives(t *testing.T) {
 		t.Fatalf("retry after reload: %+v", g)
 	}
 	checkLedger(t, s)
+}
+
+// A recorded definition that differs only in encoding (a field a newer
+// binary added, at its zero value) is the same world: accepted.
+func TestSnapshotAcceptsTheSameDefinitionEncodedDifferently(t *testing.T) {
+	def := defByID(t, "forest")
+	var recorded map[string]any
+	if err := json.Unmarshal(defJSON(def), &recorded); err != nil {
+		t.Fatal(err)
+	}
+	recorded["some_future_field"] = nil // unknown to this binary: ignored
+	raw, _ := json.Marshal(recorded)
+	if err := checkDef(raw, 12345, def); err != nil {
+		t.Fatalf("same world, other encoding: %v", err)
+	}
 }
