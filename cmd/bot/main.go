@@ -20,6 +20,7 @@ func main() {
 	}
 	for _, add := range []func() *cobra.Command{
 		saveLoadCommand,
+		chaosCommand,
 	} {
 		root.AddCommand(add())
 	}
