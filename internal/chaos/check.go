@@ -122,6 +122,28 @@ func checkAll(ctx context.Context, rep *Report, cl *cluster, ac *dataclient.Admi
 	}
 	add(Check{Name: "disconnects", Checked: len(s.bots)}, vs)
 
+	// Answered: every request got its reply (the client library resends
+	// through failovers by itself; a request left without one broke the
+	// promise even if the session lives on).
+	vs = nil
+	for _, b := range s.bots {
+		b.mu.Lock()
+		if b.unknown > 0 {
+			var first string
+			for _, r := range b.hist {
+				if r.out.Outcome == OutUnknown {
+					first = fmt.Sprintf("%s: %s", r.in.Kind, r.out.Reason)
+					break
+				}
+			}
+			vs = append(vs, Violation{Check: "unanswered", Player: b.id, Requests: len(b.hist),
+				Expected: fmt.Sprintf("every request answered within %s", s.reqTimeout),
+				Found:    fmt.Sprintf("%d without an answer", b.unknown), Detail: "first: " + first})
+		}
+		b.mu.Unlock()
+	}
+	add(Check{Name: "unanswered", Checked: len(s.bots)}, vs)
+
 	// Stuck: every session answers a final request within the bound.
 	vs = nil
 	var vmu sync.Mutex

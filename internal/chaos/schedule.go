@@ -53,7 +53,7 @@ type Planned struct {
 }
 
 // Schedule is the fault plan for a run: one fault every `every` from
-// `every` until `duration`, the same for the same seed. Each kind comes up
+// `every` until before `duration` (play goes on after the last one), the same for the same seed. Each kind comes up
 // once before any repeats (a shuffled round), so a short run with one
 // fault per kind covers them all.
 func Schedule(seed uint64, kinds []string, duration, every time.Duration) []Planned {
@@ -63,7 +63,7 @@ func Schedule(seed uint64, kinds []string, duration, every time.Duration) []Plan
 	r := rand.New(rand.NewPCG(seed, 0x6368616f73)) // "chaos"
 	var out []Planned
 	var round []string
-	for at := every; at <= duration; at += every {
+	for at := every; at < duration; at += every {
 		if len(round) == 0 {
 			round = slices.Clone(kinds)
 			r.Shuffle(len(round), func(i, j int) { round[i], round[j] = round[j], round[i] })

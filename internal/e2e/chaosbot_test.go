@@ -1,0 +1,88 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// chaosReport is the part of `bot chaos --json` the tests read.
+type chaosReport struct {
+	Bots     int `json:"bots"`
+	Requests struct {
+		Sent     uint64 `json:"sent"`
+		Answered uint64 `json:"answered"`
+	} `json:"requests"`
+	Faults []struct {
+		Kind       string `json:"kind"`
+		Target     string `json:"target"`
+		AtMs       int64  `json:"at_ms"`
+		RecoveryMs int64  `json:"recovery_ms"`
+		Error      string `json:"error"`
+	} `json:"faults"`
+	Violations []struct {
+		Check    string `json:"check"`
+		Player   string `json:"player"`
+		Expected string `json:"expected"`
+		Found    string `json:"found"`
+	} `json:"violations"`
+}
+
+// runChaos runs the bot binary's chaos command with its own cluster (the
+// real binaries under respawn up) and returns its report and exit error.
+func runChaos(t *testing.T, env []string, args ...string) (chaosReport, string, error) {
+	t.Helper()
+	work := t.TempDir()
+	args = append([]string{"chaos", "--json", "--config", filepath.Join("..", "..", "configs", "world.yaml"),
+		"--bin-dir", binDir, "--work-dir", work}, args...)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "bot"), args...)
+	cmd.Env = append(cmd.Environ(), env...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var rep chaosReport
+	if jerr := json.Unmarshal(stdout.Bytes(), &rep); jerr != nil {
+		t.Fatalf("bot chaos %s: %v; no JSON report (%v)\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), err, jerr, stdout.String(), stderr.String())
+	}
+	return rep, stderr.String(), err
+}
+
+// TestChaosBotNoViolations is the short chaos run of `make test`: a few
+// dozen bots play for ~45 s through two gateways while every fault kind
+// hits the cluster once, and `bot chaos` finds no violation.
+func TestChaosBotNoViolations(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a 45 s chaos run")
+	}
+	rep, stderr, err := runChaos(t, nil, "--bots", "30", "--duration", "45s", "--every", "7s", "--seed", "12")
+	for _, v := range rep.Violations {
+		t.Errorf("violation %s %s: expected %s, found %s", v.Check, v.Player, v.Expected, v.Found)
+	}
+	if err != nil {
+		t.Fatalf("bot chaos: %v\n%s", err, stderr)
+	}
+	if rep.Bots != 30 || rep.Requests.Answered == 0 || rep.Requests.Answered < rep.Requests.Sent {
+		t.Fatalf("bots %d, sent %d, answered %d", rep.Bots, rep.Requests.Sent, rep.Requests.Answered)
+	}
+	var kinds []string
+	for _, f := range rep.Faults {
+		if f.Error != "" || f.RecoveryMs < 0 {
+			t.Errorf("fault %s on %s at %d ms: recovery %d ms, %s", f.Kind, f.Target, f.AtMs, f.RecoveryMs, f.Error)
+		}
+		kinds = append(kinds, f.Kind)
+	}
+	for _, k := range []string{"scene", "worldmgr", "datasvr", "gateway", "hang", "stall"} {
+		if !slices.Contains(kinds, k) {
+			t.Errorf("fault kind %s never injected (faults: %v)", k, kinds)
+		}
+	}
+	t.Logf("chaos: %d faults, %d requests answered\n%s", len(rep.Faults), rep.Requests.Answered, stderr)
+}
