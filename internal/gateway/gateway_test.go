@@ -383,8 +383,8 @@ func TestAnnouncementFromAnotherGatewayEndsLocalSession(t *testing.T) {
 func TestPositionsBatchedAndFiltered(t *testing.T) {
 	g := startGateway(t, func(c *config.Gateway) { c.ViewRadius = 10; c.MaxPositions = 2 })
 	near, far := testConn(g), testConn(g)
-	sNear := g.reg.newSession("near", "a", "town", near)
-	sFar := g.reg.newSession("far", "b", "town", far)
+	sNear := liveSession(g, "near", "a", "town", near)
+	sFar := liveSession(g, "far", "b", "town", far)
 	g.reg.install(sNear)
 	g.reg.install(sFar)
 	for _, p := range []struct {

@@ -55,10 +55,7 @@ func (g *Gateway) deliver(p scenelink.Push) {
 }
 
 func (s *Session) push(frame []byte) {
-	s.mu.Lock()
-	c := s.conn
-	s.mu.Unlock()
-	if c != nil {
+	if c := s.live(); c != nil {
 		c.sendRaw(frame)
 	}
 }

@@ -33,6 +33,7 @@ type Session struct {
 
 	mu       sync.Mutex // guards the fields below
 	conn     *clientConn
+	ready    *clientConn // the connection that got SESSION: frames go to conn only once ready == conn
 	scene    string
 	queue    []*pending
 	inflight map[uint64]bool // seqs queued or being relayed
@@ -355,15 +356,29 @@ func (s *Session) sendSession(c *clientConn, jr scenelink.JoinResult, resumed bo
 		Player: s.player, Session: s.id, ResumeToken: tok, Scene: s.currentScene(),
 		LastSeq: jr.LastSeq, Resumed: resumed, State: jr.State,
 	})
+	s.mu.Lock()
+	s.ready = c
+	s.mu.Unlock()
+}
+
+// live returns the connection to send replies and pushes to: nil while
+// there is none or it has not had its SESSION yet (a reply dropped then is
+// resent by the client after SESSION, and answered from the scene's
+// record).
+func (s *Session) live() *clientConn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conn == nil || s.conn != s.ready {
+		return nil
+	}
+	return s.conn
 }
 
 // refreshResume sends the client a fresh resume token. A token expires
 // SessionTTL after it was issued, and the gateway refreshes it well
 // within that, so a valid token proves the session had not expired.
 func (s *Session) refreshResume() {
-	s.mu.Lock()
-	c := s.conn
-	s.mu.Unlock()
+	c := s.live()
 	if c == nil {
 		return
 	}
@@ -462,8 +477,8 @@ func (s *Session) relay(p *pending) {
 	g.rt.unhold(p)
 	s.mu.Lock()
 	delete(s.inflight, p.seq)
-	c := s.conn
 	s.mu.Unlock()
+	c := s.live()
 	if errors.Is(err, errEnded) {
 		return
 	}
