@@ -140,7 +140,9 @@ func (w *world) route(s *Scene, effects []Effect) {
 				w.datasvr[ef.Player.ID] = simSaved{data: ef.Player.Clone(), version: ef.Version}
 				w.queue = append(w.queue, ScriptEvent{Scene: s.ID(), Event: SaveAck{Player: ef.Player.ID, Version: ef.Version}})
 			default:
-				w.queue = append(w.queue, ScriptEvent{Scene: s.ID(), Event: SaveRejected{Player: ef.Player.ID, Version: ef.Version, Reason: "stale version"}})
+				// The data server's copy is newer: the process reloads the
+				// player from it (a logged Reload), it does not drop it.
+				w.queue = append(w.queue, ScriptEvent{Scene: s.ID(), Event: Reload{Player: cur.data.Clone(), Version: cur.version, Reason: "save refused as older"}})
 			}
 		case CreateRoom:
 			w.create(ef.Def)
@@ -239,6 +241,17 @@ func (w *world) step() {
 				w.create(ef.Def)
 			}
 		}
+	case k < 58 && len(s.plist) > 0:
+		// As after a log repair: the data server holds a newer version
+		// than the scene, whose next save is refused; the process reloads
+		// the player from the data server's copy.
+		id := s.plist[w.r.IntN(len(s.plist))].data.ID
+		cur := w.datasvr[id]
+		_, v, _ := s.Player(id)
+		cur.version = max(cur.version, v) + 1
+		cur.data.Scene = sid
+		w.datasvr[id] = cur
+		w.apply(sid, Reload{Player: cur.data.Clone(), Version: cur.version, Reason: "save refused as older"})
 	default:
 		if len(s.plist) == 0 {
 			w.apply(sid, Tick{})
