@@ -126,7 +126,7 @@ type Scene struct {
 	sessEntries int
 	nextEntry   uint64
 	departedN   int
-	fifo        []entryRef // stored replies oldest first, for eviction; derived
+	fifo        []entryRef // stored replies oldest first, built for eviction at the budget; derived
 	fifoHead    int
 	opBuf       []byte // scratch for hashing ops
 

@@ -134,7 +134,7 @@ func (s *Scene) onRequest(r Request) []Effect {
 	// just dropped it.
 	if s.sessions[r.Player] == rec {
 		rec.lastSeq = prev
-		s.remember(r.Player, rec, r.Seq, hash, body)
+		s.remember(rec, r.Seq, hash, body)
 	}
 	out[0] = Reply{Session: r.Session, Player: r.Player, Seq: r.Seq, Body: body}
 	return out
@@ -171,19 +171,15 @@ func (s *Scene) onAttach(ev Attach) []Effect {
 }
 
 // remember stores the reply of applied request seq.
-func (s *Scene) remember(player string, rec *sessRec, seq, hash uint64, body Result) {
+func (s *Scene) remember(rec *sessRec, seq, hash uint64, body Result) {
 	s.nextEntry++
 	c := entryOverhead + resultCost(body)
 	rec.entries = append(rec.entries, sessEntry{seq: seq, hash: hash, order: s.nextEntry, cost: c, body: body})
 	rec.lastSeq = seq
 	s.sessBytes += c
 	s.sessEntries++
-	s.fifo = append(s.fifo, entryRef{player: player, order: s.nextEntry})
 	s.trimWindow(rec)
 	for s.sessBytes > sessionBudget && s.evictOldest() {
-	}
-	if len(s.fifo)-s.fifoHead > 2*s.sessEntries+64 || s.fifoHead > len(s.fifo)/2 {
-		s.compactFIFO()
 	}
 }
 
@@ -195,34 +191,52 @@ func (s *Scene) trimWindow(rec *sessRec) {
 		s.sessEntries--
 		n++
 	}
-	if n > 0 {
-		clear(rec.entries[:n])
-		rec.entries = rec.entries[n:]
+	rec.dropFront(n)
+}
+
+// dropFront removes the first n entries, keeping the backing array (a
+// steady window then never allocates).
+func (rec *sessRec) dropFront(n int) {
+	if n == 0 {
+		return
 	}
+	k := copy(rec.entries, rec.entries[n:])
+	clear(rec.entries[k:])
+	rec.entries = rec.entries[:k]
 }
 
 // evictOldest drops the scene's oldest stored reply; false if none is left.
+// The eviction order is built only when needed (at the budget), from the
+// records: every entry live then, oldest first. Entries added later are
+// newer than all of them, so the order stays right until it runs out, and
+// is rebuilt then.
 func (s *Scene) evictOldest() bool {
-	for s.fifoHead < len(s.fifo) {
-		ref := s.fifo[s.fifoHead]
-		s.fifo[s.fifoHead] = entryRef{}
-		s.fifoHead++
-		rec := s.sessions[ref.player]
-		if rec == nil || len(rec.entries) == 0 || rec.entries[0].order != ref.order {
-			continue // already gone: trimmed, reset or pruned
+	for rebuilt := false; ; {
+		for s.fifoHead < len(s.fifo) {
+			ref := s.fifo[s.fifoHead]
+			s.fifo[s.fifoHead] = entryRef{}
+			s.fifoHead++
+			rec := s.sessions[ref.player]
+			if rec == nil || len(rec.entries) == 0 || rec.entries[0].order != ref.order {
+				continue // already gone: trimmed, reset or pruned
+			}
+			s.sessBytes -= rec.entries[0].cost
+			s.sessEntries--
+			rec.dropFront(1)
+			return true
 		}
-		s.sessBytes -= rec.entries[0].cost
-		s.sessEntries--
-		rec.entries[0] = sessEntry{}
-		rec.entries = rec.entries[1:]
-		return true
+		if rebuilt || s.sessEntries == 0 {
+			s.fifo, s.fifoHead = nil, 0
+			return false
+		}
+		s.buildFIFO()
+		rebuilt = true
 	}
-	return false
 }
 
-// compactFIFO rebuilds the eviction order from the records: every live
-// entry once, oldest first. It depends on no map order (orders are unique).
-func (s *Scene) compactFIFO() {
+// buildFIFO lists every stored reply, oldest first. It depends on no map
+// order (orders are unique).
+func (s *Scene) buildFIFO() {
 	refs := make([]entryRef, 0, s.sessEntries)
 	for p, rec := range s.sessions {
 		for _, e := range rec.entries {

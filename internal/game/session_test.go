@@ -289,6 +289,20 @@ func TestSessionBound(t *testing.T) {
 			}
 		}
 	}
+	// Eviction at the budget is the same after a restore (its order is
+	// rebuilt from the records): both copies go on to the same state.
+	s2, err := Restore(s.def, s.Snapshot())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := maxPlayers + departed - 50; i < maxPlayers+departed; i++ {
+		for _, sc := range []*Scene{s, s2} {
+			sc.Apply(Request{Session: session(i), Player: pid(i), Seq: 2, Op: big})
+		}
+	}
+	if s.Hash() != s2.Hash() || s.sessBytes != s2.sessBytes {
+		t.Fatal("eviction after a restore diverged")
+	}
 	with := len(s.Snapshot())
 	s.sessions = map[string]*sessRec{}
 	without := len(s.Snapshot())

@@ -329,7 +329,6 @@ func restore(def SceneDef, snap []byte) (*Scene, error) {
 	if len(d.b) != 0 {
 		return nil, fmt.Errorf("%d trailing bytes", len(d.b))
 	}
-	s.compactFIFO()
 	return s, nil
 }
 
