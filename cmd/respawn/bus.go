@@ -16,7 +16,9 @@ func busCommands(a *app) []*cobra.Command {
 		Long: `Prints the nats-server configuration of the cluster's users: one per role
 (datasvr, worldmgr, scene, gateway, operator, gm), with passwords derived from the
 cluster secret and the subject permissions the embedded server enforces. Include
-it in the external server's config (nats-server -c FILE) and set nats.url.`,
+it in the external server's config (nats-server -c FILE) and set nats.url. Like
+respawn up, it creates the cluster secret under the data directory when there is
+none yet, so the NATS server can be configured before the cluster's first start.`,
 		Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
 			cfg, err := a.config()

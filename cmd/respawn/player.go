@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -37,6 +39,13 @@ func (a *app) natsConn(role bus.Role) (*nats.Conn, error) {
 	cfg, err := a.config()
 	if err != nil {
 		return nil, err
+	}
+	// Never create a secret here: a new one would only be refused.
+	if cfg.Secret == "" {
+		path := filepath.Join(cfg.DataDir, secret.FileName)
+		if _, err := os.Stat(path); err != nil {
+			return nil, fmt.Errorf("no cluster secret (RESPAWN_SECRET) and none at %s to log in to NATS with (use the cluster's --data-dir or config): %w", path, err)
+		}
 	}
 	sec, err := secret.Load(cfg.Secret, cfg.DataDir)
 	if err != nil {
