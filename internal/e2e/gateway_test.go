@@ -499,7 +499,8 @@ func TestGatewayKill9PlayersResumeElsewhere(t *testing.T) {
 // past the flood limit, closes that client alone; a client that does not
 // read is cut alone (slow_consumer); other players keep playing.
 func TestGatewayFloodAndWindow(t *testing.T) {
-	c := newCluster(t, "--gateway.rate", "20", "--gateway.burst", "5", "--gateway.flood-limit", "50")
+	// A token every 200 ms: 20 refusals in a row take a few milliseconds.
+	c := newCluster(t, "--gateway.rate", "5", "--gateway.burst", "5", "--gateway.flood-limit", "20")
 	c.startWorld()
 	_, tcp, ws := c.gateway("gateway")
 	w := newPlayers(t, c, 2, [][]string{{tcp, ws}})
@@ -551,7 +552,7 @@ func TestGatewayFloodAndWindow(t *testing.T) {
 			break
 		}
 	}
-	if closeCode != gwproto.CodeFlood || codes[gwproto.CodeRateLimited] < 50 {
+	if closeCode != gwproto.CodeFlood || codes[gwproto.CodeRateLimited] < 20 {
 		t.Fatalf("flood: replies %v, close %s", codes, closeCode)
 	}
 	// The other players did not notice.
