@@ -89,6 +89,7 @@ type swarm struct {
 	rate       float64
 	pipeline   int
 	reqTimeout time.Duration
+	sec        *secret.Secret
 
 	sent, answered, refused, unknown atomic.Uint64
 	lat                              latencies

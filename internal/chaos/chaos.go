@@ -16,11 +16,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/spf13/pflag"
 	"go.uber.org/zap"
 
 	"github.com/respawn-dev/respawn/internal/admin"
+	"github.com/respawn-dev/respawn/internal/bus"
 	"github.com/respawn-dev/respawn/internal/config"
 	"github.com/respawn-dev/respawn/internal/dataclient"
 	"github.com/respawn-dev/respawn/internal/secret"
@@ -177,8 +177,9 @@ func Run(ctx context.Context, cfg *config.Config, o Options, log *zap.Logger) (*
 	if err != nil {
 		return nil, err
 	}
-	nc, err := nats.Connect(cfg.NATS.ClientURL(), nats.Name("bot-chaos"), nats.MaxReconnects(-1),
-		nats.ReconnectWait(100*time.Millisecond), nats.Timeout(5*time.Second))
+	// The GM role: the bots' players are created and given gold as an
+	// operator would.
+	nc, err := bus.Connect(cfg.NATS.ClientURL(), "bot-chaos", bus.RoleGM, sec, log)
 	if err != nil {
 		return nil, fmt.Errorf("connect to nats at %s: %w", cfg.NATS.ClientURL(), err)
 	}
@@ -189,7 +190,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options, log *zap.Logger) (*
 	for _, g := range cfg.Gateways() {
 		gateways = append(gateways, g.Listen)
 	}
-	s := &swarm{cfg: cfg, play: playables(cfg), rate: o.Rate, pipeline: o.Pipeline, reqTimeout: 30 * time.Second}
+	s := &swarm{cfg: cfg, play: playables(cfg), rate: o.Rate, pipeline: o.Pipeline, reqTimeout: 30 * time.Second, sec: sec}
 	prefix := fmt.Sprintf("chaos%d-%x", o.Seed, time.Now().UnixNano()&0xffffff)
 	s.bots = make([]*bot, o.Bots)
 	defer func() {

@@ -2,15 +2,20 @@ package chaos
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"sync"
 	"time"
 
 	"github.com/anishathalye/porcupine"
+	"go.uber.org/zap"
+
+	"github.com/respawn-dev/respawn/internal/bus"
 
 	"github.com/respawn-dev/respawn/internal/dataclient"
 	"github.com/respawn-dev/respawn/internal/game"
+	"github.com/respawn-dev/respawn/internal/player"
 )
 
 // worldWatch samples every scene's state during the run: a scene's tick
@@ -241,6 +246,10 @@ func checkAll(ctx context.Context, rep *Report, cl *cluster, ac *dataclient.Admi
 	}
 	add(c, vs)
 
+	// Fencing: a stale writer's save must be refused.
+	n, fvs := fencingProbe(ctx, cl, ac, s)
+	add(Check{Name: "fencing (stale writer)", Checked: n}, fvs)
+
 	// The data server: log every bot out (a save), then what it holds must
 	// be each bot's ledger.
 	_ = parallel(ctx, len(s.bots), 64, func(i int) error {
@@ -403,3 +412,58 @@ func longestPrefix(ops []porcupine.Operation, info porcupine.LinearizationInfo) 
 	}
 	return desc
 }
+
+// fencingProbe is the stale writer: for one player of each scene it saves,
+// as the previous epoch of the scene holding the player's lease, a copy
+// with forgeGold more gold. The data server must refuse it as a stale
+// epoch; an accepted one is a fencing violation (and the forged gold then
+// shows up in the ledger checks too).
+func fencingProbe(ctx context.Context, cl *cluster, ac *dataclient.AdminClient, s *swarm) (int, []Violation) {
+	nc, err := bus.Connect(cl.cfg.NATS.ClientURL(), "bot-chaos-stale-writer", bus.RoleScene, s.sec, zap.NewNop())
+	if err != nil {
+		return 0, []Violation{{Check: "fencing", Expected: "a connection as a scene to probe fencing", Found: err.Error()}}
+	}
+	defer nc.Close()
+	var vs []Violation
+	probed := map[string]bool{}
+	n := 0
+	for _, b := range s.bots {
+		if probed[b.scene] || b.unknownAttack {
+			continue
+		}
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		show, err := ac.Show(pctx, b.id)
+		cancel()
+		if err != nil || show.Owner == nil || show.Owner.Epoch < 1 {
+			continue
+		}
+		d, err := player.Decode(show.Data)
+		if err != nil {
+			continue
+		}
+		probed[b.scene] = true
+		n++
+		d.Gold += forgeGold
+		stale := show.Owner.Epoch - 1
+		dc := dataclient.NewClient(nc, show.Owner.Scene, stale, zap.NewNop())
+		pctx, cancel = context.WithTimeout(ctx, 5*time.Second)
+		err = dc.Save(pctx, b.id, show.Version+1, d)
+		cancel()
+		switch {
+		case err == nil:
+			vs = append(vs, Violation{Check: "fencing", Player: b.id, Scene: show.Owner.Scene,
+				Expected: fmt.Sprintf("a save by scene %s epoch %d refused: the lease has epoch %d", show.Owner.Scene, stale, show.Owner.Epoch),
+				Found:    fmt.Sprintf("accepted as version %d", show.Version+1)})
+		case errors.Is(err, dataclient.ErrStaleEpoch):
+		default:
+			vs = append(vs, Violation{Check: "fencing", Player: b.id, Scene: show.Owner.Scene,
+				Expected: fmt.Sprintf("a save by scene %s epoch %d refused as a stale epoch", show.Owner.Scene, stale),
+				Found:    err.Error()})
+		}
+	}
+	return n, vs
+}
+
+// forgeGold is what the stale writer adds: large enough that no play
+// explains it.
+const forgeGold = 1_000_000
