@@ -195,3 +195,77 @@ func monsterHP(v game.View, id string) int64 {
 	}
 	return -1
 }
+
+// Join brings a player in from the data server, and names the scene the
+// data server says they are in (or were last in) instead of taking them;
+// leave saves them, releases the lease, and a stale leave does nothing.
+func TestLinkJoinFollowsTheDataServer(t *testing.T) {
+	c := newCluster(t)
+	c.startWorld()
+	sec, err := secret.Load("", c.dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob := uniqueID("bob")
+	c.respawn("player", "create", bob, "--name", "Bob")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	link := func(scene string) *scenelink.Client {
+		row, err := c.scene(scene)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cl, err := scenelink.Dial(ctx, scenelink.Options{Addr: row.Link, Secret: sec})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cl.Close() })
+		return cl
+	}
+	forest, town := link("forest"), link("town")
+	if jr, err := forest.Join(ctx, "forest", bob, "s1"); err != nil || jr.Moved != "" {
+		t.Fatalf("join forest: %+v %v", jr, err)
+	}
+	// Held by the forest: town says so and takes nothing.
+	if jr, err := town.Join(ctx, "town", bob, "s2"); err != nil || jr.Moved != "forest" {
+		t.Fatalf("join town while in the forest: %+v %v", jr, err)
+	}
+	if at, err := c.where(bob, "town", "forest"); err != nil || len(at) != 1 || at["forest"].ID != bob {
+		t.Fatalf("bob is in %v (%v)", keys(at), err)
+	}
+	// A stale leave does nothing; the current session's leave saves and
+	// releases.
+	if err := forest.Leave(ctx, "forest", bob, "old"); err != nil {
+		t.Fatal(err)
+	}
+	if at, _ := c.where(bob, "forest"); len(at) != 1 {
+		t.Fatal("a stale leave removed bob")
+	}
+	if err := forest.Leave(ctx, "forest", bob, "s1"); err != nil {
+		t.Fatal(err)
+	}
+	show, err := c.showPlayer(bob)
+	if err != nil || show.Owner != nil {
+		t.Fatalf("after leave: %+v %v", show, err)
+	}
+	// He was last in the forest: town sends the gateway there.
+	if jr, err := town.Join(ctx, "town", bob, "s3"); err != nil || jr.Moved != "forest" {
+		t.Fatalf("join town after leaving the forest: %+v %v", jr, err)
+	}
+	if at, _ := c.where(bob, "town", "forest"); len(at) != 0 {
+		t.Fatalf("bob is in %v after a refused join", keys(at))
+	}
+	jr, err := forest.Join(ctx, "forest", bob, "s3")
+	if err != nil || jr.Moved != "" || jr.LastSeq != 0 {
+		t.Fatalf("join forest again: %+v %v", jr, err)
+	}
+	// A new session starts at 1; the old one is dead.
+	r, err := forest.Request(ctx, scenelink.Req{Scene: "forest", Player: bob, Session: "s1", Seq: 9, Op: []byte(`{"op":"move","x":3,"y":3}`)})
+	if err != nil || r.Code != game.ErrSessionReplaced {
+		t.Fatalf("old session: %+v %v", r, err)
+	}
+	r, err = forest.Request(ctx, scenelink.Req{Scene: "forest", Player: bob, Session: "s3", Seq: 1, Op: []byte(`{"op":"move","x":3,"y":3}`)})
+	if err != nil || r.Code != "" || string(r.Body) != `{"x":3,"y":3}` {
+		t.Fatalf("new session: %+v %v", r, err)
+	}
+}
