@@ -325,7 +325,8 @@ func (c *cluster) status() datasvrStatus {
 
 // A scene whose definition is edited between a crash and its replay is
 // refused with an error naming what changed, not replayed into a history
-// it never acknowledged.
+// it never acknowledged. Only that scene stops; a repair starts it fresh
+// under the new definition.
 func TestConfigEditBetweenCrashAndReplayRefused(t *testing.T) {
 	src, err := os.ReadFile(filepath.Join("..", "..", "configs", "world.yaml"))
 	if err != nil {
@@ -355,26 +356,47 @@ func TestConfigEditBetweenCrashAndReplayRefused(t *testing.T) {
 	if err := syscall.Kill(row.PID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	logPath := filepath.Join(c.dataDir, "logs", "scene-"+row.Process+".log")
+	const want = "monsters[hogger].hp: 1000 -> 1500"
 	waitFor(t, 20*time.Second, func() error {
-		raw, _ := os.ReadFile(logPath)
-		if !strings.Contains(string(raw), "scene definition changed since the snapshot") {
-			return fmt.Errorf("no refusal in %s yet", logPath)
+		r, err := c.scene("forest")
+		if err != nil {
+			return err
 		}
-		if !strings.Contains(string(raw), "monsters[hogger].hp: 1000 -> 1500") {
-			return fmt.Errorf("the refusal does not name the change:\n%s", lastLines(string(raw), 5))
+		if r.PID == row.PID || r.State != modules.SceneCorrupt {
+			return fmt.Errorf("forest %s pid %d (%s)", r.State, r.PID, r.Reason)
+		}
+		if !strings.Contains(r.Reason, "scene definition changed since the snapshot") || !strings.Contains(r.Reason, want) {
+			return fmt.Errorf("forest held with reason %q, want it to name %q", r.Reason, want)
 		}
 		return nil
 	})
-	// It never serves the diverged history.
-	r, err := c.scene("forest")
+	raw, _ := os.ReadFile(filepath.Join(c.dataDir, "logs", "scene-"+row.Process+".log"))
+	if !strings.Contains(string(raw), want) {
+		t.Fatalf("the scene log does not name the change:\n%s", lastLines(string(raw), 5))
+	}
+	// The diverged history is never served.
+	if out, err := c.tryRespawn("gm", "damage", "--scene", "forest", "--monster", "hogger", "--amount", "1", "--timeout", "1s"); err == nil {
+		t.Fatalf("forest served a GM command under the edited definition: %s", out)
+	}
+	// The operator takes the new definition: the scene starts fresh.
+	out := c.respawn("scene", "repair", "forest")
+	t.Logf("repair:\n%s", out)
+	waitFor(t, 10*time.Second, func() error {
+		r, err := c.scene("forest")
+		if err != nil {
+			return err
+		}
+		if r.State != modules.SceneRunning || r.Reason != "" {
+			return fmt.Errorf("forest %s (%s)", r.State, r.Reason)
+		}
+		return nil
+	})
+	v, err := c.inspect("forest")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.State == modules.SceneRunning && r.PID != row.PID {
-		if v, err := c.inspect("forest"); err == nil {
-			t.Fatalf("forest serves under the edited definition: hogger %+v", monster(v, "hogger"))
-		}
+	if m := monster(v, "hogger"); m.HP != 1500 || m.MaxHP != 1500 {
+		t.Fatalf("hogger after the repair: %+v, want 1500/1500 under the new definition", m)
 	}
 }
 

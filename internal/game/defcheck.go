@@ -63,8 +63,7 @@ func checkDef(recorded []byte, hash uint64, def SceneDef) error {
 		more = fmt.Sprintf("; and %d more", len(diffs)-maxDefDiffs)
 		diffs = diffs[:maxDefDiffs]
 	}
-	return fmt.Errorf("%w: %s%s (restore the old definition, or start the scene from a fresh log: docs/operations.md)",
-		ErrDefinitionChanged, strings.Join(diffs, "; "), more)
+	return fmt.Errorf("%w: %s%s", ErrDefinitionChanged, strings.Join(diffs, "; "), more)
 }
 
 // DefDiff lists the differences between two definitions as readable paths:

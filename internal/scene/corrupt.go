@@ -22,6 +22,11 @@ import (
 // ErrCorrupt: the scene's log is damaged; it serves nothing until repaired.
 var ErrCorrupt = errors.New("scene log is corrupt")
 
+// damageDefinition: the log was written under another scene definition
+// (game.ErrDefinitionChanged). Held like damage: not replayed, not served,
+// repaired by starting the scene fresh under the new definition.
+const damageDefinition shmlog.DamageKind = "definition"
+
 // corrupt is a scene or room whose slot of the log could not be replayed
 // whole. It holds what a repair needs: the good prefix's state (nil when
 // nothing replays) and the slot (nil when none could be attributed to it).

@@ -181,9 +181,15 @@ func (h *host) restoreOne(id, parent string, def game.SceneDef) error {
 	}
 	st, n, err := Replay(slot, def)
 	if errors.Is(err, game.ErrDefinitionChanged) {
+		// Only this scene stops, loudly, as for a damaged log: its history
+		// was acknowledged under the old definition. The process serves the
+		// others; a repair starts it fresh under the new one.
 		h.log.Error("scene definition changed since its log was written; refusing to replay it under the new one",
 			zap.String("scene", id), zap.Error(err))
-		return err
+		h.mDamage.found.WithLabelValues(string(damageDefinition)).Inc()
+		h.markCorrupt(&corrupt{id: id, parent: parent, def: def, damage: shmlog.Damage{Kind: damageDefinition, Slot: slot.Index(),
+			Reason: fmt.Sprintf("%v; put the old definition back and restart the process, or run `respawn scene repair %s` to start it fresh under the new one (its world state is dropped, players come back from the data server)", err, id)}})
+		return nil
 	}
 	if de := (*shmlog.DamageError)(nil); errors.As(err, &de) {
 		// Only this scene or room stops; the process serves the others.
