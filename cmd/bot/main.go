@@ -21,6 +21,7 @@ func main() {
 	for _, add := range []func() *cobra.Command{
 		saveLoadCommand,
 		chaosCommand,
+		playCommand,
 	} {
 		root.AddCommand(add())
 	}

@@ -92,6 +92,8 @@ type Loaded struct {
 	// higher one.
 	Version uint64
 	Data    player.Data
+	// HandedOver: see LoadReply.
+	HandedOver bool
 }
 
 // Load fetches a player and takes its lease for this scene and epoch. A
@@ -127,7 +129,7 @@ func (c *Client) load(ctx context.Context, req LoadRequest) (Loaded, error) {
 	if err != nil {
 		return Loaded{}, fmt.Errorf("load player %s: %w", req.Player, err)
 	}
-	return Loaded{Version: rep.Version, Data: d}, nil
+	return Loaded{Version: rep.Version, Data: d, HandedOver: rep.HandedOver}, nil
 }
 
 // Save stores data as version and returns once datasvr has it on disk.

@@ -170,6 +170,10 @@ type LoadReply struct {
 	Player  string          `json:"player"`
 	Version uint64          `json:"version"`
 	Data    json.RawMessage `json:"data,omitempty"`
+	// HandedOver: this load claimed a lease another scene handed over to
+	// this one (a travel): the player, with their session, is on the way
+	// as a transfer and must not be entered from this copy.
+	HandedOver bool `json:"handed_over,omitempty"`
 	Error   *Error          `json:"error,omitempty"`
 }
 

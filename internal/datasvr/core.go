@@ -366,6 +366,8 @@ func (s *Server) load(ctx context.Context, req *LoadRequest) (LoadReply, error) 
 		}
 		log.Debug("lease taken", zap.String("prev_scene", prev.Scene), zap.Uint64("prev_epoch", prev.Epoch), zap.Uint64("version", e.version))
 		rep.Version, rep.Data = e.version, e.data
+		// A handover leaves the lease to the destination with no epoch.
+		rep.HandedOver = prev.Scene == req.Scene && prev.Epoch == 0
 		return nil
 	})
 	if err == nil {

@@ -42,6 +42,9 @@ type host struct {
 
 	mu    sync.Mutex
 	loops map[string]*loop
+	// arriving counts, by player, transfers into this process being
+	// claimed and applied: a gateway's join waits for them (link.go).
+	arriving map[string]int
 	// corrupt are the scenes and rooms whose log slot is damaged: not
 	// served, not in loops, until repair (corrupt.go).
 	corrupt map[string]*corrupt
@@ -58,7 +61,7 @@ func LogPath(shmDir, process string) string { return filepath.Join(shmDir, proce
 
 func newHost(cfg *config.Config, log *zap.Logger, epoch uint64) *host {
 	return &host{
-		cfg: cfg, log: log, epoch: epoch, loops: map[string]*loop{}, corrupt: map[string]*corrupt{},
+		cfg: cfg, log: log, epoch: epoch, loops: map[string]*loop{}, corrupt: map[string]*corrupt{}, arriving: map[string]int{},
 		mDamage: newDamageMetrics(),
 		mEvents: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "respawn_scene_events_total", Help: "Events logged and applied.",
@@ -360,6 +363,10 @@ func (h *host) deliver(to string, ev game.Event) {
 // nor bring in any gold or item datasvr does not hold.
 func (h *host) accept(ctx context.Context, l *loop, ev game.Event) error {
 	if in, ok := ev.(game.TravelIn); ok && h.data != nil {
+		// Marked before the claim and cleared after the apply, so a join
+		// that loads the player in between sees it (link.go).
+		h.markArriving(in.Player.ID, 1)
+		defer h.markArriving(in.Player.ID, -1)
 		ld, err := h.data.claim(ctx, l, in.Player.ID)
 		if err != nil {
 			return err
@@ -479,4 +486,18 @@ func (h *host) endRoom(room *loop, e game.EndRoom) {
 	}
 	room.freed = true
 	room.log.Info("room ended; slot freed", zap.Int("free_slots", h.store.FreeSlots()))
+}
+
+func (h *host) markArriving(player string, d int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.arriving[player] += d; h.arriving[player] <= 0 {
+		delete(h.arriving, player)
+	}
+}
+
+func (h *host) isArriving(player string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.arriving[player] > 0
 }

@@ -515,6 +515,21 @@ func (p *Process) join(scene, player, session string) (scenelink.JoinResult, str
 	case a.Code == game.ErrBadRequest:
 		return jr, scenelink.FailBadRequest, fmt.Errorf("player %q session %q: bad ids", player, session)
 	case a.Code == game.ErrNotInScene:
+		// A player travelling away from here (in this scene's outbox) is
+		// followed once the destination has them: until the handover this
+		// scene may still hold the lease, and loading would enter a second
+		// copy of the player beside the transfer.
+		moved, err := p.awaitDeparture(ctx, l, player)
+		if err != nil {
+			return jr, scenelink.FailUnavailable, err
+		}
+		if moved == "" {
+			moved = a.Moved // the session record says where they went
+		}
+		if moved != "" && moved != scene {
+			jr.Moved = moved
+			return jr, "", nil
+		}
 		if p.host.data == nil {
 			return jr, scenelink.FailUnavailable, errors.New("no data server link")
 		}
@@ -530,6 +545,18 @@ func (p *Process) join(scene, player, session string) (scenelink.JoinResult, str
 			return jr, scenelink.FailUnavailable, err
 		case err != nil:
 			return jr, scenelink.FailRefused, err
+		}
+		if ld.HandedOver || p.host.isArriving(player) {
+			// A travel into this scene whose transfer has not been applied
+			// yet: it carries the session (its last seq), so wait for it
+			// rather than entering a copy without the session, which would
+			// restart the session's seqs at 0 here.
+			a, err = p.awaitArrival(ctx, l, player, attach)
+			if err != nil {
+				return jr, scenelink.FailUnavailable, err
+			}
+			jr.LastSeq = a.LastSeq
+			return p.joinState(ctx, l, jr, player)
 		}
 		if last := ld.Data.Scene; last != "" && last != scene {
 			// The data server says they were last elsewhere: give the lease
@@ -560,6 +587,11 @@ func (p *Process) join(scene, player, session string) (scenelink.JoinResult, str
 		}
 	}
 	jr.LastSeq = a.LastSeq
+	return p.joinState(ctx, l, jr, player)
+}
+
+// joinState completes a join with the player's view.
+func (p *Process) joinState(ctx context.Context, l *loop, jr scenelink.JoinResult, player string) (scenelink.JoinResult, string, error) {
 	var pv game.PlayerView
 	var found bool
 	if err := l.read(ctx, func(st *game.Scene) { pv, found = st.PlayerView(player) }); err != nil {
@@ -573,6 +605,65 @@ func (p *Process) join(scene, player, session string) (scenelink.JoinResult, str
 		jr.State = raw
 	}
 	return jr, "", nil
+}
+
+// awaitDeparture waits while player is in l's outbox (travelling away,
+// not yet acknowledged by the destination) and returns where they went, or
+// "" if they were not travelling from here.
+func (p *Process) awaitDeparture(ctx context.Context, l *loop, player string) (string, error) {
+	var t *time.Ticker
+	moved := ""
+	for {
+		pending := false
+		if err := l.read(ctx, func(st *game.Scene) {
+			for _, tr := range st.PendingTransfers() {
+				if tr.Player.ID == player {
+					pending, moved = true, tr.To
+				}
+			}
+		}); err != nil {
+			return "", err
+		}
+		if !pending {
+			return moved, nil
+		}
+		if t == nil {
+			t = time.NewTicker(10 * time.Millisecond)
+			defer t.Stop()
+		}
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return "", fmt.Errorf("player %s: the transfer out of scene %s to %s is not acknowledged yet: %w", player, l.id, moved, ctx.Err())
+		}
+	}
+}
+
+// awaitArrival attaches once the travelling player's transfer has been
+// applied here (it is in flight, or resent by its source's recovery), or
+// fails when ctx ends: the gateway then retries the join. It polls with
+// reads, which are not logged.
+func (p *Process) awaitArrival(ctx context.Context, l *loop, player string, attach func() (game.Attached, error)) (game.Attached, error) {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		var here bool
+		if err := l.read(ctx, func(st *game.Scene) { _, here = st.PlayerView(player) }); err != nil {
+			return game.Attached{}, err
+		}
+		if here {
+			a, err := attach()
+			if err == nil && a.Code != "" {
+				err = fmt.Errorf("player %s: %s", player, a.Code)
+			}
+			return a, err
+		}
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return game.Attached{}, fmt.Errorf("player %s: the transfer into scene %s did not arrive: %w", player, l.id, ctx.Err())
+		}
+	}
 }
 
 // leave takes the player out if session is still current, waits until the
