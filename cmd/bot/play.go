@@ -24,6 +24,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/respawn-dev/respawn/internal/admin"
+	"github.com/respawn-dev/respawn/internal/bus"
 	"github.com/respawn-dev/respawn/internal/client"
 	"github.com/respawn-dev/respawn/internal/config"
 	"github.com/respawn-dev/respawn/internal/dataclient"
@@ -333,7 +334,12 @@ func runPlay(ctx context.Context, cfg *config.Config, o playOpts, stderr io.Writ
 	if err != nil {
 		return res, err
 	}
-	nc, err := nats.Connect(cfg.NATS.ClientURL(), nats.Name("bot-play"), nats.MaxReconnects(-1), nats.Timeout(5*time.Second))
+	// The GM role: creating players and giving them gold are GM commands.
+	auth, err := bus.Auth(bus.RoleGM, sec)
+	if err != nil {
+		return res, err
+	}
+	nc, err := nats.Connect(cfg.NATS.ClientURL(), append(auth, nats.Name("bot-play"), nats.MaxReconnects(-1), nats.Timeout(5*time.Second))...)
 	if err != nil {
 		return res, fmt.Errorf("connect to nats at %s (is datasvr running?): %w", cfg.NATS.ClientURL(), err)
 	}
