@@ -173,8 +173,8 @@ type LoadReply struct {
 	// HandedOver: this load claimed a lease another scene handed over to
 	// this one (a travel): the player, with their session, is on the way
 	// as a transfer and must not be entered from this copy.
-	HandedOver bool `json:"handed_over,omitempty"`
-	Error   *Error          `json:"error,omitempty"`
+	HandedOver bool   `json:"handed_over,omitempty"`
+	Error      *Error `json:"error,omitempty"`
 }
 
 // SaveRequest stores Data as Version. It is acknowledged only once it is
