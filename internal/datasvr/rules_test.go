@@ -9,7 +9,8 @@ import (
 	"github.com/respawn-dev/respawn/internal/dataclient"
 )
 
-// GM changes need the operator token; reading does not.
+// GM changes need the operator token, even over a connection with the GM's
+// bus credentials; reading does not.
 func TestGMChangesNeedTheOperatorToken(t *testing.T) {
 	h := start(t, testConfig(t, t.TempDir()), newMemStore())
 	ctx := ctxT(t)
@@ -17,8 +18,8 @@ func TestGMChangesNeedTheOperatorToken(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, c := range map[string]*dataclient.AdminClient{
-		"no token":    dataclient.NewAdminClient(h.nc, ""),
-		"wrong token": dataclient.NewAdminClient(h.nc, "0123456789"),
+		"no token":    dataclient.NewAdminClient(h.gm, ""),
+		"wrong token": dataclient.NewAdminClient(h.gm, "0123456789"),
 	} {
 		if err := c.Create(ctx, "intruder", ""); !errors.Is(err, ErrForbidden) {
 			t.Errorf("%s: create: %v, want ErrForbidden", name, err)
