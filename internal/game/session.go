@@ -54,9 +54,13 @@ type sessEntry struct {
 // sessRec is a player's session record: one per player, while present and
 // for a while after departing.
 type sessRec struct {
-	session    string
-	lastSeq    uint64
-	entries    []sessEntry // ascending seq, all within SessionWindow of lastSeq
+	session string
+	lastSeq uint64
+	// ring holds the stored replies: n of them from head, ascending seq,
+	// all within SessionWindow of lastSeq. A fixed ring: a steady window
+	// never allocates or copies.
+	ring       [SessionWindow]sessEntry
+	head, n    int
 	departed   bool
 	departedAt uint64
 	movedTo    string // where a departed player travelled ("" after a logout)
@@ -103,14 +107,14 @@ func (s *Scene) onRequest(r Request) []Effect {
 	if r.Seq <= rec.lastSeq {
 		var hash uint64
 		s.opBuf, hash = opHash(s.opBuf, r.Op)
-		i := sort.Search(len(rec.entries), func(i int) bool { return rec.entries[i].seq >= r.Seq })
-		if i == len(rec.entries) || rec.entries[i].seq != r.Seq {
+		i := sort.Search(rec.n, func(i int) bool { return rec.at(i).seq >= r.Seq })
+		if i == rec.n || rec.at(i).seq != r.Seq {
 			return s.reply(r, errResult(ErrSeqTooOld, "seq %d of session %s is older than the last %d kept or was never applied (last applied %d)", r.Seq, r.Session, SessionWindow, rec.lastSeq))
 		}
-		if rec.entries[i].hash != hash {
+		if rec.at(i).hash != hash {
 			return s.reply(r, errResult(ErrSeqReused, "seq %d of session %s was applied with another request", r.Seq, r.Session))
 		}
-		return []Effect{Reply{Session: r.Session, Player: r.Player, Seq: r.Seq, Body: rec.entries[i].body, Resent: true}}
+		return []Effect{Reply{Session: r.Session, Player: r.Player, Seq: r.Seq, Body: rec.at(i).body, Resent: true}}
 	}
 	if rec.departed {
 		rep := s.reply(r, errResult(ErrNotInScene, "player %s left scene %s", r.Player, s.def.ID))
@@ -174,11 +178,11 @@ func (s *Scene) onAttach(ev Attach) []Effect {
 func (s *Scene) remember(rec *sessRec, seq, hash uint64, body Result) {
 	s.nextEntry++
 	c := entryOverhead + resultCost(body)
-	rec.entries = append(rec.entries, sessEntry{seq: seq, hash: hash, order: s.nextEntry, cost: c, body: body})
 	rec.lastSeq = seq
+	s.trimWindow(rec) // leaves at most SessionWindow-1: room for this one
+	rec.push(sessEntry{seq: seq, hash: hash, order: s.nextEntry, cost: c, body: body})
 	s.sessBytes += c
 	s.sessEntries++
-	s.trimWindow(rec)
 	for s.sessBytes > sessionBudget && s.evictOldest() {
 	}
 }
@@ -186,23 +190,33 @@ func (s *Scene) remember(rec *sessRec, seq, hash uint64, body Result) {
 // trimWindow drops stored replies that fell out of the window.
 func (s *Scene) trimWindow(rec *sessRec) {
 	n := 0
-	for n < len(rec.entries) && rec.lastSeq-rec.entries[n].seq >= SessionWindow {
-		s.sessBytes -= rec.entries[n].cost
+	for n < rec.n && rec.lastSeq-rec.at(n).seq >= SessionWindow {
+		s.sessBytes -= rec.at(n).cost
 		s.sessEntries--
 		n++
 	}
 	rec.dropFront(n)
 }
 
-// dropFront removes the first n entries, keeping the backing array (a
-// steady window then never allocates).
-func (rec *sessRec) dropFront(n int) {
-	if n == 0 {
-		return
+// at is the i-th stored reply, oldest first.
+func (rec *sessRec) at(i int) *sessEntry { return &rec.ring[(rec.head+i)%SessionWindow] }
+
+// push appends a stored reply; the caller has made room.
+func (rec *sessRec) push(e sessEntry) {
+	rec.ring[(rec.head+rec.n)%SessionWindow] = e
+	rec.n++
+}
+
+// dropFront removes the k oldest stored replies.
+func (rec *sessRec) dropFront(k int) {
+	for ; k > 0; k-- {
+		rec.ring[rec.head] = sessEntry{} // let the reply go
+		rec.head = (rec.head + 1) % SessionWindow
+		rec.n--
 	}
-	k := copy(rec.entries, rec.entries[n:])
-	clear(rec.entries[k:])
-	rec.entries = rec.entries[:k]
+	if rec.n == 0 {
+		rec.head = 0
+	}
 }
 
 // evictOldest drops the scene's oldest stored reply; false if none is left.
@@ -217,10 +231,10 @@ func (s *Scene) evictOldest() bool {
 			s.fifo[s.fifoHead] = entryRef{}
 			s.fifoHead++
 			rec := s.sessions[ref.player]
-			if rec == nil || len(rec.entries) == 0 || rec.entries[0].order != ref.order {
+			if rec == nil || rec.n == 0 || rec.at(0).order != ref.order {
 				continue // already gone: trimmed, reset or pruned
 			}
-			s.sessBytes -= rec.entries[0].cost
+			s.sessBytes -= rec.at(0).cost
 			s.sessEntries--
 			rec.dropFront(1)
 			return true
@@ -239,8 +253,8 @@ func (s *Scene) evictOldest() bool {
 func (s *Scene) buildFIFO() {
 	refs := make([]entryRef, 0, s.sessEntries)
 	for p, rec := range s.sessions {
-		for _, e := range rec.entries {
-			refs = append(refs, entryRef{player: p, order: e.order})
+		for i := 0; i < rec.n; i++ {
+			refs = append(refs, entryRef{player: p, order: rec.at(i).order})
 		}
 	}
 	sort.Slice(refs, func(i, j int) bool { return refs[i].order < refs[j].order })
@@ -248,11 +262,11 @@ func (s *Scene) buildFIFO() {
 }
 
 func (s *Scene) resetRecord(rec *sessRec, session string, lastSeq uint64) {
-	for _, e := range rec.entries {
-		s.sessBytes -= e.cost
+	for i := 0; i < rec.n; i++ {
+		s.sessBytes -= rec.at(i).cost
 		s.sessEntries--
 	}
-	rec.entries = nil
+	rec.dropFront(rec.n)
 	rec.session, rec.lastSeq = session, lastSeq
 }
 

@@ -100,7 +100,7 @@ func TestSessionRules(t *testing.T) {
 	}
 	r, _ = do(t, s, "s1", "p1", 5, Move{X: 3, Y: 4})
 	wantErr(t, r, ErrSeqTooOld)
-	if n := len(s.sessions["p1"].entries); n > SessionWindow {
+	if n := s.sessions["p1"].n; n > SessionWindow {
 		t.Fatalf("%d stored replies, window is %d", n, SessionWindow)
 	}
 
@@ -283,7 +283,8 @@ func TestSessionBound(t *testing.T) {
 		t.Fatalf("departed %d, players %d, bytes %d", s.departedN, len(s.plist), s.sessBytes)
 	}
 	for _, rec := range s.sessions {
-		for _, e := range rec.entries {
+		for i := 0; i < rec.n; i++ {
+			e := rec.at(i)
 			if n := len(jsonOf(t, e.body)); n > e.cost-entryOverhead {
 				t.Fatalf("reply of %d JSON bytes costed %d", n, e.cost-entryOverhead)
 			}

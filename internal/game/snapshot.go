@@ -90,8 +90,9 @@ func (s *Scene) Snapshot() []byte {
 		e.boolean(rec.departed)
 		e.uv(rec.departedAt)
 		e.str(rec.movedTo)
-		e.uv(uint64(len(rec.entries)))
-		for _, en := range rec.entries {
+		e.uv(uint64(rec.n))
+		for i := 0; i < rec.n; i++ {
+			en := rec.at(i)
 			e.uv(en.seq)
 			e.u64(en.hash)
 			e.uv(en.order)
@@ -351,13 +352,13 @@ func (s *Scene) restoreSessions(d *decoder) error {
 				return fmt.Errorf("session of %q: seq %d: no stored reply", id, en.seq)
 			case en.seq > rec.lastSeq || rec.lastSeq-en.seq >= SessionWindow:
 				return fmt.Errorf("session of %q: seq %d outside the window of %d", id, en.seq, rec.lastSeq)
-			case j > 0 && en.seq <= rec.entries[j-1].seq:
+			case j > 0 && en.seq <= rec.at(j-1).seq:
 				return fmt.Errorf("session of %q: seq %d out of order", id, en.seq)
 			case en.order == 0 || en.order > s.nextEntry:
 				return fmt.Errorf("session of %q: seq %d: order %d past %d", id, en.seq, en.order, s.nextEntry)
 			}
 			en.cost = entryOverhead + resultCost(en.body)
-			rec.entries = append(rec.entries, en)
+			rec.push(en)
 			s.sessBytes += en.cost
 			s.sessEntries++
 		}
