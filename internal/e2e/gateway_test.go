@@ -762,6 +762,17 @@ func TestGatewayHoldExpiresWithRetryableError(t *testing.T) {
 	// Stopped, not killed: the manager replaces it after its heartbeat
 	// timeout (1 s), longer than the 300 ms hold.
 	c.respawn("scene", "kill", scene, "--signal", "STOP")
+	waitFor(t, 5*time.Second, func() error {
+		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", row.PID))
+		if err != nil {
+			return err
+		}
+		// The state follows the command name in parentheses.
+		if f := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+1:])); len(f) == 0 || f[0] != "T" {
+			return fmt.Errorf("scene process %d not stopped yet", row.PID)
+		}
+		return nil
+	})
 	rep, err := cl.Request(ctx, map[string]any{"op": "move", "x": 2, "y": 3})
 	if err != nil {
 		t.Fatal(err)
@@ -928,6 +939,7 @@ func TestGatewayDungeonRoomAcrossKill9(t *testing.T) {
 	}
 	attack := func() {
 		t.Helper()
+		var seen []string
 		waitFor(t, 10*time.Second, func() error {
 			rep, err := p.c.Request(ctx, map[string]any{"op": "attack", "monster": "kobold-1"})
 			if err != nil {
@@ -936,7 +948,13 @@ func TestGatewayDungeonRoomAcrossKill9(t *testing.T) {
 			if rep.Reason == game.ErrMonsterDead {
 				return nil // the room's kobold is dead: we are in the room
 			}
-			return rep.Err()
+			if err := rep.Err(); err != nil {
+				if len(seen) < 5 {
+					seen = append(seen, err.Error())
+				}
+				return fmt.Errorf("%w (first errors: %q)", err, seen)
+			}
+			return nil
 		})
 	}
 	attack()

@@ -486,6 +486,7 @@ func (s *Session) relay(p *pending) {
 	var body any
 	switch {
 	case err != nil:
+		s.log.Warn("request not answered within the hold time", zap.Uint64("seq", p.seq), zap.String("scene", s.currentScene()), zap.Error(err))
 		code = gwproto.CodeUnavailable
 		body = gwproto.ErrorBody{Error: "the scene did not answer within the hold time; resend with the same seq: " + err.Error()}
 	case rep.Code == "":
@@ -555,7 +556,8 @@ func (s *Session) roundTrip(p *pending, deadline time.Time) (scenelink.Reply, er
 		if err != nil {
 			last = err
 			if errors.Is(err, scenelink.ErrBadRequest) {
-				return scenelink.Reply{Seq: p.seq, Code: "bad_request", Error: err.Error()}, nil
+				s.log.Warn("the scene refused the request as malformed", zap.Uint64("seq", p.seq), zap.String("scene", scene), zap.Error(err))
+				return scenelink.Reply{Seq: p.seq, Code: game.ErrBadRequest, Error: err.Error()}, nil
 			}
 			s.unjoin(le)
 			g.rt.broken(le)
@@ -668,6 +670,7 @@ func (s *Session) follow(ctx context.Context, moved string) error {
 func (s *Session) setScene(scene string) {
 	s.mu.Lock()
 	changed := s.scene != scene
+	from := s.scene
 	s.scene = scene
 	if changed {
 		s.joined = nil
@@ -676,6 +679,7 @@ func (s *Session) setScene(scene string) {
 	s.mu.Unlock()
 	if changed {
 		s.g.reg.moved(s)
+		s.log.Info("session follows the player", zap.String("from", from), zap.String("to", scene))
 	}
 }
 
