@@ -1,0 +1,286 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/respawn-dev/respawn/internal/client"
+	"github.com/respawn-dev/respawn/internal/modules"
+	"github.com/respawn-dev/respawn/internal/secret"
+	"github.com/respawn-dev/respawn/internal/token"
+)
+
+// benchDuration is how long a throughput run plays
+// (RESPAWN_BENCH_DURATION overrides, e.g. 30s).
+func benchDuration(def time.Duration) time.Duration {
+	if d, err := time.ParseDuration(os.Getenv("RESPAWN_BENCH_DURATION")); err == nil && d > 0 {
+		return d
+	}
+	return def
+}
+
+// benchGatewayFlags lift the per-session rate limit: a closed-loop bot
+// sends far more than a player's 100/s, and the benchmark measures the
+// round trip, not the limiter.
+var benchGatewayFlags = []string{"--gateway.rate", "1000000", "--gateway.burst", "1000000", "--gateway.flood-limit", "1000000"}
+
+// BenchmarkGatewayRoundTrips: N bots (`bot play`, the real binary, on the
+// same cores as the cluster), closed loop, one request in flight each,
+// every request a move (a logged game event), through one gateway to the
+// two scene processes. Reports round trips/s and latency.
+func BenchmarkGatewayRoundTrips(b *testing.B) {
+	for _, n := range []int{100, 1000, 2000} {
+		b.Run(strconv.Itoa(n), func(b *testing.B) {
+			for b.Loop() {
+				c := newCluster(b, benchGatewayFlags...)
+				c.startWorld()
+				c.gateway("gateway")
+				d := benchDuration(10 * time.Second)
+				run := c.playBots("-n", strconv.Itoa(n), "--rate", "0", "--ops", "move", "--duration", d.String(),
+					"--json", "--progress", "0", "--logout=false", "--setup-timeout", "5m")
+				res, err := run.result(d + 10*time.Minute)
+				if err != nil || res.Errors != 0 || res.Lost != 0 || res.Duplicates != 0 || res.Disconnects != 0 {
+					b.Fatalf("bot play: %v: %+v", err, res)
+				}
+				b.ReportMetric(res.RPS, "rps")
+				b.ReportMetric(res.P50Ms, "p50_ms")
+				b.ReportMetric(res.P99Ms, "p99_ms")
+				b.ReportMetric(res.MaxMs, "max_ms")
+				fmt.Fprintf(os.Stderr, "%s: %d bots, %.0f round trips/s, p50 %.2f ms, p99 %.2f ms, max %.1f ms\n",
+					b.Name(), n, res.RPS, res.P50Ms, res.P99Ms, res.MaxMs)
+			}
+		})
+	}
+}
+
+// benchClients logs n new players in through gateways (each client's
+// list) and sends them to scene.
+func benchClients(b *testing.B, c *cluster, n int, gateways []string, scene string) []*client.Client {
+	b.Helper()
+	sec, err := secret.Load("", c.dataDir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	prefix := uniqueID("b")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	out := make([]*client.Client, n)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var first error
+	sem := make(chan struct{}, 64)
+	for i := range n {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			fail := func(err error) {
+				mu.Lock()
+				first = cmpOr(first, err)
+				mu.Unlock()
+			}
+			id := fmt.Sprintf("%s-%04d", prefix, i)
+			tok, err := token.IssueLogin(sec, id, time.Now().Add(time.Hour))
+			if err != nil {
+				fail(err)
+				return
+			}
+			cl, err := client.Dial(ctx, client.Options{Gateways: gateways, Token: tok, Name: id})
+			if err != nil {
+				fail(fmt.Errorf("%s: %w", id, err))
+				return
+			}
+			b.Cleanup(func() { cl.Close() })
+			out[i] = cl
+			if scene != "" && cl.Session().Scene != scene {
+				rep, err := cl.Request(ctx, map[string]any{"op": "travel", "to": scene})
+				if err != nil || !rep.OK() {
+					fail(fmt.Errorf("%s travel: %v %v", id, err, rep.Err()))
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if first != nil {
+		b.Fatal(first)
+	}
+	return out
+}
+
+func cmpOr(a, b error) error {
+	if a != nil {
+		return a
+	}
+	return b
+}
+
+// span is one request's send and reply times.
+type span struct{ start, end time.Time }
+
+// BenchmarkFailoverBlip: 500 players play in the forest (a move every
+// 100 ms each, the reply awaited) while its scene process, whose log holds
+// 100k events since its snapshot (and 500 more players, prefilled), is
+// killed with SIGKILL. It reports the latency of the requests that were in
+// flight at the kill or sent before the replacement ran.
+func BenchmarkFailoverBlip(b *testing.B) {
+	const players = 500
+	kills := benchKills(3)
+	for b.Loop() {
+		c := newCluster(b, append([]string{"--worldmgr.restart.max-restarts", "100000", "--worldmgr.restart.backoff-initial", "0s",
+			"--scene.snapshot-events", "100000000", "--scene.snapshot-interval", "1h"}, benchGatewayFlags...)...)
+		prefillForest(b, c, 500, 100_000)
+		c.startWorld()
+		_, tcp, _ := c.gateway("gateway")
+		clients := benchClients(b, c, players, []string{tcp}, "forest")
+
+		var mu sync.Mutex
+		var spans []span
+		var failed int
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		for i, cl := range clients {
+			wg.Go(func() {
+				t := time.NewTicker(100 * time.Millisecond)
+				defer t.Stop()
+				for k := 0; ; k++ {
+					select {
+					case <-stop:
+						return
+					case <-t.C:
+					}
+					ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+					s := span{start: time.Now()}
+					rep, err := cl.Request(ctx, []byte(fmt.Sprintf(`{"op":"move","x":%d,"y":%d}`, 1+(i+k)%90, 1+k%90)))
+					s.end = time.Now()
+					cancel()
+					mu.Lock()
+					spans = append(spans, s)
+					if err != nil || !rep.OK() {
+						failed++
+					}
+					mu.Unlock()
+				}
+			})
+		}
+		var blip []time.Duration
+		var toRunning []time.Duration
+		// settle lets the players play on: n more requests answered.
+		settle := func(n int) {
+			mu.Lock()
+			base := len(spans)
+			mu.Unlock()
+			waitFor(b, 60*time.Second, func() error {
+				mu.Lock()
+				defer mu.Unlock()
+				if len(spans)-base < n {
+					return fmt.Errorf("%d of %d more requests answered", len(spans)-base, n)
+				}
+				return nil
+			})
+		}
+		settle(10 * players)
+		type window struct{ kill, up time.Time }
+		var windows []window
+		for range kills {
+			old, err := c.scene("forest")
+			if err != nil {
+				b.Fatal(err)
+			}
+			kill := time.Now()
+			if err := syscall.Kill(old.PID, syscall.SIGKILL); err != nil {
+				b.Fatal(err)
+			}
+			waitFor(b, 30*time.Second, func() error {
+				r, err := c.scene("forest")
+				if err != nil {
+					return err
+				}
+				if r.PID == old.PID || r.State != modules.SceneRunning {
+					return fmt.Errorf("forest %s pid %d", r.State, r.PID)
+				}
+				return nil
+			})
+			up := time.Now()
+			toRunning = append(toRunning, up.Sub(kill))
+			windows = append(windows, window{kill, up})
+			settle(10 * players)
+		}
+		close(stop)
+		wg.Wait()
+		for _, s := range spans {
+			for _, w := range windows {
+				if !s.end.Before(w.kill) && !s.start.After(w.up) {
+					blip = append(blip, s.end.Sub(s.start))
+					break
+				}
+			}
+		}
+		if failed > 0 {
+			b.Fatalf("%d of %d requests failed", failed, len(spans))
+		}
+		if len(blip) == 0 {
+			b.Fatal("no request was in flight during a kill")
+		}
+		slices.Sort(blip)
+		slices.Sort(toRunning)
+		q := func(l []time.Duration, f float64) float64 {
+			return float64(l[min(int(f*float64(len(l))), len(l)-1)].Microseconds()) / 1000
+		}
+		b.ReportMetric(q(blip, 0.5), "blip_p50_ms")
+		b.ReportMetric(q(blip, 0.99), "blip_p99_ms")
+		b.ReportMetric(q(blip, 1), "blip_max_ms")
+		b.ReportMetric(q(toRunning, 0.5), "crash_to_running_p50_ms")
+		fmt.Fprintf(os.Stderr, "%s: %d kills, %d requests, %d in the blip windows: p50 %.1f ms, p99 %.1f ms, max %.1f ms; crash to running p50 %.1f ms, max %.1f ms\n",
+			b.Name(), kills, len(spans), len(blip), q(blip, 0.5), q(blip, 0.99), q(blip, 1), q(toRunning, 0.5), q(toRunning, 1))
+	}
+}
+
+// BenchmarkGatewayDeath: 1000 sessions on gateway gw1 (gw2 second in
+// their lists); gw1 is killed with SIGKILL; measured from the kill until
+// each session is resumed on gw2.
+func BenchmarkGatewayDeath(b *testing.B) {
+	const sessions = 1000
+	for b.Loop() {
+		c := newCluster(b, benchGatewayFlags...)
+		c.startWorld()
+		gw1, tcp1, _ := c.gateway("gw1")
+		_, tcp2, _ := c.gateway("gw2")
+		clients := benchClients(b, c, sessions, []string{tcp1, tcp2}, "")
+		resumed := make([]time.Duration, len(clients))
+		kill := time.Now()
+		gw1.signal(syscall.SIGKILL)
+		left := len(clients)
+		for left > 0 {
+			if time.Since(kill) > 2*time.Minute {
+				b.Fatalf("%d sessions not resumed after 2 minutes", left)
+			}
+			for i, cl := range clients {
+				if resumed[i] == 0 && cl.Stats().Resumes > 0 {
+					resumed[i] = time.Since(kill)
+					left--
+				}
+			}
+			time.Sleep(time.Millisecond) // polling resolution
+		}
+		for _, cl := range clients {
+			if st := cl.Stats(); st.Relogins != 0 || cl.Gateway() != tcp2 {
+				b.Fatalf("session on %s, stats %+v", cl.Gateway(), st)
+			}
+		}
+		slices.Sort(resumed)
+		q := func(f float64) float64 {
+			return float64(resumed[min(int(f*float64(len(resumed))), len(resumed)-1)].Microseconds()) / 1000
+		}
+		b.ReportMetric(q(0.5), "resume_p50_ms")
+		b.ReportMetric(q(0.99), "resume_p99_ms")
+		b.ReportMetric(q(1), "resume_max_ms")
+		fmt.Fprintf(os.Stderr, "%s: %d sessions resumed on gw2: p50 %.1f ms, p99 %.1f ms, all %.1f ms after the kill\n",
+			b.Name(), sessions, q(0.5), q(0.99), q(1))
+	}
+}
