@@ -1,0 +1,335 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/respawn-dev/respawn/internal/gwproto"
+)
+
+// server is a scripted gateway for the client's own logic: it answers the
+// handshake and lets the test decide what happens to each request.
+type server struct {
+	t  *testing.T
+	ln net.Listener
+
+	mu      sync.Mutex
+	logins  []string // "login" or "resume:TOKEN" per connection
+	seen    []uint64 // every REQUEST seq received, in order, across connections
+	conns   []net.Conn
+	onFrame func(nc net.Conn, f gwproto.Frame) // nil: answer every request OK
+}
+
+func newServer(t *testing.T) *server {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &server{t: t, ln: ln}
+	t.Cleanup(func() {
+		ln.Close()
+		s.mu.Lock()
+		for _, c := range s.conns {
+			c.Close()
+		}
+		s.mu.Unlock()
+	})
+	go s.accept()
+	return s
+}
+
+func (s *server) accept() {
+	for n := 0; ; n++ {
+		nc, err := s.ln.Accept()
+		if err != nil {
+			return
+		}
+		s.mu.Lock()
+		s.conns = append(s.conns, nc)
+		s.mu.Unlock()
+		go s.serve(nc, n)
+	}
+}
+
+func send(nc net.Conn, t gwproto.Type, code gwproto.Code, id uint64, v any) {
+	b, _ := gwproto.AppendMsg(nil, t, code, id, v)
+	_, _ = nc.Write(b)
+}
+
+func (s *server) serve(nc net.Conn, n int) {
+	r := gwproto.NewReader(nc, 1<<20)
+	for {
+		f, err := r.Next()
+		if err != nil {
+			return
+		}
+		switch f.Type {
+		case gwproto.TypeHello:
+			send(nc, gwproto.TypeWelcome, 0, 0, gwproto.Welcome{Version: 1, Window: 4, SessionTTLMS: 60000, IdleMS: 30000})
+		case gwproto.TypeLogin, gwproto.TypeResume:
+			kind := "login"
+			if f.Type == gwproto.TypeResume {
+				var m gwproto.Resume
+				_ = gwproto.DecodeBody(f, &m)
+				kind = "resume:" + m.Token
+			}
+			s.mu.Lock()
+			s.logins = append(s.logins, kind)
+			s.mu.Unlock()
+			send(nc, gwproto.TypeSession, 0, 0, gwproto.Session{Player: "alice", Session: "s1", ResumeToken: "r1", Resumed: f.Type == gwproto.TypeResume})
+		case gwproto.TypeRequest:
+			s.mu.Lock()
+			s.seen = append(s.seen, f.ID)
+			on := s.onFrame
+			s.mu.Unlock()
+			if on != nil {
+				on(nc, gwproto.Frame{Type: f.Type, ID: f.ID, Body: append([]byte(nil), f.Body...)})
+				continue
+			}
+			send(nc, gwproto.TypeReply, 0, f.ID, json.RawMessage(f.Body))
+		}
+	}
+}
+
+func (s *server) set(fn func(nc net.Conn, f gwproto.Frame)) {
+	s.mu.Lock()
+	s.onFrame = fn
+	s.mu.Unlock()
+}
+
+func (s *server) snapshot() ([]string, []uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.logins...), append([]uint64(nil), s.seen...)
+}
+
+// A dropped connection is resumed with the resume token and every
+// unanswered request is resent, in seq order, with its original seq; a
+// reply that comes twice is counted, not delivered twice.
+func TestResumeResendsUnansweredInOrder(t *testing.T) {
+	srv := newServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := Dial(ctx, Options{Gateways: []string{srv.ln.Addr().String()}, Token: "v1.alice.1.x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if rep, err := c.Request(ctx, map[string]any{"op": "move", "x": 1}); err != nil || !rep.OK() || rep.Seq != 1 {
+		t.Fatalf("first request: %+v %v", rep, err)
+	}
+	// The gateway now swallows requests and then dies.
+	swallowed := make(chan uint64, 8)
+	srv.set(func(_ net.Conn, f gwproto.Frame) { swallowed <- f.ID })
+	futs := []*Future{c.Go(map[string]any{"op": "a"}), c.Go(map[string]any{"op": "b"}), c.Go(map[string]any{"op": "c"})}
+	for range futs {
+		<-swallowed
+	}
+	// Answer seq 3 on the way out (2 and 4 are lost with the connection).
+	srv.mu.Lock()
+	dead := srv.conns[0]
+	srv.mu.Unlock()
+	send(dead, gwproto.TypeReply, 0, 3, json.RawMessage(`{"op":"b"}`))
+	if _, err := futs[1].Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	srv.set(nil)
+	dead.Close()
+	for i, f := range futs {
+		rep, err := f.Wait(ctx)
+		if err != nil || !rep.OK() || rep.Seq != uint64(i+2) {
+			t.Fatalf("request %d: %+v %v", i, rep, err)
+		}
+	}
+	logins, seen := srv.snapshot()
+	if len(logins) != 2 || logins[0] != "login" || logins[1] != "resume:r1" {
+		t.Fatalf("logins %v, want a login then a resume with the token", logins)
+	}
+	// 1, then 2 3 4 on the first connection, then only 2 and 4 resent in order.
+	want := []uint64{1, 2, 3, 4, 2, 4}
+	if len(seen) != len(want) {
+		t.Fatalf("requests seen %v, want %v", seen, want)
+	}
+	for i := range want {
+		if seen[i] != want[i] {
+			t.Fatalf("requests seen %v, want %v", seen, want)
+		}
+	}
+	// A late duplicate of an answered reply is counted, not delivered.
+	srv.mu.Lock()
+	live := srv.conns[1]
+	srv.mu.Unlock()
+	send(live, gwproto.TypeReply, 0, 2, json.RawMessage(`{}`))
+	waitFor(t, func() bool { return c.Stats().Duplicates == 1 })
+	st := c.Stats()
+	if st.Resumes != 1 || st.Lost != 1 || st.Relogins != 0 || st.Disconnects != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// Retryable replies are resent with the same seq; the caller only sees
+// the final answer.
+func TestRetryableRepliesAreResent(t *testing.T) {
+	srv := newServer(t)
+	var mu sync.Mutex
+	tries := 0
+	srv.set(func(nc net.Conn, f gwproto.Frame) {
+		mu.Lock()
+		tries++
+		n := tries
+		mu.Unlock()
+		if n < 3 {
+			send(nc, gwproto.TypeReply, gwproto.CodeUnavailable, f.ID, gwproto.ErrorBody{Error: "scene down"})
+			return
+		}
+		send(nc, gwproto.TypeReply, 0, f.ID, json.RawMessage(`{"x":1}`))
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := Dial(ctx, Options{Gateways: []string{srv.ln.Addr().String()}, Token: "t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	rep, err := c.Request(ctx, map[string]any{"op": "move"})
+	if err != nil || !rep.OK() || !rep.Resent {
+		t.Fatalf("%+v %v", rep, err)
+	}
+	if _, seen := srv.snapshot(); len(seen) != 3 || seen[0] != 1 || seen[2] != 1 {
+		t.Fatalf("seqs sent %v, want 1 three times", seen)
+	}
+}
+
+// The window bounds unanswered requests: Go blocks until a reply frees a
+// slot; a context ends the wait.
+func TestWindowBlocks(t *testing.T) {
+	srv := newServer(t)
+	held := make(chan gwproto.Frame, 16)
+	srv.set(func(_ net.Conn, f gwproto.Frame) { held <- f })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := Dial(ctx, Options{Gateways: []string{srv.ln.Addr().String()}, Token: "t", Window: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for range 4 { // the server's window (4) is smaller than ours (8)
+		c.Go(map[string]any{"op": "x"})
+	}
+	short, cancelShort := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancelShort()
+	if _, err := c.GoContext(short, map[string]any{"op": "x"}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("fifth request with a full window: %v", err)
+	}
+}
+
+func waitFor(t *testing.T, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in 5s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A session the gateway no longer has (resume_failed) is logged in again:
+// what was unanswered fails with ErrUnknownOutcome and seqs restart at 1.
+// session_replaced stops the client for good.
+func TestReloginAndReplaced(t *testing.T) {
+	srv := newServer(t)
+	held := make(chan uint64, 4)
+	srv.set(func(_ net.Conn, f gwproto.Frame) { held <- f.ID })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := Dial(ctx, Options{Gateways: []string{srv.ln.Addr().String()}, Token: "t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	f := c.Go(map[string]any{"op": "x"})
+	<-held
+	// From now on resumes are refused.
+	srv.ln.Close()
+	ln, err := net.Listen("tcp", srv.ln.Addr().String())
+	if err != nil {
+		t.Skipf("could not listen again on the same port: %v", err)
+	}
+	defer ln.Close()
+	var resumes, logins int
+	var mu sync.Mutex
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				r := gwproto.NewReader(nc, 1<<20)
+				for {
+					fr, err := r.Next()
+					if err != nil {
+						return
+					}
+					switch fr.Type {
+					case gwproto.TypeHello:
+						send(nc, gwproto.TypeWelcome, 0, 0, gwproto.Welcome{Version: 1, Window: 16, SessionTTLMS: 60000, IdleMS: 30000})
+					case gwproto.TypeResume:
+						mu.Lock()
+						resumes++
+						mu.Unlock()
+						send(nc, gwproto.TypeClose, gwproto.CodeResumeFailed, 0, gwproto.ErrorBody{Error: "gone"})
+						nc.Close()
+						return
+					case gwproto.TypeLogin:
+						mu.Lock()
+						logins++
+						mu.Unlock()
+						send(nc, gwproto.TypeSession, 0, 0, gwproto.Session{Player: "alice", Session: "s2", ResumeToken: "r2"})
+					case gwproto.TypeRequest:
+						if fr.ID == 1 {
+							send(nc, gwproto.TypeReply, 0, 1, json.RawMessage(`{}`))
+							continue
+						}
+						send(nc, gwproto.TypeClose, gwproto.CodeSessionReplaced, 0, gwproto.ErrorBody{Error: "elsewhere"})
+						nc.Close()
+						return
+					}
+				}
+			}()
+		}
+	}()
+	srv.mu.Lock()
+	srv.conns[0].Close()
+	srv.mu.Unlock()
+	if _, err := f.Wait(ctx); !errors.Is(err, ErrUnknownOutcome) {
+		t.Fatalf("unanswered request after a relogin: %v", err)
+	}
+	rep, err := c.Request(ctx, map[string]any{"op": "y"})
+	if err != nil || rep.Seq != 1 {
+		t.Fatalf("first request of the new session: %+v %v", rep, err)
+	}
+	mu.Lock()
+	if resumes != 1 || logins != 1 {
+		t.Fatalf("%d resumes, %d logins", resumes, logins)
+	}
+	mu.Unlock()
+	if st := c.Stats(); st.Relogins != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	// The next request is answered by session_replaced: the client stops.
+	if _, err := c.Request(ctx, map[string]any{"op": "z"}); !errors.Is(err, ErrReplaced) {
+		t.Fatalf("after session_replaced: %v", err)
+	}
+	select {
+	case <-c.Done():
+	case <-ctx.Done():
+		t.Fatal("client did not stop")
+	}
+}
