@@ -103,7 +103,7 @@ func (s *Server) errNoDB(id string) error {
 	if why == "" {
 		why = "database not open yet"
 	}
-	return fmt.Errorf("%w: player %s is not in datasvr's cache and the %s; retry later", ErrUnavailable, id, why)
+	return fmt.Errorf("%w: player %s is not in datasvr's cache and the database cannot be asked (%s); retry later", ErrUnavailable, id, why)
 }
 
 // openDB tries once to open the database.
