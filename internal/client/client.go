@@ -578,9 +578,11 @@ func (c *Client) readLoop(nc net.Conn, gen uint64) {
 	case !gotClose:
 		c.stats.Lost++
 	}
+	// resume_failed: the session is gone; resuming it would fail again.
+	resume := !(gotClose && closeCode == gwproto.CodeResumeFailed)
 	c.mu.Unlock()
 	c.wg.Add(1)
-	go func() { defer c.wg.Done(); c.reconnect() }()
+	go func() { defer c.wg.Done(); c.reconnect(resume) }()
 }
 
 func (c *Client) onReply(f gwproto.Frame) {
@@ -657,10 +659,10 @@ func (c *Client) onPush(f gwproto.Frame) {
 	}
 }
 
-// reconnect gets the session back: resume on the same gateway or the
-// next ones, with backoff, for the session TTL; if the session is gone,
-// log in again (unanswered requests fail with ErrUnknownOutcome).
-func (c *Client) reconnect() {
+// reconnect gets the session back: resume (if resume) on the same gateway
+// or the next ones, with backoff, for the session TTL; if the session is
+// gone, log in again (unanswered requests fail with ErrUnknownOutcome).
+func (c *Client) reconnect(resume bool) {
 	c.mu.Lock()
 	ttl := time.Duration(c.welcome.SessionTTLMS) * time.Millisecond
 	start := c.gwIndex
@@ -676,7 +678,6 @@ func (c *Client) reconnect() {
 	// the player out of the scene, and a resend could apply twice.
 	resumeUntil := time.Now().Add(ttl * 3 / 4)
 	deadline := time.Now().Add(limit)
-	resume := true
 	backoff := 20 * time.Millisecond
 	for attempt := 0; time.Now().Before(deadline); attempt++ {
 		select {

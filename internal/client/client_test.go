@@ -333,3 +333,39 @@ func TestReloginAndReplaced(t *testing.T) {
 		t.Fatal("client did not stop")
 	}
 }
+
+// CLOSE resume_failed (the scene lost the session) makes the client log in
+// again instead of resuming.
+func TestResumeFailedLogsInAgain(t *testing.T) {
+	srv := newServer(t)
+	var once sync.Once
+	srv.set(func(nc net.Conn, f gwproto.Frame) {
+		first := false
+		once.Do(func() { first = true })
+		if first {
+			send(nc, gwproto.TypeReply, gwproto.CodeSeqTooFar, f.ID, gwproto.ErrorBody{Reason: "seq_too_far"})
+			send(nc, gwproto.TypeClose, gwproto.CodeResumeFailed, 0, gwproto.ErrorBody{Error: "lost"})
+			nc.Close()
+			return
+		}
+		send(nc, gwproto.TypeReply, 0, f.ID, json.RawMessage(`{}`))
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := Dial(ctx, Options{Gateways: []string{srv.ln.Addr().String()}, Token: "t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	rep, err := c.Request(ctx, map[string]any{"op": "x"})
+	if err != nil || rep.Code != gwproto.CodeSeqTooFar {
+		t.Fatalf("%+v %v", rep, err)
+	}
+	waitFor(t, func() bool { return c.Stats().Relogins == 1 })
+	if logins, _ := srv.snapshot(); len(logins) != 2 || logins[1] != "login" {
+		t.Fatalf("logins %v, want login twice (no resume)", logins)
+	}
+	if rep, err := c.Request(ctx, map[string]any{"op": "y"}); err != nil || !rep.OK() || rep.Seq != 1 {
+		t.Fatalf("after the relogin: %+v %v", rep, err)
+	}
+}

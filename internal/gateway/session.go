@@ -498,6 +498,19 @@ func (s *Session) relay(p *pending) {
 			s.end(gwproto.CodeSessionReplaced, "logged in again elsewhere", false)
 		}
 		return
+	case rep.Code == game.ErrSeqTooFar:
+		// The gateway relays seqs in order and clients number them one by
+		// one, so the scene's record is behind: it lost this session (the
+		// player was taken out and entered again). The session cannot go
+		// on; the client must log in again rather than resume it.
+		s.log.Warn("the scene's record of the session is behind its seqs: ending the session", zap.Uint64("seq", p.seq), zap.String("error", rep.Error))
+		if c != nil {
+			c.send(gwproto.TypeReply, gwproto.CodeSeqTooFar, p.seq, gwproto.ErrorBody{Reason: rep.Code, Error: rep.Error})
+		}
+		if s.g.reg.remove(s) {
+			s.end(gwproto.CodeResumeFailed, "the scene lost this session's record: log in again", false)
+		}
+		return
 	default:
 		code, body = gameCode(rep.Code), gwproto.ErrorBody{Reason: rep.Code, Error: rep.Error}
 	}
