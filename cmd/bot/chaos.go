@@ -105,6 +105,7 @@ Exits non-zero on any violation.`,
 	f.Uint64Var(&o.Seed, "seed", 1, "seed of the fault schedule and the bots' choices")
 	f.Float64Var(&o.Rate, "rate", 5, "requests/s per bot")
 	f.IntVar(&o.Pipeline, "pipeline", 2, "requests in flight per bot")
+	f.DurationVar(&o.RequestTimeout, "request-timeout", 30*time.Second, "a request with no answer by then is a violation (unanswered)")
 	f.DurationVar(&o.Settle, "settle", 30*time.Second, "after the faults, how long the cluster may take to be whole again")
 	f.BoolVar(&o.Attach, "attach", false, "use the running cluster the config describes instead of starting one")
 	f.StringVar(&workDir, "work-dir", "", "where a started cluster keeps its data and config (default: a new temporary directory)")

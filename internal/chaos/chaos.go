@@ -36,6 +36,9 @@ type Options struct {
 	Rate     float64 // requests/s per bot
 	Pipeline int     // requests in flight per bot
 	Settle   time.Duration
+	// RequestTimeout bounds one request; one without an answer by then is
+	// unanswered (default 30 s: longer than the gateway's hold).
+	RequestTimeout time.Duration
 	// Attach uses the running cluster Config describes; otherwise Run
 	// starts its own with `respawn up` from BinDir, under WorkDir.
 	Attach  bool
@@ -67,6 +70,8 @@ func (o *Options) validate() error {
 		return fmt.Errorf("--rate %g: want (0, 1000] requests/s per bot", o.Rate)
 	case o.Pipeline < 1 || o.Pipeline > MaxPipeline:
 		return fmt.Errorf("--pipeline %d: want 1..%d", o.Pipeline, MaxPipeline)
+	case o.RequestTimeout <= 0:
+		return fmt.Errorf("--request-timeout %s: want > 0", o.RequestTimeout)
 	case o.Settle <= 0:
 		return fmt.Errorf("--settle %s: want > 0", o.Settle)
 	case len(o.Kinds) == 0:
@@ -190,7 +195,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options, log *zap.Logger) (*
 	for _, g := range cfg.Gateways() {
 		gateways = append(gateways, g.Listen)
 	}
-	s := &swarm{cfg: cfg, play: playables(cfg), rate: o.Rate, pipeline: o.Pipeline, reqTimeout: 30 * time.Second, sec: sec}
+	s := &swarm{cfg: cfg, play: playables(cfg), rate: o.Rate, pipeline: o.Pipeline, reqTimeout: o.RequestTimeout, sec: sec}
 	prefix := fmt.Sprintf("chaos%d-%x", o.Seed, time.Now().UnixNano()&0xffffff)
 	s.bots = make([]*bot, o.Bots)
 	defer func() {

@@ -40,6 +40,10 @@ type cluster struct {
 // gateway's clients have another to resume on.
 var gatewayNames = []string{"gw1", "gw2"}
 
+// chaosMaxRestarts is the restart intensity of a started cluster
+// (worldmgr.restart.max_restarts, also used by respawn up).
+const chaosMaxRestarts = 1000
+
 // ownConfig turns cfg into the configuration of a private cluster under
 // dir: its own data and shm directories, free loopback ports, two gateways.
 // It writes it to dir/chaos.yaml and returns the path.
@@ -68,6 +72,9 @@ func ownConfig(cfg *config.Config, dir string) (string, error) {
 			return "", err
 		}
 	}
+	// Faults come faster than any crash loop the restart policy guards
+	// against: the policy must not give up on a process chaos killed.
+	c.WorldMgr.Restart.MaxRestarts = max(c.WorldMgr.Restart.MaxRestarts, chaosMaxRestarts)
 	c.Gateway.Instances = nil
 	for _, name := range gatewayNames {
 		in := config.GatewayInstance{Name: name}

@@ -386,6 +386,10 @@ func (s *Server) save(ctx context.Context, req *SaveRequest) (Ack, error) {
 			return notFound(e.id)
 		}
 		owner, err := checkOwner(e, req.Scene, req.Epoch)
+		if err != nil && s.breakFencing && errors.Is(err, ErrStaleEpoch) {
+			// Test hook (package testhook): the stale epoch is let through.
+			owner, err = e.owner, nil
+		}
 		if err != nil {
 			return err
 		}

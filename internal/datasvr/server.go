@@ -40,6 +40,7 @@ import (
 	"github.com/respawn-dev/respawn/internal/scenedef"
 	"github.com/respawn-dev/respawn/internal/secret"
 	"github.com/respawn-dev/respawn/internal/store"
+	"github.com/respawn-dev/respawn/internal/testhook"
 	"github.com/respawn-dev/respawn/internal/validate"
 )
 
@@ -75,6 +76,8 @@ type Server struct {
 	catalog *validate.Catalog
 	// opToken is the operator token GM changes must carry.
 	opToken string
+	// breakFencing: test hook RESPAWN_TEST_BREAK=fencing (package testhook).
+	breakFencing bool
 
 	secret  *secret.Secret // NATS passwords of every role
 	ns      *server.Server // nil with an external NATS
@@ -153,6 +156,13 @@ func New(cfg *config.Config, log *zap.Logger, opts ...Option) (*Server, error) {
 		o(s)
 	}
 	s.bg, s.cancel = context.WithCancel(context.Background())
+	breaks, err := testhook.FromEnv()
+	if err != nil {
+		return nil, fmt.Errorf("datasvr: %w", err)
+	}
+	if s.breakFencing = breaks.Has(testhook.Fencing); s.breakFencing {
+		log.Warn("TEST HOOK: saves from a stale epoch are accepted", zap.String("env", testhook.Env))
+	}
 	return s, nil
 }
 

@@ -86,3 +86,48 @@ func TestChaosBotNoViolations(t *testing.T) {
 	}
 	t.Logf("chaos: %d faults, %d requests answered\n%s", len(rep.Faults), rep.Requests.Answered, stderr)
 }
+
+// TestChaosBotFindsBrokenGuarantees turns off one guarantee at a time
+// (RESPAWN_TEST_BREAK, package testhook) and requires `bot chaos` to report
+// it: the scene's duplicate check (resends applied twice: duplication and
+// histories porcupine cannot linearize), the gateway's resend (requests
+// never answered) and the data server's lease fencing (the stale writer's
+// save accepted).
+func TestChaosBotFindsBrokenGuarantees(t *testing.T) {
+	if testing.Short() {
+		t.Skip("three chaos runs")
+	}
+	// Many requests in flight, so a killed gateway takes replies of
+	// requests the scene applied with it (their resends are what the
+	// duplicate check is for), and a killed scene breaks links mid-request.
+	heavy := func(faults, seed string) []string {
+		return []string{"--bots", "40", "--rate", "50", "--pipeline", "8", "--duration", "10s", "--every", "1s",
+			"--faults", faults, "--seed", seed, "--request-timeout", "12s"}
+	}
+	for _, tc := range []struct {
+		brk    string
+		args   []string
+		checks []string // each must report at least one violation
+	}{
+		{"dedupe", heavy("gateway", "3"), []string{"duplication", "linearizability"}},
+		{"resend", heavy("gateway,scene", "1"), []string{"unanswered"}},
+		{"fencing", []string{"--bots", "6", "--duration", "5s", "--every", "2s", "--faults", "scene"}, []string{"fencing"}},
+	} {
+		t.Run(tc.brk, func(t *testing.T) {
+			rep, stderr, err := runChaos(t, []string{"RESPAWN_TEST_BREAK=" + tc.brk}, tc.args...)
+			if err == nil {
+				t.Fatalf("bot chaos exited 0 with %s broken\n%s", tc.brk, stderr)
+			}
+			found := map[string]int{}
+			for _, v := range rep.Violations {
+				found[v.Check]++
+			}
+			for _, c := range tc.checks {
+				if found[c] == 0 {
+					t.Errorf("%s broken: no %q violation; found %v\n%s", tc.brk, c, found, stderr)
+				}
+			}
+			t.Logf("%s broken: violations %v", tc.brk, found)
+		})
+	}
+}

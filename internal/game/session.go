@@ -104,6 +104,15 @@ func (s *Scene) onRequest(r Request) []Effect {
 	if rec.session != r.Session {
 		return s.reply(r, errResult(ErrSessionReplaced, "session %s of player %s was replaced by a newer one", r.Session, r.Player))
 	}
+	if r.Seq <= rec.lastSeq && s.def.BreakDedupe && p != nil && !rec.departed {
+		// Test hook (package testhook): the duplicate check is off, so the
+		// resend is applied a second time, as a scene without it would.
+		out := make([]Effect, 1, 2)
+		var body Result
+		body, out = s.applyOp(p, r.Op, out)
+		out[0] = Reply{Session: r.Session, Player: r.Player, Seq: r.Seq, Body: body}
+		return out
+	}
 	if r.Seq <= rec.lastSeq {
 		var hash uint64
 		s.opBuf, hash = opHash(s.opBuf, r.Op)

@@ -35,6 +35,7 @@ import (
 	"github.com/respawn-dev/respawn/internal/modules"
 	"github.com/respawn-dev/respawn/internal/replica"
 	"github.com/respawn-dev/respawn/internal/secret"
+	"github.com/respawn-dev/respawn/internal/testhook"
 )
 
 // Options configure a Gateway.
@@ -84,6 +85,8 @@ type Gateway struct {
 
 	wg           sync.WaitGroup
 	shutdownOnce sync.Once
+	// breakResend: test hook RESPAWN_TEST_BREAK=resend (package testhook).
+	breakResend bool
 }
 
 // New validates the options and builds a gateway; it does not listen yet.
@@ -119,6 +122,14 @@ func New(opt Options) (*Gateway, error) {
 	g.pos = newPositions(g)
 	g.loc = &locator{g: g}
 	g.rt = newRouter(g)
+	breaks, err := testhook.FromEnv()
+	if err != nil {
+		stop()
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	if g.breakResend = breaks.Has(testhook.Resend); g.breakResend {
+		g.log.Warn("TEST HOOK: requests whose scene connection broke are dropped, not resent", zap.String("env", testhook.Env))
+	}
 	return g, nil
 }
 

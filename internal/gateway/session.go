@@ -574,6 +574,11 @@ func (s *Session) roundTrip(p *pending, deadline time.Time) (scenelink.Reply, er
 			}
 			s.unjoin(le)
 			g.rt.broken(le)
+			if g.breakResend {
+				// Test hook (package testhook): forget the request, as a
+				// gateway without resend would; the client never hears.
+				return scenelink.Reply{}, errEnded
+			}
 			g.rt.backoff(ctx, attempt)
 			continue
 		}

@@ -34,6 +34,8 @@ type host struct {
 	// subjects; detach when it ends.
 	attach func(*loop) error
 	detach func(*loop)
+	// breakDedupe: test hook RESPAWN_TEST_BREAK=dedupe (package testhook).
+	breakDedupe bool
 	// replicas publishes profiles, positions, load and chat (nil: none).
 	replicas *replicas
 	// push sends a client-facing effect (broadcast, chat, position, kick,
@@ -125,6 +127,7 @@ func (h *host) restore(scenes []string) error {
 		if !ok {
 			return fmt.Errorf("scene %s: no definition", id)
 		}
+		def.BreakDedupe = h.breakDedupe
 		if err := h.restoreOne(id, "", def); err != nil {
 			return err
 		}

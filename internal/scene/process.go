@@ -25,6 +25,7 @@ import (
 	"github.com/respawn-dev/respawn/internal/process"
 	"github.com/respawn-dev/respawn/internal/scenedef"
 	"github.com/respawn-dev/respawn/internal/secret"
+	"github.com/respawn-dev/respawn/internal/testhook"
 	"github.com/respawn-dev/respawn/internal/validate"
 )
 
@@ -120,6 +121,14 @@ func (p *Process) Start(ctx context.Context) error {
 	// Replay comes before anything else: nobody may see a scene that is
 	// not yet where it was.
 	p.host = newHost(p.cfg, p.log, p.opt.Epoch)
+	breaks, err := testhook.FromEnv()
+	if err != nil {
+		return fail(err)
+	}
+	if breaks.Has(testhook.Dedupe) {
+		p.log.Warn("TEST HOOK: the duplicate check is off; resent requests are applied again", zap.String("env", testhook.Env))
+		p.host.breakDedupe = true
+	}
 	if err := p.host.open(p.ctx, LogPath(p.cfg.ShmDir, p.spec.Name)); err != nil {
 		return fail(err)
 	}

@@ -119,6 +119,11 @@ type SceneDef struct {
 	// Parent is set on dungeon rooms only: the scene that opened the room and
 	// where its players return.
 	Parent string `yaml:"parent,omitempty" json:"parent,omitempty"`
+	// BreakDedupe is a test hook (RESPAWN_TEST_BREAK=dedupe, package
+	// testhook): a resent request is applied again instead of answered
+	// with its recorded reply. Never in a config file, never encoded, not
+	// part of the definition's hash.
+	BreakDedupe bool `yaml:"-" json:"-"`
 }
 
 // EffectiveWidth is the width in tiles, with the default applied.
