@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -31,6 +32,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/respawn-dev/respawn/internal/config"
+	"github.com/respawn-dev/respawn/internal/console"
 	"github.com/respawn-dev/respawn/internal/gwproto"
 	"github.com/respawn-dev/respawn/internal/modules"
 	"github.com/respawn-dev/respawn/internal/replica"
@@ -236,6 +238,12 @@ func (g *Gateway) acceptTCP() {
 }
 
 func (g *Gateway) serveWebSocket(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodGet && !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+		// A browser opening the WebSocket address gets the play client:
+		// same origin and port as the socket it then opens.
+		console.PlayPage(w, r)
+		return
+	}
 	// Tokens travel in frames, not cookies, so another origin gains
 	// nothing from opening a socket: accept browser clients from anywhere.
 	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})

@@ -21,6 +21,8 @@ func (m *Manager) routes() {
 	m.admin.Handle("POST /v1/scenes/{id}/kill", m.apiKill)
 	m.admin.Handle("POST /v1/scenes/{id}/restart", m.apiRestart)
 	m.admin.Handle("POST /v1/stop", m.apiStop)
+	m.admin.Handle("GET /v1/timeline", m.apiTimeline)
+	m.mountConsole()
 }
 
 // Status is GET /v1/status.
@@ -89,7 +91,9 @@ func (m *Manager) apiKill(w http.ResponseWriter, r *http.Request) {
 		res = KillResult{Scene: id, Process: p.name, PID: p.pid, Epoch: p.epoch, Signal: strings.ToUpper(strings.TrimPrefix(strings.ToUpper(sigName), "SIG"))}
 		if err = hd.h.Signal(sig); err != nil {
 			status = http.StatusInternalServerError
+			return
 		}
+		m.timeline.add(TimelineEvent{At: time.Now(), Process: p.name, Kind: "operator", PID: p.pid, Epoch: p.epoch, Reason: "SIG" + res.Signal + " from the admin API"})
 	}); err != nil && status == 0 {
 		status = http.StatusServiceUnavailable
 	}
@@ -118,6 +122,7 @@ func (m *Manager) apiRestart(w http.ResponseWriter, r *http.Request) {
 			status = http.StatusConflict
 			return
 		}
+		m.timeline.add(TimelineEvent{At: time.Now(), Process: p.name, Kind: "operator", PID: p.pid, Epoch: p.epoch, Reason: "restart from the admin API"})
 		m.apply()
 		for _, rr := range m.sup.rows() {
 			if rr.ID == id {

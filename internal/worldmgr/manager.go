@@ -77,6 +77,7 @@ type Manager struct {
 	conns       map[connID]*sceneConn
 	handles     map[int]*handle
 	stopWaiters []chan struct{}
+	timeline    *timeline
 
 	// The scene-table replica (owned), the scene-load replica (read).
 	nc        *nats.Conn
@@ -189,6 +190,7 @@ func (m *Manager) Start(ctx context.Context) error {
 		return fmt.Errorf("worldmgr: %w", err)
 	}
 
+	m.timeline = newTimeline(TimelineLimit)
 	m.sup = newSupervisor(supervisorConfig{WorldMgr: m.cfg.WorldMgr, Tick: loopTick, Processes: m.cfg.Processes},
 		m.log, m.epochs.max, m.fresh, time.Now())
 	window := m.cfg.WorldMgr.EffectiveRecoveryWindow()
@@ -326,6 +328,7 @@ func (m *Manager) apply() {
 		for _, a := range rd.Actions {
 			m.perform(a, persistErr)
 		}
+		m.timeline.add(rd.Timeline...)
 		if rd.Stopped {
 			for _, w := range m.stopWaiters {
 				close(w)

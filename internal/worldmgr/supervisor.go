@@ -81,10 +81,12 @@ type ready struct {
 	Stalls int
 	// Stopped: the world was stopped and every scene process is gone.
 	Stopped bool
+	// Timeline: faults and recoveries, for the console's timeline.
+	Timeline []TimelineEvent
 }
 
 func (r *ready) empty() bool {
-	return r.Epochs == nil && len(r.Actions) == 0 && r.Restarts == 0 && len(r.Recovered) == 0 && r.Stalls == 0 && !r.Stopped
+	return r.Epochs == nil && len(r.Actions) == 0 && r.Restarts == 0 && len(r.Recovered) == 0 && r.Stalls == 0 && !r.Stopped && len(r.Timeline) == 0
 }
 
 // supervisorConfig is what the supervisor's decisions depend on.
@@ -254,6 +256,8 @@ func (s *supervisor) shift(now time.Time, lag time.Duration) {
 func (s *supervisor) suspectSelf(now time.Time, lag time.Duration) {
 	grace := s.cfg.WorldMgr.EffectiveRecoveryWindow()
 	s.rd.Stalls++
+	s.rd.Timeline = append(s.rd.Timeline, TimelineEvent{At: now, Process: "worldmgr", Kind: "stall",
+		Reason: "the manager itself was not running; every scene gets a grace period", DurationMS: float64(lag) / float64(time.Millisecond)})
 	s.log.Warn("world manager was not running; suspecting itself before any scene: every scene process gets a grace period to report",
 		zap.Duration("stalled", lag.Round(time.Millisecond)), zap.Duration("grace", grace))
 	for _, p := range s.slots {
@@ -390,6 +394,8 @@ func (s *supervisor) hello(now time.Time, ev helloEvent) {
 	if wasStarting && !p.diedAt.IsZero() {
 		d := now.Sub(p.diedAt)
 		s.rd.Recovered = append(s.rd.Recovered, d)
+		s.rd.Timeline = append(s.rd.Timeline, TimelineEvent{At: now, Process: p.name, Kind: "recovered", PID: h.PID, Epoch: h.Epoch,
+			Reason: fmt.Sprintf("running again (replay %.1f ms)", h.ReplayMS), DurationMS: float64(d) / float64(time.Millisecond)})
 		log.Info("scene process running again", zap.Duration("crash_to_running", d), zap.Float64("replay_ms", h.ReplayMS))
 	} else {
 		log.Info("scene process registered", zap.String("addr", h.Addr))
@@ -529,6 +535,11 @@ func (s *supervisor) died(p *slot, reason string, now time.Time, kill bool) {
 	}
 	d := supervise.Next(s.cfg.WorldMgr.Restart, &p.hist, now)
 	p.since = now
+	kind := "died"
+	if d.Failed {
+		kind = "failed"
+	}
+	s.rd.Timeline = append(s.rd.Timeline, TimelineEvent{At: now, Process: p.name, Kind: kind, PID: p.pid, Epoch: p.epoch, Reason: reason})
 	if d.Failed {
 		p.state = modules.SceneFailed
 		log.Error("scene process failed: restart intensity exceeded; not restarting until `respawn scene restart`",

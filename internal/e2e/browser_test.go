@@ -1,0 +1,186 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/respawn-dev/respawn/internal/modules"
+	"github.com/respawn-dev/respawn/internal/secret"
+	"github.com/respawn-dev/respawn/internal/token"
+)
+
+// chromiumPath finds Debian's chromium (or another Chrome) for the
+// browser tests; "" means none (the caller skips and says why).
+func chromiumPath() string {
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	return ""
+}
+
+// newBrowser starts headless Chromium with a fresh profile and no network
+// features (the machine is offline) and returns a tab's context.
+func newBrowser(t *testing.T, timeout time.Duration) context.Context {
+	t.Helper()
+	path := chromiumPath()
+	if path == "" {
+		t.Skip("browser test skipped: no chromium found (apt-get install -y chromium; .ci/run installs it)")
+	}
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(path),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1280, 900),
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	actx, acancel := chromedp.NewExecAllocator(ctx, opts...)
+	tctx, tcancel := chromedp.NewContext(actx)
+	t.Cleanup(func() { tcancel(); acancel(); cancel() })
+	return tctx
+}
+
+// shot saves a PNG of the tab under docs/screenshots/ (committed, linked
+// from the README).
+func shot(t *testing.T, ctx context.Context, name string) {
+	t.Helper()
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatalf("screenshot %s: %v", name, err)
+	}
+	dir := filepath.Join("..", "..", "docs", "screenshots")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, name), png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// text reads an element's text.
+func text(t *testing.T, ctx context.Context, id string) string {
+	t.Helper()
+	s, err := chromedp.Run(ctx, chromedp.Text(chromedp.ID(id)))
+	if err != nil {
+		t.Fatalf("read #%s: %v", id, err)
+	}
+	return s
+}
+
+// waitJS polls a JavaScript predicate in the tab until it is truthy.
+func waitJS(t *testing.T, ctx context.Context, what, expr string, timeout time.Duration) {
+	t.Helper()
+	if _, err := chromedp.Run(ctx, chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingTimeout(timeout))); err != nil {
+		t.Fatalf("waiting for %s (%s): %v", what, expr, err)
+	}
+}
+
+// A player plays in the browser client while an operator kills the
+// scene's process from the web console in another tab: the login, a move
+// before, the kill by a click, and a move after it all work, and the
+// player's page never shows a disconnect.
+func TestBrowserPlayAndConsoleKill(t *testing.T) {
+	browser := newBrowser(t, 90*time.Second)
+	c := newCluster(t)
+	c.startWorld()
+	_, _, ws := c.gateway("gateway")
+	sec, err := secret.Load("", c.dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := token.IssueLogin(sec, "webplayer", time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	playURL := "http" + strings.TrimPrefix(ws, "ws")
+	consoleURL := "http://" + c.ports["worldmgr.admin"] + "/"
+
+	// The play client: log in and move one step.
+	play := browser
+	if err := chromedp.Do(play,
+		chromedp.Navigate(playURL),
+		chromedp.WaitVisible(chromedp.ID("login")),
+		chromedp.SetValue(chromedp.ID("token"), tok),
+		chromedp.Click(chromedp.ID("login")),
+	); err != nil {
+		t.Fatalf("play client login: %v", err)
+	}
+	waitJS(t, play, "the session", `document.getElementById("status").textContent.startsWith("playing in town as webplayer")`, 20*time.Second)
+	start := text(t, play, "pos")
+	if err := chromedp.Do(play, chromedp.Click(chromedp.ID("right"))); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, play, "the first move", fmt.Sprintf(`document.getElementById("pos").textContent !== %q && document.getElementById("pending").textContent === "0"`, start), 20*time.Second)
+	moved := text(t, play, "pos")
+	if err := chromedp.Do(play, chromedp.SetValue(chromedp.ID("chat-text"), "hello from the browser"), chromedp.Click(chromedp.ID("chat"))); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, play, "the chat echo", `document.getElementById("log").textContent.includes("hello from the browser")`, 20*time.Second)
+	shot(t, play, "play.png")
+
+	// The console, in a second tab: set the operator token, kill town.
+	old, err := c.scene("town")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cons, cancelCons := chromedp.NewContext(browser)
+	defer cancelCons()
+	if err := chromedp.Do(cons,
+		chromedp.Navigate(consoleURL),
+		chromedp.WaitVisible(chromedp.ID("kill-town")),
+		chromedp.SetValue(chromedp.ID("token"), c.operatorToken()),
+		chromedp.Click(chromedp.ID("save-token")),
+		chromedp.Click(chromedp.ID("inspect-town")),
+	); err != nil {
+		t.Fatalf("console: %v", err)
+	}
+	waitJS(t, cons, "the scene detail", `document.getElementById("detail").textContent.includes("webplayer")`, 20*time.Second)
+	waitJS(t, cons, "the gateway row", `document.getElementById("gateways").textContent.includes("up")`, 20*time.Second)
+	if err := chromedp.Do(cons, chromedp.Click(chromedp.ID("kill-town"))); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, cons, "the kill's answer", `document.getElementById("action").textContent.startsWith("kill town: {")`, 10*time.Second)
+	waitFor(t, 20*time.Second, func() error {
+		r, err := c.scene("town")
+		if err != nil {
+			return err
+		}
+		if r.PID == old.PID || r.State != modules.SceneRunning {
+			return fmt.Errorf("town: %s pid %d (was %d)", r.State, r.PID, old.PID)
+		}
+		return nil
+	})
+	waitJS(t, cons, "the recovery on the timeline", `document.getElementById("timeline").textContent.includes("recovered")`, 20*time.Second)
+	shot(t, cons, "console.png")
+
+	// Back in the play tab: the next move works on the new process.
+	if err := chromedp.Do(play, chromedp.Click(chromedp.ID("down"))); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, play, "the move after the kill", fmt.Sprintf(`document.getElementById("pos").textContent !== %q && document.getElementById("pending").textContent === "0"`, moved), 20*time.Second)
+	if s := text(t, play, "status"); !strings.HasPrefix(s, "playing in town as webplayer") {
+		t.Fatalf("the play client shows %q after the kill; want it still playing", s)
+	}
+	if s := text(t, play, "log"); strings.Contains(s, "closed") || strings.Contains(s, "reconnect") {
+		t.Fatalf("the play client saw a disconnect: %s", s)
+	}
+	t.Logf("moves %s -> %s -> %s; latency last %s, max %s", start, moved, text(t, play, "pos"), text(t, play, "latency"), text(t, play, "latency-max"))
+	shot(t, play, "play-after-kill.png")
+}
