@@ -245,7 +245,7 @@ func BenchmarkFailoverBlip(b *testing.B) {
 // their lists); gw1 is killed with SIGKILL; measured from the kill until
 // each session is resumed on gw2.
 func BenchmarkGatewayDeath(b *testing.B) {
-	const sessions = 1000
+	sessions := benchN("RESPAWN_BENCH_SESSIONS", 1000)
 	for b.Loop() {
 		c := newCluster(b, benchGatewayFlags...)
 		c.startWorld()
@@ -253,6 +253,7 @@ func BenchmarkGatewayDeath(b *testing.B) {
 		_, tcp2, _ := c.gateway("gw2")
 		clients := benchClients(b, c, sessions, []string{tcp1, tcp2}, "")
 		resumed := make([]time.Duration, len(clients))
+		noticed := make([]time.Duration, len(clients)) // the client saw its connection end
 		kill := time.Now()
 		gw1.signal(syscall.SIGKILL)
 		left := len(clients)
@@ -261,8 +262,14 @@ func BenchmarkGatewayDeath(b *testing.B) {
 				b.Fatalf("%d sessions not resumed after 2 minutes", left)
 			}
 			for i, cl := range clients {
+				if noticed[i] == 0 && cl.Stats().Lost > 0 {
+					noticed[i] = time.Since(kill)
+				}
 				if resumed[i] == 0 && cl.Stats().Resumes > 0 {
 					resumed[i] = time.Since(kill)
+					if noticed[i] == 0 {
+						noticed[i] = resumed[i] // lost and resumed within one poll
+					}
 					left--
 				}
 			}
@@ -274,6 +281,9 @@ func BenchmarkGatewayDeath(b *testing.B) {
 			}
 		}
 		slices.Sort(resumed)
+		slices.Sort(noticed)
+		fmt.Fprintf(os.Stderr, "%s: connections seen lost after p50 %s, max %s\n", b.Name(),
+			noticed[len(noticed)/2].Round(time.Millisecond), noticed[len(noticed)-1].Round(time.Millisecond))
 		q := func(f float64) float64 {
 			return float64(resumed[min(int(f*float64(len(resumed))), len(resumed)-1)].Microseconds()) / 1000
 		}
@@ -283,4 +293,12 @@ func BenchmarkGatewayDeath(b *testing.B) {
 		fmt.Fprintf(os.Stderr, "%s: %d sessions resumed on gw2: p50 %.1f ms, p99 %.1f ms, all %.1f ms after the kill\n",
 			b.Name(), sessions, q(0.5), q(0.99), q(1))
 	}
+}
+
+// benchN is an integer setting of a benchmark, overridden by env.
+func benchN(env string, def int) int {
+	if n, err := strconv.Atoi(os.Getenv(env)); err == nil && n > 0 {
+		return n
+	}
+	return def
 }
