@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/respawn-dev/respawn/internal/config"
 )
@@ -44,6 +45,14 @@ func (a *app) root() *cobra.Command {
 		SilenceErrors: true,
 	}
 	a.loader = config.Bind(root.PersistentFlags())
+	// Every command accepts the configuration overrides (the tests and
+	// scripts pass one set of cluster flags to all of them), but only the
+	// commands that run something from a configuration list them.
+	root.PersistentFlags().VisitAll(func(f *pflag.Flag) {
+		if !isGlobalFlag(f.Name) {
+			f.Hidden = true
+		}
+	})
 	for _, add := range []func(*app) []*cobra.Command{
 		clusterCommands,
 		gmCommands,
@@ -54,6 +63,38 @@ func (a *app) root() *cobra.Command {
 		root.AddCommand(add(a)...)
 	}
 	return root
+}
+
+// isGlobalFlag says which persistent flags every subcommand's --help shows:
+// where the configuration is, where the cluster secret is, and which admin
+// APIs to talk to.
+func isGlobalFlag(name string) bool {
+	switch name {
+	case "config", "data-dir", "worldmgr.admin", "datasvr.admin", "gateway.admin":
+		return true
+	}
+	return false
+}
+
+// withConfigHelp makes cmd's --help list the configuration overrides that
+// are hidden elsewhere: cmd runs something from a configuration.
+func withConfigHelp(cmd *cobra.Command) *cobra.Command {
+	cmd.SetHelpFunc(func(c *cobra.Command, args []string) {
+		var shown []*pflag.Flag
+		c.Root().PersistentFlags().VisitAll(func(f *pflag.Flag) {
+			if f.Hidden {
+				f.Hidden = false
+				shown = append(shown, f)
+			}
+		})
+		defer func() {
+			for _, f := range shown {
+				f.Hidden = true
+			}
+		}()
+		c.Root().HelpFunc()(c, args)
+	})
+	return cmd
 }
 
 // config returns the loaded configuration.

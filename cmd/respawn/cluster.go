@@ -53,7 +53,7 @@ func tokenCommand(a *app) *cobra.Command {
 }
 
 func upCommand(a *app) *cobra.Command {
-	return &cobra.Command{
+	return withConfigHelp(&cobra.Command{
 		Use:   "up",
 		Short: "Start datasvr, worldmgr and gateway, restart them if they die; Ctrl-C stops everything",
 		Args:  cobra.NoArgs,
@@ -78,7 +78,7 @@ func upCommand(a *app) *cobra.Command {
 			defer stop()
 			return launch.Run(ctx, launch.Options{Config: cfg, ChildArgs: args, BinDir: binDir, Out: a.out})
 		},
-	}
+	})
 }
 
 func isTerminal(f *os.File) bool {
@@ -281,7 +281,7 @@ func sceneCommand(a *app) *cobra.Command {
 
 func configCommand(a *app) *cobra.Command {
 	c := &cobra.Command{Use: "config", Short: "Configuration tools"}
-	c.AddCommand(&cobra.Command{
+	c.AddCommand(withConfigHelp(&cobra.Command{
 		Use:   "validate",
 		Short: "Load the configuration exactly as a daemon would and report problems",
 		Args:  cobra.NoArgs,
@@ -297,7 +297,7 @@ func configCommand(a *app) *cobra.Command {
 			fmt.Fprintf(a.out, "config OK (%s): %d scene processes\n", src, len(cfg.Processes))
 			return nil
 		},
-	})
+	}))
 	return c
 }
 
