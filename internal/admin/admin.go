@@ -99,7 +99,7 @@ func New(addr string, cfg *config.Config, health func() error) (*Server, error) 
 	}
 	s.ln = newLimitListener(ln, a.MaxConns)
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Namespace: "respawn", Subsystem: "http", Name: "open_connections",
+		Name: "respawn_admin_http_connections",
 		Help: "Open connections of this process's admin/service HTTP server (limit admin.max_conns).",
 	}, func() float64 { return float64(s.ln.open()) }))
 	s.srv = &http.Server{

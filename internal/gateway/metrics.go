@@ -17,6 +17,11 @@ type metrics struct {
 	replies *prometheus.CounterVec
 	closes  *prometheus.CounterVec
 	latency prometheus.Histogram
+	// expired counts requests answered "unavailable" because the scene did
+	// not come back within the hold time; resends counts requests whose seq
+	// was already queued or in flight (a client resending after a reconnect).
+	expired prometheus.Counter
+	resends prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, g *Gateway) (*metrics, error) {
@@ -32,10 +37,18 @@ func newMetrics(reg prometheus.Registerer, g *Gateway) (*metrics, error) {
 		closes:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "respawn_gateway_closes_total", Help: "Connections the gateway closed, by code."}, []string{"code"}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "respawn_gateway_request_seconds", Help: "Time from a request's turn to its reply, failovers included.",
 			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 16)}),
+		expired: prometheus.NewCounter(prometheus.CounterOpts{Name: "respawn_gateway_hold_timeouts_total", Help: "Held requests answered unavailable because the scene did not come back within the hold time."}),
+		resends: prometheus.NewCounter(prometheus.CounterOpts{Name: "respawn_gateway_resends_total", Help: "Requests resent with a seq already queued or in flight (answered once)."}),
+	}
+	// The label values are known: export them at zero, so rate() and
+	// alerts see a series before the first event.
+	for _, r := range []string{"ok", "failed", "refused"} {
+		m.logins.WithLabelValues(r)
+		m.resumes.WithLabelValues(r)
 	}
 	sessions := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "respawn_gateway_sessions", Help: "Sessions on this gateway, connected or waiting for a resume."},
 		func() float64 { return float64(g.reg.count()) })
-	for _, c := range []prometheus.Collector{m.conns, m.refused, m.slow, m.held, m.pushes, m.logins, m.resumes, m.replies, m.closes, m.latency, sessions} {
+	for _, c := range []prometheus.Collector{m.conns, m.refused, m.slow, m.held, m.pushes, m.logins, m.resumes, m.replies, m.closes, m.latency, m.expired, m.resends, sessions} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("gateway metrics: %w", err)
 		}

@@ -401,6 +401,7 @@ func (s *Session) enqueue(seq uint64, op []byte) (gwproto.Code, string) {
 	}
 	if s.inflight[seq] {
 		s.mu.Unlock()
+		s.g.m.resends.Inc()
 		return gwproto.CodeOK, ""
 	}
 	if len(s.inflight) >= s.g.cfg.Window {
@@ -488,6 +489,7 @@ func (s *Session) relay(p *pending) {
 	case err != nil:
 		s.log.Warn("request not answered within the hold time", zap.Uint64("seq", p.seq), zap.String("scene", s.currentScene()), zap.Error(err))
 		code = gwproto.CodeUnavailable
+		g.m.expired.Inc()
 		body = gwproto.ErrorBody{Error: "the scene did not answer within the hold time; resend with the same seq: " + err.Error()}
 	case rep.Code == "":
 		code, body = gwproto.CodeOK, []byte(rep.Body)

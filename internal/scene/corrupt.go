@@ -65,7 +65,7 @@ type damageMetrics struct {
 }
 
 func newDamageMetrics() damageMetrics {
-	return damageMetrics{
+	m := damageMetrics{
 		atStake: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "respawn_scene_log_corrupt_events",
 			Help: "Acknowledged events at stake in a corrupt scene's log (the scene is not served until repaired); absent when no scene is corrupt.",
@@ -75,6 +75,11 @@ func newDamageMetrics() damageMetrics {
 			Help: "Damage found in the event log at start, by kind: record, snapshot, snapshot_recovered, header, torn_tail, valid_flag.",
 		}, []string{"kind"}),
 	}
+	// Exported at zero, so an alert on increase() sees the first damage.
+	for _, k := range []string{"record", "snapshot", "snapshot_recovered", "header", "torn_tail", "valid_flag", "definition"} {
+		m.found.WithLabelValues(k)
+	}
+	return m
 }
 
 // markCorrupt takes a scene or room out of service, loudly.

@@ -55,6 +55,7 @@ type host struct {
 	mLogErrors prometheus.Counter
 	mSnapshots prometheus.Histogram
 	mReplay    prometheus.Gauge
+	mLogBytes  prometheus.Counter
 	mDamage    damageMetrics
 }
 
@@ -78,11 +79,28 @@ func newHost(cfg *config.Config, log *zap.Logger, epoch uint64) *host {
 		mReplay: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "respawn_scene_replay_seconds", Help: "How long the last start's log replay took.",
 		}),
+		mLogBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "respawn_scene_log_appended_bytes_total", Help: "Event record bytes appended to the event log.",
+		}),
 	}
 }
 
 func (h *host) collectors() []prometheus.Collector {
-	return []prometheus.Collector{h.mEvents, h.mLogErrors, h.mSnapshots, h.mReplay, h.mDamage.atStake, h.mDamage.found}
+	slotsFree := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "respawn_scene_log_slots_free", Help: "Event log slots not in use (each scene and dungeon room takes one).",
+	}, func() float64 { return float64(h.store.FreeSlots()) }) // the store is open before the metrics are registered
+	players := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "respawn_scene_players", Help: "Players in this process's scenes and rooms.",
+	}, func() float64 {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		var n int64
+		for _, l := range h.loops {
+			n += l.players.Load()
+		}
+		return float64(n)
+	})
+	return []prometheus.Collector{h.mEvents, h.mLogErrors, h.mSnapshots, h.mReplay, h.mLogBytes, slotsFree, players, h.mDamage.atStake, h.mDamage.found}
 }
 
 // open opens (or creates) the log, waiting briefly if a previous

@@ -80,6 +80,9 @@ func newLinkServer(p *Process, sec *secret.Secret) (*linkServer, error) {
 			Name: "respawn_scene_link_closed_total", Help: "Gateway link connections closed, by reason.",
 		}, []string{"reason"}),
 	}
+	for _, r := range []string{"conn_limit", "auth", "garbage", "eof"} {
+		s.mClosed.WithLabelValues(r) // exported at zero before the first close
+	}
 	if s.maxFrame <= 0 {
 		s.maxFrame = scenelink.DefaultMaxFrame
 	}

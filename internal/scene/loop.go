@@ -222,6 +222,7 @@ func (l *loop) step(ev game.Event) ([]game.Effect, error) {
 		l.h.mLogErrors.Inc()
 		return nil, err
 	}
+	l.h.mLogBytes.Add(float64(len(l.buf)))
 	effs := l.st.Apply(ev)
 	l.players.Store(int64(l.st.Players()))
 	l.events++

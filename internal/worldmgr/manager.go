@@ -89,6 +89,8 @@ type Manager struct {
 	mRecovery     prometheus.Histogram
 	mAuthFailures prometheus.Counter
 	mStalls       prometheus.Counter
+	mSilence      prometheus.Gauge
+	mScenes       *prometheus.GaugeVec
 }
 
 // handle is a scene process the manager may signal: it spawned it, or
@@ -157,6 +159,14 @@ func New(opt Options) (*Manager, error) {
 		mRestarts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "respawn_worldmgr_scene_restarts_total", Help: "Scene processes respawned after a death.",
 		}),
+		mSilence: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "respawn_worldmgr_heartbeat_silence_seconds",
+			Help: "Longest time a running scene process has said nothing (heartbeat or report); it is declared hung past worldmgr.heartbeat_timeout.",
+		}),
+		mScenes: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "respawn_worldmgr_scenes",
+			Help: "Scenes in the scene table by state (starting, running, dead, failed, recovering, corrupt).",
+		}, []string{"state"}),
 		mRecovery: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "respawn_worldmgr_crash_to_running_seconds",
 			Help:    "From a scene process's death being noticed to its replacement registering.",
@@ -180,7 +190,7 @@ func (m *Manager) Start(ctx context.Context) error {
 		ln.Close()
 		return fmt.Errorf("worldmgr: %w", err)
 	}
-	adm.Registry.MustRegister(m.mRestarts, m.mRecovery, m.mAuthFailures, m.mStalls)
+	adm.Registry.MustRegister(m.mRestarts, m.mRecovery, m.mAuthFailures, m.mStalls, m.mSilence, m.mScenes)
 	m.ln, m.admin = ln, adm
 	m.routes()
 	m.ctx, m.cancel = context.WithCancel(ctx)
@@ -299,10 +309,25 @@ func (m *Manager) loop() {
 		case <-tick.C:
 			// The time read now, not the tick's: after a stall the tick was
 			// sent late, and the supervisor must see how late.
-			m.sup.tick(time.Now())
+			now := time.Now()
+			m.sup.tick(now)
+			m.mSilence.Set(m.sup.silence(now).Seconds())
+			m.countScenes()
 		}
 		m.apply()
 		m.publishTable()
+	}
+}
+
+// countScenes sets the scenes-by-state gauge from the supervisor's rows;
+// every state is set, so a state nobody is in reads 0, not absent.
+func (m *Manager) countScenes() {
+	n := map[string]int{}
+	for _, r := range m.sup.rows() {
+		n[r.State]++
+	}
+	for _, st := range []string{modules.SceneStarting, modules.SceneRunning, modules.SceneDead, modules.SceneFailed, modules.SceneRecovering, modules.SceneCorrupt} {
+		m.mScenes.WithLabelValues(st).Set(float64(n[st]))
 	}
 }
 

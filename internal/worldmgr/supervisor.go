@@ -230,6 +230,18 @@ func (s *supervisor) tick(now time.Time) {
 	s.checkStopped()
 }
 
+// silence is the longest a running, connected scene process has said
+// nothing: how close the slowest one is to worldmgr.heartbeat_timeout.
+func (s *supervisor) silence(now time.Time) time.Duration {
+	var worst time.Duration
+	for _, p := range s.slots {
+		if p.state == modules.SceneRunning && p.conn != 0 {
+			worst = max(worst, now.Sub(p.heard))
+		}
+	}
+	return worst
+}
+
 // shift moves every liveness deadline by the time the manager lost.
 func (s *supervisor) shift(now time.Time, lag time.Duration) {
 	later := func(t time.Time) time.Time {
