@@ -2,7 +2,9 @@ package gateway
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
@@ -21,9 +23,16 @@ type Announcement struct {
 	Session string `json:"session"`
 }
 
+// SubjectWho asks the gateways whether one of them serves a session
+// ({"player","session"}); a gateway that does answers. A gateway asks
+// before its expired session takes the player out of the scene, in case
+// the announcement of a resume elsewhere was lost.
+const SubjectWho = "respawn.gateway.who"
+
 type announcer struct {
 	g   *Gateway
 	sub *nats.Subscription
+	who *nats.Subscription
 }
 
 func newAnnouncer(g *Gateway) (*announcer, error) {
@@ -43,7 +52,36 @@ func newAnnouncer(g *Gateway) (*announcer, error) {
 		return nil, fmt.Errorf("gateway: subscribe %s: %w", SubjectSession, err)
 	}
 	a.sub = sub
+	a.who, err = g.opt.NATS.Subscribe(SubjectWho, func(m *nats.Msg) {
+		var q Announcement
+		if json.Unmarshal(m.Data, &q) != nil || q.Gateway == g.cfg.ID {
+			return
+		}
+		if s := g.reg.get(q.Player); s != nil && s.id == q.Session && s.live() != nil {
+			b, _ := json.Marshal(Announcement{Gateway: g.cfg.ID, Player: q.Player, Session: q.Session})
+			_ = m.Respond(b)
+		}
+	})
+	if err != nil {
+		sub.Unsubscribe()
+		return nil, fmt.Errorf("gateway: subscribe %s: %w", SubjectWho, err)
+	}
 	return a, nil
+}
+
+// servedElsewhere reports whether another gateway serves the session (an
+// answer within a short wait), and whether it could ask at all.
+func (a *announcer) servedElsewhere(player, session string) (elsewhere, asked bool) {
+	b, _ := json.Marshal(Announcement{Gateway: a.g.cfg.ID, Player: player, Session: session})
+	_, err := a.g.opt.NATS.Request(SubjectWho, b, 250*time.Millisecond)
+	switch {
+	case err == nil:
+		return true, true
+	case errors.Is(err, nats.ErrTimeout), errors.Is(err, nats.ErrNoResponders):
+		return false, true
+	default:
+		return false, false
+	}
 }
 
 // announce tells the other gateways that this one now has player's
@@ -59,5 +97,8 @@ func (a *announcer) announce(player, session string) {
 func (a *announcer) close() {
 	if a.sub != nil {
 		_ = a.sub.Unsubscribe()
+	}
+	if a.who != nil {
+		_ = a.who.Unsubscribe()
 	}
 }

@@ -554,3 +554,49 @@ func TestHoldLimits(t *testing.T) {
 		t.Fatalf("over hold_max_bytes: %s, want unavailable", code)
 	}
 }
+
+// A session that expires here while another gateway serves it (its resume
+// announcement was lost) does not take the player out of the scene.
+func TestExpiryAsksTheOtherGateways(t *testing.T) {
+	a := startGateway(t, nil)
+	cfg := a.cfg
+	cfg.ID = "other"
+	cfg.Listen, cfg.WebSocket = "127.0.0.1:0", ""
+	b, err := New(Options{Config: cfg, DefaultScene: "town", Secret: testSecret(t), NATS: a.opt.NATS, Log: zaptest.NewLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer b.Shutdown()
+	ca := testConn(a)
+	sa := liveSession(a, "dave", "s1", "town", ca)
+	a.reg.install(sa)
+	a.reg.detach(sa, ca)
+	// B serves the same session (the client resumed there); A never heard.
+	sb := liveSession(b, "dave", "s1", "town", testConn(b))
+	b.reg.install(sb)
+	a.reg.expire(sa, sa.gen)
+	if a.reg.get("dave") != nil {
+		t.Fatal("the expired session is still registered")
+	}
+	sa.mu.Lock()
+	ended, leave := sa.ended, sa.leave
+	sa.mu.Unlock()
+	if !ended || leave {
+		t.Fatalf("ended %v leave %v: want ended without leaving the scene", ended, leave)
+	}
+	// With nobody else serving it, an expiry leaves the scene.
+	cc := testConn(a)
+	sc := liveSession(a, "erin", "s2", "town", cc)
+	a.reg.install(sc)
+	a.reg.detach(sc, cc)
+	a.reg.expire(sc, sc.gen)
+	sc.mu.Lock()
+	leave = sc.leave
+	sc.mu.Unlock()
+	if !leave {
+		t.Fatal("an expired session nobody serves did not leave the scene")
+	}
+}

@@ -39,6 +39,7 @@ type Session struct {
 	inflight map[uint64]bool // seqs queued or being relayed
 	joined   *linkEntry      // the link the session is joined on
 	ended    bool            // replaced, taken elsewhere, expired or logged out: the worker stops
+	expiring bool            // removed by the TTL, about to end: no resume may attach
 	leave    bool            // take the player out of the scene when the worker stops
 	gen      uint64          // bumped on every attach/detach: stale TTL timers do nothing
 	x, y     int             // last known position (for the position filter)
@@ -256,14 +257,52 @@ func (r *registry) detach(s *Session, c *clientConn) {
 }
 
 func (r *registry) expire(s *Session, gen uint64) {
-	s.mu.Lock()
-	stale := s.gen != gen || s.conn != nil || s.ended
-	s.mu.Unlock()
-	if stale || !r.remove(s) {
+	if !r.expired(s, gen) {
 		return
 	}
-	s.log.Info("session expired: leaving the scene")
-	s.end(gwproto.CodeOK, "", true)
+	// A resume on another gateway is announced; if that announcement was
+	// lost, taking the player out would cut them off there. Ask first.
+	elsewhere, asked := r.g.ann.servedElsewhere(s.player, s.id)
+	if !r.removeExpired(s, gen) {
+		return // resumed meanwhile
+	}
+	switch {
+	case elsewhere:
+		s.log.Info("session expired here but another gateway serves it")
+		s.end(gwproto.CodeOK, "", false)
+	case !asked:
+		s.log.Warn("session expired; NATS unreachable, so the player stays in the scene rather than risk cutting off a resume elsewhere")
+		s.end(gwproto.CodeOK, "", false)
+	default:
+		s.log.Info("session expired: leaving the scene")
+		s.end(gwproto.CodeOK, "", true)
+	}
+}
+
+// expired reports whether s is still detached since the drop numbered gen.
+func (r *registry) expired(s *Session, gen uint64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.gen == gen && s.conn == nil && !s.ended
+}
+
+// removeExpired removes s if it is still the player's session and still
+// detached since the drop numbered gen, atomically with respect to a
+// resume (which then finds the session ended).
+func (r *registry) removeExpired(s *Session, gen uint64) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s.mu.Lock()
+	ok := s.gen == gen && s.conn == nil && !s.ended && r.byPlayer[s.player] == s
+	if ok {
+		s.expiring = true // attach fails from now on
+	}
+	s.mu.Unlock()
+	if ok {
+		delete(r.byPlayer, s.player)
+		r.unindexLocked(s)
+	}
+	return ok
 }
 
 // logout ends s at its client's request: the player leaves the scene.
@@ -309,7 +348,7 @@ func (r *registry) closeAll() {
 func (s *Session) attach(c *clientConn) (old *clientConn, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.ended {
+	if s.ended || s.expiring {
 		return nil, false
 	}
 	old, s.conn = s.conn, c
