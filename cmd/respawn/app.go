@@ -18,6 +18,8 @@ import (
 type app struct {
 	out    io.Writer
 	loader *config.Loader
+	// json is --json: commands that print data print it as JSON.
+	json bool
 
 	once sync.Once
 	cfg  *config.Config
@@ -45,6 +47,7 @@ func (a *app) root() *cobra.Command {
 		SilenceErrors: true,
 	}
 	a.loader = config.Bind(root.PersistentFlags())
+	root.PersistentFlags().BoolVar(&a.json, "json", false, "print JSON instead of text")
 	// Every command accepts the configuration overrides (the tests and
 	// scripts pass one set of cluster flags to all of them), but only the
 	// commands that run something from a configuration list them.
@@ -70,7 +73,7 @@ func (a *app) root() *cobra.Command {
 // APIs to talk to.
 func isGlobalFlag(name string) bool {
 	switch name {
-	case "config", "data-dir", "worldmgr.admin", "datasvr.admin", "gateway.admin":
+	case "config", "json", "data-dir", "worldmgr.admin", "datasvr.admin", "gateway.admin":
 		return true
 	}
 	return false

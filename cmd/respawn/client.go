@@ -63,7 +63,7 @@ func (a *app) adminCall(method, addr, path string, body, out any) error {
 	if err != nil {
 		// Refused, reset or timed out: the daemon is restarting or busy,
 		// and a request may or may not have been applied.
-		return unavailable{fmt.Errorf("%s %s: %w", method, addr+path, err)}
+		return unavailable{fmt.Errorf("%s %s: %w (is it running? see `respawn status`; the address comes from the config or --worldmgr.admin/--datasvr.admin/--gateway.admin)", method, addr+path, err)}
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
@@ -75,6 +75,9 @@ func (a *app) adminCall(method, addr, path string, body, out any) error {
 		err := fmt.Errorf("%s %s: %s", method, addr+path, resp.Status)
 		if json.Unmarshal(raw, &e) == nil && e.Error != "" {
 			err = fmt.Errorf("%s", e.Error)
+		}
+		if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
+			err = fmt.Errorf("%w (the operator token was refused: use the cluster's --data-dir or config, or set RESPAWN_ADMIN_TOKEN)", err)
 		}
 		if resp.StatusCode == http.StatusServiceUnavailable || resp.StatusCode == http.StatusGatewayTimeout {
 			return unavailable{err}

@@ -44,6 +44,9 @@ func tokenCommand(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if a.json {
+				return a.printJSON(map[string]string{"token": tok})
+			}
 			_, err = fmt.Fprintln(a.out, tok)
 			return err
 		},
@@ -126,7 +129,6 @@ func (a *app) daemonStatus(addr string) DaemonStatus {
 }
 
 func statusCommand(a *app) *cobra.Command {
-	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show which daemons run and whether they are healthy",
@@ -150,7 +152,7 @@ func statusCommand(a *app) *cobra.Command {
 			for name, addr := range addrs {
 				out[name] = a.daemonStatus(addr)
 			}
-			if asJSON {
+			if a.json {
 				return a.printJSON(out)
 			}
 			tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
@@ -170,7 +172,6 @@ func statusCommand(a *app) *cobra.Command {
 			return tw.Flush()
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }
 
@@ -199,7 +200,6 @@ func (a *app) sceneRow(id string) (modules.SceneRow, error) {
 }
 
 func scenesCommand(a *app) *cobra.Command {
-	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "scenes",
 		Short: "Show the scene table",
@@ -209,7 +209,7 @@ func scenesCommand(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if asJSON {
+			if a.json {
 				return a.printJSON(rows)
 			}
 			tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
@@ -228,7 +228,6 @@ func scenesCommand(a *app) *cobra.Command {
 			return tw.Flush()
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }
 
@@ -253,6 +252,9 @@ func sceneCommand(a *app) *cobra.Command {
 			if err := a.adminCall("POST", cfg.WorldMgr.Admin, path, nil, &res); err != nil {
 				return err
 			}
+			if a.json {
+				return a.printJSON(res)
+			}
 			fmt.Fprintf(a.out, "sent %s to pid %d (process %s, epoch %d) hosting scene %s\n", res.Signal, res.PID, res.Process, res.Epoch, res.Scene)
 			return nil
 		},
@@ -270,6 +272,9 @@ func sceneCommand(a *app) *cobra.Command {
 			var row modules.SceneRow
 			if err := a.adminCall("POST", cfg.WorldMgr.Admin, "/v1/scenes/"+url.PathEscape(args[0])+"/restart", nil, &row); err != nil {
 				return err
+			}
+			if a.json {
+				return a.printJSON(row)
 			}
 			fmt.Fprintf(a.out, "scene %s: %s (process %s)\n", row.ID, row.State, row.Process)
 			return nil
@@ -294,6 +299,9 @@ func configCommand(a *app) *cobra.Command {
 			if src == "" {
 				src = "built-in defaults"
 			}
+			if a.json {
+				return a.printJSON(map[string]any{"ok": true, "source": src, "scene_processes": len(cfg.Processes)})
+			}
 			fmt.Fprintf(a.out, "config OK (%s): %d scene processes\n", src, len(cfg.Processes))
 			return nil
 		},
@@ -315,8 +323,22 @@ func shutdownCommand(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := a.saveAll(timeout); err != nil {
+			saved, err := a.saveAll(timeout)
+			if err != nil {
+				if saved != nil {
+					_ = a.printSaveAll(saved)
+				}
 				return fmt.Errorf("shutdown stopped before anything was stopped: %w", err)
+			}
+			if !a.json {
+				if err := a.printSaveAll(saved); err != nil {
+					return err
+				}
+			}
+			type stopped struct {
+				Saved   *SaveAllReport `json:"saved"`
+				Stopped string         `json:"stopped"`
+				UpPID   int            `json:"up_pid,omitempty"`
 			}
 			raw, _ := os.ReadFile(launch.PIDPath(cfg.DataDir)) // absent: not under `respawn up`
 			if pid, _ := strconv.Atoi(strings.TrimSpace(string(raw))); pid > 0 && process.Alive(pid) {
@@ -329,11 +351,17 @@ func shutdownCommand(a *app) *cobra.Command {
 				if err := process.WaitGone(ctx, pid); err != nil {
 					return fmt.Errorf("respawn up (pid %d) did not stop: %w", pid, err)
 				}
+				if a.json {
+					return a.printJSON(stopped{Saved: saved, Stopped: "cluster", UpPID: pid})
+				}
 				fmt.Fprintf(a.out, "cluster stopped (respawn up pid %d)\n", pid)
 				return nil
 			}
 			if err := a.adminCall("POST", cfg.WorldMgr.Admin, "/v1/stop", nil, nil); err != nil {
 				return fmt.Errorf("stop scenes: %w", err)
+			}
+			if a.json {
+				return a.printJSON(stopped{Saved: saved, Stopped: "scenes"})
 			}
 			fmt.Fprintln(a.out, "scenes stopped; `respawn up` is not running, so stop the daemons with their supervisor")
 			return nil

@@ -32,7 +32,6 @@ func (a *app) sceneCall(method, id, path string, body, out any) error {
 }
 
 func sceneInspectCommand(a *app) *cobra.Command {
-	var asJSON bool
 	var room string
 	cmd := &cobra.Command{
 		Use:   "inspect ID",
@@ -47,7 +46,7 @@ func sceneInspectCommand(a *app) *cobra.Command {
 			if err := a.sceneCall("GET", args[0], path, nil, &v); err != nil {
 				return err
 			}
-			if asJSON {
+			if a.json {
 				return a.printJSON(v)
 			}
 			fmt.Fprintf(a.out, "scene %s  epoch %d  tick %d  players %d  rooms %v\n", v.Scene, v.Epoch, v.Tick, len(v.Players), v.Rooms)
@@ -63,7 +62,6 @@ func sceneInspectCommand(a *app) *cobra.Command {
 			return tw.Flush()
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	cmd.Flags().StringVar(&room, "room", "", "inspect a dungeon room of this scene (e.g. forest/dungeon-1)")
 	return cmd
 }
@@ -72,7 +70,6 @@ func gmCommand(a *app) *cobra.Command {
 	gm := &cobra.Command{Use: "gm", Short: "Game-master commands; each is a logged event in its scene"}
 	var d scene.DamageRequest
 	var sceneID, room string
-	var asJSON bool
 	var timeout time.Duration
 	damage := &cobra.Command{
 		Use:   "damage --scene ID --monster MONSTER_ID --amount N",
@@ -95,7 +92,7 @@ func gmCommand(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if asJSON {
+			if a.json {
 				return a.printJSON(res)
 			}
 			fmt.Fprintf(a.out, "%s: %d/%d HP%s\n", res.Monster, res.HP, res.MaxHP, map[bool]string{true: " (killed)"}[res.Killed])
@@ -108,7 +105,6 @@ func gmCommand(a *app) *cobra.Command {
 	damage.Flags().Int64Var(&d.Amount, "amount", 0, "damage to deal")
 	damage.Flags().StringVar(&d.ReqID, "request-id", "", "request id (default: a new one); a repeated id is answered, not applied again")
 	damage.Flags().DurationVar(&timeout, "timeout", 30*time.Second, "how long to keep retrying a temporarily unavailable scene")
-	damage.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	for _, f := range []string{"scene", "monster", "amount"} {
 		_ = damage.MarkFlagRequired(f)
 	}
@@ -159,6 +155,9 @@ func gmCommand(a *app) *cobra.Command {
 			if err := a.sceneCall("POST", enterScene, "/enter", scene.EnterRequest{Player: enterPlayer}, &pv); err != nil {
 				return err
 			}
+			if a.json {
+				return a.printJSON(pv)
+			}
 			fmt.Fprintf(a.out, "%s entered %s at (%d,%d) with %d gold\n", pv.ID, enterScene, pv.X, pv.Y, pv.Gold)
 			return nil
 		},
@@ -172,7 +171,6 @@ func gmCommand(a *app) *cobra.Command {
 }
 
 func replayCheckCommand(a *app) *cobra.Command {
-	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "replay-check FILE",
 		Short: "Replay every scene in an event log twice and compare state hashes (determinism check)",
@@ -192,7 +190,7 @@ func replayCheckCommand(a *app) *cobra.Command {
 					bad++
 				}
 			}
-			if asJSON {
+			if a.json {
 				if err := a.printJSON(checks); err != nil {
 					return err
 				}
@@ -216,6 +214,5 @@ func replayCheckCommand(a *app) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }

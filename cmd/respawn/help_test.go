@@ -2,8 +2,10 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 )
 
 // run executes the CLI in-process with args and returns what it printed.
@@ -76,5 +78,31 @@ func TestCompletionScripts(t *testing.T) {
 		if out := run(t, "completion", shell); !strings.Contains(out, want) {
 			t.Errorf("completion %s: no %q in:\n%.300s", shell, want, out)
 		}
+	}
+}
+
+// --json is accepted by every command and makes data commands print JSON.
+func TestJSONOnDataCommands(t *testing.T) {
+	var out bytes.Buffer
+	a := testApp(t)
+	a.out = &out
+	root := a.root()
+	root.SetArgs([]string{"token", "--json"})
+	if err := root.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	var got struct{ Token string }
+	if err := json.Unmarshal(out.Bytes(), &got); err != nil || got.Token != a.cfg.Admin.Token {
+		t.Fatalf("token --json printed %q (%v)", out.String(), err)
+	}
+}
+
+// An admin API that is not there: the error says what to check.
+func TestUnreachableDaemonErrorSaysWhatToDo(t *testing.T) {
+	a := testApp(t)
+	a.attempt = time.Second
+	err := a.adminCall("GET", "127.0.0.1:1", "/v1/scenes", nil, nil)
+	if err == nil || !strings.Contains(err.Error(), "respawn status") {
+		t.Fatalf("error %v does not point at `respawn status`", err)
 	}
 }

@@ -111,6 +111,9 @@ func playerCreateCmd(a *app) *cobra.Command {
 				if err != nil {
 					return err
 				}
+				if a.json {
+					return a.printJSON(map[string]string{"player": args[0], "name": name, "request_id": reqID})
+				}
 				fmt.Fprintf(a.out, "created player %s\n", args[0])
 				return nil
 			})
@@ -136,7 +139,6 @@ type playerShow struct {
 }
 
 func playerShowCmd(a *app) *cobra.Command {
-	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "show ID",
 		Short: "Show a player's newest acknowledged data",
@@ -152,7 +154,7 @@ func playerShowCmd(a *app) *cobra.Command {
 				if out.Items == nil {
 					out.Items = map[string]int64{}
 				}
-				if asJSON {
+				if a.json {
 					return a.printJSON(out)
 				}
 				owner := "none (offline)"
@@ -175,7 +177,6 @@ func playerShowCmd(a *app) *cobra.Command {
 			})
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }
 
@@ -227,6 +228,9 @@ func playerGiveCmd(a *app, sign int64) *cobra.Command {
 				if err != nil {
 					return err
 				}
+				if a.json {
+					return a.printJSON(map[string]any{"player": args[0], "item": args[1], "count": rep.Count, "version": rep.Version, "request_id": reqID})
+				}
 				fmt.Fprintf(a.out, "player %s now has %d %s (version %d, request %s)\n", args[0], rep.Count, args[1], rep.Version, reqID)
 				return nil
 			})
@@ -259,6 +263,9 @@ func playerKickCmd(a *app) *cobra.Command {
 				if err != nil {
 					return err
 				}
+				if a.json {
+					return a.printJSON(map[string]any{"player": args[0], "kicked": true})
+				}
 				fmt.Fprintf(a.out, "player %s kicked\n", args[0])
 				return nil
 			})
@@ -278,26 +285,68 @@ func saveAllCmd(a *app) *cobra.Command {
 			"acknowledged, then asks datasvr to flush; returns once the database holds everything.\n" +
 			"Scenes that do not answer within --timeout are reported and make the command fail.",
 		Args: cobra.NoArgs,
-		RunE: func(*cobra.Command, []string) error { return a.saveAll(timeout) },
+		RunE: func(*cobra.Command, []string) error {
+			rep, err := a.saveAll(timeout)
+			if rep != nil {
+				if perr := a.printSaveAll(rep); perr != nil && err == nil {
+					err = perr
+				}
+			}
+			return err
+		},
 	}
 	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "how long to wait for each scene")
 	return cmd
 }
 
+// SaveAllReport is what save-all (and shutdown) did, for --json.
+type SaveAllReport struct {
+	Scenes  []SceneSave `json:"scenes"`
+	Flushed int         `json:"datasvr_flushed_players"`
+	Err     string      `json:"error,omitempty"`
+}
+
+// SceneSave is one scene's answer to save-all.
+type SceneSave struct {
+	Scene   string `json:"scene"`
+	Players int    `json:"players_saved"`
+	Error   string `json:"error,omitempty"`
+}
+
+func (a *app) printSaveAll(rep *SaveAllReport) error {
+	if a.json {
+		return a.printJSON(rep)
+	}
+	for _, s := range rep.Scenes {
+		if s.Error != "" {
+			fmt.Fprintf(a.out, "scene %-16s FAILED: %s\n", s.Scene, s.Error)
+		} else {
+			fmt.Fprintf(a.out, "scene %-16s saved %d players\n", s.Scene, s.Players)
+		}
+	}
+	if rep.Err == "" || rep.Flushed > 0 {
+		fmt.Fprintf(a.out, "datasvr flushed %d players to the database\n", rep.Flushed)
+	}
+	return nil
+}
+
 // saveAll asks every scene to save all dirty players, waits for their saves
-// to be acknowledged, then has datasvr flush to the database.
-func (a *app) saveAll(timeout time.Duration) error {
+// to be acknowledged, then has datasvr flush to the database. The report is
+// non-nil once the scenes were asked, even when it fails.
+func (a *app) saveAll(timeout time.Duration) (*SaveAllReport, error) {
 	cfg, err := a.config()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return a.withDatasvr(bus.RoleGM, timeout+30*time.Second, func(ctx context.Context, nc *nats.Conn, c *dataclient.AdminClient) error {
+	var report *SaveAllReport
+	err = a.withDatasvr(bus.RoleGM, timeout+30*time.Second, func(ctx context.Context, nc *nats.Conn, c *dataclient.AdminClient) error {
 		var scenes []string
 		for _, p := range cfg.Processes {
 			scenes = append(scenes, p.Scenes...)
 		}
 		sort.Strings(scenes)
-		replies := make([]string, len(scenes))
+		report = &SaveAllReport{Scenes: make([]SceneSave, len(scenes))}
+		replies := report.Scenes
 		var failed []string
 		var mu sync.Mutex
 		var wg sync.WaitGroup
@@ -319,28 +368,28 @@ func (a *app) saveAll(timeout time.Duration) error {
 					if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, context.DeadlineExceeded) {
 						err = fmt.Errorf("did not answer within %s", timeout)
 					}
-					replies[i] = fmt.Sprintf("scene %-16s FAILED: %v", sc, err)
+					replies[i] = SceneSave{Scene: sc, Error: err.Error()}
 					failed = append(failed, sc)
 					return
 				}
-				replies[i] = fmt.Sprintf("scene %-16s saved %d players", sc, rep.Players)
+				replies[i] = SceneSave{Scene: sc, Players: rep.Players}
 			})
 		}
 		wg.Wait()
-		for _, r := range replies {
-			fmt.Fprintln(a.out, r)
-		}
 		n, err := c.Flush(ctx)
 		if err != nil {
-			return fmt.Errorf("datasvr flush: %w", err)
+			report.Err = err.Error()
+			return fmt.Errorf("datasvr flush: %w (is datasvr running and its database reachable? `respawn status`)", err)
 		}
-		fmt.Fprintf(a.out, "datasvr flushed %d players to the database\n", n)
+		report.Flushed = n
 		if len(failed) > 0 {
 			sort.Strings(failed)
-			return fmt.Errorf("save-all: %d scene(s) did not save: %s", len(failed), strings.Join(failed, ", "))
+			report.Err = "scenes did not save: " + strings.Join(failed, ", ")
+			return fmt.Errorf("save-all: %d scene(s) did not save: %s (see `respawn scenes`; retry with a longer --timeout)", len(failed), strings.Join(failed, ", "))
 		}
 		return nil
 	})
+	return report, err
 }
 
 func mustJSON(v any) []byte {

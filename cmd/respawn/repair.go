@@ -14,7 +14,6 @@ import (
 // (or dungeon room, ID scene/room) from the last good snapshot and the good
 // prefix of its log, and say exactly what was dropped.
 func sceneRepairCommand(a *app) *cobra.Command {
-	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "repair ID",
 		Short: "Rebuild a corrupt scene from its last good snapshot and the good part of its log; says what was dropped",
@@ -33,7 +32,7 @@ func sceneRepairCommand(a *app) *cobra.Command {
 			if err := a.sceneCall("POST", id, path, nil, &res); err != nil {
 				return fmt.Errorf("repair %s: %w", args[0], err)
 			}
-			if asJSON {
+			if a.json {
 				return a.printJSON(res)
 			}
 			d := res.Damage
@@ -55,6 +54,5 @@ func sceneRepairCommand(a *app) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }

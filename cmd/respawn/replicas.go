@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/signal"
@@ -38,7 +39,6 @@ func readModule[T any](nc *nats.Conn, m replica.Module) (*replica.Reader[T], err
 }
 
 func replicasCommand(a *app) *cobra.Command {
-	var asJSON bool
 	var watch time.Duration
 	cmd := &cobra.Command{
 		Use:   "replicas",
@@ -76,7 +76,7 @@ func replicasCommand(a *app) *cobra.Command {
 			for i, m := range modules.All() {
 				out = append(out, replica.Describe(m, stats[i]()))
 			}
-			if asJSON {
+			if a.json {
 				return a.printJSON(out)
 			}
 			tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
@@ -87,7 +87,6 @@ func replicasCommand(a *app) *cobra.Command {
 			return tw.Flush()
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	cmd.Flags().DurationVar(&watch, "watch", 2500*time.Millisecond, "how long to observe updates for the lag figures")
 	return cmd
 }
@@ -116,7 +115,6 @@ func readAll[T any](a *app, m replica.Module) ([]replica.Entry[T], error) {
 }
 
 func playersCommand(a *app) *cobra.Command {
-	var asJSON bool
 	var sceneID string
 	cmd := &cobra.Command{
 		Use:   "players",
@@ -133,7 +131,7 @@ func playersCommand(a *app) *cobra.Command {
 					out = append(out, e.Value)
 				}
 			}
-			if asJSON {
+			if a.json {
 				return a.printJSON(out)
 			}
 			tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
@@ -144,13 +142,11 @@ func playersCommand(a *app) *cobra.Command {
 			return tw.Flush()
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	cmd.Flags().StringVar(&sceneID, "scene", "", "only players in this scene")
 	return cmd
 }
 
 func mapCommand(a *app) *cobra.Command {
-	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "map",
 		Short: "World map: where every player is, from the (batched) position replica",
@@ -164,7 +160,7 @@ func mapCommand(a *app) *cobra.Command {
 			for _, e := range entries {
 				byScene[e.Value.Scene] = append(byScene[e.Value.Scene], e.Value)
 			}
-			if asJSON {
+			if a.json {
 				return a.printJSON(byScene)
 			}
 			scenes := make([]string, 0, len(byScene))
@@ -181,7 +177,6 @@ func mapCommand(a *app) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON grouped by scene")
 	return cmd
 }
 
@@ -212,6 +207,10 @@ func chatCommand(a *app) *cobra.Command {
 				return nc.Flush()
 			}
 			sub, err := chat.Subscribe(func(m modules.ChatMessage) {
+				if a.json {
+					_ = json.NewEncoder(a.out).Encode(m) // one message per line
+					return
+				}
 				fmt.Fprintf(a.out, "[%s] %s: %s\n", m.Scene, m.From, m.Text)
 			})
 			if err != nil {

@@ -34,6 +34,9 @@ func tokenIssueCommand(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if a.json {
+				return a.printJSON(map[string]any{"player": args[0], "token": tok, "expires": time.Now().Add(ttl).UTC()})
+			}
 			fmt.Fprintln(a.out, tok)
 			return nil
 		},
