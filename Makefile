@@ -4,11 +4,14 @@ GO      ?= go
 BIN     := bin
 CONFIG  ?= configs/world.yaml
 FUZZTIME ?= 5s
+# The build version every binary reports (`respawn status`, `BIN version`).
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X github.com/respawn-dev/respawn/internal/version.build=$(VERSION)
 
 .PHONY: build run test test-unit fuzz bench vet fmt clean
 
 build:
-	$(GO) build -o $(BIN)/ ./cmd/...
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
 
 run: build
 	$(BIN)/respawn up --config $(CONFIG)

@@ -13,8 +13,10 @@ import (
 )
 
 func main() {
-	daemon.Main(daemon.Command("datasvr", "Run the respawn data server", nil,
+	cmd := daemon.Command("datasvr", "Run the respawn data server", nil,
 		func(ctx context.Context, cfg *config.Config, _ *config.Loader, log *zap.Logger) error {
 			return datasvr.Run(ctx, cfg, log)
-		}))
+		})
+	daemon.AddVersion(cmd, datasvr.VersionInfo)
+	daemon.Main(cmd)
 }

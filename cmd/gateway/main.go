@@ -20,5 +20,6 @@ func main() {
 			return gateway.Run(ctx, cfg, instance, log)
 		})
 	cmd.Flags().StringVar(&instance, "instance", "", "run the gateway of this name from gateway.instances (default: the one of gateway.listen)")
+	daemon.AddVersion(cmd, gateway.VersionInfo)
 	daemon.Main(cmd)
 }

@@ -20,10 +20,11 @@ import (
 	"github.com/respawn-dev/respawn/internal/launch"
 	"github.com/respawn-dev/respawn/internal/modules"
 	"github.com/respawn-dev/respawn/internal/process"
+	"github.com/respawn-dev/respawn/internal/version"
 )
 
 func clusterCommands(a *app) []*cobra.Command {
-	return []*cobra.Command{upCommand(a), statusCommand(a), scenesCommand(a), sceneCommand(a), configCommand(a), shutdownCommand(a), tokenCommand(a)}
+	return []*cobra.Command{upCommand(a), statusCommand(a), upgradeCommand(a), scenesCommand(a), sceneCommand(a), configCommand(a), shutdownCommand(a), tokenCommand(a)}
 }
 
 // tokenCommand prints the operator token, for curl and scripts.
@@ -99,6 +100,8 @@ type DaemonStatus struct {
 	// Degraded: serving, but something it depends on is not (datasvr:
 	// "degraded: database unreachable since …").
 	Degraded string `json:"degraded,omitempty"`
+	// Version: the build and protocol/format versions it reports.
+	Version *version.Info `json:"version,omitempty"`
 }
 
 // daemonStatus asks one daemon's /healthz. An unhealthy daemon answers 503
@@ -106,10 +109,11 @@ type DaemonStatus struct {
 func (a *app) daemonStatus(addr string) DaemonStatus {
 	st := DaemonStatus{Admin: addr}
 	var h struct {
-		Healthy  bool   `json:"healthy"`
-		PID      int    `json:"pid"`
-		Error    string `json:"error"`
-		Degraded string `json:"degraded"`
+		Healthy  bool          `json:"healthy"`
+		PID      int           `json:"pid"`
+		Error    string        `json:"error"`
+		Degraded string        `json:"degraded"`
+		Version  *version.Info `json:"version"`
 	}
 	code, raw, err := a.adminGetRaw(addr, "/healthz")
 	if err == nil && code != 200 && code != 503 {
@@ -124,7 +128,7 @@ func (a *app) daemonStatus(addr string) DaemonStatus {
 		st.Error = "not reachable: " + err.Error()
 		return st
 	}
-	st.Running, st.PID, st.Healthy, st.Error, st.Degraded = true, h.PID, h.Healthy, h.Error, h.Degraded
+	st.Running, st.PID, st.Healthy, st.Error, st.Degraded, st.Version = true, h.PID, h.Healthy, h.Error, h.Degraded, h.Version
 	return st
 }
 
@@ -152,11 +156,27 @@ func statusCommand(a *app) *cobra.Command {
 			for name, addr := range addrs {
 				out[name] = a.daemonStatus(addr)
 			}
+			// Scene processes, as the manager's table knows them: one entry
+			// per process, so version skew across them shows.
+			if rows, err := a.scenes(); err == nil {
+				for _, r := range rows {
+					name := "scene/" + r.Process
+					if _, seen := out[name]; seen {
+						continue
+					}
+					names = append(names, name)
+					st := DaemonStatus{Running: r.PID != 0, PID: r.PID, Healthy: r.State == modules.SceneRunning, Admin: r.Addr, Version: r.Version}
+					if !st.Healthy {
+						st.Error = r.State
+					}
+					out[name] = st
+				}
+			}
 			if a.json {
 				return a.printJSON(out)
 			}
 			tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "DAEMON\tPID\tHEALTHY\tADMIN\tNOTE")
+			fmt.Fprintln(tw, "DAEMON\tPID\tHEALTHY\tVERSION\tADMIN\tNOTE")
 			for _, name := range names {
 				st := out[name]
 				pid := "-"
@@ -167,7 +187,11 @@ func statusCommand(a *app) *cobra.Command {
 				if st.Degraded != "" {
 					note = strings.TrimSpace(st.Degraded + " " + note)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%s\n", name, pid, st.Healthy, st.Admin, note)
+				ver := "-"
+				if st.Version != nil {
+					ver = st.Version.Build
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%s\t%s\n", name, pid, st.Healthy, ver, st.Admin, note)
 			}
 			return tw.Flush()
 		},

@@ -14,8 +14,10 @@ import (
 )
 
 func main() {
-	daemon.Main(daemon.Command("worldmgr", "Supervise scene processes and own the scene table", nil,
+	cmd := daemon.Command("worldmgr", "Supervise scene processes and own the scene table", nil,
 		func(ctx context.Context, cfg *config.Config, loader *config.Loader, log *zap.Logger) error {
 			return worldmgr.Run(ctx, worldmgr.Options{Config: cfg, Log: log, ChildArgs: loader.ChildArgs(cfg)})
-		}))
+		})
+	daemon.AddVersion(cmd, worldmgr.VersionInfo)
+	daemon.Main(cmd)
 }

@@ -37,6 +37,7 @@ import (
 
 	"github.com/respawn-dev/respawn/internal/config"
 	"github.com/respawn-dev/respawn/internal/secret"
+	"github.com/respawn-dev/respawn/internal/version"
 )
 
 // Server is one HTTP listener with its routes.
@@ -46,6 +47,7 @@ type Server struct {
 	loopback bool
 	health   func() error
 	note     func() string
+	version  *version.Info
 	maxBody  int64
 	ln       *limitListener
 	srv      *http.Server
@@ -118,6 +120,11 @@ func New(addr string, cfg *config.Config, health func() error) (*Server, error) 
 // Call before Serve.
 func (s *Server) SetNote(f func() string) { s.note = f }
 
+// SetVersion sets what /healthz reports as "version": the build and the
+// formats this process speaks (`respawn status` and `respawn upgrade` read
+// it). Call before Serve.
+func (s *Server) SetVersion(v version.Info) { s.version = &v }
+
 // Handle adds a route (Go 1.22 pattern syntax, e.g. "GET /v1/scenes"). Its
 // method decides who may call it: see the package comment.
 func (s *Server) Handle(pattern string, h http.HandlerFunc) { s.mux.HandleFunc(pattern, h) }
@@ -138,6 +145,9 @@ func (s *Server) Shutdown(ctx context.Context) error { return s.srv.Shutdown(ctx
 
 func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
 	body := map[string]any{"healthy": true, "pid": os.Getpid()}
+	if s.version != nil {
+		body["version"] = s.version
+	}
 	if s.note != nil {
 		if n := s.note(); n != "" {
 			body["degraded"] = n

@@ -23,6 +23,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/respawn-dev/respawn/internal/version"
 )
 
 // Version is the protocol version this build speaks. 2: authenticated
@@ -90,6 +92,10 @@ type Hello struct {
 	Exe        string   `json:"exe"`
 	StartTicks uint64   `json:"start_ticks"` // /proc/PID/stat field 22
 	Cmdline    []string `json:"cmdline"`
+	// Version: the build and the formats the process writes, so the
+	// manager's table and `respawn status` show version skew, and an
+	// upgrade can check a new binary reads what this one wrote.
+	Version version.Info `json:"version"`
 }
 
 // Bounds of a hello's fields. The frame limit bounds the total; these keep
@@ -133,6 +139,9 @@ func (h *Hello) Validate() error {
 		if len(a) > MaxFieldLen {
 			return fmt.Errorf("%w: command-line argument longer than %d bytes", ErrFrame, MaxFieldLen)
 		}
+	}
+	if err := h.Version.Validate(); err != nil {
+		return fmt.Errorf("%w: version: %w", ErrFrame, err)
 	}
 	return validateReports(h.Scenes)
 }

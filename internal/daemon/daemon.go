@@ -5,6 +5,7 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/signal"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/respawn-dev/respawn/internal/config"
 	"github.com/respawn-dev/respawn/internal/logging"
+	"github.com/respawn-dev/respawn/internal/version"
 )
 
 // RunFunc runs a daemon until ctx ends. loader gives access to the flags
@@ -49,6 +51,19 @@ func Command(name, short string, fields func() []zap.Field, run RunFunc) *cobra.
 		return nil
 	}
 	return cmd
+}
+
+// AddVersion adds `NAME version`: the binary's build and formats as JSON,
+// which `respawn upgrade` reads from a new binary before installing it.
+func AddVersion(cmd *cobra.Command, info func() version.Info) {
+	cmd.AddCommand(&cobra.Command{
+		Use: "version", Short: "Print this binary's build version and protocol/format versions as JSON", Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			enc := json.NewEncoder(c.OutOrStdout())
+			enc.SetIndent("", "  ")
+			return enc.Encode(info())
+		},
+	})
 }
 
 // Main executes cmd and exits non-zero with the error on stderr.

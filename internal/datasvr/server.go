@@ -235,6 +235,7 @@ func (s *Server) start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("datasvr: %w", err)
 	}
+	adm.SetVersion(VersionInfo())
 	s.adm = adm
 	adm.SetNote(s.degraded)
 	s.registerMetrics(adm.Registry)

@@ -11,6 +11,12 @@ import (
 // layout changes and keep reading the old one.
 const SnapshotVersion byte = 3
 
+// EventFormat is the version of the event encoding (codec.go). Events
+// carry no version byte of their own: a change to an event's layout adds a
+// new event kind (the old kind stays decodable) and bumps this, so a
+// binary's readable range says which logs it can replay.
+const EventFormat = 1
+
 // Snapshot layout, version 3 (same primitives as events, see codec.go):
 //
 //	u8 version | str scene id | u64le definition hash | bytes definition JSON

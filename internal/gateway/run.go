@@ -40,6 +40,7 @@ func Run(ctx context.Context, cfg *config.Config, instance string, log *zap.Logg
 	if err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}
+	adm.SetVersion(VersionInfo())
 	op, err := admin.OperatorToken(cfg)
 	if err != nil {
 		return fmt.Errorf("gateway: %w", err)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/respawn-dev/respawn/internal/replica"
+	"github.com/respawn-dev/respawn/internal/version"
 )
 
 // Scene states as the world manager reports them.
@@ -39,6 +40,9 @@ type SceneRow struct {
 	// the published table does not change every second.
 	EventsPerSec float64 `json:"events_per_s,omitempty"`
 	TickLagMS    float64 `json:"tick_lag_ms,omitempty"`
+	// Version: the build and formats of the process serving the scene,
+	// as its hello said.
+	Version *version.Info `json:"version,omitempty"`
 }
 
 // SceneTable is the scene table: the world manager owns it, gateways route

@@ -237,11 +237,15 @@ func (h *host) restoreOne(id, parent string, def game.SceneDef) error {
 func Replay(slot *shmlog.Slot, def game.SceneDef) (*game.Scene, int, error) {
 	var st *game.Scene
 	n := 0
+	info := VersionInfo()
 	err := slot.Replay(func(r shmlog.Record) error {
 		if r.Kind == shmlog.KindSnapshot {
 			if len(r.Payload) == 0 {
 				st = game.New(def)
 				return nil
+			}
+			if err := checkSnapshotFormat(info, r.Payload); err != nil {
+				return err
 			}
 			var err error
 			st, err = game.Restore(def, r.Payload)

@@ -141,6 +141,7 @@ func (p *Process) Start(ctx context.Context) error {
 	if err != nil {
 		return fail(err)
 	}
+	adm.SetVersion(VersionInfo())
 	adm.Registry.MustRegister(p.host.collectors()...)
 	p.admin = adm
 	if p.link, err = newLinkServer(p, p.secret); err != nil {
@@ -216,7 +217,7 @@ func (p *Process) hello() ctlproto.Hello {
 	h := ctlproto.Hello{
 		Process: p.spec.Name, PID: os.Getpid(), Addr: p.Addr(), LinkAddr: p.LinkAddr(), Epoch: p.opt.Epoch,
 		Restarts: p.opt.Restarts, Started: p.start, ReplayMS: float64(p.replay.Microseconds()) / 1000,
-		Scenes: p.report(),
+		Scenes: p.report(), Version: VersionInfo(),
 	}
 	// Who we are, so a manager that did not spawn us can tie our pid to
 	// us before it would ever signal it.

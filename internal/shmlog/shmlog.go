@@ -92,6 +92,10 @@ const (
 	DefaultDir = "/dev/shm"
 )
 
+// FormatVersion is the file format this build writes and reads; a file
+// of another version is refused at open (`respawn status` reports it).
+const FormatVersion = formatVersion
+
 const (
 	formatVersion  = 1
 	headerSize     = 4096

@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/respawn-dev/respawn/internal/admin"
 	"github.com/respawn-dev/respawn/internal/modules"
 	"github.com/respawn-dev/respawn/internal/process"
@@ -23,6 +25,36 @@ func (m *Manager) routes() {
 	m.admin.Handle("POST /v1/stop", m.apiStop)
 	m.admin.Handle("GET /v1/timeline", m.apiTimeline)
 	m.mountConsole()
+	m.admin.Handle("POST /v1/processes/{name}/handoff", m.apiHandoff)
+}
+
+// apiHandoff starts a planned replacement of one scene process (`respawn
+// upgrade`): it answers once the old incarnation was told to exit; the
+// caller polls /v1/scenes for the successor's epoch running.
+func (m *Manager) apiHandoff(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	var err error
+	status := http.StatusOK
+	var epoch uint64
+	if cerr := m.call(func() {
+		if err = m.sup.handoff(time.Now(), name); err != nil {
+			status = http.StatusConflict
+			if _, ok := m.sup.slots[name]; !ok {
+				status = http.StatusNotFound
+			}
+			return
+		}
+		epoch = m.sup.slots[name].epoch
+		m.apply()
+	}); cerr != nil {
+		status, err = http.StatusServiceUnavailable, cerr
+	}
+	if err != nil {
+		admin.WriteError(w, status, err)
+		return
+	}
+	m.log.Info("operator started a handoff", zap.String("process", name), zap.Uint64("epoch", epoch))
+	admin.WriteJSON(w, status, map[string]any{"process": name, "epoch": epoch})
 }
 
 // Status is GET /v1/status.

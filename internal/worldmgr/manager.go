@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -190,6 +191,7 @@ func (m *Manager) Start(ctx context.Context) error {
 		ln.Close()
 		return fmt.Errorf("worldmgr: %w", err)
 	}
+	adm.SetVersion(VersionInfo())
 	adm.Registry.MustRegister(m.mRestarts, m.mRecovery, m.mAuthFailures, m.mStalls, m.mSilence, m.mScenes)
 	m.ln, m.admin = ln, adm
 	m.routes()
@@ -512,7 +514,9 @@ func (m *Manager) verify(h ctlproto.Hello) string {
 			return "" // spawned by us, or verified before
 		}
 	}
-	if filepath.Base(h.Exe) != filepath.Base(m.sceneBin) {
+	// An upgrade replaces the binary's file under a running process, whose
+	// /proc/PID/exe then ends in " (deleted)": still the scene binary.
+	if filepath.Base(strings.TrimSuffix(h.Exe, " (deleted)")) != filepath.Base(m.sceneBin) {
 		return fmt.Sprintf("executable %q is not the scene binary %q", h.Exe, m.sceneBin)
 	}
 	if !hostsProcess(h.Cmdline, h.Process) {

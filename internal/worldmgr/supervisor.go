@@ -13,6 +13,7 @@ import (
 	"github.com/respawn-dev/respawn/internal/ctlproto"
 	"github.com/respawn-dev/respawn/internal/modules"
 	"github.com/respawn-dev/respawn/internal/supervise"
+	"github.com/respawn-dev/respawn/internal/version"
 )
 
 // The supervisor is every decision the manager makes about scene processes,
@@ -112,6 +113,7 @@ type slot struct {
 	link     string // the gateway link address
 	since    time.Time
 	replayMS float64
+	version  version.Info
 	players  map[string]int
 	// reported is each scene's last report, for the states only the scene
 	// process knows (corrupt) and their reasons.
@@ -132,6 +134,11 @@ type slot struct {
 	// dying is a previous incarnation being killed; the next one waits for
 	// it to be gone (it holds the event log's lock).
 	dying int
+	// handoff: the current incarnation was told to exit for a planned
+	// replacement (an upgrade); its exit is not a crash, and its successor
+	// starts at once. handoffEnd: kill it if it has not exited by then.
+	handoff    bool
+	handoffEnd time.Time
 }
 
 type supervisor struct {
@@ -218,6 +225,10 @@ func (s *supervisor) tick(now time.Time) {
 			}
 		case modules.SceneRunning:
 			switch {
+			case p.handoff:
+				if now.After(p.handoffEnd) {
+					s.died(p, fmt.Sprintf("did not exit within %s of being told to hand over", handoffTimeout), now, true)
+				}
 			case p.conn != 0 && now.Sub(p.heard) > w.HeartbeatTimeout:
 				s.died(p, fmt.Sprintf("no heartbeat for %s (hung?)", now.Sub(p.heard).Round(time.Millisecond)), now, true)
 			case p.conn == 0 && now.After(p.graceEnd):
@@ -392,7 +403,7 @@ func (s *supervisor) hello(now time.Time, ev helloEvent) {
 	wasStarting := p.state == modules.SceneStarting && same
 	p.conn = ev.Conn
 	s.conns[ev.Conn] = p.name
-	p.pid, p.epoch, p.addr, p.link, p.replayMS = h.PID, h.Epoch, h.Addr, h.LinkAddr, h.ReplayMS
+	p.pid, p.epoch, p.addr, p.link, p.replayMS, p.version = h.PID, h.Epoch, h.Addr, h.LinkAddr, h.ReplayMS, h.Version
 	p.state = modules.SceneRunning
 	p.since = h.Started
 	p.heard = now
@@ -486,6 +497,10 @@ func (s *supervisor) exited(now time.Time, name string, pid int, reason string) 
 		s.checkStopped()
 		return
 	}
+	if p.handoff && !s.stopping {
+		s.handedOff(p, now, reason)
+		return
+	}
 	s.died(p, reason, now, false)
 	s.checkStopped()
 }
@@ -529,6 +544,7 @@ func (s *supervisor) died(p *slot, reason string, now time.Time, kill bool) {
 		return
 	}
 	log := s.slotLog(p)
+	p.handoff, p.handoffEnd = false, time.Time{}
 	if p.conn != 0 {
 		s.dropConn(p)
 	}
@@ -616,6 +632,53 @@ func (s *supervisor) restart(now time.Time, name string) error {
 	return nil
 }
 
+// handoff is a planned replacement of process name (an upgrade): the
+// running incarnation is told to exit, which makes it stop taking events,
+// flush its log and release the log's lock; once it has exited its
+// successor starts with the next epoch and replays what it left. Gateways
+// hold and resend across the gap exactly as for a crash. The successor is
+// whatever the scene binary is by then: the caller installed the new one
+// and checked it reads this incarnation's formats before asking.
+func (s *supervisor) handoff(now time.Time, name string) error {
+	p, ok := s.slots[name]
+	switch {
+	case !ok:
+		return fmt.Errorf("unknown scene process %q", name)
+	case s.stopping:
+		return fmt.Errorf("world is stopping")
+	case s.recovering:
+		return fmt.Errorf("manager is recovering its table; try again in %s", s.recoveryEnd.Sub(now).Round(time.Millisecond))
+	case p.state != modules.SceneRunning || p.conn == 0:
+		return fmt.Errorf("scene process %s is %s (connected: %v); only a running, connected one can hand over", name, p.state, p.conn != 0)
+	case p.handoff:
+		return fmt.Errorf("scene process %s (pid %d) is already handing over", name, p.pid)
+	}
+	p.handoff = true
+	p.handoffEnd = now.Add(handoffTimeout)
+	s.act(action{Kind: actExit, Conn: p.conn, Name: p.name, Reason: fmt.Sprintf("handoff to epoch %d", s.epochs[p.name]+1)})
+	delete(s.conns, p.conn)
+	p.conn = 0
+	s.slotLog(p).Info("scene process handing over to a new incarnation")
+	return nil
+}
+
+// handoffTimeout bounds how long a process told to hand over may take to
+// exit (stop its loops, wait for queued saves, flush) before it is killed.
+const handoffTimeout = 10 * time.Second
+
+// handedOff: the incarnation that was handing over has exited; start its
+// successor now. A planned exit is not a crash: no restart is counted.
+func (s *supervisor) handedOff(p *slot, now time.Time, reason string) {
+	p.handoff, p.handoffEnd = false, time.Time{}
+	p.diedAt = now
+	clear(p.players)
+	clear(p.reported)
+	p.state = modules.SceneDead
+	p.respawnAt = now
+	s.slotLog(p).Info("scene process handed over; starting its successor", zap.String("exit", reason))
+	s.maybeRespawn(p, now)
+}
+
 // stop stops the world: every scene process is told to exit (or killed if
 // it cannot be told) and none is started again.
 func (s *supervisor) stop(now time.Time) {
@@ -656,6 +719,10 @@ func (s *supervisor) rows() []modules.SceneRow {
 			row := modules.SceneRow{
 				ID: id, Process: p.name, PID: p.pid, Addr: p.addr, Link: p.link, Epoch: p.epoch, State: p.state,
 				Players: p.players[id], Restarts: p.hist.Total(), Since: p.since, ReplayMS: p.replayMS,
+			}
+			if p.version.Build != "" && p.state == modules.SceneRunning {
+				v := p.version
+				row.Version = &v
 			}
 			if rep, ok := p.reported[id]; ok && p.state == modules.SceneRunning {
 				// The process serves, but this scene of it may not.
