@@ -139,10 +139,10 @@ func TestBotPlaySurvivesSceneKill9(t *testing.T) {
 	c := newCluster(t)
 	c.startWorld()
 	c.gateway("gateway")
-	bots := c.playBots("-n", "100", "--rate", "20", "--duration", "8s", "--json", "--progress", "200ms")
-	bots.waitAnswered(2000)
+	bots := c.playBots("-n", "100", "--rate", "20", "--duration", "5s", "--json", "--progress", "200ms")
+	bots.waitAnswered(1000)
 	c.killScene("forest")
-	bots.waitAnswered(2000)
+	bots.waitAnswered(1000)
 	res, err := bots.result(90 * time.Second)
 	t.Logf("bot play: %+v", res)
 	if err != nil {
