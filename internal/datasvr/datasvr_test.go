@@ -368,6 +368,9 @@ func TestGMGiveOfflineAndOnline(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sub.Unsubscribe()
+	if err := h.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	rep, err = h.admin.Give(ctx, "r3", "gm", player.GoldItem, -30)
 	if err != nil || rep.Count != 70 {
 		t.Fatalf("online take: %+v %v", rep, err)
@@ -395,6 +398,10 @@ func TestGMGiveOfflineAndOnline(t *testing.T) {
 		m.Respond(b)
 	})
 	defer ksub.Unsubscribe()
+	// The subscription must reach the server before datasvr forwards the kick.
+	if err := h.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	if err := h.admin.Kick(ctx, "k1", "gm", false); err != nil {
 		t.Fatal(err)
 	}
