@@ -338,9 +338,10 @@ func shutdownCommand(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "shutdown",
 		Short: "Graceful stop: every scene saves, datasvr flushes, then the cluster stops",
-		Long: "Saves every player and flushes datasvr to the database (as save-all), then stops the\n" +
-			"scene processes through the world manager, and finally stops `respawn up` if it runs.\n" +
-			"Under systemd or supervisor, stop the daemons with those tools afterwards.",
+		Long: "Saves every player and flushes datasvr to the database (as save-all), then stops\n" +
+			"`respawn up` if it runs: gateways first, then scenes (they save again), worldmgr, datasvr.\n" +
+			"Otherwise it stops the scene processes through the world manager; under systemd or\n" +
+			"supervisor, stop the gateways before and the other daemons after with those tools.",
 		Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
 			cfg, err := a.config()
@@ -387,7 +388,7 @@ func shutdownCommand(a *app) *cobra.Command {
 			if a.json {
 				return a.printJSON(stopped{Saved: saved, Stopped: "scenes"})
 			}
-			fmt.Fprintln(a.out, "scenes stopped; `respawn up` is not running, so stop the daemons with their supervisor")
+			fmt.Fprintln(a.out, "scenes stopped; `respawn up` is not running, so stop worldmgr and datasvr with their supervisor")
 			return nil
 		},
 	}

@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -25,7 +26,7 @@ import (
 	"github.com/respawn-dev/respawn/internal/supervise"
 )
 
-// Daemons in start order; they stop in reverse.
+// Daemons in start order; they stop gateways first, then in reverse.
 var daemonOrder = [...]string{"datasvr", "worldmgr", "gateway"}
 
 // Options configure a launch.
@@ -81,13 +82,26 @@ func Run(ctx context.Context, opt Options) error {
 		}
 	}
 	<-ctx.Done()
-	l.printf("up", "stopping: scenes first, then %d daemons", len(daemons))
-	l.stopScenes()
+	// Gateways first: their clients are told "shutting down" while the
+	// scenes still answer, so no request is left held for a scene that is
+	// going away. Then the scenes save their players and stop, then the
+	// manager, and datasvr last, since everyone else saves through it.
 	l.mu.Lock()
 	l.stopping = true
 	l.mu.Unlock()
+	l.printf("up", "stopping gateways")
 	for i := len(daemons) - 1; i >= 0; i-- {
-		daemons[i].stop(l)
+		if daemons[i].isGateway() {
+			daemons[i].stop(l)
+		}
+	}
+	l.printf("up", "stopping scenes")
+	l.stopScenes()
+	l.printf("up", "stopping the other daemons")
+	for i := len(daemons) - 1; i >= 0; i-- {
+		if !daemons[i].isGateway() {
+			daemons[i].stop(l)
+		}
 	}
 	stopAll()
 	wg.Wait()
@@ -187,6 +201,8 @@ func (l *launcher) runOnce(d *daemon) error {
 	}
 	return err
 }
+
+func (d *daemon) isGateway() bool { return d.name == "gateway" || strings.HasPrefix(d.name, "gw/") }
 
 func (d *daemon) stop(l *launcher) {
 	d.mu.Lock()
