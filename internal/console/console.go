@@ -11,6 +11,7 @@
 package console
 
 import (
+	"bufio"
 	"context"
 	"embed"
 	"encoding/json"
@@ -18,6 +19,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -52,8 +54,22 @@ type Sources struct {
 	Datasvr string
 	// Gateways are the gateways of the configuration.
 	Gateways []config.GatewayInstance
+	// Replicas returns the freshness of the replicas the serving daemon
+	// reads (the world manager's scene-load replica); may be nil.
+	Replicas func() []Replica
 	// Client calls the other daemons; nil means one with probeTimeout.
 	Client *http.Client
+}
+
+// Replica is one replica reader's freshness as the console shows it.
+type Replica struct {
+	Reader   string  `json:"reader"`
+	Module   string  `json:"module"`
+	Synced   bool    `json:"synced"`
+	Keys     int     `json:"keys"`
+	Resyncs  uint64  `json:"resyncs"`
+	LagP99MS float64 `json:"lag_p99_ms"`
+	LagMaxMS float64 `json:"lag_max_ms"`
 }
 
 type console struct {
@@ -131,12 +147,56 @@ type Probe struct {
 	Up    bool           `json:"up"`
 	Error string         `json:"error,omitempty"`
 	Info  map[string]any `json:"info,omitempty"`
+	// Metrics: the daemon's unlabelled samples of its own metrics.
+	Metrics map[string]float64 `json:"metrics,omitempty"`
+}
+
+// MaxMetrics bounds the samples one probe returns.
+const MaxMetrics = 200
+
+// metrics reads addr's /metrics and keeps the unlabelled samples whose
+// name starts with prefix (histogram parts left out).
+func (c *console) metrics(ctx context.Context, addr, prefix string) (map[string]float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.cl.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("GET %s/metrics: %w", addr, err)
+	}
+	defer resp.Body.Close()
+	return parseMetrics(io.LimitReader(resp.Body, MaxForwardBytes), prefix), nil
+}
+
+// parseMetrics reads Prometheus text format: "name value" lines.
+func parseMetrics(r io.Reader, prefix string) map[string]float64 {
+	out := map[string]float64{}
+	sc := bufio.NewScanner(r)
+	for sc.Scan() && len(out) < MaxMetrics {
+		f := strings.Fields(sc.Text())
+		if len(f) != 2 || !strings.HasPrefix(f[0], prefix) || strings.ContainsAny(f[0], "{}") {
+			continue
+		}
+		if strings.HasSuffix(f[0], "_sum") || strings.HasSuffix(f[0], "_count") {
+			continue
+		}
+		v, err := strconv.ParseFloat(f[1], 64)
+		if err != nil {
+			continue
+		}
+		out[strings.TrimPrefix(f[0], prefix)] = v
+	}
+	return out
 }
 
 // Cluster is GET /v1/cluster.
 type Cluster struct {
 	Datasvr  Probe   `json:"datasvr"`
 	Gateways []Probe `json:"gateways"`
+	// Replicas read by the world manager; each gateway's scene-table
+	// replica is in its Info (scene_table).
+	Replicas []Replica `json:"replicas"`
 }
 
 func (c *console) apiCluster(w http.ResponseWriter, r *http.Request) {
@@ -146,6 +206,11 @@ func (c *console) apiCluster(w http.ResponseWriter, r *http.Request) {
 	go func() {
 		defer wg.Done()
 		out.Datasvr = c.probe(r.Context(), "datasvr", c.src.Datasvr, "")
+		if out.Datasvr.Up {
+			// Cache, journal and database figures, as the data server's
+			// own metrics say them (whatever their names are today).
+			out.Datasvr.Metrics, _ = c.metrics(r.Context(), c.src.Datasvr, "respawn_datasvr_")
+		}
 	}()
 	for i, g := range c.src.Gateways {
 		wg.Add(1)
@@ -153,6 +218,9 @@ func (c *console) apiCluster(w http.ResponseWriter, r *http.Request) {
 			defer wg.Done()
 			out.Gateways[i] = c.probe(r.Context(), g.Name, g.Admin, "/v1/info")
 		}()
+	}
+	if c.src.Replicas != nil {
+		out.Replicas = c.src.Replicas()
 	}
 	wg.Wait()
 	admin.WriteJSON(w, http.StatusOK, out)

@@ -157,6 +157,14 @@ func TestBrowserPlayAndConsoleKill(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitJS(t, cons, "the kill's answer", `document.getElementById("action").textContent.startsWith("kill town: {")`, 10*time.Second)
+
+	// At once, back in the play tab: a move while town's process is dead.
+	// The gateway holds it and resends it to the respawned process; the
+	// page sees latency, not an error.
+	if err := chromedp.Do(play, chromedp.Click(chromedp.ID("down"))); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, play, "the move across the kill", fmt.Sprintf(`document.getElementById("pos").textContent !== %q && document.getElementById("pending").textContent === "0"`, moved), 20*time.Second)
 	waitFor(t, 20*time.Second, func() error {
 		r, err := c.scene("town")
 		if err != nil {
@@ -168,19 +176,21 @@ func TestBrowserPlayAndConsoleKill(t *testing.T) {
 		return nil
 	})
 	waitJS(t, cons, "the recovery on the timeline", `document.getElementById("timeline").textContent.includes("recovered")`, 20*time.Second)
+	waitJS(t, cons, "the new pid in the table", fmt.Sprintf(`!document.getElementById("scene-town").textContent.includes("%d")`, old.PID), 10*time.Second)
 	shot(t, cons, "console.png")
 
-	// Back in the play tab: the next move works on the new process.
-	if err := chromedp.Do(play, chromedp.Click(chromedp.ID("down"))); err != nil {
+	// And one more move on the new process.
+	across := text(t, play, "pos")
+	if err := chromedp.Do(play, chromedp.Click(chromedp.ID("right"))); err != nil {
 		t.Fatal(err)
 	}
-	waitJS(t, play, "the move after the kill", fmt.Sprintf(`document.getElementById("pos").textContent !== %q && document.getElementById("pending").textContent === "0"`, moved), 20*time.Second)
+	waitJS(t, play, "the move after the recovery", fmt.Sprintf(`document.getElementById("pos").textContent !== %q && document.getElementById("pending").textContent === "0"`, across), 20*time.Second)
 	if s := text(t, play, "status"); !strings.HasPrefix(s, "playing in town as webplayer") {
 		t.Fatalf("the play client shows %q after the kill; want it still playing", s)
 	}
-	if s := text(t, play, "log"); strings.Contains(s, "closed") || strings.Contains(s, "reconnect") {
-		t.Fatalf("the play client saw a disconnect: %s", s)
+	if s := text(t, play, "log"); strings.Contains(s, "closed") || strings.Contains(s, "reconnect") || strings.Contains(s, "move #") {
+		t.Fatalf("the play client saw a disconnect or a failed move: %s", s)
 	}
-	t.Logf("moves %s -> %s -> %s; latency last %s, max %s", start, moved, text(t, play, "pos"), text(t, play, "latency"), text(t, play, "latency-max"))
+	t.Logf("moves %s -> %s -> %s -> %s; latency last %s, max %s", start, moved, across, text(t, play, "pos"), text(t, play, "latency"), text(t, play, "latency-max"))
 	shot(t, play, "play-after-kill.png")
 }

@@ -54,8 +54,11 @@ func Run(ctx context.Context, cfg *config.Config, instance string, log *zap.Logg
 	}
 	defer g.Shutdown()
 	adm.Handle("GET /v1/info", func(w http.ResponseWriter, _ *http.Request) {
+		st := g.rt.table.Stats() // the scene-table replica this gateway routes from
 		admin.WriteJSON(w, http.StatusOK, map[string]any{"gateway": gc.ID, "listen": g.Addr(), "websocket": g.WebSocketAddr(),
-			"connections": g.limits.count(), "sessions": g.reg.count()})
+			"connections": g.limits.count(), "sessions": g.reg.count(),
+			"scene_table": map[string]any{"synced": st.Synced, "keys": st.Keys, "resyncs": st.Resyncs,
+				"lag_p99_ms": st.LagP99.Seconds() * 1000, "lag_max_ms": st.LagMax.Seconds() * 1000}})
 	})
 	admErr := make(chan error, 1)
 	go func() { admErr <- adm.Serve() }()

@@ -76,6 +76,14 @@ func (m *Manager) mountConsole() {
 			err := m.call(func() { rows = m.sup.rows() })
 			return rows, err
 		},
+		Replicas: func() []console.Replica {
+			if m.loads == nil {
+				return nil
+			}
+			st := m.loads.Stats()
+			return []console.Replica{{Reader: "worldmgr", Module: st.Module, Synced: st.Synced, Keys: st.Keys, Resyncs: st.Resyncs,
+				LagP99MS: st.LagP99.Seconds() * 1000, LagMaxMS: st.LagMax.Seconds() * 1000}}
+		},
 		Datasvr:  m.cfg.Datasvr.Admin,
 		Gateways: m.cfg.Gateways(),
 	})

@@ -87,6 +87,18 @@ function drawCluster(c) {
   if (d.info && d.info.degraded) box.append(el("div", "degraded: " + d.info.degraded, "warn"));
   if (d.error) box.append(el("div", d.error, "bad"));
   if (d.info && d.info.pid) box.append(el("div", `pid ${d.info.pid} · admin ${d.addr}`, "dim"));
+  const m = d.metrics || {};
+  const names = Object.keys(m).sort();
+  if (names.length) {
+    const t = el("table");
+    t.id = "datasvr-metrics";
+    for (let i = 0; i < names.length; i += 2) {
+      const tr = el("tr");
+      for (const n of names.slice(i, i + 2)) tr.append(el("td", n, "dim"), el("td", String(+m[n].toFixed(3))));
+      t.append(tr);
+    }
+    box.append(t);
+  }
   const tb = $("gateways").tBodies[0];
   tb.replaceChildren();
   for (const g of c.gateways) {
@@ -94,6 +106,8 @@ function drawCluster(c) {
     const tr = el("tr");
     tr.append(el("td", g.name), el("td", g.up ? "up" : (g.error || "down"), g.up ? "ok" : "bad"),
       el("td", String(i.sessions ?? "")), el("td", String(i.connections ?? "")), el("td", i.listen || ""));
+    const tbl = i.scene_table;
+    tr.append(el("td", tbl ? (tbl.synced ? "" : "syncing · ") + `p99 ${tbl.lag_p99_ms.toFixed(1)} ms · max ${tbl.lag_max_ms.toFixed(1)} ms` : "", tbl && tbl.synced ? "" : "warn"));
     const ws = el("td");
     if (i.websocket) {
       const a = el("a", "play");
@@ -103,6 +117,14 @@ function drawCluster(c) {
     }
     tr.append(ws);
     tb.append(tr);
+  }
+  const rb = $("replicas").tBodies[0];
+  rb.replaceChildren();
+  for (const r of c.replicas || []) {
+    const tr = el("tr");
+    tr.append(el("td", r.reader), el("td", r.module), el("td", r.synced ? "synced" : "syncing", r.synced ? "ok" : "warn"),
+      el("td", String(r.keys)), el("td", `p99 ${r.lag_p99_ms.toFixed(1)} ms · max ${r.lag_max_ms.toFixed(1)} ms`), el("td", String(r.resyncs)));
+    rb.append(tr);
   }
 }
 

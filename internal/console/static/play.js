@@ -3,13 +3,13 @@
 // read and written with DataView.
 "use strict";
 const T = { HELLO: 1, WELCOME: 2, LOGIN: 3, RESUME: 4, SESSION: 5, REQUEST: 6, REPLY: 7, PUSH: 8, PING: 9, PONG: 10, CLOSE: 11, LOGOUT: 12 };
-const HDR = 15, MAX_LOG = 200, TILE = 5;
+const HDR = 15, MAX_LOG = 200, TILE = 5, MAX_LAT = 100;
 const $ = (id) => document.getElementById(id);
 const enc = new TextEncoder(), dec = new TextDecoder();
 
 const st = {
   ws: null, buf: new Uint8Array(0), seq: 0, pending: new Map(), resume: "", player: "", scene: "",
-  me: { x: 0, y: 0, hp: 0 }, others: new Map(), maxFrame: 65536, lastLat: 0, maxLat: 0, pinger: 0, closing: false,
+  me: { x: 0, y: 0, hp: 0 }, others: new Map(), lats: [], maxFrame: 65536, lastLat: 0, maxLat: 0, pinger: 0, closing: false,
 };
 
 function log(text, cls) {
@@ -95,6 +95,9 @@ function reply(code, id, body) {
   $("latency").className = lat > 250 ? "warn" : "ok";
   $("latency-max").textContent = st.maxLat.toFixed(0) + " ms";
   $("pending").textContent = String(st.pending.size);
+  st.lats.push(lat);
+  if (st.lats.length > MAX_LAT) st.lats.shift();
+  drawLatency();
   if (code !== 0) { log(`${p.op.op} #${id}: ${body.reason || code}: ${body.error || ""}`, "bad"); return; }
   switch (p.op.op) {
     case "move": st.me.x = body.x; st.me.y = body.y; break;
@@ -136,6 +139,21 @@ function status(text, cls) { $("status").textContent = text; $("status").classNa
 function bossHP(hp, max) {
   $("boss-hp").textContent = `${hp}/${max}`;
   $("boss-bar").style.width = (100 * hp / Math.max(1, max)) + "%";
+}
+
+// drawLatency: one bar per recent request, scaled to the slowest; a
+// scene's death and respawn shows as a tall bar, and nothing else.
+function drawLatency() {
+  const c = $("lat-chart"), g = c.getContext("2d");
+  g.fillStyle = "#0b0f14"; g.fillRect(0, 0, c.width, c.height);
+  const top = Math.max(50, ...st.lats), w = c.width / MAX_LAT;
+  st.lats.forEach((l, i) => {
+    const h = Math.max(1, (c.height - 12) * l / top);
+    g.fillStyle = l > 250 ? "#e6c15a" : "#5fd38d";
+    g.fillRect(i * w, c.height - h, Math.max(1, w - 1), h);
+  });
+  g.fillStyle = "#8a94a6"; g.font = "10px monospace";
+  g.fillText(`max ${top.toFixed(0)} ms`, 4, 10);
 }
 
 function draw() {
