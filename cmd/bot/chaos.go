@@ -107,6 +107,7 @@ Exits non-zero on any violation.`,
 	f.IntVar(&o.Pipeline, "pipeline", 2, "requests in flight per bot")
 	f.DurationVar(&o.RequestTimeout, "request-timeout", 30*time.Second, "a request with no answer by then is a violation (unanswered)")
 	f.DurationVar(&o.Settle, "settle", 30*time.Second, "after the faults, how long the cluster may take to be whole again")
+	f.BoolVar(&o.CrashPoints, "crash-points", false, "also arm every named crash point (RESPAWN_TEST_CRASH) in the started cluster, at seeded counts")
 	f.BoolVar(&o.Attach, "attach", false, "use the running cluster the config describes instead of starting one")
 	f.StringVar(&workDir, "work-dir", "", "where a started cluster keeps its data and config (default: a new temporary directory)")
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
@@ -143,6 +144,9 @@ func printChaos(w io.Writer, r *chaos.Report) {
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\n", ch.Name, ch.Checked, ch.Violations, ch.Note)
 	}
 	tw.Flush()
+	if r.CrashPoints != "" {
+		fmt.Fprintf(w, "crash points armed: %s; fired: %v\n", r.CrashPoints, r.CrashesAt)
+	}
 	if r.Unchecked > 0 {
 		fmt.Fprintf(w, "%d players not checked (an attack of theirs went unanswered: its loot is unknown)\n", r.Unchecked)
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/respawn-dev/respawn/internal/admin"
 	"github.com/respawn-dev/respawn/internal/bus"
 	"github.com/respawn-dev/respawn/internal/config"
+	"github.com/respawn-dev/respawn/internal/crashpoint"
 	"github.com/respawn-dev/respawn/internal/dataclient"
 	"github.com/respawn-dev/respawn/internal/secret"
 )
@@ -46,6 +47,10 @@ type Options struct {
 	WorkDir string
 	// Env is added to the started cluster's environment (test hooks).
 	Env []string
+	// CrashPoints arms every named crash point (package crashpoint) in the
+	// started cluster, each at a seeded count, so processes also die at the
+	// worst moments of their write paths.
+	CrashPoints bool
 	// ClusterLog receives `respawn up`'s output.
 	ClusterLog io.Writer
 	// Progress receives a line per phase and per fault.
@@ -91,6 +96,10 @@ type Report struct {
 	Checks     []Check     `json:"checks"`
 	Violations []Violation `json:"violations"`
 	Unchecked  int         `json:"unchecked_players"` // players with an unanswered attack: ledger and history not checked
+	// CrashPoints is what --crash-points armed (RESPAWN_TEST_CRASH) and
+	// CrashesAt how often each point fired, from the cluster's logs.
+	CrashPoints string         `json:"crash_points,omitempty"`
+	CrashesAt   map[string]int `json:"crashes_at,omitempty"`
 }
 
 // Requests counts what the bots sent and saw.
@@ -153,6 +162,15 @@ func Run(ctx context.Context, cfg *config.Config, o Options, log *zap.Logger) (*
 
 	var cl *cluster
 	var err error
+	armed := ""
+	if o.CrashPoints {
+		if o.Attach {
+			return nil, errors.New("--crash-points arms a cluster this run starts; not with --attach")
+		}
+		armed = armCrashPoints(o.Seed)
+		o.Env = append(o.Env, crashpoint.Env+"="+armed)
+		say("crash points armed: %s", armed)
+	}
 	if o.Attach {
 		cl, err = attachCluster(ctx, cfg, log)
 	} else {
@@ -217,7 +235,10 @@ func Run(ctx context.Context, cfg *config.Config, o Options, log *zap.Logger) (*
 	}
 	say("%d bots logged in through %d gateways; %s of play, a fault every %s", o.Bots, len(gateways), o.Duration, o.Every)
 
-	rep := &Report{Seed: o.Seed, Bots: o.Bots, Faults: []Fault{}, Violations: []Violation{}}
+	rep := &Report{Seed: o.Seed, Bots: o.Bots, Faults: []Fault{}, Violations: []Violation{}, CrashPoints: armed}
+	if armed != "" {
+		defer func() { rep.CrashesAt = crashesIn(o.WorkDir) }()
+	}
 	w := newWorldWatch(cl)
 	wctx, wcancel := context.WithCancel(ctx)
 	var wwg sync.WaitGroup

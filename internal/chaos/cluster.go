@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -20,6 +21,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/respawn-dev/respawn/internal/config"
+	"github.com/respawn-dev/respawn/internal/crashpoint"
 	"github.com/respawn-dev/respawn/internal/modules"
 	"github.com/respawn-dev/respawn/internal/process"
 )
@@ -365,4 +367,44 @@ func pollWithin(ctx context.Context, d, interval time.Duration, fn func() error)
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	return poll(ctx, interval, fn)
+}
+
+// armCrashPoints is the RESPAWN_TEST_CRASH value of --crash-points: every
+// point at a seeded count, chosen so that each fires within seconds to tens
+// of seconds of an incarnation's start under a few dozen bots (counts are
+// per incarnation: a process dies at every Nth pass).
+func armCrashPoints(seed uint64) string {
+	r := rand.New(rand.NewPCG(seed, 0x6372617368)) // "crash"
+	between := func(lo, hi int) int { return lo + r.IntN(hi-lo+1) }
+	return strings.Join([]string{
+		fmt.Sprintf("%s=%d", crashpoint.ShmlogBeforeCommit, between(800, 2000)),
+		fmt.Sprintf("%s=%d", crashpoint.SnapshotWrite, between(2, 3)),
+		fmt.Sprintf("%s=%d", crashpoint.JournalBeforeFsync, between(150, 400)),
+		fmt.Sprintf("%s=%d", crashpoint.JournalAfterFsync, between(150, 400)),
+		fmt.Sprintf("%s=%d", crashpoint.GatewayResend, between(1, 3)),
+	}, ",")
+}
+
+// crashesIn counts the "crashpoint: NAME reached" lines the cluster's
+// processes wrote under dir (respawn up's output and the scenes' logs).
+func crashesIn(dir string) map[string]int {
+	out := map[string]int{}
+	files, _ := filepath.Glob(filepath.Join(dir, "data", "logs", "*.log"))
+	files = append(files, filepath.Join(dir, "cluster.log"))
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(raw), "\n") {
+			_, rest, ok := strings.Cut(line, "crashpoint: ")
+			if !ok {
+				continue
+			}
+			if name, _, ok := strings.Cut(rest, " reached"); ok {
+				out[name]++
+			}
+		}
+	}
+	return out
 }

@@ -29,6 +29,33 @@ const recoveryBound = 30 * time.Second
 // again (every daemon healthy, every scene running), which is its
 // recovery time.
 func (c *cluster) inject(ctx context.Context, p Planned, t0 time.Time) Fault {
+	var f Fault
+	var start time.Time
+	var err error
+	// A target may die by itself between the pick and the signal (a crash
+	// point fired): pick again rather than report a fault never injected.
+	for try := 0; try < 3; try++ {
+		f, start, err = c.injectOnce(ctx, p, t0)
+		if err == nil || f.PID == 0 || process.Alive(f.PID) {
+			break
+		}
+	}
+	if err != nil {
+		f.Error = err.Error()
+		return f
+	}
+	rctx, cancel := context.WithTimeout(ctx, recoveryBound)
+	defer cancel()
+	if err := c.recovered(rctx, f); err != nil {
+		f.Error = "not recovered: " + err.Error()
+		return f
+	}
+	f.RecoveryMs = time.Since(start).Milliseconds()
+	return f
+}
+
+// injectOnce picks the target of p and signals it.
+func (c *cluster) injectOnce(ctx context.Context, p Planned, t0 time.Time) (Fault, time.Time, error) {
 	f := Fault{Kind: p.Kind, AtMs: time.Since(t0).Milliseconds(), RecoveryMs: -1}
 	start := time.Now()
 	var err error
@@ -65,18 +92,7 @@ func (c *cluster) inject(ctx context.Context, p Planned, t0 time.Time) Fault {
 	default:
 		err = fmt.Errorf("unknown fault kind %q", p.Kind)
 	}
-	if err != nil {
-		f.Error = err.Error()
-		return f
-	}
-	rctx, cancel := context.WithTimeout(ctx, recoveryBound)
-	defer cancel()
-	if err := c.recovered(rctx, f); err != nil {
-		f.Error = "not recovered: " + err.Error()
-		return f
-	}
-	f.RecoveryMs = time.Since(start).Milliseconds()
-	return f
+	return f, start, err
 }
 
 // faultScene kills (scene) or stops (hang) a scene process picked from the

@@ -35,6 +35,7 @@ import (
 	"github.com/respawn-dev/respawn/internal/admin"
 	"github.com/respawn-dev/respawn/internal/bus"
 	"github.com/respawn-dev/respawn/internal/config"
+	"github.com/respawn-dev/respawn/internal/crashpoint"
 	"github.com/respawn-dev/respawn/internal/journal"
 	"github.com/respawn-dev/respawn/internal/logging"
 	"github.com/respawn-dev/respawn/internal/scenedef"
@@ -162,6 +163,23 @@ func New(cfg *config.Config, log *zap.Logger, opts ...Option) (*Server, error) {
 	}
 	if s.breakFencing = breaks.Has(testhook.Fencing); s.breakFencing {
 		log.Warn("TEST HOOK: saves from a stale epoch are accepted", zap.String("env", testhook.Env))
+	}
+	crash, err := crashpoint.FromEnv()
+	if err != nil {
+		return nil, fmt.Errorf("datasvr: %w", err)
+	}
+	if crash != nil {
+		log.Warn("TEST HOOK: crash points armed", zap.Strings("points", crash.Armed()), zap.String("env", crashpoint.Env))
+		sync := s.journalSync
+		if sync == nil {
+			sync = (*os.File).Sync
+		}
+		s.journalSync = func(f *os.File) error {
+			crash.Hit(crashpoint.JournalBeforeFsync) // written, not durable
+			err := sync(f)
+			crash.Hit(crashpoint.JournalAfterFsync) // durable, not acknowledged
+			return err
+		}
 	}
 	return s, nil
 }

@@ -131,3 +131,43 @@ func TestChaosBotFindsBrokenGuarantees(t *testing.T) {
 		})
 	}
 }
+
+// TestChaosBotCrashPoints arms every named crash point (package
+// crashpoint) at seeded counts, so scene processes die between writing a
+// log record and committing it, datasvr between writing and syncing its
+// journal, gateways just before a resend; the run must still find no
+// violation.
+func TestChaosBotCrashPoints(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a 25 s chaos run")
+	}
+	var rep struct {
+		chaosReport
+		CrashesAt map[string]int `json:"crashes_at"`
+	}
+	work := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "bot"), "chaos", "--json", "--config", filepath.Join("..", "..", "configs", "world.yaml"),
+		"--bin-dir", binDir, "--work-dir", work, "--bots", "30", "--duration", "25s", "--every", "8s", "--faults", "scene,gateway", "--crash-points")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if jerr := json.Unmarshal(stdout.Bytes(), &rep); jerr != nil {
+		t.Fatalf("bot chaos: %v; no JSON report (%v)\n%s", err, jerr, stderr.String())
+	}
+	for _, v := range rep.Violations {
+		t.Errorf("violation %s %s: expected %s, found %s", v.Check, v.Player, v.Expected, v.Found)
+	}
+	if err != nil {
+		t.Fatalf("bot chaos --crash-points: %v\n%s", err, stderr.String())
+	}
+	fired := 0
+	for _, n := range rep.CrashesAt {
+		fired += n
+	}
+	if fired == 0 {
+		t.Fatalf("no crash point fired: %v\n%s", rep.CrashesAt, stderr.String())
+	}
+	t.Logf("crash points fired: %v", rep.CrashesAt)
+}

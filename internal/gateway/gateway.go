@@ -33,6 +33,7 @@ import (
 
 	"github.com/respawn-dev/respawn/internal/config"
 	"github.com/respawn-dev/respawn/internal/console"
+	"github.com/respawn-dev/respawn/internal/crashpoint"
 	"github.com/respawn-dev/respawn/internal/gwproto"
 	"github.com/respawn-dev/respawn/internal/modules"
 	"github.com/respawn-dev/respawn/internal/replica"
@@ -89,6 +90,8 @@ type Gateway struct {
 	shutdownOnce sync.Once
 	// breakResend: test hook RESPAWN_TEST_BREAK=resend (package testhook).
 	breakResend bool
+	// crash: armed crash points (RESPAWN_TEST_CRASH, package crashpoint).
+	crash *crashpoint.Points
 }
 
 // New validates the options and builds a gateway; it does not listen yet.
@@ -131,6 +134,13 @@ func New(opt Options) (*Gateway, error) {
 	}
 	if g.breakResend = breaks.Has(testhook.Resend); g.breakResend {
 		g.log.Warn("TEST HOOK: requests whose scene connection broke are dropped, not resent", zap.String("env", testhook.Env))
+	}
+	if g.crash, err = crashpoint.FromEnv(); err != nil {
+		stop()
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	if armed := g.crash.Armed(); len(armed) > 0 {
+		g.log.Warn("TEST HOOK: crash points armed", zap.Strings("points", armed), zap.String("env", crashpoint.Env))
 	}
 	return g, nil
 }

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
 
+	"github.com/respawn-dev/respawn/internal/crashpoint"
 	"github.com/respawn-dev/respawn/internal/game"
 	"github.com/respawn-dev/respawn/internal/gwproto"
 	"github.com/respawn-dev/respawn/internal/scenelink"
@@ -615,6 +616,7 @@ func (s *Session) roundTrip(p *pending, deadline time.Time) (scenelink.Reply, er
 			}
 			s.unjoin(le)
 			g.rt.broken(le)
+			g.crash.Hit(crashpoint.GatewayResend)
 			if g.breakResend {
 				// Test hook (package testhook): forget the request, as a
 				// gateway without resend would; the client never hears.

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/respawn-dev/respawn/internal/config"
+	"github.com/respawn-dev/respawn/internal/crashpoint"
 	"github.com/respawn-dev/respawn/internal/game"
 	"github.com/respawn-dev/respawn/internal/shmlog"
 )
@@ -36,6 +37,8 @@ type host struct {
 	detach func(*loop)
 	// breakDedupe: test hook RESPAWN_TEST_BREAK=dedupe (package testhook).
 	breakDedupe bool
+	// crash: armed crash points (RESPAWN_TEST_CRASH, package crashpoint).
+	crash *crashpoint.Points
 	// replicas publishes profiles, positions, load and chat (nil: none).
 	replicas *replicas
 	// push sends a client-facing effect (broadcast, chat, position, kick,
@@ -117,7 +120,7 @@ func (h *host) open(ctx context.Context, path string) error {
 		h.log.Warn("scene.shm_slot_size is too small for a full scene's session records; a crowded scene may fail to snapshot",
 			zap.Int("shm_slot_size", h.cfg.Scene.ShmSlotSize), zap.Int("session_bound", game.SessionSnapshotBound()), zap.Int("recommended", need))
 	}
-	opt := shmlog.Options{Slots: h.cfg.Scene.ShmSlots, SlotSize: h.cfg.Scene.ShmSlotSize}
+	opt := shmlog.Options{Slots: h.cfg.Scene.ShmSlots, SlotSize: h.cfg.Scene.ShmSlotSize, Crash: h.crash}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		st, err := shmlog.Open(path, opt)

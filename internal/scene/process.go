@@ -21,6 +21,7 @@ import (
 
 	"github.com/respawn-dev/respawn/internal/admin"
 	"github.com/respawn-dev/respawn/internal/config"
+	"github.com/respawn-dev/respawn/internal/crashpoint"
 	"github.com/respawn-dev/respawn/internal/ctlproto"
 	"github.com/respawn-dev/respawn/internal/process"
 	"github.com/respawn-dev/respawn/internal/scenedef"
@@ -124,6 +125,12 @@ func (p *Process) Start(ctx context.Context) error {
 	breaks, err := testhook.FromEnv()
 	if err != nil {
 		return fail(err)
+	}
+	if p.host.crash, err = crashpoint.FromEnv(); err != nil {
+		return fail(err)
+	}
+	if armed := p.host.crash.Armed(); len(armed) > 0 {
+		p.log.Warn("TEST HOOK: crash points armed", zap.Strings("points", armed), zap.String("env", crashpoint.Env))
 	}
 	if breaks.Has(testhook.Dedupe) {
 		p.log.Warn("TEST HOOK: the duplicate check is off; resent requests are applied again", zap.String("env", testhook.Env))

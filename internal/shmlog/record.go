@@ -88,7 +88,9 @@ func store64(b []byte, v uint64) {
 // it, or -1 if it does not fit. The body goes first, then a zero word after
 // the record (so the log keeps ending in a zero word, whatever stale bytes lie
 // beyond), and the commit word last.
-func putRecord(h []byte, off int, kind RecordKind, seq, gen uint64, payload []byte) int {
+//
+// beforeCommit, when set, runs between the two: a crash point.
+func putRecord(h []byte, off int, kind RecordKind, seq, gen uint64, payload []byte, beforeCommit func()) int {
 	n := len(payload)
 	end := off + recordSize(n)
 	if n > MaxPayload || end > len(h) || end < off {
@@ -104,6 +106,9 @@ func putRecord(h []byte, off int, kind RecordKind, seq, gen uint64, payload []by
 	crc := crc32.Update(0, castagnoli, r[rSeq:recHdr+n])
 	if end < len(h) {
 		le.PutUint64(h[end:], 0)
+	}
+	if beforeCommit != nil {
+		beforeCommit()
 	}
 	store64(r[rCommit:], uint64(crc)<<32|commitFlag|uint64(n))
 	return end

@@ -69,6 +69,8 @@ import (
 
 	"github.com/edsrzf/mmap-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/respawn-dev/respawn/internal/crashpoint"
 )
 
 // Defaults and limits of Options.
@@ -138,6 +140,8 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 type Options struct {
 	Slots    int // number of slots; default 64, at most MaxSlots
 	SlotSize int // bytes per slot including both halves; default 16 MiB, a multiple of 4096 in [4 KiB, 1 GiB]
+	// Crash arms named crash points (package crashpoint; tests only).
+	Crash *crashpoint.Points
 }
 
 func (o Options) withDefaults() (Options, error) {
@@ -163,6 +167,10 @@ func (o Options) fileSize() int64 {
 
 // Store is an open log file.
 type Store struct {
+	// crash and beforeCommit are the armed crash points (tests only).
+	crash        *crashpoint.Points
+	beforeCommit func()
+
 	path     string
 	f        *os.File
 	mem      mmap.MMap
@@ -275,7 +283,7 @@ func openFile(f *os.File, path string, opt Options, ro bool) (*Store, error) {
 		}
 		if ro {
 			opt = fileOpt
-		} else if fileOpt != opt {
+		} else if fileOpt.Slots != opt.Slots || fileOpt.SlotSize != opt.SlotSize {
 			return nil, fmt.Errorf("shmlog: %s has %d slots of %d bytes, options want %d of %d: %w",
 				path, fileOpt.Slots, fileOpt.SlotSize, opt.Slots, opt.SlotSize, ErrGeometry)
 		}
@@ -301,6 +309,10 @@ func openFile(f *os.File, path string, opt Options, ro bool) (*Store, error) {
 		geo:      opt,
 		halfSize: (opt.SlotSize - slotHeaderSize) / 2,
 		index:    make(map[string]*Slot),
+		crash:    opt.Crash,
+	}
+	if opt.Crash != nil {
+		s.beforeCommit = func() { opt.Crash.Hit(crashpoint.ShmlogBeforeCommit) }
 	}
 	if initialise {
 		putHeader(mem[:headerSize], opt)
@@ -627,7 +639,7 @@ func (s *Store) Create(id string) (*Slot, error) {
 	gen := (le.Uint64(hdr[sState:])>>stateGenShift + 2) & genMask
 	putID(hdr, id)
 	half := s.half(idx, 0)
-	end := putRecord(half, 0, KindSnapshot, 0, gen, nil)
+	end := putRecord(half, 0, KindSnapshot, 0, gen, nil, nil)
 	if end < 0 {
 		// Cannot happen: MinSlotSize leaves room for an empty record.
 		return nil, fmt.Errorf("shmlog: create %q in slot %d: half too small: %w", id, idx, ErrGeometry)

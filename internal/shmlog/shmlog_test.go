@@ -359,7 +359,7 @@ func TestReopenKeepsIDsAndFreeSlots(t *testing.T) {
 func tearAt(sl *Slot, payload []byte, cut func(rec []byte)) int {
 	h := sl.halves[sl.active]
 	off := sl.tail
-	end := putRecord(h, off, KindEvent, sl.lastSeq+1, sl.gen, payload)
+	end := putRecord(h, off, KindEvent, sl.lastSeq+1, sl.gen, payload, nil)
 	cut(h[off:end])
 	return off
 }
@@ -415,7 +415,7 @@ func TestTornPayloadCannotForgeRecord(t *testing.T) {
 	// Forge seq 5 where it would sit after a real seq 4.
 	forged := make([]byte, 400)
 	at := recordSize(len(next)) - recHdr
-	if putRecord(forged, at, KindEvent, 5, sl.gen, []byte("forged")) < 0 {
+	if putRecord(forged, at, KindEvent, 5, sl.gen, []byte("forged"), nil) < 0 {
 		t.Fatal("forge does not fit")
 	}
 	tearAt(sl, forged, func(r []byte) { clear(r[rCommit : rCommit+8]) })
@@ -440,7 +440,7 @@ func TestCrashBeforeSnapshotFlip(t *testing.T) {
 	appendN(t, sl, 8)
 	// The first half of Snapshot, without its commit.
 	next := 1 - sl.active
-	if putRecord(sl.halves[next], 0, KindSnapshot, sl.lastSeq, sl.gen+1, []byte("state@20")) < 0 {
+	if putRecord(sl.halves[next], 0, KindSnapshot, sl.lastSeq, sl.gen+1, []byte("state@20"), nil) < 0 {
 		t.Fatal("snapshot does not fit")
 	}
 	s = reopen(t, s, small)

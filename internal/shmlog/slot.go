@@ -2,6 +2,8 @@ package shmlog
 
 import (
 	"fmt"
+
+	"github.com/respawn-dev/respawn/internal/crashpoint"
 )
 
 // Slot is one room's log. It is owned by one goroutine: its methods take no
@@ -287,7 +289,7 @@ func (sl *Slot) Append(payload []byte) (uint64, error) {
 	}
 	h := sl.halves[sl.active]
 	seq := sl.lastSeq + 1
-	end := putRecord(h, sl.tail, KindEvent, seq, sl.gen, payload)
+	end := putRecord(h, sl.tail, KindEvent, seq, sl.gen, payload, sl.store.beforeCommit)
 	if end < 0 {
 		return 0, sl.tooBig(len(payload))
 	}
@@ -342,11 +344,12 @@ func (sl *Slot) Repair(state []byte) (Damage, error) {
 func (sl *Slot) snapshot(state []byte) error {
 	next := 1 - sl.active
 	gen := (sl.gen + 1) & genMask
-	end := putRecord(sl.halves[next], 0, KindSnapshot, sl.lastSeq, gen, state)
+	end := putRecord(sl.halves[next], 0, KindSnapshot, sl.lastSeq, gen, state, nil)
 	if end < 0 {
 		return fmt.Errorf("shmlog: snapshot of slot %d (%q): %d bytes, half is %d: %w",
 			sl.idx, sl.id, len(state), len(sl.halves[next]), ErrSnapshotTooLarge)
 	}
+	sl.store.crash.Hit(crashpoint.SnapshotWrite)                            // written, not yet the slot's
 	store64(sl.hdr[sState:], gen<<stateGenShift|uint64(next)<<1|stateValid) // commit
 	sl.active, sl.gen, sl.tail = next, gen, end
 	sl.snapSeq, sl.snapLen, sl.events = sl.lastSeq, len(state), 0
