@@ -5,10 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/respawn-dev/respawn/internal/dataclient"
+	"github.com/respawn-dev/respawn/internal/modules"
+	"github.com/respawn-dev/respawn/internal/process"
 )
 
 // `respawn shutdown` under `respawn up` after players played through the
@@ -92,4 +95,65 @@ func TestShutdownDrainsGatewaysFirstNothingLost(t *testing.T) {
 		sent += p.answered.Load()
 	}
 	t.Logf("%d players, %d answered requests, all in the database after shutdown", len(w.players), sent)
+}
+
+// Every daemon stops cleanly on SIGTERM: exit status 0, promptly. A scene
+// process stopped with SIGTERM saves its players first (the manager then
+// respawns it: it was not asked to stop through the manager); a stopped
+// world manager leaves the scenes serving.
+func TestEveryDaemonStopsCleanlyOnSIGTERM(t *testing.T) {
+	c := newCluster(t)
+	ds := c.start("datasvr")
+	waitFor(t, 20*time.Second, func() error {
+		var h struct{ Healthy bool }
+		return getJSON("http://"+c.ports["datasvr.admin"]+"/healthz", &h)
+	})
+	wm := c.start("worldmgr")
+	rows := c.waitRunning(20 * time.Second)
+	gw, _, _ := c.gateway("gateway")
+
+	// A scene process: SIGTERM, it exits, and the manager brings a new one.
+	old := rows[0]
+	if err := syscall.Kill(old.PID, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, func() error {
+		r, err := c.scene(old.ID)
+		if err != nil {
+			return err
+		}
+		if process.Alive(old.PID) {
+			return fmt.Errorf("scene process %d still alive after SIGTERM", old.PID)
+		}
+		if r.PID == old.PID || r.State != modules.SceneRunning {
+			return fmt.Errorf("scene %s: %s pid %d", r.ID, r.State, r.PID)
+		}
+		return nil
+	})
+
+	for _, p := range []*proc{gw, wm} {
+		p.signal(syscall.SIGTERM)
+		if err := p.wait(15 * time.Second); err != nil {
+			t.Errorf("%s after SIGTERM: %v\n%s", p.name, err, p.output())
+		}
+	}
+	// The manager's SIGTERM leaves the world serving.
+	for _, r := range c.scenePIDs() {
+		if !process.Alive(r) {
+			t.Errorf("scene process %d died with the manager", r)
+		}
+	}
+	ds.signal(syscall.SIGTERM)
+	if err := ds.wait(15 * time.Second); err != nil {
+		t.Errorf("datasvr after SIGTERM: %v\n%s", err, ds.output())
+	}
+}
+
+// scenePIDs are the live scene processes of this cluster.
+func (c *cluster) scenePIDs() []int {
+	pids := c.livePids("--process")
+	if len(pids) == 0 {
+		c.t.Fatal("no scene process alive")
+	}
+	return pids
 }
