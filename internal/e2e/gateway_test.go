@@ -780,6 +780,7 @@ func TestGatewayHoldExpiresWithRetryableError(t *testing.T) {
 	if rep.Code != gwproto.CodeUnavailable || !rep.Code.Retryable() {
 		t.Fatalf("during the outage: %s %s, want unavailable", rep.Code, rep.Error)
 	}
+	atLeast(t, c.ports["gateway.admin"], "respawn_gateway_hold_timeouts_total", 1)
 	waitFor(t, 20*time.Second, func() error {
 		r, err := c.scene(scene)
 		if err != nil {

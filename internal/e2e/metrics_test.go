@@ -174,6 +174,28 @@ func TestMetricsMatchTheDocs(t *testing.T) {
 			}
 		}
 	}
+	// And the ones this play moved have moved.
+	gwAdm := c.ports["gateway.admin"]
+	atLeast(t, gwAdm, "respawn_gateway_sessions", 4)
+	atLeast(t, gwAdm, `respawn_gateway_logins_total{result="ok"}`, 4)
+	atLeast(t, gwAdm, "respawn_gateway_request_seconds_count", 12)
+	atLeast(t, gwAdm, "respawn_gateway_closes_total", 1)
+	var events, bytes, players float64
+	for _, a := range procs["scene"] {
+		for name, p := range map[string]*float64{"respawn_scene_events_total": &events, "respawn_scene_log_appended_bytes_total": &bytes, "respawn_scene_players": &players} {
+			v, err := metricSum(a, name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			*p += v
+		}
+		atLeast(t, a, "respawn_scene_log_slots_free", 1)
+	}
+	if events < 12 || bytes < events || players < 4 {
+		t.Errorf("scene processes: %g events, %g log bytes, %g players; want >= 12, >= events, >= 4", events, bytes, players)
+	}
+	atLeast(t, c.ports["worldmgr.admin"], `respawn_worldmgr_scenes{state="running"}`, float64(len(rows)))
+	atLeast(t, c.ports["datasvr.admin"], "respawn_datasvr_loads_total", 4)
 	t.Logf("%d documented metrics; %d families scraped from %d processes", len(docs), exposed, len(procs["scene"])+3)
 }
 
@@ -184,4 +206,53 @@ func (d documented) on(kind string) bool {
 		}
 	}
 	return false
+}
+
+// metricSum is the sum of every sample of metric name (all label sets)
+// that addr's /metrics serves.
+func metricSum(addr, name string) (float64, error) {
+	cl := http.Client{Timeout: 5 * time.Second}
+	resp, err := cl.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var sum float64
+	found := false
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, name) {
+			continue
+		}
+		rest := line[len(name):]
+		if rest == "" || (rest[0] != ' ' && rest[0] != '{') {
+			continue // a longer name with this prefix
+		}
+		var v float64
+		if _, err := fmt.Sscan(rest[strings.LastIndexByte(rest, ' ')+1:], &v); err != nil {
+			return 0, fmt.Errorf("%s: %q: %w", name, line, err)
+		}
+		sum, found = sum+v, true
+	}
+	if !found {
+		return 0, fmt.Errorf("%s: no %s", addr, name)
+	}
+	return sum, sc.Err()
+}
+
+// atLeast fails t unless metric name on addr reaches min within a few seconds.
+func atLeast(t *testing.T, addr, name string, min float64) {
+	t.Helper()
+	waitFor(t, 10*time.Second, func() error {
+		v, err := metricSum(addr, name)
+		if err != nil {
+			return err
+		}
+		if v < min {
+			return fmt.Errorf("%s = %g, want >= %g", name, v, min)
+		}
+		return nil
+	})
 }
