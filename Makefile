@@ -19,7 +19,7 @@ run: build
 # Unit and integration tests (the integration tests build and start the real
 # binaries themselves), then every fuzz target briefly.
 test: vet
-	$(GO) test -race -count=1 -timeout 8m ./...
+	$(GO) test -race -count=1 -timeout 15m ./...
 	$(MAKE) fuzz
 
 fuzz:
