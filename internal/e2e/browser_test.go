@@ -12,6 +12,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/respawn-dev/respawn/internal/client"
 	"github.com/respawn-dev/respawn/internal/modules"
 	"github.com/respawn-dev/respawn/internal/secret"
 	"github.com/respawn-dev/respawn/internal/token"
@@ -133,6 +134,27 @@ func TestBrowserPlayAndConsoleKill(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitJS(t, play, "the chat echo", `document.getElementById("log").textContent.includes("hello from the browser")`, 20*time.Second)
+
+	// Another player, a Go client on the gateway's TCP port, walks by:
+	// the page draws it from the positions pushes.
+	otherTok, err := token.IssueLogin(sec, "walker", time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	other, err := client.Dial(ctx, client.Options{Gateways: []string{c.ports["gateway.listen"]}, Token: otherTok, Name: "walker"})
+	if err != nil {
+		t.Fatalf("second player: %v", err)
+	}
+	defer other.Close()
+	for i, xy := range [][2]int{{3, 2}, {4, 2}, {5, 3}} {
+		rep, err := other.Request(ctx, map[string]any{"op": "move", "x": xy[0], "y": xy[1]})
+		if err != nil || !rep.OK() {
+			t.Fatalf("second player's move %d: %v %+v", i, err, rep)
+		}
+	}
+	waitJS(t, play, "the other player on the map", `document.getElementById("players").textContent === "2"`, 20*time.Second)
 	shot(t, play, "play.png")
 
 	// The console, in a second tab: set the operator token, kill town.
@@ -176,8 +198,7 @@ func TestBrowserPlayAndConsoleKill(t *testing.T) {
 		return nil
 	})
 	waitJS(t, cons, "the recovery on the timeline", `document.getElementById("timeline").textContent.includes("recovered")`, 20*time.Second)
-	waitJS(t, cons, "the new pid in the table", fmt.Sprintf(`!document.getElementById("scene-town").textContent.includes("%d")`, old.PID), 10*time.Second)
-	shot(t, cons, "console.png")
+	waitJS(t, cons, "the new pid in the table", fmt.Sprintf(`document.getElementById("scene-town").cells[2].textContent !== "%d"`, old.PID), 10*time.Second)
 
 	// And one more move on the new process.
 	across := text(t, play, "pos")
@@ -191,6 +212,62 @@ func TestBrowserPlayAndConsoleKill(t *testing.T) {
 	if s := text(t, play, "log"); strings.Contains(s, "closed") || strings.Contains(s, "reconnect") || strings.Contains(s, "move #") {
 		t.Fatalf("the play client saw a disconnect or a failed move: %s", s)
 	}
+
+	// The boss: travel to the forest and hit Hogger; the page shows its HP.
+	if err := chromedp.Do(play, chromedp.Click(chromedp.ID("travel"))); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, play, "the travel", `document.getElementById("status").textContent.startsWith("playing in forest")`, 20*time.Second)
+	if err := chromedp.Do(play, chromedp.Click(chromedp.ID("attack"))); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, play, "Hogger's HP", `/^\d+\/1000$/.test(document.getElementById("boss-hp").textContent)`, 20*time.Second)
+
+	// A GM command from the console: damage Hogger by 100.
+	oldForest, err := c.scene("forest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(cons,
+		chromedp.Click(chromedp.ID("inspect-forest")),
+		chromedp.SetValue(chromedp.ID("gm-monster"), "hogger"),
+		chromedp.Click(chromedp.ID("gm-damage")),
+	); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, cons, "the GM command's answer", `document.getElementById("gm-result").className === "ok"`, 20*time.Second)
+	waitJS(t, cons, "forest's detail", `document.getElementById("detail").textContent.includes("Hogger")`, 20*time.Second)
+
+	// Hang forest's process (SIGSTOP) from the console and attack at once:
+	// the manager kills the hung process after the heartbeat timeout and
+	// respawns it; the attack is answered by the new one.
+	before := text(t, play, "boss-hp")
+	if err := chromedp.Do(cons, chromedp.Click(chromedp.ID("hang-forest"))); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, cons, "the hang's answer", `document.getElementById("action").textContent.startsWith("hang forest: {")`, 10*time.Second)
+	if err := chromedp.Do(play, chromedp.Click(chromedp.ID("attack"))); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, play, "the attack across the hang", fmt.Sprintf(`document.getElementById("boss-hp").textContent !== %q && document.getElementById("pending").textContent === "0"`, before), 30*time.Second)
+	waitFor(t, 20*time.Second, func() error {
+		r, err := c.scene("forest")
+		if err != nil {
+			return err
+		}
+		if r.PID == oldForest.PID || r.State != modules.SceneRunning {
+			return fmt.Errorf("forest: %s pid %d (was %d)", r.State, r.PID, oldForest.PID)
+		}
+		return nil
+	})
+	waitJS(t, cons, "forest's recovery on the timeline", `document.getElementById("timeline").textContent.includes("recovered forest")`, 20*time.Second)
+	if s := text(t, play, "log"); strings.Contains(s, "closed") || strings.Contains(s, "reconnect") || strings.Contains(s, "attack #") {
+		t.Fatalf("the play client saw a disconnect or a failed attack across the hang: %s", s)
+	}
+	waitJS(t, cons, "forest's new pid in the table", fmt.Sprintf(`document.getElementById("scene-forest").cells[2].textContent !== "%d"`, oldForest.PID), 10*time.Second)
+	waitJS(t, cons, "forest's detail from the new process", `document.getElementById("detail").textContent.includes("Hogger")`, 20*time.Second)
+	shot(t, cons, "console.png")
+	t.Logf("Hogger %s -> %s across the hang", before, text(t, play, "boss-hp"))
 	t.Logf("moves %s -> %s -> %s -> %s; latency last %s, max %s", start, moved, across, text(t, play, "pos"), text(t, play, "latency"), text(t, play, "latency-max"))
 	shot(t, play, "play-after-kill.png")
 }

@@ -107,13 +107,14 @@ function drawCluster(c) {
     tr.append(el("td", g.name), el("td", g.up ? "up" : (g.error || "down"), g.up ? "ok" : "bad"),
       el("td", String(i.sessions ?? "")), el("td", String(i.connections ?? "")), el("td", i.listen || ""));
     const tbl = i.scene_table;
-    tr.append(el("td", tbl ? (tbl.synced ? "" : "syncing · ") + `p99 ${tbl.lag_p99_ms.toFixed(1)} ms · max ${tbl.lag_max_ms.toFixed(1)} ms` : "", tbl && tbl.synced ? "" : "warn"));
+    tr.append(el("td", tbl ? (tbl.synced ? "" : "syncing · ") + `p99 ${tbl.lag_p99_ms.toFixed(1)} · max ${tbl.lag_max_ms.toFixed(1)} ms` : "", tbl && tbl.synced ? "" : "warn"));
     const ws = el("td");
     if (i.websocket) {
-      const a = el("a", "play");
+      const a = el("a", "play ↗");
       a.href = "http://" + i.websocket + "/";
       a.target = "_blank";
-      ws.append(a, " ", el("span", i.websocket, "dim"));
+      a.title = i.websocket;
+      ws.append(a);
     }
     tr.append(ws);
     tb.append(tr);
