@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"time"
 
@@ -54,6 +55,11 @@ func (a *app) root() *cobra.Command {
 	root.PersistentFlags().VisitAll(func(f *pflag.Flag) {
 		if !isGlobalFlag(f.Name) {
 			f.Hidden = true
+		} else if u := globalUsage(f.Name); u != "" {
+			if i := strings.Index(f.Usage, "(env "); i >= 0 {
+				u += " " + f.Usage[i:]
+			}
+			f.Usage = u
 		}
 	})
 	for _, add := range []func(*app) []*cobra.Command{
@@ -77,6 +83,22 @@ func isGlobalFlag(name string) bool {
 		return true
 	}
 	return false
+}
+
+// globalUsage says what a global flag is for in the CLI, ahead of the
+// generic "override KEY (env VAR)".
+func globalUsage(name string) string {
+	switch name {
+	case "data-dir":
+		return "the cluster's data directory: the secret and operator token come from here"
+	case "worldmgr.admin":
+		return "world manager admin API address"
+	case "datasvr.admin":
+		return "data server admin API address"
+	case "gateway.admin":
+		return "gateway admin API address"
+	}
+	return ""
 }
 
 // withConfigHelp makes cmd's --help list the configuration overrides that
