@@ -8,7 +8,7 @@ FUZZTIME ?= 5s
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/respawn-dev/respawn/internal/version.build=$(VERSION)
 
-.PHONY: build run test test-unit fuzz bench vet fmt clean
+.PHONY: build run test test-unit fuzz bench vet fmt clean screenshots
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
@@ -34,6 +34,11 @@ fuzz:
 bench: build
 	$(GO) test -run='^$$' -bench=. -benchtime=1x ./internal/e2e ./internal/replica
 	$(GO) test -run='^$$' -bench=. -benchmem ./internal/shmlog ./internal/game ./internal/store
+
+# The browser test, saving its screenshots into docs/screenshots/ (linked
+# from the README); needs Debian's chromium.
+screenshots:
+	RESPAWN_SCREENSHOTS=1 $(GO) test -count=1 -run 'TestBrowser' ./internal/e2e
 
 vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }

@@ -58,15 +58,22 @@ func newBrowser(t *testing.T, timeout time.Duration) context.Context {
 	return tctx
 }
 
-// shot saves a PNG of the tab under docs/screenshots/ (committed, linked
-// from the README).
+// shot saves a PNG of the tab. With RESPAWN_SCREENSHOTS=1 (`make
+// screenshots`) it goes to docs/screenshots/ (committed, linked from the
+// README); otherwise to the test's temporary directory, so an ordinary
+// test run does not rewrite tracked files in the checkout (which would
+// stop a later `git rebase`).
 func shot(t *testing.T, ctx context.Context, name string) {
 	t.Helper()
 	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 	if err != nil {
 		t.Fatalf("screenshot %s: %v", name, err)
 	}
-	dir := filepath.Join("..", "..", "docs", "screenshots")
+	dir := filepath.Join(os.TempDir(), "respawn-screenshots")
+	if os.Getenv("RESPAWN_SCREENSHOTS") == "1" {
+		dir = filepath.Join("..", "..", "docs", "screenshots")
+	}
+	defer t.Logf("screenshot %s", filepath.Join(dir, name))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
