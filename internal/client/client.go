@@ -506,7 +506,7 @@ func (c *Client) pingLoop(nc net.Conn, gen uint64) {
 	if idle <= 0 {
 		idle = 30 * time.Second
 	}
-	t := time.NewTicker(idle / 3)
+	t := time.NewTicker(max(idle/3, 10*time.Millisecond))
 	defer t.Stop()
 	for n := uint64(1); ; n++ {
 		select {

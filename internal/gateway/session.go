@@ -475,7 +475,7 @@ func (s *Session) enqueue(seq uint64, op []byte) (gwproto.Code, string) {
 
 // work relays queued requests until the session ends.
 func (s *Session) work() {
-	refresh := time.NewTicker(s.g.cfg.SessionTTL / 4)
+	refresh := time.NewTicker(max(s.g.cfg.SessionTTL/4, 10*time.Millisecond))
 	defer refresh.Stop()
 	for {
 		s.mu.Lock()
