@@ -533,7 +533,6 @@ func (s *Session) relay(p *pending) {
 		body = gwproto.ErrorBody{Error: "the scene did not answer within the hold time; resend with the same seq: " + err.Error()}
 	case rep.Code == "":
 		code, body = gwproto.CodeOK, []byte(rep.Body)
-		s.noteTravel(rep.Body)
 	case rep.Code == game.ErrSessionReplaced:
 		s.log.Info("the scene says a newer session took the player")
 		if s.g.reg.remove(s) {
@@ -583,6 +582,7 @@ func (s *Session) roundTrip(p *pending, deadline time.Time) (scenelink.Reply, er
 	ctx, cancel := context.WithDeadline(g.ctx, deadline)
 	defer cancel()
 	var last error
+	notIn := 0 // not_in_scene answers to this request
 	for attempt := 0; ; attempt++ {
 		select {
 		case <-s.done:
@@ -627,6 +627,15 @@ func (s *Session) roundTrip(p *pending, deadline time.Time) (scenelink.Reply, er
 		}
 		if rep.Code == game.ErrNotInScene || rep.Moved != "" {
 			last = fmt.Errorf("player %s is not in scene %s", s.player, scene)
+			if notIn++; notIn == 1 {
+				// Join the scene we thought they were in first: for a
+				// player travelling away its join waits until the
+				// destination has them, then names it. Joining the
+				// destination straight away could race the transfer and
+				// enter the player there without their session record.
+				s.unjoin(le)
+				continue
+			}
 			if err := s.follow(ctx, rep.Moved); err != nil {
 				last = err
 				g.rt.backoff(ctx, attempt)
@@ -750,28 +759,6 @@ func (s *Session) unjoin(le *linkEntry) {
 		s.joined = nil
 	}
 	s.mu.Unlock()
-}
-
-// noteTravel follows a successful travel or dungeon entry at once, so the
-// next request goes to the destination without a detour.
-func (s *Session) noteTravel(body []byte) {
-	if !bytes.Contains(body, []byte(`"transfer_id"`)) {
-		return
-	}
-	var t struct {
-		TransferID string `json:"transfer_id"`
-		To         string `json:"to"`
-		RoomID     string `json:"room_id"`
-	}
-	if json.Unmarshal(body, &t) != nil || t.TransferID == "" {
-		return
-	}
-	switch {
-	case t.RoomID != "":
-		s.setScene(t.RoomID)
-	case t.To != "":
-		s.setScene(t.To)
-	}
 }
 
 // notePos remembers the player's position from a move reply or a join.
