@@ -14,6 +14,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/respawn-dev/respawn/internal/config"
@@ -513,6 +514,9 @@ func TestWindowBoundsUnansweredRequests(t *testing.T) {
 	// A resend of a queued seq is not queued twice, and is not refused.
 	if code, _ := s.enqueue(2, []byte(`{"op":"move"}`)); code != gwproto.CodeOK {
 		t.Fatalf("resend of a queued seq: %s", code)
+	}
+	if n := testutil.ToFloat64(g.m.resends); n != 1 {
+		t.Fatalf("respawn_gateway_resends_total = %g, want 1", n)
 	}
 	if code, _ := s.enqueue(4, []byte(`{"op":"move"}`)); code != gwproto.CodeWindowFull {
 		t.Fatalf("fourth unanswered request: %s, want window_full", code)
