@@ -40,6 +40,9 @@ const (
 	// evLeaveSession is Leave with a session; kind 4 stays Leave without.
 	evLeaveSession byte = 15
 	evReload       byte = 16
+	// evTravelInReplies is evTravelInSession followed by the session's
+	// stored replies: uv k (1..SessionWindow), (uv seq, u64le hash, result)….
+	evTravelInReplies byte = 17
 )
 
 // Op kinds, same rule.
@@ -360,10 +363,13 @@ func AppendEvent(dst []byte, ev Event) ([]byte, error) {
 		e.str(ev.Item)
 		e.v(ev.Count)
 	case TravelIn:
-		withSession := ev.Session != "" || ev.LastSeq != 0
-		if withSession {
+		withSession := ev.Session != "" || ev.LastSeq != 0 || len(ev.Replies) > 0
+		switch {
+		case len(ev.Replies) > 0:
+			e.u8(evTravelInReplies)
+		case withSession:
 			e.u8(evTravelInSession)
-		} else {
+		default:
 			e.u8(evTravelIn)
 		}
 		e.str(ev.TransferID)
@@ -373,6 +379,20 @@ func AppendEvent(dst []byte, ev Event) ([]byte, error) {
 		if withSession {
 			e.str(ev.Session)
 			e.uv(ev.LastSeq)
+		}
+		if len(ev.Replies) > 0 {
+			if len(ev.Replies) > SessionWindow {
+				return dst, fmt.Errorf("game: encode travel-in %s: %d carried replies, at most %d", ev.TransferID, len(ev.Replies), SessionWindow)
+			}
+			e.uv(uint64(len(ev.Replies)))
+			for _, r := range ev.Replies {
+				if r.Body == nil {
+					return dst, fmt.Errorf("game: encode travel-in %s: carried reply of seq %d has no body", ev.TransferID, r.Seq)
+				}
+				e.uv(r.Seq)
+				e.u64(r.Hash)
+				e.result(r.Body)
+			}
 		}
 	case TravelAck:
 		e.u8(evTravelAck)
@@ -473,15 +493,28 @@ func DecodeEvent(b []byte) (Event, error) {
 		ev = GMDamage{ReqID: d.str(), Monster: d.str(), Amount: d.v()}
 	case evGMGive:
 		ev = GMGive{ReqID: d.str(), Player: d.str(), Item: d.str(), Count: d.v()}
-	case evTravelIn, evTravelInSession:
+	case evTravelIn, evTravelInSession, evTravelInReplies:
 		t := TravelIn{TransferID: d.str(), From: d.str()}
 		t.Player = d.player()
 		t.Version = d.uv()
-		if kind == evTravelInSession {
+		if kind != evTravelIn {
 			t.Session = d.str()
 			t.LastSeq = d.uv()
 			if t.Session == "" && t.LastSeq == 0 && d.err == nil {
 				d.fail(errors.New("travel-in with an empty session"))
+			}
+		}
+		if kind == evTravelInReplies {
+			k := d.length(SessionWindow)
+			if k == 0 && d.err == nil {
+				d.fail(errors.New("travel-in with an empty reply list"))
+			}
+			for j := 0; j < k && d.err == nil; j++ {
+				r := CarriedReply{Seq: d.uv(), Hash: d.u64(), Body: d.result()}
+				if r.Body == nil && d.err == nil {
+					d.fail(fmt.Errorf("travel-in: carried reply of seq %d has no body", r.Seq))
+				}
+				t.Replies = append(t.Replies, r)
 			}
 		}
 		ev = t

@@ -72,6 +72,19 @@ type TravelIn struct {
 	Version    uint64
 	Session    string
 	LastSeq    uint64
+	// Replies are the session's stored replies (ascending seq, at most
+	// SessionWindow, the last one LastSeq's when it was kept), so the
+	// destination answers a resend of a request applied at the source
+	// (the travel itself) with its original reply.
+	Replies []CarriedReply
+}
+
+// CarriedReply is one stored reply of a travelling player's session: the
+// request's seq, the FNV-1a hash of its encoded op and the reply.
+type CarriedReply struct {
+	Seq  uint64
+	Hash uint64
+	Body Result
 }
 
 // TravelAck tells the source scene that the destination applied TransferID,
@@ -247,6 +260,15 @@ type TravelOut struct {
 	Version    uint64
 	Session    string
 	LastSeq    uint64
+	// Replies are the session's stored replies up to LastSeq; see TravelIn.
+	// Filled when the effect leaves Apply and by PendingTransfers; the
+	// outbox itself keeps none (the departed session record owns them).
+	Replies []CarriedReply
+}
+
+// In is the TravelIn that delivers t to its destination.
+func (t TravelOut) In() TravelIn {
+	return TravelIn{TransferID: t.TransferID, From: t.From, Player: t.Player, Version: t.Version, Session: t.Session, LastSeq: t.LastSeq, Replies: t.Replies}
 }
 
 // AckTransfer tells source scene To that TransferID was applied here; the

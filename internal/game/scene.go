@@ -234,6 +234,7 @@ func (s *Scene) PendingTransfers() []TravelOut {
 	out := make([]TravelOut, len(s.outbox))
 	for i, t := range s.outbox {
 		t.Player = t.Player.Clone()
+		t.Replies = s.carriedReplies(t.Player.ID, t.Session, t.LastSeq)
 		out[i] = t
 	}
 	return out
@@ -487,7 +488,7 @@ func (s *Scene) onEnter(ev Enter) []Effect {
 		return []Effect{Kick{Player: id, Reason: "scene full"}}
 	}
 	p := s.arrive(ev.Player, ev.Version)
-	s.sessionArrive(id, "", 0)
+	s.sessionArrive(id, "", 0, nil)
 	if !s.def.InBounds(p.data.X, p.data.Y) {
 		p.data.X, p.data.Y = s.def.Spawn.X, s.def.Spawn.Y
 		p.touch()
@@ -915,6 +916,10 @@ func (s *Scene) travelOut(p *playerState, to string, out []Effect) []Effect {
 	t.Session, t.LastSeq = s.sessionDepart(p.data.ID, to)
 	s.outbox = append(s.outbox, t)
 	t.Player = t.Player.Clone()
+	// A request that caused this (a travel, a dungeon entry, a room's end)
+	// has no stored reply yet: onRequest fills the replies in again after
+	// storing it.
+	t.Replies = s.carriedReplies(p.data.ID, t.Session, t.LastSeq)
 	return append(out, sv, t)
 }
 
@@ -959,7 +964,7 @@ func (s *Scene) onTravelIn(ev TravelIn) []Effect {
 		return []Effect{ack, Warn{Msg: fmt.Sprintf("scene %s: transfer %s: player %s already here; kept the scene's copy", s.def.ID, ev.TransferID, ev.Player.ID)}}
 	}
 	p := s.arrive(ev.Player, ev.Version)
-	s.sessionArrive(p.data.ID, ev.Session, ev.LastSeq)
+	s.sessionArrive(p.data.ID, ev.Session, ev.LastSeq, ev.Replies)
 	p.data.X, p.data.Y = s.def.Spawn.X, s.def.Spawn.Y
 	p.touch()
 	s.count(&p.data, func(e *LedgerEntry, n int64) { e.In += n })
@@ -1055,7 +1060,8 @@ func (s *Scene) onRoomEnded(ev RoomEnded) []Effect {
 			continue
 		}
 		p := s.arrive(t.Player, t.Version)
-		s.sessionArrive(p.data.ID, t.Session, t.LastSeq)
+		// The departed record here still holds the replies it would carry.
+		s.sessionArrive(p.data.ID, t.Session, t.LastSeq, nil)
 		p.data.X, p.data.Y = s.def.Spawn.X, s.def.Spawn.Y
 		s.count(&p.data, func(e *LedgerEntry, n int64) { e.In += n })
 		out = append(out, s.save(p, true))

@@ -148,6 +148,17 @@ func (s *Scene) onRequest(r Request) []Effect {
 	if s.sessions[r.Player] == rec {
 		rec.lastSeq = prev
 		s.remember(rec, r.Seq, hash, body)
+		if rec.departed {
+			// The player left with this request (a travel, a dungeon
+			// entry, a room's end): its reply goes along, so the
+			// destination answers a resend of it as this scene would.
+			for i := 1; i < len(out); i++ {
+				if t, ok := out[i].(TravelOut); ok && t.Player.ID == r.Player {
+					t.Replies = s.carriedReplies(r.Player, t.Session, t.LastSeq)
+					out[i] = t
+				}
+			}
+		}
 	}
 	out[0] = Reply{Session: r.Session, Player: r.Player, Seq: r.Seq, Body: body}
 	return out
@@ -294,29 +305,75 @@ func (s *Scene) dropRecord(player string) {
 // sessionArrive makes a present player's record current. Enter (session
 // "") starts without one: the gateway attaches next. TravelIn carries the
 // session on: the same session continues (its stored replies here from an
-// earlier stay stay valid), another one replaces the record.
-func (s *Scene) sessionArrive(player, session string, lastSeq uint64) {
+// earlier stay stay valid), another one replaces the record. The carried
+// replies join the record's, so a resend of a request applied at the
+// source gets its original reply here too.
+func (s *Scene) sessionArrive(player, session string, lastSeq uint64, carried []CarriedReply) {
 	rec := s.sessions[player]
 	if session == "" || len(session) > MaxSessionLen {
 		s.dropRecord(player)
 		return
 	}
-	if rec == nil {
-		s.sessions[player] = &sessRec{session: session, lastSeq: lastSeq}
-		return
+	switch {
+	case rec == nil:
+		rec = &sessRec{session: session, lastSeq: lastSeq}
+		s.sessions[player] = rec
+	case rec.session != session:
+		s.resetRecord(rec, session, lastSeq)
+	case lastSeq > rec.lastSeq:
+		rec.lastSeq = lastSeq
+		s.trimWindow(rec)
+	case lastSeq < rec.lastSeq:
+		carried = nil // older than what is here: nothing to learn
 	}
 	if rec.departed {
 		rec.departed, rec.departedAt, rec.movedTo = false, 0, ""
 		s.departedN--
 	}
-	if rec.session != session {
-		s.resetRecord(rec, session, lastSeq)
-		return
+	s.adoptReplies(rec, carried)
+}
+
+// adoptReplies stores carried replies in rec: only those newer than its
+// newest stored one, ascending, with a body, within the window of its last
+// seq; anything else is skipped (a TravelIn comes from another process).
+// They are costed and evicted like replies applied here.
+func (s *Scene) adoptReplies(rec *sessRec, carried []CarriedReply) {
+	for _, c := range carried {
+		if c.Body == nil || c.Seq == 0 || c.Seq > rec.lastSeq || rec.lastSeq-c.Seq >= SessionWindow {
+			continue
+		}
+		if rec.n > 0 && c.Seq <= rec.at(rec.n-1).seq {
+			continue
+		}
+		if rec.n == SessionWindow { // unreachable: all are in the window
+			continue
+		}
+		s.nextEntry++
+		cost := entryOverhead + resultCost(c.Body)
+		rec.push(sessEntry{seq: c.Seq, hash: c.Hash, order: s.nextEntry, cost: cost, body: c.Body})
+		s.sessBytes += cost
+		s.sessEntries++
+		for s.sessBytes > sessionBudget && s.evictOldest() {
+		}
 	}
-	if lastSeq > rec.lastSeq {
-		rec.lastSeq = lastSeq
-		s.trimWindow(rec)
+}
+
+// carriedReplies are the stored replies a transfer of player carries: those
+// of its record while it still holds session, up to lastSeq (a record that
+// came back and moved on keeps newer ones, which are not the transfer's).
+func (s *Scene) carriedReplies(player, session string, lastSeq uint64) []CarriedReply {
+	rec := s.sessions[player]
+	if rec == nil || rec.session != session {
+		return nil
 	}
+	var out []CarriedReply
+	for i := 0; i < rec.n; i++ {
+		e := rec.at(i)
+		if e.seq <= lastSeq && lastSeq-e.seq < SessionWindow {
+			out = append(out, CarriedReply{Seq: e.seq, Hash: e.hash, Body: e.body})
+		}
+	}
+	return out
 }
 
 // sessionDepart marks a leaving player's record departed and returns the

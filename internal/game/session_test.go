@@ -227,10 +227,13 @@ func TestSessionTravel(t *testing.T) {
 	}
 
 	o := outs[0]
-	forest.Apply(TravelIn{TransferID: o.TransferID, From: o.From, Player: o.Player, Version: o.Version, Session: o.Session, LastSeq: o.LastSeq})
-	// The destination never applies the travel's seq again...
-	r, _ = do(t, forest, "s1", "p1", 2, Travel{To: "town"})
-	wantErr(t, r, ErrSeqTooOld)
+	forest.Apply(o.In())
+	// The destination never applies the travel's seq again: it answers a
+	// resend with the source's reply...
+	again, _ = do(t, forest, "s1", "p1", 2, Travel{To: "forest"})
+	if !again.Resent || jsonOf(t, again.Body) != jsonOf(t, r.Body) {
+		t.Fatalf("resend of the travel at the destination: %+v", again)
+	}
 	// ...and continues the sequence.
 	r, _ = do(t, forest, "s1", "p1", 3, Move{X: 3, Y: 3})
 	if r.Body != (MoveResult{X: 3, Y: 3}) {
@@ -246,6 +249,90 @@ func TestSessionTravel(t *testing.T) {
 	}
 	if len(town.sessions) != 0 || town.sessBytes != 0 || town.departedN != 0 {
 		t.Fatalf("after the TTL: %d records, %d bytes, %d departed", len(town.sessions), town.sessBytes, town.departedN)
+	}
+}
+
+// TestSessionTravelResend: a request the source applied with a travel (and
+// the window before it) is answered at the destination with its original
+// reply, Resent, and nothing changes there; however the TravelIn got there.
+func TestSessionTravelResend(t *testing.T) {
+	viaCodec := func(t *testing.T, in TravelIn) TravelIn {
+		b, err := EncodeEvent(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev, err := DecodeEvent(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ev.(TravelIn)
+	}
+	cases := []struct {
+		name string
+		// arrive hands the source's transfer to the destination.
+		arrive func(t *testing.T, src *Scene, out TravelOut) TravelIn
+	}{
+		{"effect", func(t *testing.T, _ *Scene, out TravelOut) TravelIn { return out.In() }},
+		{"logged", func(t *testing.T, _ *Scene, out TravelOut) TravelIn { return viaCodec(t, out.In()) }},
+		{"resent after restore", func(t *testing.T, src *Scene, _ TravelOut) TravelIn {
+			r, err := Restore(src.def, src.Snapshot())
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := r.PendingTransfers()
+			if len(p) != 1 {
+				t.Fatalf("outbox: %+v", p)
+			}
+			return viaCodec(t, p[0].In())
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			town, forest := New(defByID(t, "town")), New(defByID(t, "forest"))
+			enter(t, town, "p1", 10, nil)
+			attach(t, town, "p1", "s1")
+			move, _ := do(t, town, "s1", "p1", 1, Move{X: 2, Y: 2})
+			travel, effs := do(t, town, "s1", "p1", 2, Travel{To: "forest"})
+			outs := effectsOf[TravelOut](effs)
+			if len(outs) != 1 || len(outs[0].Replies) != 2 || outs[0].Replies[1].Seq != 2 {
+				t.Fatalf("travel out carries %+v", outs)
+			}
+			in := tc.arrive(t, town, outs[0])
+			forest.Apply(in)
+			before := forest.Hash()
+			for _, w := range []struct {
+				seq  uint64
+				op   Op
+				want Reply
+			}{{2, Travel{To: "forest"}, travel}, {1, Move{X: 2, Y: 2}, move}} {
+				r, effs := do(t, forest, "s1", "p1", w.seq, w.op)
+				if !r.Resent || jsonOf(t, r.Body) != jsonOf(t, w.want.Body) || len(effs) != 0 {
+					t.Fatalf("resend of seq %d at the destination: %+v %v, want %+v", w.seq, r, effs, w.want.Body)
+				}
+			}
+			// Another op under an applied seq is still refused.
+			r, _ := do(t, forest, "s1", "p1", 2, Move{X: 1, Y: 1})
+			wantErr(t, r, ErrSeqReused)
+			if forest.Hash() != before {
+				t.Fatal("a resend changed the destination")
+			}
+			// The carried replies are in the destination's snapshot.
+			f2, err := Restore(forest.def, forest.Snapshot())
+			if err != nil || f2.Hash() != forest.Hash() {
+				t.Fatalf("restore the destination: %v", err)
+			}
+			if r, _ := do(t, f2, "s1", "p1", 2, Travel{To: "forest"}); !r.Resent || jsonOf(t, r.Body) != jsonOf(t, travel.Body) {
+				t.Fatalf("resend after restoring the destination: %+v", r)
+			}
+			// The sequence goes on, and the next hop carries the
+			// destination's window: seq 2, applied two scenes back, too.
+			do(t, forest, "s1", "p1", 3, Move{X: 3, Y: 3})
+			_, effs = do(t, forest, "s1", "p1", 4, Travel{To: "town"})
+			back := effectsOf[TravelOut](effs)
+			if len(back) != 1 || len(back[0].Replies) != 4 {
+				t.Fatalf("second hop carries %+v", back)
+			}
+		})
 	}
 }
 

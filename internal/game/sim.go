@@ -128,7 +128,7 @@ func (w *world) route(s *Scene, effects []Effect) {
 	for _, ef := range effects {
 		switch ef := ef.(type) {
 		case TravelOut:
-			w.queue = append(w.queue, ScriptEvent{Scene: ef.To, Event: TravelIn{TransferID: ef.TransferID, From: ef.From, Player: ef.Player.Clone(), Version: ef.Version, Session: ef.Session, LastSeq: ef.LastSeq}})
+			w.queue = append(w.queue, ScriptEvent{Scene: ef.To, Event: withClone(ef.In())})
 		case AckTransfer:
 			w.queue = append(w.queue, ScriptEvent{Scene: ef.To, Event: TravelAck{TransferID: ef.TransferID}})
 		case Save:
@@ -236,7 +236,7 @@ func (w *world) step() {
 		for _, ef := range s.RecoveryEffects() {
 			switch ef := ef.(type) {
 			case TravelOut:
-				w.queue = append(w.queue, ScriptEvent{Scene: ef.To, Event: TravelIn{TransferID: ef.TransferID, From: ef.From, Player: ef.Player, Version: ef.Version, Session: ef.Session, LastSeq: ef.LastSeq}})
+				w.queue = append(w.queue, ScriptEvent{Scene: ef.To, Event: ef.In()})
 			case CreateRoom:
 				w.create(ef.Def)
 			}
@@ -445,4 +445,10 @@ func (w *world) worldTotals() map[string]int64 {
 		}
 	}
 	return tot
+}
+
+// withClone gives a queued TravelIn its own copy of the player.
+func withClone(t TravelIn) TravelIn {
+	t.Player = t.Player.Clone()
+	return t
 }

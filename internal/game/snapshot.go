@@ -15,7 +15,7 @@ const SnapshotVersion byte = 3
 // carry no version byte of their own: a change to an event's layout adds a
 // new event kind (the old kind stays decodable) and bumps this, so a
 // binary's readable range says which logs it can replay.
-const EventFormat = 1
+const EventFormat = 2
 
 // Snapshot layout, version 3 (same primitives as events, see codec.go):
 //

@@ -215,7 +215,7 @@ func (d *dataLink) transfer(h *host, l *loop, t game.TravelOut) {
 		// destination's claim decides, and it dedupes the transfer.
 		l.log.Info("handover refused; delivering for the destination to decide", zap.String("player", t.Player.ID), zap.String("to", t.To), zap.Error(err))
 	}
-	h.deliver(t.To, game.TravelIn{TransferID: t.TransferID, From: t.From, Player: t.Player, Version: t.Version, Session: t.Session, LastSeq: t.LastSeq})
+	h.deliver(t.To, t.In())
 }
 
 // claim takes the lease of a player arriving by transfer before the scene

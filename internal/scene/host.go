@@ -433,7 +433,7 @@ func (h *host) perform(l *loop, effs []game.Effect) {
 			if h.data != nil {
 				go h.data.transfer(h, l, e)
 			} else {
-				h.deliver(e.To, game.TravelIn{TransferID: e.TransferID, From: e.From, Player: e.Player, Version: e.Version, Session: e.Session, LastSeq: e.LastSeq})
+				h.deliver(e.To, e.In())
 			}
 		case game.AckTransfer:
 			h.deliver(e.To, game.TravelAck{TransferID: e.TransferID})
