@@ -185,6 +185,11 @@ func (hb *Heartbeat) Validate() error { return validateReports(hb.Scenes) }
 // scenes, or the operator stopped the world.
 type Exit struct {
 	Reason string `json:"reason"`
+	// Handoff: a planned replacement (an upgrade), not a lost claim. The
+	// process exits without waiting for its queued saves: its successor
+	// replays the log and resends every save not acknowledged in it, so
+	// waiting would only lengthen the players' pause.
+	Handoff bool `json:"handoff,omitempty"`
 }
 
 // ErrFrame marks a malformed frame: the peer is not speaking this protocol.

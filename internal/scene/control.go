@@ -24,7 +24,7 @@ type control struct {
 	hello  func() ctlproto.Hello
 	report func() []ctlproto.SceneReport
 	// exit is called when the manager tells this process to go.
-	exit func(reason string)
+	exit func(e ctlproto.Exit)
 }
 
 func (c *control) run(ctx context.Context) {
@@ -157,6 +157,6 @@ func (c *control) exitWith(ss ctlproto.Session, f ctlproto.Frame) error {
 		return err
 	}
 	c.log.Warn("world manager told this process to exit", zap.String("reason", e.Reason))
-	c.exit(e.Reason)
+	c.exit(e)
 	return nil
 }

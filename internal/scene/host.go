@@ -328,8 +328,8 @@ func (h *host) loop(id string) (*loop, bool) {
 }
 
 // stopAll stops every loop, snapshots and flushes the log, and closes it.
-func (h *host) stopAll() {
-	if h.data != nil {
+func (h *host) stopAll(waitSaves bool) {
+	if h.data != nil && waitSaves {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		h.data.flushAll(ctx)
 		cancel()

@@ -56,7 +56,7 @@ func waitUntil(t *testing.T, timeout time.Duration, fn func() error) {
 // are back in the forest, its slot is cleared and the next room reuses it.
 func TestRoomEndsAndItsSlotIsReused(t *testing.T) {
 	h := testHost(t, t.TempDir())
-	defer h.stopAll()
+	defer h.stopAll(true)
 	forest, _ := h.loop("forest")
 	free := h.store.FreeSlots()
 

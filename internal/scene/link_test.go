@@ -50,7 +50,7 @@ func newLinkFixture(t testing.TB) *linkFixture {
 	t.Cleanup(func() {
 		ls.close()
 		<-done
-		h.stopAll()
+		h.stopAll(true)
 		cancel()
 	})
 	return &linkFixture{h: h, p: p, sec: sec, ls: ls}

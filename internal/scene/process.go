@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -65,7 +66,10 @@ type Process struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	once   sync.Once
-	done   chan struct{}
+	// handoff: the manager asked for a planned replacement; shut down
+	// without waiting for queued saves (the successor resends them).
+	handoff atomic.Bool
+	done    chan struct{}
 }
 
 // New checks the options; Start does the work.
@@ -107,7 +111,7 @@ func (p *Process) Start(ctx context.Context) error {
 			p.link.close()
 		}
 		if p.host != nil {
-			p.host.stopAll()
+			p.host.stopAll(true)
 		}
 		p.cancel()
 		return fmt.Errorf("scene process %s: %w", p.spec.Name, err)
@@ -179,7 +183,12 @@ func (p *Process) Start(ctx context.Context) error {
 		secret: p.secret,
 		hello:  p.hello,
 		report: p.report,
-		exit:   func(string) { go p.Shutdown() },
+		exit: func(e ctlproto.Exit) {
+			if e.Handoff {
+				p.handoff.Store(true)
+			}
+			go p.Shutdown()
+		},
 	}
 	p.wg.Add(1)
 	go func() { defer p.wg.Done(); ctl.run(p.ctx) }()
@@ -204,6 +213,7 @@ func (p *Process) Done() <-chan struct{} { return p.done }
 // Shutdown stops serving and closes the log; safe to call twice.
 func (p *Process) Shutdown() {
 	p.once.Do(func() {
+		began := time.Now()
 		p.cancel()
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
@@ -212,7 +222,8 @@ func (p *Process) Shutdown() {
 		p.wg.Wait()
 		// The loops stop only after their queued saves are acknowledged,
 		// which needs the bus: close it last.
-		p.host.stopAll()
+		p.host.stopAll(!p.handoff.Load())
+		p.log.Info("scene process stopped", zap.Bool("handoff", p.handoff.Load()), zap.Duration("took", time.Since(began)))
 		if p.nc != nil {
 			p.nc.Close()
 		}

@@ -17,6 +17,10 @@ func TestHandoffStartsSuccessorAfterExit(t *testing.T) {
 	if err := m.s.handoff(m.now, "forest"); err != nil {
 		t.Fatal(err)
 	}
+	m.drain()
+	if len(m.acts) != 1 || !m.acts[0].Handoff {
+		t.Fatalf("the exit does not say handoff (the process would wait for its saves): %+v", m.acts)
+	}
 	m.expect("exit forest")
 	if err := m.s.handoff(m.now, "forest"); err == nil {
 		t.Fatal("a second handoff of the same process was accepted")

@@ -62,6 +62,8 @@ type action struct {
 	Epoch    uint64
 	Restarts int
 	Reason   string
+	// Handoff marks an actExit that starts a planned handoff.
+	Handoff bool
 }
 
 // ready is what the loop must do after the events fed since the last one,
@@ -655,7 +657,7 @@ func (s *supervisor) handoff(now time.Time, name string) error {
 	}
 	p.handoff = true
 	p.handoffEnd = now.Add(handoffTimeout)
-	s.act(action{Kind: actExit, Conn: p.conn, Name: p.name, Reason: fmt.Sprintf("handoff to epoch %d", s.epochs[p.name]+1)})
+	s.act(action{Kind: actExit, Conn: p.conn, Name: p.name, Reason: fmt.Sprintf("handoff to epoch %d", s.epochs[p.name]+1), Handoff: true})
 	delete(s.conns, p.conn)
 	p.conn = 0
 	s.slotLog(p).Info("scene process handing over to a new incarnation")

@@ -1,0 +1,134 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/respawn-dev/respawn/internal/modules"
+)
+
+// BenchmarkHandoffBlip: the same world as BenchmarkFailoverBlip (500
+// players playing in the forest, a move every 100 ms each, the reply
+// awaited; 100k events in the log since its snapshot, 500 more players
+// prefilled), but the forest's process is replaced by a planned handoff
+// (what `respawn upgrade` does to each scene process) instead of a kill.
+// It reports the latency of the requests in flight from the handoff
+// request until the successor runs, and that time.
+func BenchmarkHandoffBlip(b *testing.B) {
+	const players = 500
+	handoffs := benchKills(3)
+	for b.Loop() {
+		c := newCluster(b, append([]string{"--scene.snapshot-events", "100000000", "--scene.snapshot-interval", "1h"}, benchGatewayFlags...)...)
+		prefillForest(b, c, 500, 100_000)
+		c.startWorld()
+		_, tcp, _ := c.gateway("gateway")
+		clients := benchClients(b, c, players, []string{tcp}, "forest")
+		tok := c.operatorToken()
+
+		var mu sync.Mutex
+		var spans []span
+		var failed int
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		for i, cl := range clients {
+			wg.Go(func() {
+				t := time.NewTicker(100 * time.Millisecond)
+				defer t.Stop()
+				for k := 0; ; k++ {
+					select {
+					case <-stop:
+						return
+					case <-t.C:
+					}
+					ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+					s := span{start: time.Now()}
+					rep, err := cl.Request(ctx, []byte(fmt.Sprintf(`{"op":"move","x":%d,"y":%d}`, 1+(i+k)%90, 1+k%90)))
+					s.end = time.Now()
+					cancel()
+					mu.Lock()
+					spans = append(spans, s)
+					if err != nil || !rep.OK() {
+						failed++
+					}
+					mu.Unlock()
+				}
+			})
+		}
+		settle := func(n int) {
+			mu.Lock()
+			base := len(spans)
+			mu.Unlock()
+			waitFor(b, 60*time.Second, func() error {
+				mu.Lock()
+				defer mu.Unlock()
+				if len(spans)-base < n {
+					return fmt.Errorf("%d of %d more requests answered", len(spans)-base, n)
+				}
+				return nil
+			})
+		}
+		settle(10 * players)
+		type window struct{ from, up time.Time }
+		var windows []window
+		var toRunning []time.Duration
+		for range handoffs {
+			old, err := c.scene("forest")
+			if err != nil {
+				b.Fatal(err)
+			}
+			from := time.Now()
+			code, body, err := c.call(http.MethodPost, "http://"+c.ports["worldmgr.admin"]+"/v1/processes/"+old.Process+"/handoff", nil, tok)
+			if err != nil || code != http.StatusOK {
+				b.Fatalf("handoff: %d %s %v", code, body, err)
+			}
+			waitFor(b, 30*time.Second, func() error {
+				r, err := c.scene("forest")
+				if err != nil {
+					return err
+				}
+				if r.Epoch <= old.Epoch || r.State != modules.SceneRunning {
+					return fmt.Errorf("forest %s epoch %d", r.State, r.Epoch)
+				}
+				return nil
+			})
+			up := time.Now()
+			toRunning = append(toRunning, up.Sub(from))
+			windows = append(windows, window{from, up})
+			settle(10 * players)
+		}
+		close(stop)
+		wg.Wait()
+		var blip []time.Duration
+		for _, s := range spans {
+			for _, w := range windows {
+				if !s.end.Before(w.from) && !s.start.After(w.up) {
+					blip = append(blip, s.end.Sub(s.start))
+					break
+				}
+			}
+		}
+		if failed > 0 {
+			b.Fatalf("%d of %d requests failed", failed, len(spans))
+		}
+		if len(blip) == 0 {
+			b.Fatal("no request was in flight during a handoff")
+		}
+		slices.Sort(blip)
+		slices.Sort(toRunning)
+		q := func(l []time.Duration, f float64) float64 {
+			return float64(l[min(int(f*float64(len(l))), len(l)-1)].Microseconds()) / 1000
+		}
+		b.ReportMetric(q(blip, 0.5), "blip_p50_ms")
+		b.ReportMetric(q(blip, 0.99), "blip_p99_ms")
+		b.ReportMetric(q(blip, 1), "blip_max_ms")
+		b.ReportMetric(q(toRunning, 0.5), "handoff_to_running_p50_ms")
+		fmt.Fprintf(os.Stderr, "%s: %d handoffs, %d requests, %d in the blip windows: p50 %.1f ms, p99 %.1f ms, max %.1f ms; handoff to running p50 %.1f ms, max %.1f ms\n",
+			b.Name(), handoffs, len(spans), len(blip), q(blip, 0.5), q(blip, 0.99), q(blip, 1), q(toRunning, 0.5), q(toRunning, 1))
+	}
+}
