@@ -12,7 +12,9 @@
 //     kill, restart, stop, GM commands, enter, request) and pprof needs the
 //     operator token as "Authorization: Bearer TOKEN";
 //   - bound beyond loopback: New refuses to start unless admin.token is
-//     configured, and then every request but /healthz needs the token.
+//     configured, and then every request but /healthz needs the token;
+//   - either way, the static pages added with HandleStatic (the web
+//     console's HTML, CSS and script, which carry no data) are open.
 //
 // The operator token is admin.token, or else derived from the cluster
 // secret (OperatorToken), so the CLI, which reads the same secret, has it.
@@ -49,6 +51,9 @@ type Server struct {
 	note     func() string
 	version  *version.Info
 	maxBody  int64
+	// static: paths of pages that carry no data (HandleStatic); a path
+	// ending in "/" covers its subtree.
+	static   []string
 	ln       *limitListener
 	srv      *http.Server
 	Registry *prometheus.Registry
@@ -163,8 +168,38 @@ func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
 	WriteJSON(w, http.StatusOK, body)
 }
 
+// HandleStatic adds GET routes for files that carry no data (the web
+// console's HTML, CSS and script): path "/" is the root page alone, a
+// path ending in "/" is a subtree. They are open without the token even
+// beyond loopback, so a browser, which cannot put a Bearer header on a
+// navigation, can load the page that then asks for the token and sends it
+// on every data call. Call before Serve.
+func (s *Server) HandleStatic(path string, h http.HandlerFunc) {
+	s.static = append(s.static, path)
+	if path == "/" {
+		s.mux.HandleFunc("GET /{$}", h)
+		return
+	}
+	s.mux.HandleFunc("GET "+path, h)
+}
+
+func (s *Server) isStatic(r *http.Request) bool {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return false
+	}
+	for _, p := range s.static {
+		if r.URL.Path == p || p != "/" && strings.HasSuffix(p, "/") && strings.HasPrefix(r.URL.Path, p) {
+			return true
+		}
+	}
+	return false
+}
+
 // needsToken says whether r must carry the operator token.
 func (s *Server) needsToken(r *http.Request) bool {
+	if s.isStatic(r) {
+		return false
+	}
 	if !s.loopback {
 		return !(r.URL.Path == "/healthz" && (r.Method == http.MethodGet || r.Method == http.MethodHead))
 	}

@@ -68,6 +68,9 @@ func TestTokenRequiredOffLoopback(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Handle("GET /v1/status", func(w http.ResponseWriter, _ *http.Request) { WriteJSON(w, 200, "ok") })
+	page := func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("<html>")) }
+	s.HandleStatic("/", page)
+	s.HandleStatic("/console/", page)
 	serve(t, s)
 	base := "http://127.0.0.1:" + portOf(t, s.Addr())
 	for _, tc := range []struct {
@@ -75,6 +78,9 @@ func TestTokenRequiredOffLoopback(t *testing.T) {
 		want       int
 	}{
 		{"/healthz", "", http.StatusOK}, // probes from anywhere
+		{"/", "", http.StatusOK},        // static pages carry no data
+		{"/console/console.js", "", http.StatusOK},
+		{"/v1/status/", "", http.StatusUnauthorized}, // not under a static path
 		{"/v1/status", "", http.StatusUnauthorized},
 		{"/metrics", "", http.StatusUnauthorized},
 		{"/v1/status", "Bearer wrong", http.StatusUnauthorized},

@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"path"
 	"strconv"
 	"strings"
 	"sync"
@@ -41,9 +42,12 @@ const MaxForwardBytes = 4 << 20
 // daemon shows as unreachable instead of hanging the page.
 const probeTimeout = 2 * time.Second
 
-// Router is where routes are added (admin.Server).
+// Router is where routes are added (admin.Server). HandleStatic routes
+// carry no data and are open without the operator token (see
+// admin.Server.HandleStatic).
 type Router interface {
 	Handle(pattern string, h http.HandlerFunc)
+	HandleStatic(path string, h http.HandlerFunc)
 }
 
 // Sources is what the console reads from the world manager that serves it.
@@ -80,7 +84,7 @@ type console struct {
 // Mount adds the console's page and routes to r:
 //
 //	GET  /                               the console page
-//	GET  /console/{file}                 its script and style
+//	GET  /console/FILE                   its script and style
 //	GET  /v1/cluster                     data server and gateways at a glance
 //	GET  /v1/scenes/{id}/inspect         forwarded to the scene's process
 //	POST /v1/scenes/{id}/gm/damage       forwarded, with the caller's token
@@ -89,9 +93,9 @@ func Mount(r Router, src Sources) {
 	if c.cl == nil {
 		c.cl = &http.Client{Timeout: probeTimeout}
 	}
-	r.Handle("GET /{$}", page("static/console.html"))
-	r.Handle("GET /console/{file}", func(w http.ResponseWriter, req *http.Request) {
-		serveFile(w, "static/"+req.PathValue("file"))
+	r.HandleStatic("/", page("static/console.html"))
+	r.HandleStatic("/console/", func(w http.ResponseWriter, req *http.Request) {
+		serveFile(w, "static/"+path.Base(req.URL.Path))
 	})
 	r.Handle("GET /v1/cluster", c.apiCluster)
 	r.Handle("GET /v1/scenes/{id}/inspect", c.forward)
@@ -156,10 +160,13 @@ const MaxMetrics = 200
 
 // metrics reads addr's /metrics and keeps the unlabelled samples whose
 // name starts with prefix (histogram parts left out).
-func (c *console) metrics(ctx context.Context, addr, prefix string) (map[string]float64, error) {
+func (c *console) metrics(ctx context.Context, auth, addr, prefix string) (map[string]float64, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
 	if err != nil {
 		return nil, err
+	}
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
 	}
 	resp, err := c.cl.Do(req)
 	if err != nil {
@@ -201,22 +208,25 @@ type Cluster struct {
 
 func (c *console) apiCluster(w http.ResponseWriter, r *http.Request) {
 	out := Cluster{Gateways: make([]Probe, len(c.src.Gateways))}
+	// The caller's token goes along: beyond loopback the other daemons
+	// want it on reads too.
+	auth := r.Header.Get("Authorization")
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		out.Datasvr = c.probe(r.Context(), "datasvr", c.src.Datasvr, "")
+		out.Datasvr = c.probe(r.Context(), auth, "datasvr", c.src.Datasvr, "")
 		if out.Datasvr.Up {
 			// Cache, journal and database figures, as the data server's
 			// own metrics say them (whatever their names are today).
-			out.Datasvr.Metrics, _ = c.metrics(r.Context(), c.src.Datasvr, "respawn_datasvr_")
+			out.Datasvr.Metrics, _ = c.metrics(r.Context(), auth, c.src.Datasvr, "respawn_datasvr_")
 		}
 	}()
 	for i, g := range c.src.Gateways {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			out.Gateways[i] = c.probe(r.Context(), g.Name, g.Admin, "/v1/info")
+			out.Gateways[i] = c.probe(r.Context(), auth, g.Name, g.Admin, "/v1/info")
 		}()
 	}
 	if c.src.Replicas != nil {
@@ -228,7 +238,7 @@ func (c *console) apiCluster(w http.ResponseWriter, r *http.Request) {
 
 // probe reads a daemon's /healthz and, when infoPath is set, merges that
 // route's answer in.
-func (c *console) probe(ctx context.Context, name, addr, infoPath string) Probe {
+func (c *console) probe(ctx context.Context, auth, name, addr, infoPath string) Probe {
 	p := Probe{Name: name, Addr: addr, Info: map[string]any{}}
 	if addr == "" {
 		p.Error = "no admin address configured"
@@ -239,7 +249,7 @@ func (c *console) probe(ctx context.Context, name, addr, infoPath string) Probe 
 			continue
 		}
 		var m map[string]any
-		code, err := c.getJSON(ctx, "http://"+addr+path, &m)
+		code, err := c.getJSON(ctx, auth, "http://"+addr+path, &m)
 		if err != nil {
 			p.Error = err.Error()
 			return p
@@ -254,10 +264,13 @@ func (c *console) probe(ctx context.Context, name, addr, infoPath string) Probe 
 	return p
 }
 
-func (c *console) getJSON(ctx context.Context, url string, v any) (int, error) {
+func (c *console) getJSON(ctx context.Context, auth, url string, v any) (int, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return 0, err
+	}
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
 	}
 	resp, err := c.cl.Do(req)
 	if err != nil {

@@ -17,6 +17,13 @@ type mux struct{ *http.ServeMux }
 
 func (m mux) Handle(p string, h http.HandlerFunc) { m.ServeMux.HandleFunc(p, h) }
 
+func (m mux) HandleStatic(p string, h http.HandlerFunc) {
+	if p == "/" {
+		p = "/{$}"
+	}
+	m.ServeMux.HandleFunc("GET "+p, h)
+}
+
 func get(t *testing.T, url string) (int, string, http.Header) {
 	t.Helper()
 	resp, err := http.Get(url)
