@@ -66,7 +66,7 @@ function handle(type, code, id, body) {
       break;
     case T.SESSION: {
       st.player = body.player; st.resume = body.resume_token; st.scene = body.scene;
-      if (body.state) st.me = { x: body.state.x, y: body.state.y, hp: body.state.hp };
+      if (body.state) st.me = { x: body.state.x, y: body.state.y, hp: body.state.hp, known: true };
       status(`playing in ${st.scene} as ${st.player}` + (body.resumed ? " (resumed)" : ""), "ok");
       log(body.resumed ? `resumed session, last applied ${body.last_seq}` : `logged in as ${st.player}`, "ok");
       if (!body.resumed) st.seq = Math.max(st.seq, body.last_seq || 0);
@@ -100,13 +100,15 @@ function reply(code, id, body) {
   drawLatency();
   if (code !== 0) { log(`${p.op.op} #${id}: ${body.reason || code}: ${body.error || ""}`, "bad"); return; }
   switch (p.op.op) {
-    case "move": st.me.x = body.x; st.me.y = body.y; break;
+    case "move": st.me.x = body.x; st.me.y = body.y; st.me.known = true; break;
     case "attack":
       bossHP(body.hp, body.max_hp);
       if (body.player_hp !== undefined) st.me.hp = body.player_hp;
       log(`hit ${body.monster} for ${body.damage}: ${body.hp}/${body.max_hp}` + (body.killed ? " (killed)" : "") + (body.hit_back ? `, it hit back ${body.hit_back}` : ""));
       break;
-    case "travel": st.scene = body.to; st.others.clear(); status(`playing in ${st.scene} as ${st.player}`, "ok"); log("travelled to " + body.to); break;
+    // Pushes leave out our own position, and the travel reply has none:
+    // the new scene's spawn is unknown here until the next move answers.
+    case "travel": st.scene = body.to; st.others.clear(); st.me.known = false; status(`playing in ${st.scene} as ${st.player}`, "ok"); log("travelled to " + body.to); break;
   }
   draw();
 }
@@ -163,9 +165,11 @@ function draw() {
   for (let i = 0; i <= c.width; i += TILE * 10) { g.beginPath(); g.moveTo(i, 0); g.lineTo(i, c.height); g.moveTo(0, i); g.lineTo(c.width, i); g.stroke(); }
   g.fillStyle = "#6cb6ff";
   for (const p of st.others.values()) g.fillRect(p.x * TILE, p.y * TILE, TILE, TILE);
-  g.fillStyle = "#5fd38d";
-  g.fillRect(st.me.x * TILE - 1, st.me.y * TILE - 1, TILE + 2, TILE + 2);
-  $("pos").textContent = `(${st.me.x},${st.me.y})`;
+  if (st.me.known) {
+    g.fillStyle = "#5fd38d";
+    g.fillRect(st.me.x * TILE - 1, st.me.y * TILE - 1, TILE + 2, TILE + 2);
+  }
+  $("pos").textContent = st.me.known ? `(${st.me.x},${st.me.y})` : "(move to see where you are)";
   $("scene").textContent = st.scene;
   $("players").textContent = String(st.others.size + (st.player ? 1 : 0));
   $("me").textContent = st.player ? `${st.player} hp ${st.me.hp}` : "";
