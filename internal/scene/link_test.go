@@ -419,3 +419,100 @@ func TestLinkOneConnectionLostEndsTheClient(t *testing.T) {
 		return nil
 	})
 }
+
+// A request that moved the player (a dungeon entry, a travel) and whose
+// reply was lost is resent, as the gateway does, to where the player went:
+// the destination answers it with the source's reply, Resent, and again
+// after the process dies and its scenes come back from the log alone.
+func TestLinkTravelResendAtDestination(t *testing.T) {
+	dir := t.TempDir()
+	h := testHostStopped(t, dir)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	spec, _ := h.cfg.Process("forest")
+	p := &Process{opt: Options{Config: h.cfg, Epoch: 7}, cfg: h.cfg, log: h.log, spec: spec, host: h, ctx: ctx, cancel: cancel}
+	sec, err := secret.New([]byte("a test secret of enough bytes"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ls, err := newLinkServer(p, sec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.link = ls
+	h.push = ls.push
+	h.startAll()
+	served := make(chan struct{})
+	go func() { defer close(served); ls.serve() }()
+	f := &linkFixture{h: h, p: p, sec: sec, ls: ls}
+	c := f.dial(t)
+
+	f.enter(t, "p1", 50)
+	if _, err := c.Join(ctx, "forest", "p1", "s1"); err != nil {
+		t.Fatal(err)
+	}
+	req := scenelink.Req{Scene: "forest", Player: "p1", Session: "s1", Seq: 1, Op: []byte(`{"op":"dungeon"}`)}
+	orig, err := c.Request(ctx, req)
+	if err != nil || orig.Code != "" || orig.Resent {
+		t.Fatalf("enter the dungeon: %+v %v", orig, err)
+	}
+	var dr game.DungeonResult
+	if err := json.Unmarshal(orig.Body, &dr); err != nil || dr.RoomID == "" {
+		t.Fatalf("dungeon reply %s: %v", orig.Body, err)
+	}
+	// The gateway's failover path: join the source, learn where the
+	// player went, join there and resend the unanswered seq.
+	var jr scenelink.JoinResult
+	waitUntil(t, 5*time.Second, func() error {
+		jr, err = c.Join(ctx, "forest", "p1", "s1")
+		if err != nil || jr.Moved != dr.RoomID {
+			return fmt.Errorf("join at the source: %+v %v", jr, err)
+		}
+		return nil
+	})
+	room := req
+	room.Scene = dr.RoomID
+	waitUntil(t, 5*time.Second, func() error {
+		jr, err = c.Join(ctx, dr.RoomID, "p1", "s1")
+		if err != nil || jr.Moved != "" || jr.LastSeq != 1 {
+			return fmt.Errorf("join at the room: %+v %v", jr, err)
+		}
+		return nil
+	})
+	again, err := c.Request(ctx, room)
+	if err != nil || again.Code != "" || !again.Resent || string(again.Body) != string(orig.Body) {
+		t.Fatalf("resend at the room: %+v %v, want %s", again, err, orig.Body)
+	}
+
+	// Kill: no snapshot, the log alone carries both scenes.
+	ls.close()
+	<-served
+	for _, l := range h.sortedLoops() {
+		l.stop()
+	}
+	if err := h.store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	h2 := newHost(h.cfg, h.log, 2)
+	if err := h2.open(t.Context(), LogPath(dir, "forest")); err != nil {
+		t.Fatal(err)
+	}
+	defer h2.store.Close()
+	if err := h2.restore([]string{"forest"}); err != nil {
+		t.Fatal(err)
+	}
+	h2.startAll()
+	defer h2.stopAll()
+	l, ok := h2.loop(dr.RoomID)
+	if !ok {
+		t.Fatalf("room %s not restored", dr.RoomID)
+	}
+	effs, err := l.submit(t.Context(), game.Request{Session: "s1", Player: "p1", Seq: 1, Op: game.EnterDungeon{}})
+	if err != nil || len(effs) != 1 {
+		t.Fatalf("resend after the restart: %v %v", effs, err)
+	}
+	r, ok := effs[0].(game.Reply)
+	if !ok || !r.Resent || r.Body != game.Result(dr) {
+		t.Fatalf("resend after the restart: %+v, want %+v", effs[0], dr)
+	}
+}
