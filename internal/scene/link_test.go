@@ -502,7 +502,7 @@ func TestLinkTravelResendAtDestination(t *testing.T) {
 		t.Fatal(err)
 	}
 	h2.startAll()
-	defer h2.stopAll()
+	defer h2.stopAll(true)
 	l, ok := h2.loop(dr.RoomID)
 	if !ok {
 		t.Fatalf("room %s not restored", dr.RoomID)
