@@ -109,14 +109,17 @@ func clusterStatus(t *testing.T, c *cluster) map[string]statusEntry {
 // build version while 100 players play through two gateways: no request
 // fails, none is lost or applied twice, no session ends (players of a
 // restarted gateway resume on the other), and `respawn status` shows the
-// new build everywhere.
+// new build everywhere; `respawn upgrade rollback` then puts the old build
+// back everywhere, the players still playing.
 func TestUpgradeEveryProcessWhilePlaying(t *testing.T) {
 	newBin := buildVersion(t, "e2e-v2")
 	c, gw := upgradeCluster(t)
+	oldBuild := ""
 	for name, st := range clusterStatus(t, c) {
 		if st.Version == nil || st.Version.Build == "e2e-v2" {
 			t.Fatalf("%s before the upgrade: %+v", name, st)
 		}
+		oldBuild = st.Version.Build
 	}
 	addrs := []string{gw[0][0], "ws://" + gw[0][1] + "/", gw[1][0], "ws://" + gw[1][1] + "/"}
 	w := newPlayers(t, c, 100, [][]string{addrs})
@@ -148,9 +151,6 @@ func TestUpgradeEveryProcessWhilePlaying(t *testing.T) {
 		t.Errorf("%d steps, want 6: %s", len(rep.Steps), out)
 	}
 	w.progress(3)
-	close(stop)
-	<-done
-	w.check(true)
 	st := clusterStatus(t, c)
 	for name, s := range st {
 		if !s.Healthy || s.Version == nil || s.Version.Build != "e2e-v2" {
@@ -159,6 +159,16 @@ func TestUpgradeEveryProcessWhilePlaying(t *testing.T) {
 	}
 	if len(st) != 6 {
 		t.Errorf("status shows %d processes, want 6: %v", len(st), st)
+	}
+	c.respawn("upgrade", "rollback")
+	w.progress(3)
+	close(stop)
+	<-done
+	w.check(true)
+	for name, s := range clusterStatus(t, c) {
+		if !s.Healthy || s.Version == nil || s.Version.Build != oldBuild {
+			t.Errorf("%s after the rollback: %+v, want build %s", name, s, oldBuild)
+		}
 	}
 }
 
