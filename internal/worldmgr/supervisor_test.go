@@ -28,6 +28,8 @@ type sim struct {
 	pid  map[string]int
 	// acts collects every action since the last take.
 	acts []action
+	// timeline collects every timeline event.
+	timeline []TimelineEvent
 }
 
 func testWorld() supervisorConfig {
@@ -55,6 +57,7 @@ func (m *sim) drain() {
 		if rd.empty() {
 			return
 		}
+		m.timeline = append(m.timeline, rd.Timeline...)
 		for _, a := range rd.Actions {
 			m.acts = append(m.acts, a)
 			if a.Kind == actSpawn {
@@ -287,6 +290,28 @@ func TestExitIsDeathAtOnce(t *testing.T) {
 	m := boot(t)
 	m.s.exited(m.now, "forest", m.pid["forest"], "signal: killed")
 	m.expect("close forest", "spawn forest")
+}
+
+// The console's timeline gets the death with its reason and the recovery
+// with its duration.
+func TestTimelineOfADeathAndRecovery(t *testing.T) {
+	m := boot(t)
+	old := m.pid["forest"]
+	m.s.exited(m.now, "forest", old, "signal: killed")
+	m.expect("close forest", "spawn forest")
+	m.now = m.now.Add(30 * time.Millisecond)
+	m.hello("forest", m.pid["forest"], 2)
+	m.expect("welcome forest")
+	if len(m.timeline) != 2 {
+		t.Fatalf("timeline %+v, want died and recovered", m.timeline)
+	}
+	d, r := m.timeline[0], m.timeline[1]
+	if d.Kind != "died" || d.Process != "forest" || d.PID != old || d.Epoch != 1 || d.Reason != "signal: killed" {
+		t.Errorf("death %+v", d)
+	}
+	if r.Kind != "recovered" || r.PID != m.pid["forest"] || r.Epoch != 2 || r.DurationMS != 30 {
+		t.Errorf("recovery %+v, want epoch 2 after 30 ms", r)
+	}
 }
 
 func TestClaims(t *testing.T) {
