@@ -39,10 +39,14 @@ const (
 	// GatewayResend: the gateway is about to resend a request after its
 	// scene connection broke.
 	GatewayResend = "gateway.resend"
+	// SceneTravelApplied: a scene logged and applied a request that sent
+	// its player away (a travel, a dungeon entry) but has sent neither the
+	// reply nor the transfer; the gateway resends it where the player went.
+	SceneTravelApplied = "scene.travel-applied"
 )
 
 // Names lists every point.
-var Names = []string{ShmlogBeforeCommit, SnapshotWrite, JournalBeforeFsync, JournalAfterFsync, GatewayResend}
+var Names = []string{ShmlogBeforeCommit, SnapshotWrite, JournalBeforeFsync, JournalAfterFsync, GatewayResend, SceneTravelApplied}
 
 // Points is a process's armed points. A nil *Points arms nothing.
 type Points struct {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/respawn-dev/respawn/internal/bus"
 	"github.com/respawn-dev/respawn/internal/client"
+	"github.com/respawn-dev/respawn/internal/crashpoint"
 	"github.com/respawn-dev/respawn/internal/dataclient"
 	"github.com/respawn-dev/respawn/internal/game"
 	"github.com/respawn-dev/respawn/internal/gwproto"
@@ -976,4 +977,60 @@ func TestGatewayDungeonRoomAcrossKill9(t *testing.T) {
 	if st := p.c.Stats(); st.Disconnects+st.Lost+st.Relogins != 0 {
 		t.Fatalf("client stats %+v", st)
 	}
+}
+
+// A travel is applied in town and town's process dies (crash point
+// scene.travel-applied: after the log, before the reply and the transfer
+// leave) before the gateway hears the reply. After the failover the
+// gateway follows the player to the forest and resends the travel there:
+// the client gets the travel's own reply, once, and no error.
+func TestGatewayTravelAcrossSourceKill9(t *testing.T) {
+	c := newCluster(t)
+	c.env = []string{crashpoint.Env + "=" + crashpoint.SceneTravelApplied + "=1"}
+	c.startWorld()
+	_, tcp, ws := c.gateway("gateway")
+	w := newPlayers(t, c, 1, [][]string{{tcp, ws}})
+	p := w.players[0]
+	if p.scene != "town" {
+		t.Fatalf("player %s starts in %s", p.id, p.scene)
+	}
+	town, err := c.scene("town")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	op := map[string]any{"op": "travel", "to": "forest"}
+	rep, err := p.c.Request(ctx, op)
+	if err != nil || !rep.OK() {
+		t.Fatalf("travel across the kill: %v %v", err, rep.Err())
+	}
+	var tr game.TravelResult
+	if err := json.Unmarshal(rep.Body, &tr); err != nil || tr.To != "forest" || !strings.HasPrefix(tr.TransferID, "town/") {
+		t.Fatalf("travel reply %s (%v)", rep.Body, err)
+	}
+	p.sent.Add(1)
+	p.answered.Add(1)
+	p.apply(op, rep)
+	// The crash point fired: town runs in a new process.
+	waitFor(t, 20*time.Second, func() error {
+		r, err := c.scene("town")
+		if err != nil {
+			return err
+		}
+		if r.PID == town.PID || r.State != modules.SceneRunning {
+			return fmt.Errorf("town: %s pid %d (was %d)", r.State, r.PID, town.PID)
+		}
+		return nil
+	})
+	// The player plays on in the forest.
+	mv := map[string]any{"op": "move", "x": 3, "y": 4}
+	rep, err = p.c.Request(ctx, mv)
+	if err != nil || !rep.OK() {
+		t.Fatalf("move in the forest: %v %v", err, rep.Err())
+	}
+	p.sent.Add(1)
+	p.answered.Add(1)
+	p.apply(mv, rep)
+	w.check(false)
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
 
+	"github.com/respawn-dev/respawn/internal/crashpoint"
 	"github.com/respawn-dev/respawn/internal/game"
 	"github.com/respawn-dev/respawn/internal/modules"
 	"github.com/respawn-dev/respawn/internal/shmlog"
@@ -231,6 +232,11 @@ func (l *loop) step(ev game.Event) ([]game.Effect, error) {
 	if l.sinceSnap >= l.h.cfg.Scene.SnapshotEvents {
 		l.snapshot()
 	}
+	if l.h.crash != nil {
+		if _, ok := ev.(game.Request); ok && sendsAway(effs) {
+			l.h.crash.Hit(crashpoint.SceneTravelApplied)
+		}
+	}
 	l.h.perform(l, effs)
 	if r := l.h.replicas; r != nil {
 		r.afterStep(l, ev, effs)
@@ -285,4 +291,14 @@ func (l *loop) stop() {
 		close(l.quit)
 	}
 	<-l.done
+}
+
+// sendsAway reports whether effs move a player to another scene.
+func sendsAway(effs []game.Effect) bool {
+	for _, e := range effs {
+		if _, ok := e.(game.TravelOut); ok {
+			return true
+		}
+	}
+	return false
 }
