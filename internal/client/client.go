@@ -528,7 +528,7 @@ func (c *Client) pingLoop(nc net.Conn, gen uint64) {
 func (c *Client) readLoop(nc net.Conn, gen uint64) {
 	r := nc.(*readerConn).r
 	var closeCode gwproto.Code
-	var closeMsg string
+	var closeMsg, moveTo string
 	gotClose := false
 	for {
 		f, err := r.Next()
@@ -549,7 +549,7 @@ func (c *Client) readLoop(nc net.Conn, gen uint64) {
 		case gwproto.TypeClose:
 			var e gwproto.ErrorBody
 			_ = gwproto.DecodeBody(f, &e)
-			gotClose, closeCode, closeMsg = true, f.Code, e.Error
+			gotClose, closeCode, closeMsg, moveTo = true, f.Code, e.Error, e.MoveTo
 		}
 		if gotClose {
 			break
@@ -577,6 +577,16 @@ func (c *Client) readLoop(nc net.Conn, gen uint64) {
 		c.log.Warn("gateway closed the connection", zap.Stringer("code", closeCode), zap.String("why", closeMsg))
 	case !gotClose:
 		c.stats.Lost++
+	}
+	if gotClose && closeCode == gwproto.CodeShuttingDown {
+		// The gateway is stopping (an upgrade): resume first where it says
+		// to move, if that is one of ours, else on the next of our list,
+		// not on the one going away. An address outside our list is not
+		// followed: the server does not get to send us anywhere.
+		c.gwIndex = (c.gwIndex + 1) % len(c.opt.Gateways)
+		if i := slices.Index(c.opt.Gateways, moveTo); moveTo != "" && i >= 0 {
+			c.gwIndex = i
+		}
 	}
 	// resume_failed: the session is gone; resuming it would fail again.
 	resume := !(gotClose && closeCode == gwproto.CodeResumeFailed)

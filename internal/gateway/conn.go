@@ -265,7 +265,11 @@ func (c *clientConn) closeWith(code gwproto.Code, msg string) {
 	c.closeOnce.Do(func() {
 		c.code = code
 		if code != gwproto.CodeOK || msg != "" {
-			c.final, _ = gwproto.AppendMsg(nil, gwproto.TypeClose, code, 0, gwproto.ErrorBody{Error: msg})
+			body := gwproto.ErrorBody{Error: msg}
+			if code == gwproto.CodeShuttingDown {
+				body.MoveTo = c.g.opt.MoveTo
+			}
+			c.final, _ = gwproto.AppendMsg(nil, gwproto.TypeClose, code, 0, body)
 			c.g.m.closes.WithLabelValues(code.String()).Inc()
 		}
 		close(c.closing)

@@ -58,6 +58,10 @@ type Options struct {
 	Registerer prometheus.Registerer
 	// Now is the clock for tokens (tests); nil = time.Now.
 	Now func() time.Time
+	// MoveTo is another gateway's client address, sent with CLOSE
+	// shutting_down so this one's clients resume there when it stops
+	// (an upgrade); empty: they pick from their own list.
+	MoveTo string
 }
 
 // Gateway is one gateway. New prepares it, Start listens, Shutdown stops

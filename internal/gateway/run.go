@@ -45,7 +45,17 @@ func Run(ctx context.Context, cfg *config.Config, instance string, log *zap.Logg
 	if err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}
-	g, err = New(Options{Config: gc, DefaultScene: cfg.Processes[0].Scenes[0], Secret: sec, OperatorToken: op, NATS: nc, Log: log, Registerer: adm.Registry})
+	// The clients of this gateway move to the next one of the config when
+	// it stops (an upgrade restarts gateways one at a time).
+	moveTo := ""
+	if gws := cfg.Gateways(); len(gws) > 1 {
+		for i, in := range gws {
+			if in.Name == gc.ID {
+				moveTo = gws[(i+1)%len(gws)].Listen
+			}
+		}
+	}
+	g, err = New(Options{Config: gc, DefaultScene: cfg.Processes[0].Scenes[0], Secret: sec, OperatorToken: op, NATS: nc, Log: log, Registerer: adm.Registry, MoveTo: moveTo})
 	if err != nil {
 		return err
 	}

@@ -57,6 +57,10 @@ type Session struct {
 type ErrorBody struct {
 	Reason string `json:"reason,omitempty"`
 	Error  string `json:"error"`
+	// MoveTo, on CLOSE shutting_down: another gateway of the cluster to
+	// RESUME on (its TCP address), so the clients of a gateway being
+	// replaced move instead of waiting for it to come back.
+	MoveTo string `json:"move_to,omitempty"`
 }
 
 // Push is something the server tells a client unasked.
