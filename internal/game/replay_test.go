@@ -319,6 +319,12 @@ func FuzzDecodeEvent(f *testing.F) {
 		b, _ := EncodeEvent(e.Event)
 		f.Add(b)
 	}
+	withReplies, err := EncodeEvent(TravelIn{TransferID: "town/t1", From: "town", Player: player.Data{ID: "p2", Name: "B", Scene: "forest"}, Version: 2, Session: "s", LastSeq: 3,
+		Replies: []CarriedReply{{Seq: 2, Hash: 7, Body: MoveResult{X: 1, Y: 2}}, {Seq: 3, Hash: 9, Body: TravelResult{TransferID: "town/t1", To: "forest"}}}})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(withReplies)
 	f.Add([]byte{})
 	f.Add([]byte{evRequest, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01})
 	def := defByID(f, "forest")
