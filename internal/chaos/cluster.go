@@ -382,7 +382,6 @@ func armCrashPoints(seed uint64) string {
 		fmt.Sprintf("%s=%d", crashpoint.JournalBeforeFsync, between(150, 400)),
 		fmt.Sprintf("%s=%d", crashpoint.JournalAfterFsync, between(150, 400)),
 		fmt.Sprintf("%s=%d", crashpoint.GatewayResend, between(1, 3)),
-		fmt.Sprintf("%s=%d", crashpoint.SceneTravelApplied, between(3, 8)),
 	}, ",")
 }
 
