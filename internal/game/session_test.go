@@ -417,3 +417,55 @@ func itoa8(i int) string {
 	}
 	return string(b)
 }
+
+// TestTravelInRepliesCodec: carried replies round-trip through the event
+// encoding, and a malformed list is a clear error, never a panic.
+func TestTravelInRepliesCodec(t *testing.T) {
+	in := TravelIn{TransferID: "town/t3", From: "town", Player: player.Data{ID: "p1", Name: "A", Scene: "forest"}, Version: 4, Session: "s1", LastSeq: 9,
+		Replies: []CarriedReply{{Seq: 8, Hash: 1, Body: BuyResult{Item: "potion", Count: 1, Gold: 10, Have: 1}}, {Seq: 9, Hash: 2, Body: TravelResult{TransferID: "town/t3", To: "forest"}}}}
+	b, err := EncodeEvent(in)
+	if err != nil || b[0] != evTravelInReplies {
+		t.Fatalf("encode: kind %d, %v", b[0], err)
+	}
+	ev, err := DecodeEvent(b)
+	if err != nil || jsonOf(t, ev) != jsonOf(t, in) {
+		t.Fatalf("round trip: %+v %v", ev, err)
+	}
+	// Without replies the older kind is written, so old logs stay byte-equal.
+	in2 := in
+	in2.Replies = nil
+	if b2, _ := EncodeEvent(in2); b2[0] != evTravelInSession {
+		t.Fatalf("without replies: kind %d", b2[0])
+	}
+	over := in
+	over.Replies = make([]CarriedReply, SessionWindow+1)
+	for i := range over.Replies {
+		over.Replies[i] = CarriedReply{Seq: uint64(i + 1), Body: OKResult{}}
+	}
+	if _, err := EncodeEvent(over); err == nil {
+		t.Fatal("encoded more replies than the window")
+	}
+	nobody := in
+	nobody.Replies = []CarriedReply{{Seq: 9}}
+	if _, err := EncodeEvent(nobody); err == nil {
+		t.Fatal("encoded a reply without a body")
+	}
+	// Decoding: the list length byte follows the last seq; empty and
+	// over-long lists are refused.
+	head, _ := EncodeEvent(in2)
+	head[0] = evTravelInReplies
+	for _, k := range []byte{0, SessionWindow + 1} {
+		if _, err := DecodeEvent(append(append([]byte(nil), head...), k)); err == nil {
+			t.Fatalf("decoded a list of %d replies", k)
+		}
+	}
+	// Replies a destination cannot use (outside the window, no newer than
+	// what it has, out of order) are skipped, and cost nothing.
+	forest := New(defByID(t, "forest"))
+	bad := in
+	bad.Replies = []CarriedReply{{Seq: 9, Hash: 2, Body: OKResult{}}, {Seq: 8, Hash: 1, Body: OKResult{}}, {Seq: 20, Body: OKResult{}}}
+	forest.Apply(bad)
+	if rec := forest.sessions["p1"]; rec == nil || rec.n != 1 || rec.at(0).seq != 9 || forest.sessEntries != 1 {
+		t.Fatalf("adopted %+v", rec)
+	}
+}
