@@ -17,7 +17,11 @@ import (
 )
 
 // Alive reports whether pid is a live process. A zombie (dead, not yet
-// reaped by its parent) counts as dead: it can never run again.
+// reaped by its parent) counts as dead: it can never run again. But a
+// killed thread group leader turns zombie before its other threads finish
+// exiting, and until the last one does the process still holds its files,
+// flocks, mappings and sockets: that is still alive (a restart onto them
+// would fail), which is what num_threads above 1 says.
 func Alive(pid int) bool {
 	if pid <= 0 {
 		return false
@@ -35,8 +39,19 @@ func Alive(pid int) bool {
 	if i < 0 || i+2 >= len(stat) {
 		return true
 	}
-	state := stat[i+2]
-	return state != 'Z' && state != 'X'
+	switch stat[i+2] {
+	case 'X':
+		return false
+	case 'Z':
+		// Fields after the state: ppid pgrp ... num_threads is the 18th.
+		f := bytes.Fields(stat[i+2:])
+		if len(f) < 18 {
+			return false
+		}
+		n, err := strconv.Atoi(string(f[17]))
+		return err == nil && n > 1
+	}
+	return true
 }
 
 // Signal sends sig to pid.
