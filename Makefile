@@ -27,7 +27,7 @@ fuzz:
 	while read -r file target; do \
 		pkg=./$$(dirname $$file); \
 		echo "fuzz $$target in $$pkg for $(FUZZTIME)"; \
-		$(GO) test -run='^$$' -fuzz="^$$target$$" -fuzztime=$(FUZZTIME) $$pkg; \
+		$(GO) test -run='^$$' -fuzz="^$$target$$" -fuzztime=$(FUZZTIME) -parallel=1 $$pkg; \
 	done
 
 # Speed targets live here, not in tests; docs/BENCHMARKS.md has the results.
