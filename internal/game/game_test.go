@@ -386,7 +386,15 @@ func TestTravelOutboxAckDedupe(t *testing.T) {
 	// Deliver, then resend (as after the forest's crash): the town dedupes.
 	o := outs[0]
 	in := TravelIn{TransferID: o.TransferID, From: o.From, Player: o.Player, Version: o.Version}
+	if town.TransferApplied(o.From, o.TransferID) {
+		t.Fatal("transfer reported applied before its TravelIn")
+	}
 	effs = town.Apply(in)
+	// The process asks this before claiming the lease of a resend.
+	if !town.TransferApplied(o.From, o.TransferID) || town.TransferApplied(o.From, "forest/t2") ||
+		town.TransferApplied("dungeon", o.TransferID) || town.TransferApplied(o.From, "junk") {
+		t.Fatal("TransferApplied does not match the applied transfers")
+	}
 	if acks := effectsOf[AckTransfer](effs); len(acks) != 1 || acks[0].To != "forest" {
 		t.Fatalf("town effects %v", effs)
 	}

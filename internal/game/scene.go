@@ -207,6 +207,18 @@ func (s *Scene) Players() int { return len(s.plist) }
 // outbox is empty).
 func (s *Scene) Ended() bool { return s.ended }
 
+// TransferApplied reports whether the transfer id from scene from was
+// already applied here: a TravelIn for it is a resend that onTravelIn only
+// acknowledges.
+func (s *Scene) TransferApplied(from, id string) bool {
+	n, ok := parseTransfer(from, id)
+	if !ok {
+		return false
+	}
+	ss := s.applied[from]
+	return ss != nil && ss.has(n)
+}
+
 // Player returns a copy of a present player's data and its version.
 func (s *Scene) Player(id string) (player.Data, uint64, bool) {
 	p := s.players[id]

@@ -391,6 +391,20 @@ func (h *host) deliver(to string, ev game.Event) {
 // nor bring in any gold or item datasvr does not hold.
 func (h *host) accept(ctx context.Context, l *loop, ev game.Event) error {
 	if in, ok := ev.(game.TravelIn); ok && h.data != nil {
+		// A resend of a transfer applied here (its acknowledgement was lost,
+		// e.g. with this scene's previous process) is only acknowledged, and
+		// must not claim: a claim at a newer epoch is a journaled change that
+		// bumps datasvr's version past the player's last save, so the next
+		// save here, of changes already acknowledged to the player, would be
+		// refused as old and the reload that follows would drop them.
+		var applied bool
+		if err := l.read(ctx, func(st *game.Scene) { applied = st.TransferApplied(in.From, in.TransferID) }); err != nil {
+			return err
+		}
+		if applied {
+			_, err := l.submit(ctx, ev)
+			return err
+		}
 		// Marked before the claim and cleared after the apply, so a join
 		// that loads the player in between sees it (link.go).
 		h.markArriving(in.Player.ID, 1)
