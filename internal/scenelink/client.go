@@ -176,6 +176,24 @@ func Dial(ctx context.Context, opt Options) (*Client, error) {
 	return c, nil
 }
 
+// readHandshake reads the next handshake frame, which must be of type
+// want (named what in errors); a close frame is the scene refusing us.
+func (c *Client) readHandshake(r *bufio.Reader, want byte, what string) ([]byte, error) {
+	typ, body, _, err := ReadFrame(r, DefaultMaxFrame, nil)
+	if err != nil {
+		return nil, fmt.Errorf("%w: handshake with %s: %v", ErrUnavailable, c.opt.Addr, err)
+	}
+	if typ == TClose {
+		var m CloseMsg
+		_ = m.Decode(body)
+		return nil, fmt.Errorf("%w: %s refused the link: %s", ErrAuth, c.opt.Addr, m.Reason)
+	}
+	if typ != want {
+		return nil, fmt.Errorf("%w: handshake with %s: frame type %d, want %s", ErrFrame, c.opt.Addr, typ, what)
+	}
+	return body, nil
+}
+
 func (c *Client) dialOne(ctx context.Context, idx int, clientID string) (*conn, error) {
 	d := net.Dialer{}
 	dctx, cancel := context.WithTimeout(ctx, c.opt.HandshakeTimeout)
@@ -203,19 +221,11 @@ func (c *Client) dialOne(ctx context.Context, idx int, clientID string) (*conn, 
 		return fail(fmt.Errorf("%w: handshake with %s: %v", ErrUnavailable, c.opt.Addr, err))
 	}
 	r := bufio.NewReaderSize(nc, 64<<10)
-	typ, body, _, err := ReadFrame(r, DefaultMaxFrame, nil)
+	body, err := c.readHandshake(r, TServerHello, "server hello")
 	if err != nil {
-		return fail(fmt.Errorf("%w: handshake with %s: %v", ErrUnavailable, c.opt.Addr, err))
-	}
-	if typ == TClose {
-		var m CloseMsg
-		_ = m.Decode(body)
-		return fail(fmt.Errorf("%w: %s refused the link: %s", ErrAuth, c.opt.Addr, m.Reason))
+		return fail(err)
 	}
 	var sh ServerHello
-	if typ != TServerHello {
-		return fail(fmt.Errorf("%w: handshake with %s: frame type %d, want server hello", ErrFrame, c.opt.Addr, typ))
-	}
 	if err := sh.Decode(body); err != nil {
 		return fail(fmt.Errorf("handshake with %s: %w", c.opt.Addr, err))
 	}
@@ -227,19 +237,11 @@ func (c *Client) dialOne(ctx context.Context, idx int, clientID string) (*conn, 
 	if _, err := nc.Write(e.B); err != nil {
 		return fail(fmt.Errorf("%w: handshake with %s: %v", ErrUnavailable, c.opt.Addr, err))
 	}
-	typ, body, _, err = ReadFrame(r, DefaultMaxFrame, nil)
+	body, err = c.readHandshake(r, TWelcome, "welcome")
 	if err != nil {
-		return fail(fmt.Errorf("%w: handshake with %s: %v", ErrUnavailable, c.opt.Addr, err))
-	}
-	if typ == TClose {
-		var m CloseMsg
-		_ = m.Decode(body)
-		return fail(fmt.Errorf("%w: %s refused the link: %s", ErrAuth, c.opt.Addr, m.Reason))
+		return fail(err)
 	}
 	var w Welcome
-	if typ != TWelcome {
-		return fail(fmt.Errorf("%w: handshake with %s: frame type %d, want welcome", ErrFrame, c.opt.Addr, typ))
-	}
 	if err := w.Decode(body); err != nil {
 		return fail(fmt.Errorf("handshake with %s: %w", c.opt.Addr, err))
 	}
