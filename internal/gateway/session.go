@@ -170,13 +170,25 @@ func (r *registry) count() int {
 // player has here (its client is told why and closed) and, through the
 // scene and the announcement, anywhere else.
 func (r *registry) login(ctx context.Context, player string, c *clientConn) (*Session, error) {
+	s, _, err := r.start(ctx, player, newID(), c, "logged in again on another connection", false)
+	if err != nil {
+		return nil, err
+	}
+	s.log.Info("logged in", zap.String("scene", s.currentScene()))
+	return s, nil
+}
+
+// start makes a new local session id for player on c, joined to the
+// player's scene: it replaces (with reason replaced) any session the
+// player has here and announces itself so other gateways drop theirs.
+func (r *registry) start(ctx context.Context, player, id string, c *clientConn, replaced string, resumed bool) (*Session, scenelink.JoinResult, error) {
 	scene, err := r.g.loc.locate(ctx, player)
 	if err != nil {
-		return nil, &gwproto.Error{Code: gwproto.CodeLoginFailed, Msg: err.Error()}
+		return nil, scenelink.JoinResult{}, &gwproto.Error{Code: gwproto.CodeLoginFailed, Msg: err.Error()}
 	}
-	s := r.newSession(player, newID(), scene, c)
+	s := r.newSession(player, id, scene, c)
 	if old := r.install(s); old != nil {
-		old.end(gwproto.CodeSessionReplaced, "logged in again on another connection", false)
+		old.end(gwproto.CodeSessionReplaced, replaced, false)
 	}
 	r.g.ann.announce(player, s.id)
 	jr, err := s.joinNow(ctx)
@@ -184,12 +196,11 @@ func (r *registry) login(ctx context.Context, player string, c *clientConn) (*Se
 		if r.remove(s) {
 			s.end(gwproto.CodeOK, "", false)
 		}
-		return nil, &gwproto.Error{Code: gwproto.CodeLoginFailed, Msg: err.Error()}
+		return nil, scenelink.JoinResult{}, &gwproto.Error{Code: gwproto.CodeLoginFailed, Msg: err.Error()}
 	}
 	go s.work()
-	s.sendSession(c, jr, false)
-	s.log.Info("logged in", zap.String("scene", s.currentScene()))
-	return s, nil
+	s.sendSession(c, jr, resumed)
+	return s, jr, nil
 }
 
 // resume attaches c to the session r names: the one here if this gateway
@@ -218,24 +229,10 @@ func (r *registry) resume(ctx context.Context, rt token.Resume, c *clientConn) (
 		s.log.Info("resumed on the same gateway")
 		return s, nil
 	}
-	scene, err := r.g.loc.locate(ctx, rt.Player)
+	s, jr, err := r.start(ctx, rt.Player, rt.Session, c, "resumed on another connection", true)
 	if err != nil {
-		return nil, &gwproto.Error{Code: gwproto.CodeLoginFailed, Msg: err.Error()}
+		return nil, err
 	}
-	s := r.newSession(rt.Player, rt.Session, scene, c)
-	if old := r.install(s); old != nil {
-		old.end(gwproto.CodeSessionReplaced, "resumed on another connection", false)
-	}
-	r.g.ann.announce(rt.Player, s.id)
-	jr, err := s.joinNow(ctx)
-	if err != nil {
-		if r.remove(s) {
-			s.end(gwproto.CodeOK, "", false)
-		}
-		return nil, &gwproto.Error{Code: gwproto.CodeLoginFailed, Msg: err.Error()}
-	}
-	go s.work()
-	s.sendSession(c, jr, true)
 	s.log.Info("resumed from another gateway", zap.String("scene", s.currentScene()), zap.Uint64("last_seq", jr.LastSeq))
 	return s, nil
 }
