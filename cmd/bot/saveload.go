@@ -1,7 +1,6 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -282,7 +281,7 @@ func runSaveLoad(ctx context.Context, o saveLoadOpts) (saveLoadResult, saveLoadE
 	// Bounded, so a datasvr that is down ends the run with an error.
 	sctx, scancel := context.WithTimeout(ctx, 4*o.grace)
 	defer scancel()
-	if err := forEach(sctx, players, 64, func(p *botPlayer) error {
+	if err := parallel(sctx, players, 64, func(p *botPlayer) error {
 		l, err := p.client.LoadOrCreate(sctx, p.id, p.id)
 		if err != nil {
 			return err
@@ -393,7 +392,7 @@ loop:
 	// Lost: an acknowledged version datasvr does not have.
 	var lost, unacked, verified atomic.Uint64
 	var lostLog limitedLog
-	_ = forEach(fctx, players, 64, func(p *botPlayer) error {
+	_ = parallel(fctx, players, 64, func(p *botPlayer) error {
 		show, err := adm.Show(fctx, p.id)
 		p.mu.Lock()
 		defer p.mu.Unlock()
@@ -446,28 +445,4 @@ loop:
 	extra.accepted, extra.unacked, extra.rows, extra.statements = accepted.Load(), unacked.Load(), rows, stmts
 	extra.fsyncs, extra.maxMs = total.JournalFsyncs, pct(1)
 	return res, extra, nil
-}
-
-// forEach runs fn for every player, n at a time, and returns the first error.
-func forEach(ctx context.Context, players []*botPlayer, n int, fn func(*botPlayer) error) error {
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var first error
-	sem := make(chan struct{}, n)
-	for _, p := range players {
-		if ctx.Err() != nil {
-			break
-		}
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			if err := fn(p); err != nil {
-				mu.Lock()
-				first = cmp.Or(first, err)
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
-	return cmp.Or(first, ctx.Err())
 }
