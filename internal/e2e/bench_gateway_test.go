@@ -123,6 +123,85 @@ func cmpOr(a, b error) error {
 // span is one request's send and reply times.
 type span struct{ start, end time.Time }
 
+// window is from a kill or handoff request until the scene ran again.
+type window struct{ from, up time.Time }
+
+// inWindows returns the latencies of the spans that overlap a window.
+func inWindows(spans []span, windows []window) []time.Duration {
+	var blip []time.Duration
+	for _, s := range spans {
+		for _, w := range windows {
+			if !s.end.Before(w.from) && !s.start.After(w.up) {
+				blip = append(blip, s.end.Sub(s.start))
+				break
+			}
+		}
+	}
+	return blip
+}
+
+// movers keeps clients playing in the forest (a move every 100 ms each,
+// the reply awaited) and records every request's span, until finish.
+type movers struct {
+	mu     sync.Mutex
+	spans  []span
+	failed int
+	stop   chan struct{}
+	wg     sync.WaitGroup
+}
+
+func startMovers(clients []*client.Client) *movers {
+	m := &movers{stop: make(chan struct{})}
+	for i, cl := range clients {
+		m.wg.Go(func() {
+			t := time.NewTicker(100 * time.Millisecond)
+			defer t.Stop()
+			for k := 0; ; k++ {
+				select {
+				case <-m.stop:
+					return
+				case <-t.C:
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				s := span{start: time.Now()}
+				rep, err := cl.Request(ctx, []byte(fmt.Sprintf(`{"op":"move","x":%d,"y":%d}`, 1+(i+k)%90, 1+k%90)))
+				s.end = time.Now()
+				cancel()
+				m.mu.Lock()
+				m.spans = append(m.spans, s)
+				if err != nil || !rep.OK() {
+					m.failed++
+				}
+				m.mu.Unlock()
+			}
+		})
+	}
+	return m
+}
+
+// settle lets the players play on: n more requests answered.
+func (m *movers) settle(b *testing.B, n int) {
+	b.Helper()
+	m.mu.Lock()
+	base := len(m.spans)
+	m.mu.Unlock()
+	waitFor(b, 60*time.Second, func() error {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		if len(m.spans)-base < n {
+			return fmt.Errorf("%d of %d more requests answered", len(m.spans)-base, n)
+		}
+		return nil
+	})
+}
+
+// finish stops the players and returns every span and how many failed.
+func (m *movers) finish() ([]span, int) {
+	close(m.stop)
+	m.wg.Wait()
+	return m.spans, m.failed
+}
+
 // BenchmarkFailoverBlip: 500 players play in the forest (a move every
 // 100 ms each, the reply awaited) while its scene process, whose log holds
 // 100k events since its snapshot (and 500 more players, prefilled), is
@@ -139,53 +218,10 @@ func BenchmarkFailoverBlip(b *testing.B) {
 		_, tcp, _ := c.gateway("gateway")
 		clients := benchClients(b, c, players, []string{tcp}, "forest")
 
-		var mu sync.Mutex
-		var spans []span
-		var failed int
-		stop := make(chan struct{})
-		var wg sync.WaitGroup
-		for i, cl := range clients {
-			wg.Go(func() {
-				t := time.NewTicker(100 * time.Millisecond)
-				defer t.Stop()
-				for k := 0; ; k++ {
-					select {
-					case <-stop:
-						return
-					case <-t.C:
-					}
-					ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-					s := span{start: time.Now()}
-					rep, err := cl.Request(ctx, []byte(fmt.Sprintf(`{"op":"move","x":%d,"y":%d}`, 1+(i+k)%90, 1+k%90)))
-					s.end = time.Now()
-					cancel()
-					mu.Lock()
-					spans = append(spans, s)
-					if err != nil || !rep.OK() {
-						failed++
-					}
-					mu.Unlock()
-				}
-			})
-		}
+		m := startMovers(clients)
 		var blip []time.Duration
 		var toRunning []time.Duration
-		// settle lets the players play on: n more requests answered.
-		settle := func(n int) {
-			mu.Lock()
-			base := len(spans)
-			mu.Unlock()
-			waitFor(b, 60*time.Second, func() error {
-				mu.Lock()
-				defer mu.Unlock()
-				if len(spans)-base < n {
-					return fmt.Errorf("%d of %d more requests answered", len(spans)-base, n)
-				}
-				return nil
-			})
-		}
-		settle(10 * players)
-		type window struct{ kill, up time.Time }
+		m.settle(b, 10*players)
 		var windows []window
 		for range kills {
 			old, err := c.scene("forest")
@@ -209,18 +245,10 @@ func BenchmarkFailoverBlip(b *testing.B) {
 			up := time.Now()
 			toRunning = append(toRunning, up.Sub(kill))
 			windows = append(windows, window{kill, up})
-			settle(10 * players)
+			m.settle(b, 10*players)
 		}
-		close(stop)
-		wg.Wait()
-		for _, s := range spans {
-			for _, w := range windows {
-				if !s.end.Before(w.kill) && !s.start.After(w.up) {
-					blip = append(blip, s.end.Sub(s.start))
-					break
-				}
-			}
-		}
+		spans, failed := m.finish()
+		blip = inWindows(spans, windows)
 		if failed > 0 {
 			b.Fatalf("%d of %d requests failed", failed, len(spans))
 		}

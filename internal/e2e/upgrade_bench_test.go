@@ -1,12 +1,10 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"os"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -31,50 +29,8 @@ func BenchmarkHandoffBlip(b *testing.B) {
 		clients := benchClients(b, c, players, []string{tcp}, "forest")
 		tok := c.operatorToken()
 
-		var mu sync.Mutex
-		var spans []span
-		var failed int
-		stop := make(chan struct{})
-		var wg sync.WaitGroup
-		for i, cl := range clients {
-			wg.Go(func() {
-				t := time.NewTicker(100 * time.Millisecond)
-				defer t.Stop()
-				for k := 0; ; k++ {
-					select {
-					case <-stop:
-						return
-					case <-t.C:
-					}
-					ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-					s := span{start: time.Now()}
-					rep, err := cl.Request(ctx, []byte(fmt.Sprintf(`{"op":"move","x":%d,"y":%d}`, 1+(i+k)%90, 1+k%90)))
-					s.end = time.Now()
-					cancel()
-					mu.Lock()
-					spans = append(spans, s)
-					if err != nil || !rep.OK() {
-						failed++
-					}
-					mu.Unlock()
-				}
-			})
-		}
-		settle := func(n int) {
-			mu.Lock()
-			base := len(spans)
-			mu.Unlock()
-			waitFor(b, 60*time.Second, func() error {
-				mu.Lock()
-				defer mu.Unlock()
-				if len(spans)-base < n {
-					return fmt.Errorf("%d of %d more requests answered", len(spans)-base, n)
-				}
-				return nil
-			})
-		}
-		settle(10 * players)
-		type window struct{ from, up time.Time }
+		m := startMovers(clients)
+		m.settle(b, 10*players)
 		var windows []window
 		var toRunning []time.Duration
 		for range handoffs {
@@ -100,19 +56,10 @@ func BenchmarkHandoffBlip(b *testing.B) {
 			up := time.Now()
 			toRunning = append(toRunning, up.Sub(from))
 			windows = append(windows, window{from, up})
-			settle(10 * players)
+			m.settle(b, 10*players)
 		}
-		close(stop)
-		wg.Wait()
-		var blip []time.Duration
-		for _, s := range spans {
-			for _, w := range windows {
-				if !s.end.Before(w.from) && !s.start.After(w.up) {
-					blip = append(blip, s.end.Sub(s.start))
-					break
-				}
-			}
-		}
+		spans, failed := m.finish()
+		blip := inWindows(spans, windows)
 		if failed > 0 {
 			b.Fatalf("%d of %d requests failed", failed, len(spans))
 		}
