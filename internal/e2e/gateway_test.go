@@ -804,11 +804,11 @@ func TestGatewayHoldExpiresWithRetryableError(t *testing.T) {
 	}
 }
 
-// Two gateways listed in the config: `respawn up` starts both, `respawn
-// status` shows both, and a gateway killed with SIGKILL is restarted; a
-// client plays through either.
-func TestGatewayInstancesUnderUp(t *testing.T) {
-	c := newCluster(t)
+// twoGatewayConfig writes configs/world.yaml with two gateway instances,
+// gw1 and gw2, on free ports into c's data directory, and returns their
+// listen, websocket and admin addresses and the file's path.
+func twoGatewayConfig(t *testing.T, c *cluster) ([2][3]string, string) {
+	t.Helper()
 	gw := [2][3]string{}
 	for i := range gw {
 		gw[i] = [3]string{freeAddr(t), freeAddr(t), freeAddr(t)}
@@ -828,6 +828,15 @@ func TestGatewayInstancesUnderUp(t *testing.T) {
 	if err := os.WriteFile(path, []byte(cfgText), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return gw, path
+}
+
+// Two gateways listed in the config: `respawn up` starts both, `respawn
+// status` shows both, and a gateway killed with SIGKILL is restarted; a
+// client plays through either.
+func TestGatewayInstancesUnderUp(t *testing.T) {
+	c := newCluster(t)
+	gw, path := twoGatewayConfig(t, c)
 	c.extra = append(c.extra, "--config", path)
 	c.start("respawn", "up")
 	pid1 := daemonPID(t, c, "gateway/gw1")

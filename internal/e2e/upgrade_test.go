@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"encoding/json"
-	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -25,25 +24,7 @@ func upgradeCluster(t *testing.T) (*cluster, [2][3]string) {
 	for _, name := range []string{"respawn", "datasvr", "worldmgr", "scene", "gateway"} {
 		copyBin(t, filepath.Join(binDir, name), filepath.Join(bin, name))
 	}
-	gw := [2][3]string{}
-	for i := range gw {
-		gw[i] = [3]string{freeAddr(t), freeAddr(t), freeAddr(t)}
-	}
-	raw, err := os.ReadFile(filepath.Join("..", "..", "configs", "world.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfgText := strings.Replace(string(raw), "  instances: []\n", fmt.Sprintf("  instances:\n"+
-		"    - {name: gw1, listen: %q, websocket: %q, admin: %q}\n"+
-		"    - {name: gw2, listen: %q, websocket: %q, admin: %q}\n",
-		gw[0][0], gw[0][1], gw[0][2], gw[1][0], gw[1][1], gw[1][2]), 1)
-	if cfgText == string(raw) {
-		t.Fatal("configs/world.yaml has no `instances: []` line to replace")
-	}
-	path := filepath.Join(c.dataDir, "world.yaml")
-	if err := os.WriteFile(path, []byte(cfgText), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	gw, path := twoGatewayConfig(t, c)
 	c.extra = append(c.extra, "--config", path, "--bin-dir", bin)
 	c.start(filepath.Join(bin, "respawn"), "up")
 	daemonPID(t, c, "gateway/gw1")
