@@ -332,6 +332,14 @@ func (w *world) check(wantLost bool) {
 		return nil
 	})
 	// And the data server holds the same, once the saves land.
+	w.checkSaved("datasvr")
+}
+
+// checkSaved waits until the data server holds what each client was told;
+// what names the check in errors.
+func (w *world) checkSaved(what string) {
+	t := w.t
+	t.Helper()
 	ac := dataclient.NewAdminClient(w.c.natsConn(), w.sec.OperatorToken())
 	waitFor(t, 30*time.Second, func() error {
 		for _, p := range w.players {
@@ -344,7 +352,7 @@ func (w *world) check(wantLost bool) {
 			var d struct{ X, Y int }
 			_ = json.Unmarshal(rep.Data, &d)
 			if err := p.same(rep.Gold, rep.Items, d.X, d.Y); err != nil {
-				return fmt.Errorf("datasvr: %w", err)
+				return fmt.Errorf("%s: %w", what, err)
 			}
 		}
 		return nil

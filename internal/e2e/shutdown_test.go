@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -9,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/respawn-dev/respawn/internal/dataclient"
 	"github.com/respawn-dev/respawn/internal/modules"
 	"github.com/respawn-dev/respawn/internal/process"
 )
@@ -73,23 +71,7 @@ func TestShutdownDrainsGatewaysFirstNothingLost(t *testing.T) {
 		var h struct{ Healthy bool }
 		return getJSON("http://"+c.ports["datasvr.admin"]+"/healthz", &h)
 	})
-	ac := dataclient.NewAdminClient(c.natsConn(), w.sec.OperatorToken())
-	waitFor(t, 30*time.Second, func() error {
-		for _, p := range w.players {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			rep, err := ac.Show(ctx, p.id)
-			cancel()
-			if err != nil {
-				return err
-			}
-			var d struct{ X, Y int }
-			_ = json.Unmarshal(rep.Data, &d)
-			if err := p.same(rep.Gold, rep.Items, d.X, d.Y); err != nil {
-				return fmt.Errorf("after shutdown: %w", err)
-			}
-		}
-		return nil
-	})
+	w.checkSaved("after shutdown")
 	var sent int64
 	for _, p := range w.players {
 		sent += p.answered.Load()
