@@ -232,20 +232,7 @@ func TestFlippedByteMidLogIsCorruptThenRepaired(t *testing.T) {
 	if !strings.Contains(out, fmt.Sprintf("dropped: %d acknowledged events, seq %d..%d", last-at+1, at, last)) {
 		t.Fatalf("repair does not say what it dropped:\n%s", out)
 	}
-	waitFor(t, 5*time.Second, func() error {
-		r, err := c.scene("forest")
-		if err != nil {
-			return err
-		}
-		if r.State != modules.SceneRunning || r.Reason != "" {
-			return fmt.Errorf("forest %s (%s)", r.State, r.Reason)
-		}
-		return nil
-	})
-	v, err := c.inspect("forest")
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := c.waitClean("forest", 5*time.Second)
 	if hp := monster(v, "hogger").HP; hp != 980 {
 		t.Fatalf("hogger at %d HP after repair, want 980: the two hits before the damage, none after", hp)
 	}

@@ -381,20 +381,7 @@ func TestConfigEditBetweenCrashAndReplayRefused(t *testing.T) {
 	// The operator takes the new definition: the scene starts fresh.
 	out := c.respawn("scene", "repair", "forest")
 	t.Logf("repair:\n%s", out)
-	waitFor(t, 10*time.Second, func() error {
-		r, err := c.scene("forest")
-		if err != nil {
-			return err
-		}
-		if r.State != modules.SceneRunning || r.Reason != "" {
-			return fmt.Errorf("forest %s (%s)", r.State, r.Reason)
-		}
-		return nil
-	})
-	v, err := c.inspect("forest")
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := c.waitClean("forest", 10*time.Second)
 	if m := monster(v, "hogger"); m.HP != 1500 || m.MaxHP != 1500 {
 		t.Fatalf("hogger after the repair: %+v, want 1500/1500 under the new definition", m)
 	}

@@ -13,6 +13,27 @@ import (
 	"github.com/respawn-dev/respawn/internal/scene"
 )
 
+// waitClean waits until scene id runs with no reason held against it (as
+// after a repair) and returns what it holds.
+func (c *cluster) waitClean(id string, timeout time.Duration) game.View {
+	c.t.Helper()
+	waitFor(c.t, timeout, func() error {
+		r, err := c.scene(id)
+		if err != nil {
+			return err
+		}
+		if r.State != modules.SceneRunning || r.Reason != "" {
+			return fmt.Errorf("%s %s (%s)", id, r.State, r.Reason)
+		}
+		return nil
+	})
+	v, err := c.inspect(id)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return v
+}
+
 func (c *cluster) inspect(id string) (game.View, error) {
 	var v game.View
 	out, err := c.tryRespawn("scene", "inspect", id, "--json")
