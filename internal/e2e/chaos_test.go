@@ -120,11 +120,7 @@ func (cl *chaosClient) post(addr string, body []byte) (int, string, error) {
 // scenes' state, exactly once.
 func TestChaosStopsManagerAndDatasvr(t *testing.T) {
 	c := newCluster(t)
-	ds := c.start("datasvr")
-	waitFor(t, 20*time.Second, func() error {
-		var h struct{ Healthy bool }
-		return getJSON("http://"+c.ports["datasvr.admin"]+"/healthz", &h)
-	})
+	ds := c.startDatasvr()
 	mgr := c.start("worldmgr")
 	before := c.waitRunning(20 * time.Second)
 

@@ -36,14 +36,21 @@ func (c *cluster) showPlayer(id string) (playerShow, error) {
 	return p, json.Unmarshal([]byte(out), &p)
 }
 
-// startWorld starts datasvr and worldmgr and waits for every scene.
-func (c *cluster) startWorld() {
+// startDatasvr starts the data server and waits until it is healthy.
+func (c *cluster) startDatasvr() *proc {
 	c.t.Helper()
-	c.start("datasvr")
+	ds := c.start("datasvr")
 	waitFor(c.t, 20*time.Second, func() error {
 		var h struct{ Healthy bool }
 		return getJSON("http://"+c.ports["datasvr.admin"]+"/healthz", &h)
 	})
+	return ds
+}
+
+// startWorld starts datasvr and worldmgr and waits for every scene.
+func (c *cluster) startWorld() {
+	c.t.Helper()
+	c.startDatasvr()
 	c.start("worldmgr")
 	c.waitRunning(20 * time.Second)
 }

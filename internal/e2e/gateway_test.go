@@ -424,11 +424,7 @@ func TestGatewayPlayersSurviveSceneKill9(t *testing.T) {
 // (and restarted) while 100 players play: they notice nothing.
 func TestGatewayPlayersSurviveWorldmgrAndDatasvrKill9(t *testing.T) {
 	c := newCluster(t)
-	c.start("datasvr")
-	waitFor(t, 20*time.Second, func() error {
-		var h struct{ Healthy bool }
-		return getJSON("http://"+c.ports["datasvr.admin"]+"/healthz", &h)
-	})
+	c.startDatasvr()
 	wm := c.start("worldmgr")
 	c.waitRunning(20 * time.Second)
 	_, tcp, ws := c.gateway("gateway")
@@ -451,11 +447,7 @@ func TestGatewayPlayersSurviveWorldmgrAndDatasvrKill9(t *testing.T) {
 	ds.signal(syscall.SIGKILL)
 	_ = ds.wait(5 * time.Second)
 	w.progress(5) // without a data server (and NATS)
-	c.start("datasvr")
-	waitFor(t, 20*time.Second, func() error {
-		var h struct{ Healthy bool }
-		return getJSON("http://"+c.ports["datasvr.admin"]+"/healthz", &h)
-	})
+	c.startDatasvr()
 	w.progress(5)
 	close(stop)
 	<-done

@@ -66,11 +66,7 @@ func TestShutdownDrainsGatewaysFirstNothingLost(t *testing.T) {
 	}
 
 	// A fresh datasvr serves from the database what each client was told.
-	c.start("datasvr")
-	waitFor(t, 20*time.Second, func() error {
-		var h struct{ Healthy bool }
-		return getJSON("http://"+c.ports["datasvr.admin"]+"/healthz", &h)
-	})
+	c.startDatasvr()
 	w.checkSaved("after shutdown")
 	var sent int64
 	for _, p := range w.players {
@@ -85,11 +81,7 @@ func TestShutdownDrainsGatewaysFirstNothingLost(t *testing.T) {
 // world manager leaves the scenes serving.
 func TestEveryDaemonStopsCleanlyOnSIGTERM(t *testing.T) {
 	c := newCluster(t)
-	ds := c.start("datasvr")
-	waitFor(t, 20*time.Second, func() error {
-		var h struct{ Healthy bool }
-		return getJSON("http://"+c.ports["datasvr.admin"]+"/healthz", &h)
-	})
+	ds := c.startDatasvr()
 	wm := c.start("worldmgr")
 	rows := c.waitRunning(20 * time.Second)
 	gw, _, _ := c.gateway("gateway")

@@ -79,11 +79,7 @@ func (v *violations) waitFor(t *testing.T, subject string) {
 // only reads.
 func TestBusRequiresCredentialsAndEnforcesRoles(t *testing.T) {
 	c := newCluster(t)
-	c.start("datasvr")
-	waitFor(t, 20*time.Second, func() error {
-		var h struct{ Healthy bool }
-		return getJSON("http://"+c.ports["datasvr.admin"]+"/healthz", &h)
-	})
+	c.startDatasvr()
 	url := "nats://" + c.ports["nats.listen"]
 
 	t.Run("anonymous", func(t *testing.T) {
