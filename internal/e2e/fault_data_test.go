@@ -249,27 +249,39 @@ func databaseUnreachableAtStart(t *testing.T, dsn string) {
 		t.Fatalf("row for %s while the database was unreachable: %v", ann, err)
 	}
 
+	// waitRow waits until ann's row in the database passes check.
+	waitRow := func(check func(store.Record, player.Data) error) {
+		t.Helper()
+		waitFor(t, 30*time.Second, func() error {
+			r, err := direct.Load(context.Background(), ann)
+			if err != nil {
+				return err
+			}
+			d, err := player.Decode(r.Data)
+			if err != nil {
+				return err
+			}
+			return check(r, d)
+		})
+	}
+	// waitRecovered waits until the data server reports no outage.
+	waitRecovered := func() {
+		t.Helper()
+		waitFor(t, 15*time.Second, func() error {
+			if st := c.status(); st.Degraded != "" {
+				return errors.New(st.Degraded)
+			}
+			return nil
+		})
+	}
 	proxy.up()
-	waitFor(t, 30*time.Second, func() error {
-		r, err := direct.Load(context.Background(), ann)
-		if err != nil {
-			return err
-		}
-		d, err := player.Decode(r.Data)
-		if err != nil {
-			return err
-		}
+	waitRow(func(r store.Record, d player.Data) error {
 		if r.Version < want.Version || d.Gold != 200 || d.Count("sword") != 1 {
 			return fmt.Errorf("row at version %d: gold %d, swords %d", r.Version, d.Gold, d.Count("sword"))
 		}
 		return nil
 	})
-	waitFor(t, 15*time.Second, func() error {
-		if st := c.status(); st.Degraded != "" {
-			return errors.New(st.Degraded)
-		}
-		return nil
-	})
+	waitRecovered()
 
 	// Mid-run: the database goes away again. Saves go on, the outage is
 	// reported, and what was saved meanwhile is written once it is back.
@@ -283,26 +295,13 @@ func databaseUnreachableAtStart(t *testing.T, dsn string) {
 	})
 	c.respawn("player", "give", ann, "potion", "1")
 	proxy.up()
-	waitFor(t, 30*time.Second, func() error {
-		r, err := direct.Load(context.Background(), ann)
-		if err != nil {
-			return err
-		}
-		d, err := player.Decode(r.Data)
-		if err != nil {
-			return err
-		}
+	waitRow(func(_ store.Record, d player.Data) error {
 		if d.Count("potion") != 3 {
 			return fmt.Errorf("row has %d potions", d.Count("potion"))
 		}
 		return nil
 	})
-	waitFor(t, 15*time.Second, func() error {
-		if st := c.status(); st.Degraded != "" {
-			return errors.New(st.Degraded)
-		}
-		return nil
-	})
+	waitRecovered()
 }
 
 // datasvrStatus is the datasvr row of `respawn status --json`.
