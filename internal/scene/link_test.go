@@ -31,29 +31,40 @@ type linkFixture struct {
 func newLinkFixture(t testing.TB) *linkFixture {
 	t.Helper()
 	h := testHostStopped(t, t.TempDir())
+	f, cancel, done := startLink(t, h)
+	t.Cleanup(func() {
+		f.ls.close()
+		<-done
+		h.stopAll(true)
+		cancel()
+	})
+	return f
+}
+
+// startLink starts h's scenes and a link server for them (as process
+// forest, epoch 7) serving until done closes; the caller stops both and
+// calls cancel.
+func startLink(t testing.TB, h *host) (f *linkFixture, cancel context.CancelFunc, done <-chan struct{}) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(t.Context())
 	spec, _ := h.cfg.Process("forest")
 	p := &Process{opt: Options{Config: h.cfg, Epoch: 7}, cfg: h.cfg, log: h.log, spec: spec, host: h, ctx: ctx, cancel: cancel}
 	sec, err := secret.New([]byte("a test secret of enough bytes"))
 	if err != nil {
+		cancel()
 		t.Fatal(err)
 	}
 	ls, err := newLinkServer(p, sec)
 	if err != nil {
+		cancel()
 		t.Fatal(err)
 	}
 	p.link = ls
 	h.push = ls.push
 	h.startAll()
-	done := make(chan struct{})
-	go func() { defer close(done); ls.serve() }()
-	t.Cleanup(func() {
-		ls.close()
-		<-done
-		h.stopAll(true)
-		cancel()
-	})
-	return &linkFixture{h: h, p: p, sec: sec, ls: ls}
+	served := make(chan struct{})
+	go func() { defer close(served); ls.serve() }()
+	return &linkFixture{h: h, p: p, sec: sec, ls: ls}, cancel, served
 }
 
 func (f *linkFixture) dial(t testing.TB) *scenelink.Client {
@@ -427,24 +438,9 @@ func TestLinkOneConnectionLostEndsTheClient(t *testing.T) {
 func TestLinkTravelResendAtDestination(t *testing.T) {
 	dir := t.TempDir()
 	h := testHostStopped(t, dir)
-	ctx, cancel := context.WithCancel(t.Context())
+	f, cancel, served := startLink(t, h)
 	defer cancel()
-	spec, _ := h.cfg.Process("forest")
-	p := &Process{opt: Options{Config: h.cfg, Epoch: 7}, cfg: h.cfg, log: h.log, spec: spec, host: h, ctx: ctx, cancel: cancel}
-	sec, err := secret.New([]byte("a test secret of enough bytes"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ls, err := newLinkServer(p, sec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.link = ls
-	h.push = ls.push
-	h.startAll()
-	served := make(chan struct{})
-	go func() { defer close(served); ls.serve() }()
-	f := &linkFixture{h: h, p: p, sec: sec, ls: ls}
+	ctx, ls := f.p.ctx, f.ls
 	c := f.dial(t)
 
 	f.enter(t, "p1", 50)
