@@ -504,11 +504,7 @@ func (run *playRun) play(ctx context.Context, b *bot, start, end time.Time) {
 		every := time.Duration(float64(time.Second) / run.o.rate)
 		// Spread the bots' phases so they do not send in lockstep.
 		wait := time.Duration(b.r.Int64N(int64(every)))
-		t := time.NewTimer(wait)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
+		if !pause(ctx, wait) {
 			return
 		}
 		tick = time.NewTicker(every)
@@ -826,14 +822,9 @@ func checkScenes(ctx context.Context, cfg *config.Config, opTok string, bots []*
 		if fetchErr == nil && matchAll(bots, views) {
 			return
 		}
-		t := time.NewTimer(200 * time.Millisecond)
-		select {
-		case <-t.C:
-			continue
-		case <-ctx.Done():
-			t.Stop()
+		if !pause(ctx, 200*time.Millisecond) {
+			break
 		}
-		break
 	}
 	if fetchErr != nil {
 		log.printf("bot: scenes could not be inspected: %v\n", fetchErr)
@@ -924,14 +915,9 @@ func checkDatasvr(ctx context.Context, ac *dataclient.AdminClient, bots []*bot, 
 		if len(pending) == 0 {
 			return
 		}
-		t := time.NewTimer(200 * time.Millisecond)
-		select {
-		case <-t.C:
-			continue
-		case <-ctx.Done():
-			t.Stop()
+		if !pause(ctx, 200*time.Millisecond) {
+			break
 		}
-		break
 	}
 	for _, b := range pending {
 		h, ok := last[b.id]
@@ -941,6 +927,18 @@ func checkDatasvr(ctx context.Context, ac *dataclient.AdminClient, bots []*bot, 
 			continue
 		}
 		b.diff(h, "datasvr", lost, dups, log)
+	}
+}
+
+// pause waits d, or less if ctx ends first; it reports whether d passed.
+func pause(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 
