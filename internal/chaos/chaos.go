@@ -179,12 +179,27 @@ func Run(ctx context.Context, cfg *config.Config, o Options, log *zap.Logger) (*
 				return nil, err
 			}
 		}
-		var path string
-		if path, err = ownConfig(cfg, o.WorkDir); err != nil {
-			return nil, err
+		// Free ports are picked by binding :0 and closing, so another
+		// process (a scene's own :0 listeners) can take one before the
+		// daemon binds it: a cluster that does not come up gets one more
+		// try on fresh ports and a fresh directory.
+		for attempt := 1; attempt <= 2; attempt++ {
+			var path string
+			if path, err = ownConfig(cfg, o.WorkDir); err != nil {
+				return nil, err
+			}
+			say("starting a cluster (respawn up --config %s)", path)
+			cl, err = startCluster(ctx, path, o.BinDir, o.Env, o.ClusterLog, log)
+			if err == nil || ctx.Err() != nil {
+				break
+			}
+			say("the cluster did not come up: %v", err)
+			// A fresh data directory: the failed one may hold a half-started
+			// cluster's state.
+			if rerr := os.RemoveAll(filepath.Join(o.WorkDir, "data")); rerr != nil {
+				return nil, rerr
+			}
 		}
-		say("starting a cluster (respawn up --config %s)", path)
-		cl, err = startCluster(ctx, path, o.BinDir, o.Env, o.ClusterLog, log)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)
