@@ -25,13 +25,13 @@ import (
 
 	"github.com/respawn-dev/respawn/internal/admin"
 	"github.com/respawn-dev/respawn/internal/bus"
+	"github.com/respawn-dev/respawn/internal/chaos"
 	"github.com/respawn-dev/respawn/internal/client"
 	"github.com/respawn-dev/respawn/internal/config"
 	"github.com/respawn-dev/respawn/internal/dataclient"
 	"github.com/respawn-dev/respawn/internal/game"
 	"github.com/respawn-dev/respawn/internal/gwproto"
 	"github.com/respawn-dev/respawn/internal/secret"
-	"github.com/respawn-dev/respawn/internal/token"
 )
 
 // playResult is what `play --json` prints: exactly these keys (issue 9).
@@ -459,24 +459,10 @@ func (run *playRun) login(ctx context.Context, ac *dataclient.AdminClient, sec *
 	default:
 		return nil, fmt.Errorf("create %s: %w", id, err)
 	}
-	tok, err := token.IssueLogin(sec, id, time.Now().Add(24*time.Hour))
+	// Bots spread over the gateways; each can fail over to the others.
+	c, s, st, err := chaos.LoginBot(ctx, sec, id, gateways, i)
 	if err != nil {
 		return nil, err
-	}
-	// Bots spread over the gateways; each can fail over to the others.
-	addrs := make([]string, len(gateways))
-	for k := range gateways {
-		addrs[k] = gateways[(i+k)%len(gateways)]
-	}
-	c, err := client.Dial(ctx, client.Options{Gateways: addrs, Token: tok, Name: id})
-	if err != nil {
-		return nil, fmt.Errorf("login %s: %w", id, err)
-	}
-	s := c.Session()
-	var st game.PlayerView
-	if err := json.Unmarshal(s.State, &st); err != nil {
-		c.Close()
-		return nil, fmt.Errorf("login %s: session state: %w", id, err)
 	}
 	b := &bot{i: i, id: id, c: c, r: rand.New(rand.NewPCG(run.o.seed, uint64(i))), offers: make(chan offer, 4),
 		scene: s.Scene, gold: st.Gold, items: map[string]int64{}, x: st.X, y: st.Y}

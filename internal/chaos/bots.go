@@ -108,23 +108,9 @@ func (s *swarm) login(ctx context.Context, ac *dataclient.AdminClient, sec *secr
 	if _, err := ac.Give(ctx, id+"-gold", id, "gold", goldGift); err != nil {
 		return nil, err
 	}
-	tok, err := token.IssueLogin(sec, id, time.Now().Add(24*time.Hour))
+	c, sess, v, err := LoginBot(ctx, sec, id, gateways, i)
 	if err != nil {
 		return nil, err
-	}
-	addrs := make([]string, len(gateways))
-	for k := range gateways {
-		addrs[k] = gateways[(i+k)%len(gateways)]
-	}
-	c, err := client.Dial(ctx, client.Options{Gateways: addrs, Token: tok, Name: id})
-	if err != nil {
-		return nil, fmt.Errorf("login %s: %w", id, err)
-	}
-	sess := c.Session()
-	var v game.PlayerView
-	if err := json.Unmarshal(sess.State, &v); err != nil {
-		c.Close()
-		return nil, fmt.Errorf("login %s: session state: %w", id, err)
 	}
 	b := &bot{i: i, id: id, c: c, scene: sess.Scene, r: rand.New(rand.NewPCG(seed, uint64(i)))}
 	b.init = Holdings{Gold: v.Gold, Items: map[string]int64{}}
@@ -321,4 +307,30 @@ func (l *latencies) summary() (p50, p99, mx float64) {
 	slices.Sort(s)
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 	return ms(s[len(s)/2]), ms(s[len(s)*99/100]), ms(l.max)
+}
+
+// LoginBot logs player id in through the gateways with a token signed by
+// the cluster secret. Bot i starts at gateway i (mod their number) and can
+// fail over to every other one. It returns the client, its session and the
+// player's state at login.
+func LoginBot(ctx context.Context, sec *secret.Secret, id string, gateways []string, i int) (*client.Client, gwproto.Session, game.PlayerView, error) {
+	var v game.PlayerView
+	tok, err := token.IssueLogin(sec, id, time.Now().Add(24*time.Hour))
+	if err != nil {
+		return nil, gwproto.Session{}, v, err
+	}
+	addrs := make([]string, len(gateways))
+	for k := range gateways {
+		addrs[k] = gateways[(i+k)%len(gateways)]
+	}
+	c, err := client.Dial(ctx, client.Options{Gateways: addrs, Token: tok, Name: id})
+	if err != nil {
+		return nil, gwproto.Session{}, v, fmt.Errorf("login %s: %w", id, err)
+	}
+	sess := c.Session()
+	if err := json.Unmarshal(sess.State, &v); err != nil {
+		c.Close()
+		return nil, gwproto.Session{}, v, fmt.Errorf("login %s: session state: %w", id, err)
+	}
+	return c, sess, v, nil
 }

@@ -255,17 +255,7 @@ func BenchmarkFailoverBlip(b *testing.B) {
 		if len(blip) == 0 {
 			b.Fatal("no request was in flight during a kill")
 		}
-		slices.Sort(blip)
-		slices.Sort(toRunning)
-		q := func(l []time.Duration, f float64) float64 {
-			return float64(l[min(int(f*float64(len(l))), len(l)-1)].Microseconds()) / 1000
-		}
-		b.ReportMetric(q(blip, 0.5), "blip_p50_ms")
-		b.ReportMetric(q(blip, 0.99), "blip_p99_ms")
-		b.ReportMetric(q(blip, 1), "blip_max_ms")
-		b.ReportMetric(q(toRunning, 0.5), "crash_to_running_p50_ms")
-		fmt.Fprintf(os.Stderr, "%s: %d kills, %d requests, %d in the blip windows: p50 %.1f ms, p99 %.1f ms, max %.1f ms; crash to running p50 %.1f ms, max %.1f ms\n",
-			b.Name(), kills, len(spans), len(blip), q(blip, 0.5), q(blip, 0.99), q(blip, 1), q(toRunning, 0.5), q(toRunning, 1))
+		reportBlip(b, "kills", "crash", kills, len(spans), blip, toRunning)
 	}
 }
 
@@ -329,4 +319,20 @@ func benchN(env string, def int) int {
 		return n
 	}
 	return def
+}
+
+// reportBlip reports the latency of the requests in flight during the
+// faults (blip) and the fault-to-running times, as metrics and one line.
+func reportBlip(b *testing.B, faults, fault string, n, requests int, blip, toRunning []time.Duration) {
+	slices.Sort(blip)
+	slices.Sort(toRunning)
+	q := func(l []time.Duration, f float64) float64 {
+		return float64(l[min(int(f*float64(len(l))), len(l)-1)].Microseconds()) / 1000
+	}
+	b.ReportMetric(q(blip, 0.5), "blip_p50_ms")
+	b.ReportMetric(q(blip, 0.99), "blip_p99_ms")
+	b.ReportMetric(q(blip, 1), "blip_max_ms")
+	b.ReportMetric(q(toRunning, 0.5), fault+"_to_running_p50_ms")
+	fmt.Fprintf(os.Stderr, "%s: %d %s, %d requests, %d in the blip windows: p50 %.1f ms, p99 %.1f ms, max %.1f ms; %s to running p50 %.1f ms, max %.1f ms\n",
+		b.Name(), n, faults, requests, len(blip), q(blip, 0.5), q(blip, 0.99), q(blip, 1), fault, q(toRunning, 0.5), q(toRunning, 1))
 }

@@ -3,8 +3,6 @@ package e2e
 import (
 	"fmt"
 	"net/http"
-	"os"
-	"slices"
 	"testing"
 	"time"
 
@@ -66,16 +64,6 @@ func BenchmarkHandoffBlip(b *testing.B) {
 		if len(blip) == 0 {
 			b.Fatal("no request was in flight during a handoff")
 		}
-		slices.Sort(blip)
-		slices.Sort(toRunning)
-		q := func(l []time.Duration, f float64) float64 {
-			return float64(l[min(int(f*float64(len(l))), len(l)-1)].Microseconds()) / 1000
-		}
-		b.ReportMetric(q(blip, 0.5), "blip_p50_ms")
-		b.ReportMetric(q(blip, 0.99), "blip_p99_ms")
-		b.ReportMetric(q(blip, 1), "blip_max_ms")
-		b.ReportMetric(q(toRunning, 0.5), "handoff_to_running_p50_ms")
-		fmt.Fprintf(os.Stderr, "%s: %d handoffs, %d requests, %d in the blip windows: p50 %.1f ms, p99 %.1f ms, max %.1f ms; handoff to running p50 %.1f ms, max %.1f ms\n",
-			b.Name(), handoffs, len(spans), len(blip), q(blip, 0.5), q(blip, 0.99), q(blip, 1), q(toRunning, 0.5), q(toRunning, 1))
+		reportBlip(b, "handoffs", "handoff", handoffs, len(spans), blip, toRunning)
 	}
 }
