@@ -3,9 +3,13 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -41,10 +45,17 @@ func BenchmarkGatewayRoundTrips(b *testing.B) {
 			for b.Loop() {
 				c := newCluster(b, benchGatewayFlags...)
 				c.startWorld()
-				c.gateway("gateway")
+				gw, _, _ := c.gateway("gateway")
 				d := benchDuration(10 * time.Second)
 				run := c.playBots("-n", strconv.Itoa(n), "--rate", "0", "--ops", "move", "--duration", d.String(),
-					"--json", "--progress", "0", "--logout=false", "--setup-timeout", "5m")
+					"--json", "--progress", "1s", "--logout=false", "--setup-timeout", "5m")
+				pids := map[string]int{"gateway": gw.pid(), "bot": run.cmd.Process.Pid}
+				for _, sc := range []string{"town", "forest"} {
+					if r, err := c.scene(sc); err == nil && !slices.Contains(slices.Collect(maps.Values(pids)), r.PID) {
+						pids["scene "+sc] = r.PID
+					}
+				}
+				cpu := sampleCPU(run, pids)
 				res, err := run.result(d + 10*time.Minute)
 				if err != nil || res.Errors != 0 || res.Lost != 0 || res.Duplicates != 0 || res.Disconnects != 0 {
 					b.Fatalf("bot play: %v: %+v", err, res)
@@ -55,6 +66,10 @@ func BenchmarkGatewayRoundTrips(b *testing.B) {
 				b.ReportMetric(res.MaxMs, "max_ms")
 				fmt.Fprintf(os.Stderr, "%s: %d bots, %.0f round trips/s, p50 %.2f ms, p99 %.2f ms, max %.1f ms\n",
 					b.Name(), n, res.RPS, res.P50Ms, res.P99Ms, res.MaxMs)
+				if line, total := cpu.perRoundTrip(); line != "" {
+					b.ReportMetric(total, "cpu_us/rt")
+					fmt.Fprintf(os.Stderr, "%s: CPU per round trip: %s\n", b.Name(), line)
+				}
 			}
 		})
 	}
@@ -335,4 +350,115 @@ func reportBlip(b *testing.B, faults, fault string, n, requests int, blip, toRun
 	b.ReportMetric(q(toRunning, 0.5), fault+"_to_running_p50_ms")
 	fmt.Fprintf(os.Stderr, "%s: %d %s, %d requests, %d in the blip windows: p50 %.1f ms, p99 %.1f ms, max %.1f ms; %s to running p50 %.1f ms, max %.1f ms\n",
 		b.Name(), n, faults, requests, len(blip), q(blip, 0.5), q(blip, 0.99), q(blip, 1), fault, q(toRunning, 0.5), q(toRunning, 1))
+}
+
+// cpuSample is the CPU time (utime+stime) of each measured process when a
+// bot progress line reported answered round trips.
+type cpuSample struct {
+	answered uint64
+	ticks    map[string]uint64
+}
+
+// cpuSamples are taken at every progress line of a bot run: CPU per
+// round trip between the first and the last excludes the bots' setup and
+// the ledger check, and does not depend on how busy the machine is.
+type cpuSamples struct {
+	mu      sync.Mutex
+	samples []cpuSample
+	done    chan struct{}
+}
+
+// sampleCPU polls the bot's progress lines until it exits, sampling the
+// CPU time of pids at each new line.
+func sampleCPU(run *botRun, pids map[string]int) *cpuSamples {
+	s := &cpuSamples{done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		lines := 0
+		for {
+			select {
+			case <-run.done:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			m := answeredRE.FindAllStringSubmatch(run.stderr.String(), -1)
+			if len(m) == lines {
+				continue
+			}
+			lines = len(m)
+			n, _ := strconv.ParseUint(m[len(m)-1][1], 10, 64)
+			smp := cpuSample{answered: n, ticks: map[string]uint64{}}
+			for name, pid := range pids {
+				if t, err := procTicks(pid); err == nil {
+					smp.ticks[name] = t
+				}
+			}
+			s.mu.Lock()
+			s.samples = append(s.samples, smp)
+			s.mu.Unlock()
+			if dir := os.Getenv("RESPAWN_BENCH_PERF"); dir != "" && lines == 2 {
+				// Profile every measured process for 3 s with perf(1).
+				for name, pid := range pids {
+					out := filepath.Join(dir, strings.ReplaceAll(name, " ", "-")+".data")
+					cmd := exec.Command("perf", "record", "-F", "499", "-g", "-o", out, "-p", strconv.Itoa(pid), "--", "sleep", "3")
+					if err := cmd.Start(); err == nil {
+						go func() { _ = cmd.Wait() }()
+					}
+				}
+			}
+		}
+	}()
+	return s
+}
+
+// perRoundTrip is each process's CPU µs per round trip between the first
+// and last samples, as a line, and their total ("" without two samples).
+func (s *cpuSamples) perRoundTrip() (string, float64) {
+	<-s.done
+	if len(s.samples) < 2 {
+		return "", 0
+	}
+	first, last := s.samples[0], s.samples[len(s.samples)-1]
+	rts := float64(last.answered - first.answered)
+	if rts <= 0 {
+		return "", 0
+	}
+	names := make([]string, 0, len(last.ticks))
+	for name := range last.ticks {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	const usPerTick = 1e6 / 100 // USER_HZ is 100 on Linux
+	var line string
+	var total float64
+	for _, name := range names {
+		us := float64(last.ticks[name]-first.ticks[name]) * usPerTick / rts
+		total += us
+		line += fmt.Sprintf("%s %.1f µs, ", name, us)
+	}
+	return fmt.Sprintf("%stotal %.1f µs (%.0f round trips measured)", line, total, rts), total
+}
+
+// procTicks is a process's utime+stime in clock ticks (/proc/PID/stat).
+func procTicks(pid int) (uint64, error) {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name (field 2) may hold spaces: fields count from the
+	// last ')'.
+	i := strings.LastIndexByte(string(raw), ')')
+	if i < 0 {
+		return 0, fmt.Errorf("pid %d: malformed stat", pid)
+	}
+	f := strings.Fields(string(raw[i+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("pid %d: short stat", pid)
+	}
+	ut, err1 := strconv.ParseUint(f[11], 10, 64)
+	st, err2 := strconv.ParseUint(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("pid %d: stat times %q %q", pid, f[11], f[12])
+	}
+	return ut + st, nil
 }

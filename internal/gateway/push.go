@@ -3,7 +3,9 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -13,20 +15,7 @@ import (
 
 // pushFrame builds a PUSH frame without re-encoding data.
 func pushFrame(kind, scene string, data json.RawMessage) []byte {
-	if len(data) == 0 {
-		data = json.RawMessage("{}")
-	}
-	k, _ := json.Marshal(kind)
-	s, _ := json.Marshal(scene)
-	body := make([]byte, 0, len(data)+len(k)+len(s)+32)
-	body = append(body, `{"kind":`...)
-	body = append(body, k...)
-	body = append(body, `,"scene":`...)
-	body = append(body, s...)
-	body = append(body, `,"data":`...)
-	body = append(body, data...)
-	body = append(body, '}')
-	return gwproto.AppendFrame(nil, gwproto.Frame{Type: gwproto.TypePush, Body: body})
+	return gwproto.AppendPush(nil, kind, scene, data)
 }
 
 // deliver routes one push from a scene process to this gateway's clients:
@@ -181,6 +170,9 @@ func (ps *positions) flush() {
 			enc, _ := json.Marshal(p)
 			b.moved = append(b.moved, mover{Pos: p, enc: enc})
 		}
+		// In id order: a mover's index is its rank, the tie-break among
+		// movers at the same distance.
+		slices.SortFunc(b.moved, func(x, y mover) int { return strings.Compare(x.ID, y.ID) })
 		if len(sp.gone) > 0 {
 			gone := make([]string, 0, len(sp.gone))
 			for pid := range sp.gone {
@@ -201,11 +193,11 @@ func (ps *positions) flush() {
 		}
 		// A grid of cells view_radius wide: a client looks at its cell and
 		// the 8 around it, not at every mover in the scene.
-		grid := map[cellKey][]*mover{}
+		grid := map[cellKey][]int{}
 		for i := range b.moved {
 			m := &b.moved[i]
 			k := cellKey{floorDiv(m.X, r), floorDiv(m.Y, r)}
-			grid[k] = append(grid[k], m)
+			grid[k] = append(grid[k], i)
 		}
 		ps.mu.Lock()
 		at := ps.scenes[b.scene]
@@ -217,7 +209,9 @@ func (ps *positions) flush() {
 			}
 		}
 		ps.mu.Unlock()
-		var near []*mover
+		// near holds distance<<32 | rank: sorting the keys orders the
+		// movers nearest first, ties by id, without a comparison callback.
+		var near []uint64
 		var data []byte
 		for i, s := range sessions {
 			me, ok := mine[i], known[i]
@@ -233,9 +227,10 @@ func (ps *positions) flush() {
 			cx, cy := floorDiv(me.X, r), floorDiv(me.Y, r)
 			for dx := -1; dx <= 1; dx++ {
 				for dy := -1; dy <= 1; dy++ {
-					for _, m := range grid[cellKey{cx + dx, cy + dy}] {
-						if m.ID != s.player && abs(m.X-me.X) <= r && abs(m.Y-me.Y) <= r {
-							near = append(near, m)
+					for _, i := range grid[cellKey{cx + dx, cy + dy}] {
+						m := &b.moved[i]
+						if abs(m.X-me.X) <= r && abs(m.Y-me.Y) <= r && m.ID != s.player {
+							near = append(near, uint64(dist(m.Pos, me))<<32|uint64(i))
 						}
 					}
 				}
@@ -244,19 +239,16 @@ func (ps *positions) flush() {
 				continue
 			}
 			if len(near) > max {
-				sort.Slice(near, func(i, j int) bool {
-					di, dj := dist(near[i].Pos, me), dist(near[j].Pos, me)
-					return di < dj || di == dj && near[i].ID < near[j].ID
-				})
+				slices.Sort(near)
 				near = near[:max]
 			}
 			// {"players":[...],"gone":[...]} from the pre-encoded entries.
 			data = append(data[:0], `{"players":[`...)
-			for j, m := range near {
+			for j, k := range near {
 				if j > 0 {
 					data = append(data, ',')
 				}
-				data = append(data, m.enc...)
+				data = append(data, b.moved[uint32(k)].enc...)
 			}
 			data = append(data, ']')
 			if b.gone != nil {

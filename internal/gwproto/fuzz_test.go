@@ -2,6 +2,7 @@ package gwproto
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"io"
 	"testing"
@@ -14,6 +15,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add(AppendFrame(nil, Frame{Type: TypeHello, Body: []byte(`{"version":1}`)}))
 	f.Add(AppendFrame(nil, Frame{Type: TypeRequest, ID: 3, Body: []byte(`{"op":"move","x":1}`)}))
 	f.Add(AppendFrame(AppendFrame(nil, Frame{Type: TypeLogin, Body: []byte(`{"token":"v1.a.1.x"}`)}), Frame{Type: TypePing, ID: 9}))
+	f.Add(AppendPush(nil, "positions", "forest", []byte(`{"players":[{"id":"a","x":1,"y":2}]}`)))
 	f.Add([]byte{0, 0, 0, 1, 2})
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff})
 	f.Fuzz(func(t *testing.T, in []byte) {
@@ -43,6 +45,15 @@ func FuzzDecode(f *testing.F) {
 			for _, m := range msgs {
 				if err := DecodeBody(fr, m); err != nil && CodeOf(err, CodeOK) != CodeBadFrame {
 					t.Fatalf("body error with code %v", CodeOf(err, CodeOK))
+				}
+			}
+			if p, err := DecodePush(fr.Body); err != nil && CodeOf(err, CodeOK) != CodeBadFrame {
+				t.Fatalf("DecodePush error with code %v", CodeOf(err, CodeOK))
+			} else if err == nil && json.Valid(fr.Body) {
+				// What the JSON decoder reads, the fast path reads too.
+				var want Push
+				if DecodeBody(fr, &want) == nil && (want.Kind != p.Kind || want.Scene != p.Scene || !bytes.Equal(bytes.TrimSpace(want.Data), bytes.TrimSpace(p.Data))) {
+					t.Fatalf("DecodePush %+v, JSON decoder %+v", p, want)
 				}
 			}
 			if err := ValidOp(fr.Body); err != nil {
