@@ -461,6 +461,19 @@ type readerConn struct {
 	r *gwproto.Reader
 }
 
+// sameAddr reports whether two gateway addresses name the same listener:
+// "tcp://" is optional and a WebSocket URL's trailing "/" too.
+func sameAddr(a, b string) bool {
+	norm := func(s string) string {
+		s = strings.TrimPrefix(s, "tcp://")
+		if strings.HasPrefix(s, "ws://") || strings.HasPrefix(s, "wss://") {
+			s = strings.TrimSuffix(s, "/")
+		}
+		return s
+	}
+	return norm(a) == norm(b)
+}
+
 func dialTransport(ctx context.Context, addr string) (net.Conn, error) {
 	if strings.HasPrefix(addr, "ws://") || strings.HasPrefix(addr, "wss://") {
 		ws, _, err := websocket.Dial(ctx, addr, nil)
@@ -584,7 +597,7 @@ func (c *Client) readLoop(nc net.Conn, gen uint64) {
 		// not on the one going away. An address outside our list is not
 		// followed: the server does not get to send us anywhere.
 		c.gwIndex = (c.gwIndex + 1) % len(c.opt.Gateways)
-		if i := slices.Index(c.opt.Gateways, moveTo); moveTo != "" && i >= 0 {
+		if i := slices.IndexFunc(c.opt.Gateways, func(a string) bool { return sameAddr(a, moveTo) }); moveTo != "" && i >= 0 {
 			c.gwIndex = i
 		}
 	}

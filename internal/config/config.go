@@ -208,6 +208,15 @@ type Gateway struct {
 	MaxPositions int           `yaml:"max_positions"`
 	// LinkConns is the persistent connections to each scene process.
 	LinkConns int `yaml:"link_conns"`
+	// DrainTimeout bounds a stopping gateway's drain: it tells each client
+	// to move (CLOSE shutting_down) once its request in flight is answered,
+	// and exits when every client has gone or this passes.
+	DrainTimeout time.Duration `yaml:"drain_timeout"`
+	// DrainRate paces those moves (clients per second), so thousands of
+	// clients do not hit the next gateway in the same millisecond; more
+	// clients than DrainRate × DrainTimeout/2 are moved faster, all within
+	// the first half of the drain.
+	DrainRate int `yaml:"drain_rate"`
 }
 
 // GatewayInstance is one gateway of several.
@@ -330,6 +339,8 @@ func Default() Config {
 			ViewRadius:    30,
 			MaxPositions:  64,
 			LinkConns:     2,
+			DrainTimeout:  10 * time.Second,
+			DrainRate:     1000,
 		},
 		Processes: []Process{
 			{Name: "town", Scenes: []string{"town"}},
@@ -607,6 +618,7 @@ func (c *Config) validateGateway(bad func(key, format string, args ...any), addr
 		{"gateway.hold_max", int64(g.HoldMax)}, {"gateway.hold_max_bytes", g.HoldMaxBytes},
 		{"gateway.push_interval", int64(g.PushInterval)}, {"gateway.view_radius", int64(g.ViewRadius)},
 		{"gateway.max_positions", int64(g.MaxPositions)}, {"gateway.link_conns", int64(g.LinkConns)},
+		{"gateway.drain_timeout", int64(g.DrainTimeout)}, {"gateway.drain_rate", int64(g.DrainRate)},
 	} {
 		positive(kv.key, kv.v)
 	}

@@ -55,7 +55,7 @@ func (g *Gateway) serve(nc net.Conn, kind string) {
 	defer g.m.conns.Dec()
 	g.limits.track(c, true)
 	defer g.limits.track(c, false)
-	if g.ctx.Err() != nil {
+	if g.ctx.Err() != nil || g.draining.Load() {
 		c.closeWith(gwproto.CodeShuttingDown, "gateway stopping")
 	}
 	wdone := make(chan struct{})
@@ -268,6 +268,9 @@ func (c *clientConn) closeWith(code gwproto.Code, msg string) {
 			body := gwproto.ErrorBody{Error: msg}
 			if code == gwproto.CodeShuttingDown {
 				body.MoveTo = c.g.opt.MoveTo
+				if c.kind == "websocket" && c.g.opt.MoveToWS != "" {
+					body.MoveTo = c.g.opt.MoveToWS
+				}
 			}
 			c.final, _ = gwproto.AppendMsg(nil, gwproto.TypeClose, code, 0, body)
 			c.g.m.closes.WithLabelValues(code.String()).Inc()

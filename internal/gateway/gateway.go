@@ -24,6 +24,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -62,6 +63,9 @@ type Options struct {
 	// shutting_down so this one's clients resume there when it stops
 	// (an upgrade); empty: they pick from their own list.
 	MoveTo string
+	// MoveToWS is the same gateway's WebSocket URL (ws://host:port/),
+	// sent instead of MoveTo to WebSocket clients; empty: MoveTo.
+	MoveToWS string
 }
 
 // Gateway is one gateway. New prepares it, Start listens, Shutdown stops
@@ -92,6 +96,11 @@ type Gateway struct {
 
 	wg           sync.WaitGroup
 	shutdownOnce sync.Once
+	// draining is set when the drain starts: new connections are closed
+	// at once and /healthz says so.
+	draining  atomic.Bool
+	drainOnce sync.Once
+	drained   DrainResult
 	// breakResend: test hook RESPAWN_TEST_BREAK=resend (package testhook).
 	breakResend bool
 	// crash: armed crash points (RESPAWN_TEST_CRASH, package crashpoint).
@@ -199,24 +208,30 @@ func (g *Gateway) WebSocketAddr() string {
 // Healthy reports whether the gateway can route: its scene table replica
 // has synced.
 func (g *Gateway) Healthy() error {
+	if g.draining.Load() {
+		return errors.New("draining: clients are moving to another gateway")
+	}
 	if !g.rt.synced() {
 		return errors.New("scene table replica not synced yet")
 	}
 	return nil
 }
 
-// Shutdown closes the listeners and every client (CLOSE shutting_down, so
-// they resume elsewhere) without taking players out of their scenes: the
-// sessions stay in the scenes for their clients to resume. Safe to call
-// more than once.
+// Drain stops accepting and moves every client to another gateway (see
+// drain), returning when they have gone or gateway.drain_timeout passed.
+// Only the first call drains; later ones return its result.
+func (g *Gateway) Drain() DrainResult {
+	g.drainOnce.Do(func() { g.drained = g.drain() })
+	return g.drained
+}
+
+// Shutdown drains the gateway, then closes what is left (CLOSE
+// shutting_down, so those clients resume elsewhere too) without taking
+// players out of their scenes: the sessions stay in the scenes for their
+// clients to resume. Safe to call more than once.
 func (g *Gateway) Shutdown() {
 	g.shutdownOnce.Do(func() {
-		if g.tcp != nil {
-			g.tcp.Close()
-		}
-		if g.wsSrv != nil {
-			g.wsSrv.Close()
-		}
+		g.Drain()
 		g.stop()
 		g.reg.closeAll()
 		g.limits.closeAll(gwproto.CodeShuttingDown, "gateway stopping")
@@ -264,7 +279,10 @@ func (g *Gateway) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return // Accept already answered the HTTP request
 	}
-	nc := websocket.NetConn(g.ctx, c, websocket.MessageBinary)
+	// Not g.ctx: cancelling that would close the socket before the writer
+	// sends CLOSE shutting_down at shutdown. The writer closes it (with a
+	// WebSocket close, status 1000) after its last frame.
+	nc := websocket.NetConn(context.Background(), c, websocket.MessageBinary)
 	g.wg.Add(1)
 	defer g.wg.Done()
 	g.serve(nc, "websocket")

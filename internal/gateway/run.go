@@ -47,15 +47,20 @@ func Run(ctx context.Context, cfg *config.Config, instance string, log *zap.Logg
 	}
 	// The clients of this gateway move to the next one of the config when
 	// it stops (an upgrade restarts gateways one at a time).
-	moveTo := ""
+	moveTo, moveToWS := "", ""
 	if gws := cfg.Gateways(); len(gws) > 1 {
 		for i, in := range gws {
 			if in.Name == gc.ID {
-				moveTo = gws[(i+1)%len(gws)].Listen
+				next := gws[(i+1)%len(gws)]
+				moveTo = next.Listen
+				if next.WebSocket != "" {
+					moveToWS = "ws://" + next.WebSocket + "/"
+				}
 			}
 		}
 	}
-	g, err = New(Options{Config: gc, DefaultScene: cfg.Processes[0].Scenes[0], Secret: sec, OperatorToken: op, NATS: nc, Log: log, Registerer: adm.Registry, MoveTo: moveTo})
+	g, err = New(Options{Config: gc, DefaultScene: cfg.Processes[0].Scenes[0], Secret: sec, OperatorToken: op, NATS: nc, Log: log,
+		Registerer: adm.Registry, MoveTo: moveTo, MoveToWS: moveToWS})
 	if err != nil {
 		return err
 	}
@@ -79,7 +84,10 @@ func Run(ctx context.Context, cfg *config.Config, instance string, log *zap.Logg
 	}()
 	select {
 	case <-ctx.Done():
-		log.Info("gateway stopping")
+		// Drain while the admin port still answers: /healthz says
+		// draining and the metrics can be read until the clients have gone.
+		log.Info("gateway stopping: draining")
+		g.Drain()
 		return nil
 	case err := <-admErr:
 		return err

@@ -31,6 +31,10 @@ type Session struct {
 	log     *zap.Logger
 	wake    chan struct{}
 	done    chan struct{}
+	// quiet is closed once the worker, told to stop relaying (a drain),
+	// has no request in flight.
+	quiet     chan struct{}
+	quietOnce sync.Once
 
 	mu       sync.Mutex // guards the fields below
 	conn     *clientConn
@@ -42,6 +46,7 @@ type Session struct {
 	ended    bool            // replaced, taken elsewhere, expired or logged out: the worker stops
 	expiring bool            // removed by the TTL, about to end: no resume may attach
 	leave    bool            // take the player out of the scene when the worker stops
+	moving   bool            // the gateway drains: relay nothing more, the client resends it elsewhere
 	gen      uint64          // bumped on every attach/detach: stale TTL timers do nothing
 	x, y     int             // last known position (for the position filter)
 	hasPos   bool
@@ -80,6 +85,7 @@ func (r *registry) newSession(player, id, scene string, c *clientConn) *Session 
 		log:      r.g.log.With(zap.String("player", player), zap.String("session", id)),
 		wake:     make(chan struct{}, 1),
 		done:     make(chan struct{}),
+		quiet:    make(chan struct{}),
 		inflight: map[uint64]bool{},
 	}
 }
@@ -477,11 +483,11 @@ func (s *Session) work() {
 	for {
 		s.mu.Lock()
 		var p *pending
-		if len(s.queue) > 0 && !s.ended {
+		if len(s.queue) > 0 && !s.ended && !s.moving {
 			p = s.queue[0]
 			s.queue = s.queue[1:]
 		}
-		ended, leave := s.ended, s.leave
+		ended, leave, moving := s.ended, s.leave, s.moving
 		s.mu.Unlock()
 		if p != nil {
 			s.relay(p)
@@ -492,6 +498,9 @@ func (s *Session) work() {
 				s.leaveScene()
 			}
 			return
+		}
+		if moving {
+			s.quietOnce.Do(func() { close(s.quiet) })
 		}
 		select {
 		case <-s.wake:

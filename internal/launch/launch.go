@@ -89,12 +89,19 @@ func Run(ctx context.Context, opt Options) error {
 	l.mu.Lock()
 	l.stopping = true
 	l.mu.Unlock()
-	l.printf("up", "stopping gateways")
-	for i := len(daemons) - 1; i >= 0; i-- {
-		if daemons[i].isGateway() {
-			daemons[i].stop(l)
+	// All gateways drain at once: a client told to move finds no other
+	// gateway to resume on (the cluster is stopping) rather than hopping
+	// onto one that drains next; each waits for its requests in flight to
+	// be answered first, so nothing is left held.
+	l.printf("up", "stopping gateways (drain: up to %s)", opt.Config.Gateway.DrainTimeout)
+	var gws sync.WaitGroup
+	for _, d := range daemons {
+		if d.isGateway() {
+			gws.Add(1)
+			go func() { defer gws.Done(); d.stop(l) }()
 		}
 	}
+	gws.Wait()
 	l.printf("up", "stopping scenes")
 	l.stopScenes()
 	l.printf("up", "stopping the other daemons")
@@ -212,10 +219,14 @@ func (d *daemon) stop(l *launcher) {
 		return
 	}
 	_ = cmd.Process.Signal(syscall.SIGTERM) // it may have exited already
+	grace := 10 * time.Second
+	if d.isGateway() {
+		grace += l.opt.Config.Gateway.DrainTimeout // it drains first
+	}
 	select {
 	case <-done:
-	case <-time.After(10 * time.Second):
-		l.printf("up", "%s did not stop in 10s; killing it", d.name)
+	case <-time.After(grace):
+		l.printf("up", "%s did not stop in %s; killing it", d.name, grace)
 		_ = cmd.Process.Kill()
 		<-done
 	}
