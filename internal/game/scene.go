@@ -171,6 +171,16 @@ func (s *Scene) Tick() uint64 { return s.tick }
 // Players returns how many players are in the scene.
 func (s *Scene) Players() int { return len(s.plist) }
 
+// PlayerIDs returns the ids of the players in the scene, sorted (the order
+// the scene visits them in). For tools and test drivers.
+func (s *Scene) PlayerIDs() []string {
+	ids := make([]string, len(s.plist))
+	for i, p := range s.plist {
+		ids[i] = p.data.ID
+	}
+	return ids
+}
+
 // Ended reports whether a dungeon room is finished (it emits EndRoom once its
 // outbox is empty).
 func (s *Scene) Ended() bool { return s.ended }

@@ -19,6 +19,18 @@ type trade struct {
 
 // addItem changes p's count of item by delta, refusing negative balances and
 // int64 overflow (player.Add checks only the first).
+// TradesTo returns the ids of the open trade offers made to player, oldest
+// first. For tools and test drivers.
+func (s *Scene) TradesTo(player string) []string {
+	var ids []string
+	for _, t := range s.trades {
+		if t.to == player {
+			ids = append(ids, t.id)
+		}
+	}
+	return ids
+}
+
 func (s *Scene) addItem(p *playerState, item string, delta int64) error {
 	have := p.data.Count(item)
 	if delta > 0 && have > maxHoldable-delta {

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/respawn-dev/respawn/internal/game"
+	"github.com/respawn-dev/respawn/internal/game/gamesim"
 	"github.com/respawn-dev/respawn/internal/shmlog"
 )
 
@@ -17,7 +18,7 @@ import (
 // twice gives identical states, equal to the live ones.
 func TestReplayCheckRandomWorld(t *testing.T) {
 	for _, seed := range []int64{1, 2, 3} {
-		script := game.RandomEvents(seed, 5000, game.DefaultScenes())
+		script := gamesim.RandomEvents(seed, 5000, game.DefaultScenes())
 		path := filepath.Join(t.TempDir(), "world.log")
 		st, err := shmlog.Open(path, shmlog.Options{Slots: 256, SlotSize: 1 << 20})
 		if err != nil {

@@ -1,4 +1,7 @@
-package game
+// The simulated world: scenes, players, a data server and the messages in
+// flight between them, stepped at random from a seed.
+
+package gamesim
 
 import (
 	"fmt"
@@ -6,27 +9,28 @@ import (
 	"sort"
 	"strconv"
 
+	"github.com/respawn-dev/respawn/internal/game"
 	"github.com/respawn-dev/respawn/internal/player"
 )
 
 // ScriptEvent is one logged event and the scene or room it was applied to.
 type ScriptEvent struct {
 	Scene string
-	Event Event
+	Event game.Event
 }
 
-// Script is a random but reproducible run of a small world, for determinism
+// Script is a random but reproducible run of a small World, for determinism
 // and replay checks: replaying Events of one scene (in order) on New of its
 // Def must end in Final[scene].
 type Script struct {
-	Defs   []SceneDef // the scenes given, then every room opened, in creation order
+	Defs   []game.SceneDef // the scenes given, then every room opened, in creation order
 	Events []ScriptEvent
 	Final  map[string][32]byte // state hash of every scene and room at the end
 }
 
 // EventsOf returns the events applied to scene id, in log order.
-func (sc *Script) EventsOf(id string) []Event {
-	var evs []Event
+func (sc *Script) EventsOf(id string) []game.Event {
+	var evs []game.Event
 	for _, e := range sc.Events {
 		if e.Scene == id {
 			evs = append(evs, e.Event)
@@ -35,31 +39,32 @@ func (sc *Script) EventsOf(id string) []Event {
 	return evs
 }
 
-// RandomEvents runs a simulated world of defs for n events chosen by a
+// RandomEvents runs a simulated World of defs for n events chosen by a
 // generator seeded with seed: players entering and leaving, every request
 // kind (including duplicates, gaps and garbage), ticks, saves with acks and
 // rejections, GM commands, trades, travel between scenes with out-of-order
 // and resent transfers, and dungeon rooms opening and ending. Effects are
 // routed the way the scene process would. The same arguments always give the
 // same Script.
-func RandomEvents(seed int64, n int, defs []SceneDef) *Script {
-	w := newWorld(seed, defs)
-	w.run(n)
+func RandomEvents(seed int64, n int, defs []game.SceneDef) *Script {
+	w := NewWorld(seed, defs)
+	w.Run(n)
 	return w.script
 }
 
-// world is the simulated scene process + data server + gateway.
-type world struct {
+// World is the simulated scene process + data server + gateway: the scenes
+// and rooms, the players, the messages in flight and the data server's copies.
+type World struct {
 	r       *rand.Rand
 	script  *Script
-	scenes  map[string]*Scene // live scenes and rooms
-	live    []string          // their ids, in creation order
-	ended   map[string]*Scene // rooms that ended
-	base    []string          // the top-level scenes
+	scenes  map[string]*game.Scene // live scenes and rooms
+	live    []string               // their ids, in creation order
+	ended   map[string]*game.Scene // rooms that ended
+	base    []string               // the top-level scenes
 	players []*simPlayer
 	queue   []ScriptEvent // messages in flight between scenes / from the data server
 	datasvr map[string]simSaved
-	gm      []Event // recent GM commands, to resend
+	gm      []game.Event // recent GM commands, to resend
 	gmN     int
 }
 
@@ -68,7 +73,7 @@ type simPlayer struct {
 	session  string
 	sessions int
 	seq      uint64
-	last     *Request // last request sent, to resend
+	last     *game.Request // last request sent, to resend
 }
 
 type simSaved struct {
@@ -76,12 +81,14 @@ type simSaved struct {
 	version uint64
 }
 
-func newWorld(seed int64, defs []SceneDef) *world {
-	w := &world{
+// NewWorld returns a world of the scenes defs with twelve players stored at
+// the data server and none online yet.
+func NewWorld(seed int64, defs []game.SceneDef) *World {
+	w := &World{
 		r:       rand.New(rand.NewPCG(uint64(seed), 0x5eed)),
 		script:  &Script{Final: map[string][32]byte{}},
-		scenes:  map[string]*Scene{},
-		ended:   map[string]*Scene{},
+		scenes:  map[string]*game.Scene{},
+		ended:   map[string]*game.Scene{},
 		datasvr: map[string]simSaved{},
 	}
 	for _, d := range defs {
@@ -105,17 +112,17 @@ func newWorld(seed int64, defs []SceneDef) *world {
 	return w
 }
 
-func (w *world) create(d SceneDef) {
+func (w *World) create(d game.SceneDef) {
 	if w.scenes[d.ID] != nil || w.ended[d.ID] != nil {
 		return
 	}
-	w.scenes[d.ID] = New(d)
+	w.scenes[d.ID] = game.New(d)
 	w.live = append(w.live, d.ID)
-	w.script.Defs = append(w.script.Defs, cloneDef(d))
+	w.script.Defs = append(w.script.Defs, w.scenes[d.ID].Def())
 }
 
 // apply logs ev for scene id, applies it and routes its effects.
-func (w *world) apply(id string, ev Event) {
+func (w *World) apply(id string, ev game.Event) {
 	s := w.scenes[id]
 	if s == nil {
 		return // a message for a room that ended: dropped, as the process does
@@ -124,29 +131,29 @@ func (w *world) apply(id string, ev Event) {
 	w.route(s, s.Apply(ev))
 }
 
-func (w *world) route(s *Scene, effects []Effect) {
+func (w *World) route(s *game.Scene, effects []game.Effect) {
 	for _, ef := range effects {
 		switch ef := ef.(type) {
-		case TravelOut:
+		case game.TravelOut:
 			w.queue = append(w.queue, ScriptEvent{Scene: ef.To, Event: withClone(ef.In())})
-		case AckTransfer:
-			w.queue = append(w.queue, ScriptEvent{Scene: ef.To, Event: TravelAck{TransferID: ef.TransferID}})
-		case Save:
+		case game.AckTransfer:
+			w.queue = append(w.queue, ScriptEvent{Scene: ef.To, Event: game.TravelAck{TransferID: ef.TransferID}})
+		case game.Save:
 			cur := w.datasvr[ef.Player.ID]
 			switch {
 			case w.r.IntN(100) == 0:
-				w.queue = append(w.queue, ScriptEvent{Scene: s.ID(), Event: SaveRejected{Player: ef.Player.ID, Version: ef.Version, Reason: "stale epoch"}})
+				w.queue = append(w.queue, ScriptEvent{Scene: s.ID(), Event: game.SaveRejected{Player: ef.Player.ID, Version: ef.Version, Reason: "stale epoch"}})
 			case ef.Version >= cur.version: // equal: a resent save, acknowledged again
 				w.datasvr[ef.Player.ID] = simSaved{data: ef.Player.Clone(), version: ef.Version}
-				w.queue = append(w.queue, ScriptEvent{Scene: s.ID(), Event: SaveAck{Player: ef.Player.ID, Version: ef.Version}})
+				w.queue = append(w.queue, ScriptEvent{Scene: s.ID(), Event: game.SaveAck{Player: ef.Player.ID, Version: ef.Version}})
 			default:
 				// The data server's copy is newer: the process reloads the
 				// player from it (a logged Reload), it does not drop it.
-				w.queue = append(w.queue, ScriptEvent{Scene: s.ID(), Event: Reload{Player: cur.data.Clone(), Version: cur.version, Reason: "save refused as older"}})
+				w.queue = append(w.queue, ScriptEvent{Scene: s.ID(), Event: game.Reload{Player: cur.data.Clone(), Version: cur.version, Reason: "save refused as older"}})
 			}
-		case CreateRoom:
+		case game.CreateRoom:
 			w.create(ef.Def)
-		case EndRoom:
+		case game.EndRoom:
 			// Tell the parent first, then free the room: the order the process
 			// must keep so a crash in between never loses a player.
 			room := w.scenes[ef.RoomID]
@@ -161,15 +168,15 @@ func (w *world) route(s *Scene, effects []Effect) {
 				}
 			}
 			w.ended[ef.RoomID] = room
-			w.apply(ef.Parent, RoomEnded{RoomID: ef.RoomID, Applied: ef.Applied, AppliedFloor: ef.AppliedFloor})
+			w.apply(ef.Parent, game.RoomEnded{RoomID: ef.RoomID, Applied: ef.Applied, AppliedFloor: ef.AppliedFloor})
 		}
 	}
 }
 
 // located returns the scene a player is in, or "" if it is in no scene.
-func (w *world) located(id string) string {
+func (w *World) located(id string) string {
 	for _, sid := range w.live {
-		if w.scenes[sid].players[id] != nil {
+		if _, _, ok := w.scenes[sid].Player(id); ok {
 			return sid
 		}
 	}
@@ -177,25 +184,27 @@ func (w *world) located(id string) string {
 }
 
 // inTransit reports whether a player sits in some outbox or queued TravelIn.
-func (w *world) inTransit(id string) bool {
+func (w *World) inTransit(id string) bool {
 	for _, sid := range w.live {
-		for _, t := range w.scenes[sid].outbox {
+		for _, t := range w.scenes[sid].PendingTransfers() {
 			if t.Player.ID == id {
 				return true
 			}
 		}
 	}
 	for _, q := range w.queue {
-		if t, ok := q.Event.(TravelIn); ok && t.Player.ID == id {
+		if t, ok := q.Event.(game.TravelIn); ok && t.Player.ID == id {
 			return true
 		}
 	}
 	return false
 }
 
-func (w *world) pick(l []string) string { return l[w.r.IntN(len(l))] }
+func (w *World) pick(l []string) string { return l[w.r.IntN(len(l))] }
 
-func (w *world) run(n int) {
+// Run steps the world until its script holds at least n events, then
+// records every scene's and room's state hash in the script's Final.
+func (w *World) Run(n int) {
 	for len(w.script.Events) < n {
 		w.step()
 	}
@@ -207,14 +216,15 @@ func (w *world) run(n int) {
 	}
 }
 
-func (w *world) step() {
+func (w *World) step() {
 	sid := w.pick(w.live)
 	s := w.scenes[sid]
+	ids := s.PlayerIDs()
 	switch k := w.r.IntN(100); {
 	case k < 25:
-		w.apply(sid, Tick{})
+		w.apply(sid, game.Tick{})
 	case k < 27:
-		w.apply(sid, SaveTick{})
+		w.apply(sid, game.SaveTick{})
 	case k < 45 && len(w.queue) > 0:
 		i := w.r.IntN(len(w.queue))
 		q := w.queue[i]
@@ -222,9 +232,9 @@ func (w *world) step() {
 		w.apply(q.Scene, q.Event)
 	case k < 50:
 		w.enter()
-	case k < 52 && len(s.plist) > 0:
-		id := s.plist[w.r.IntN(len(s.plist))].data.ID
-		lv := Leave{Player: id}
+	case k < 52 && len(ids) > 0:
+		id := ids[w.r.IntN(len(ids))]
+		lv := game.Leave{Player: id}
 		if w.r.IntN(2) == 0 {
 			lv.Session = w.sp(id).session // maybe stale: then nothing happens
 		}
@@ -235,33 +245,33 @@ func (w *world) step() {
 		// As after a crash: resend every pending transfer and room.
 		for _, ef := range s.RecoveryEffects() {
 			switch ef := ef.(type) {
-			case TravelOut:
+			case game.TravelOut:
 				w.queue = append(w.queue, ScriptEvent{Scene: ef.To, Event: ef.In()})
-			case CreateRoom:
+			case game.CreateRoom:
 				w.create(ef.Def)
 			}
 		}
-	case k < 58 && len(s.plist) > 0:
+	case k < 58 && len(ids) > 0:
 		// As after a log repair: the data server holds a newer version
 		// than the scene, whose next save is refused; the process reloads
 		// the player from the data server's copy.
-		id := s.plist[w.r.IntN(len(s.plist))].data.ID
+		id := ids[w.r.IntN(len(ids))]
 		cur := w.datasvr[id]
 		_, v, _ := s.Player(id)
 		cur.version = max(cur.version, v) + 1
 		cur.data.Scene = sid
 		w.datasvr[id] = cur
-		w.apply(sid, Reload{Player: cur.data.Clone(), Version: cur.version, Reason: "save refused as older"})
+		w.apply(sid, game.Reload{Player: cur.data.Clone(), Version: cur.version, Reason: "save refused as older"})
 	default:
-		if len(s.plist) == 0 {
-			w.apply(sid, Tick{})
+		if len(ids) == 0 {
+			w.apply(sid, game.Tick{})
 			return
 		}
-		w.request(s, w.sp(s.plist[w.r.IntN(len(s.plist))].data.ID))
+		w.request(s, w.sp(ids[w.r.IntN(len(ids))]))
 	}
 }
 
-func (w *world) sp(id string) *simPlayer {
+func (w *World) sp(id string) *simPlayer {
 	for _, p := range w.players {
 		if p.id == id {
 			return p
@@ -270,42 +280,43 @@ func (w *world) sp(id string) *simPlayer {
 	panic("sim: unknown player " + id)
 }
 
-func (w *world) enter() {
+func (w *World) enter() {
 	p := w.players[w.r.IntN(len(w.players))]
 	if w.located(p.id) != "" || w.inTransit(p.id) {
 		if loc := w.located(p.id); loc != "" && w.r.IntN(4) == 0 {
 			saved := w.datasvr[p.id]
-			w.apply(loc, Enter{Player: saved.data.Clone(), Version: saved.version}) // duplicate enter
+			w.apply(loc, game.Enter{Player: saved.data.Clone(), Version: saved.version}) // duplicate enter
 		}
 		return
 	}
 	saved := w.datasvr[p.id]
 	to := saved.data.Scene
-	if w.scenes[to] == nil || w.scenes[to].def.Kind == KindDungeon {
+	if w.scenes[to] == nil || w.scenes[to].Def().Kind == game.KindDungeon {
 		to = w.pick(w.base)
 	}
 	p.sessions++
 	p.session = fmt.Sprintf("%s-s%d", p.id, p.sessions)
 	p.seq, p.last = 0, nil
-	w.apply(to, Enter{Player: saved.data.Clone(), Version: saved.version})
-	w.apply(to, Attach{Player: p.id, Session: p.session})
+	w.apply(to, game.Enter{Player: saved.data.Clone(), Version: saved.version})
+	w.apply(to, game.Attach{Player: p.id, Session: p.session})
 }
 
-func (w *world) gmCommand(s *Scene) {
+func (w *World) gmCommand(s *game.Scene) {
 	if len(w.gm) > 0 && w.r.IntN(5) == 0 {
 		w.apply(s.ID(), w.gm[w.r.IntN(len(w.gm))]) // resend (maybe to another scene)
 		return
 	}
 	w.gmN++
 	req := "gm-" + strconv.Itoa(w.gmN)
-	var ev Event
-	if w.r.IntN(2) == 0 && len(s.def.Monsters) > 0 {
-		m := s.def.Monsters[w.r.IntN(len(s.def.Monsters))]
-		ev = GMDamage{ReqID: req, Monster: m.ID, Amount: int64(w.r.IntN(int(m.HP))) + 1}
+	var ev game.Event
+	def := s.Def()
+	if w.r.IntN(2) == 0 && len(def.Monsters) > 0 {
+		m := def.Monsters[w.r.IntN(len(def.Monsters))]
+		ev = game.GMDamage{ReqID: req, Monster: m.ID, Amount: int64(w.r.IntN(int(m.HP))) + 1}
 	} else {
 		pid := w.players[w.r.IntN(len(w.players))].id
-		items := []string{goldItem, "potion", "sword", "gem"}
-		ev = GMGive{ReqID: req, Player: pid, Item: items[w.r.IntN(len(items))], Count: int64(w.r.IntN(21) - 8)}
+		items := []string{player.GoldItem, "potion", "sword", "gem"}
+		ev = game.GMGive{ReqID: req, Player: pid, Item: items[w.r.IntN(len(items))], Count: int64(w.r.IntN(21) - 8)}
 	}
 	w.gm = append(w.gm, ev)
 	if len(w.gm) > 8 {
@@ -314,9 +325,9 @@ func (w *world) gmCommand(s *Scene) {
 	w.apply(s.ID(), ev)
 }
 
-func (w *world) randomItems(d *player.Data, honest bool) []ItemCount {
-	names := append([]string{goldItem}, d.ItemNames()...)
-	var l []ItemCount
+func (w *World) randomItems(d *player.Data, honest bool) []game.ItemCount {
+	names := append([]string{player.GoldItem}, d.ItemNames()...)
+	var l []game.ItemCount
 	for i := w.r.IntN(3); i > 0; i-- {
 		it := names[w.r.IntN(len(names))]
 		have := d.Count(it)
@@ -327,12 +338,12 @@ func (w *world) randomItems(d *player.Data, honest bool) []ItemCount {
 		if !honest {
 			c += int64(w.r.IntN(3))
 		}
-		l = append(l, ItemCount{Item: it, Count: c})
+		l = append(l, game.ItemCount{Item: it, Count: c})
 	}
 	return l
 }
 
-func (w *world) request(s *Scene, p *simPlayer) {
+func (w *World) request(s *game.Scene, p *simPlayer) {
 	if p.session == "" {
 		p.sessions++
 		p.session = fmt.Sprintf("%s-s%d", p.id, p.sessions)
@@ -345,21 +356,23 @@ func (w *world) request(s *Scene, p *simPlayer) {
 		w.apply(s.ID(), r)
 		return
 	}
-	me := s.players[p.id]
-	var op Op
+	me, _, _ := s.Player(p.id)
+	def := s.Def()
+	ids := s.PlayerIDs()
+	var op game.Op
 	switch k := w.r.IntN(100); {
 	case k < 30:
-		op = Move{X: w.r.IntN(s.def.EffectiveWidth()+2) - 1, Y: w.r.IntN(s.def.EffectiveHeight())}
+		op = game.Move{X: w.r.IntN(def.EffectiveWidth()+2) - 1, Y: w.r.IntN(def.EffectiveHeight())}
 	case k < 55:
 		id := "nobody"
-		if len(s.def.Monsters) > 0 && w.r.IntN(10) > 0 {
-			id = s.def.Monsters[w.r.IntN(len(s.def.Monsters))].ID
+		if len(def.Monsters) > 0 && w.r.IntN(10) > 0 {
+			id = def.Monsters[w.r.IntN(len(def.Monsters))].ID
 		}
-		op = Attack{Monster: id}
+		op = game.Attack{Monster: id}
 	case k < 62:
-		b := Buy{NPC: "merchant", Item: "potion", Count: int64(w.r.IntN(4))}
-		if len(s.def.NPCs) > 0 {
-			n := s.def.NPCs[w.r.IntN(len(s.def.NPCs))]
+		b := game.Buy{NPC: "merchant", Item: "potion", Count: int64(w.r.IntN(4))}
+		if len(def.NPCs) > 0 {
+			n := def.NPCs[w.r.IntN(len(def.NPCs))]
 			b.NPC = n.ID
 			if len(n.Shop) > 0 {
 				b.Item = n.Shop[w.r.IntN(len(n.Shop))].Item
@@ -367,30 +380,28 @@ func (w *world) request(s *Scene, p *simPlayer) {
 		}
 		op = b
 	case k < 72:
-		if len(s.plist) < 2 {
-			op = Chat{Text: "anyone?"}
+		if len(ids) < 2 {
+			op = game.Chat{Text: "anyone?"}
 			break
 		}
-		other := s.plist[w.r.IntN(len(s.plist))]
-		op = TradeOffer{To: other.data.ID, Give: w.randomItems(&me.data, w.r.IntN(5) > 0), Want: w.randomItems(&other.data, w.r.IntN(5) > 0)}
+		other, _, _ := s.Player(ids[w.r.IntN(len(ids))])
+		op = game.TradeOffer{To: other.ID, Give: w.randomItems(&me, w.r.IntN(5) > 0), Want: w.randomItems(&other, w.r.IntN(5) > 0)}
 	case k < 82:
 		id := "bogus"
-		for _, t := range s.trades {
-			if t.to == p.id {
-				id = t.id
-			}
+		if offers := s.TradesTo(p.id); len(offers) > 0 {
+			id = offers[len(offers)-1]
 		}
-		op = TradeAccept{TradeID: id}
+		op = game.TradeAccept{TradeID: id}
 	case k < 88:
 		to := "nowhere"
-		if len(s.def.Exits) > 0 && w.r.IntN(8) > 0 {
-			to = w.pick(s.def.Exits)
+		if len(def.Exits) > 0 && w.r.IntN(8) > 0 {
+			to = w.pick(def.Exits)
 		}
-		op = Travel{To: to}
+		op = game.Travel{To: to}
 	case k < 93:
-		op = EnterDungeon{}
+		op = game.EnterDungeon{}
 	default:
-		op = Chat{Text: "hello from " + p.id}
+		op = game.Chat{Text: "hello from " + p.id}
 	}
 	switch k := w.r.IntN(40); {
 	case k == 0:
@@ -404,19 +415,19 @@ func (w *world) request(s *Scene, p *simPlayer) {
 	if seq == 0 || w.r.IntN(40) == 0 {
 		seq = 0
 	}
-	r := Request{Session: p.session, Player: p.id, Seq: seq, Op: op}
+	r := game.Request{Session: p.session, Player: p.id, Seq: seq, Op: op}
 	if seq != 0 {
 		p.last = &r
 	}
 	w.apply(s.ID(), r)
 }
 
-// worldTotals sums, per item, what players hold in every scene and what is
+// Totals sums, per item, what players hold in every scene and what is
 // in flight (in an outbox and not yet applied by its destination).
-func (w *world) worldTotals() map[string]int64 {
+func (w *World) Totals() map[string]int64 {
 	tot := map[string]int64{}
 	add := func(d *player.Data) {
-		tot[goldItem] += d.Gold
+		tot[player.GoldItem] += d.Gold
 		for k, c := range d.Items {
 			tot[k] += c
 		}
@@ -428,17 +439,16 @@ func (w *world) worldTotals() map[string]int64 {
 	sort.Strings(ids)
 	for _, id := range ids {
 		s := w.scenes[id]
-		for _, p := range s.plist {
-			add(&p.data)
+		for _, pid := range s.PlayerIDs() {
+			d, _, _ := s.Player(pid)
+			add(&d)
 		}
-		for i := range s.outbox {
-			t := &s.outbox[i]
+		for _, t := range s.PendingTransfers() {
 			dst := w.scenes[t.To]
 			if dst == nil {
 				dst = w.ended[t.To]
 			}
-			n, _ := parseTransfer(t.From, t.TransferID)
-			if dst != nil && dst.applied[t.From] != nil && dst.applied[t.From].has(n) {
+			if dst != nil && dst.TransferApplied(t.From, t.TransferID) {
 				continue // the destination holds the player already
 			}
 			add(&t.Player)
@@ -447,8 +457,17 @@ func (w *world) worldTotals() map[string]int64 {
 	return tot
 }
 
+// Script returns the script recorded so far.
+func (w *World) Script() *Script { return w.script }
+
+// Scenes returns the live scenes and rooms by id.
+func (w *World) Scenes() map[string]*game.Scene { return w.scenes }
+
+// Ended returns the rooms that ended, by id.
+func (w *World) Ended() map[string]*game.Scene { return w.ended }
+
 // withClone gives a queued TravelIn its own copy of the player.
-func withClone(t TravelIn) TravelIn {
+func withClone(t game.TravelIn) game.TravelIn {
 	t.Player = t.Player.Clone()
 	return t
 }
