@@ -169,6 +169,11 @@ func Run(ctx context.Context, cfg *config.Config, o Options, log *zap.Logger) (*
 		}
 		armed = armCrashPoints(o.Seed)
 		o.Env = append(o.Env, crashpoint.Env+"="+armed)
+		// A flush of a few dozen players must span several database
+		// transactions for datasvr.flush-between-rows to be passed.
+		c := *cfg
+		c.Datasvr.FlushBatch = min(c.Datasvr.FlushBatch, crashFlushBatch)
+		cfg = &c
 		say("crash points armed: %s", armed)
 	}
 	if o.Attach {

@@ -369,6 +369,10 @@ func pollWithin(ctx context.Context, d, interval time.Duration, fn func() error)
 	return poll(ctx, interval, fn)
 }
 
+// crashFlushBatch is datasvr.flush_batch in a cluster started with
+// --crash-points.
+const crashFlushBatch = 1
+
 // armCrashPoints is the RESPAWN_TEST_CRASH value of --crash-points: every
 // point at a seeded count, chosen so that each fires within seconds to tens
 // of seconds of an incarnation's start under a few dozen bots (counts are
@@ -382,6 +386,8 @@ func armCrashPoints(seed uint64) string {
 		fmt.Sprintf("%s=%d", crashpoint.JournalBeforeFsync, between(150, 400)),
 		fmt.Sprintf("%s=%d", crashpoint.JournalAfterFsync, between(150, 400)),
 		fmt.Sprintf("%s=%d", crashpoint.GatewayResend, between(1, 3)),
+		fmt.Sprintf("%s=%d", crashpoint.FlushBetweenRows, between(2, 6)),
+		fmt.Sprintf("%s=%d", crashpoint.LeaseHandoff, between(2, 6)),
 	}, ",")
 }
 

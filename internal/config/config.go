@@ -147,6 +147,9 @@ type Datasvr struct {
 	// or mysql://user:pass@tcp(host:port)/db.
 	Database      string        `yaml:"database"`
 	FlushInterval time.Duration `yaml:"flush_interval"`
+	// FlushBatch is the most players one database transaction of a flush
+	// writes; a larger flush is several transactions in a row.
+	FlushBatch int `yaml:"flush_batch"`
 	// GroupCommit is the longest a save waits for the journal's fsync batch.
 	GroupCommit time.Duration `yaml:"group_commit"`
 	// JournalMaxBytes bounds the journal; beyond it saves are refused.
@@ -311,6 +314,7 @@ func Default() Config {
 			Admin:           "127.0.0.1:7301",
 			Database:        "sqlite:respawn.db",
 			FlushInterval:   5 * time.Second,
+			FlushBatch:      2000,
 			GroupCommit:     2 * time.Millisecond,
 			JournalMaxBytes: 1 << 30,
 			CacheMaxBytes:   256 << 20,
@@ -502,6 +506,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Datasvr.FlushInterval <= 0 {
 		bad("datasvr.flush_interval", "must be positive")
+	}
+	if c.Datasvr.FlushBatch < 1 || c.Datasvr.FlushBatch > 100000 {
+		bad("datasvr.flush_batch", "%d: must be 1-100000", c.Datasvr.FlushBatch)
 	}
 	if len(c.Processes) == 0 {
 		bad("processes", "at least one scene process is needed")

@@ -43,10 +43,21 @@ const (
 	// its player away (a travel, a dungeon entry) but has sent neither the
 	// reply nor the transfer; the gateway resends it where the player went.
 	SceneTravelApplied = "scene.travel-applied"
+	// FlushBetweenRows: datasvr's write-behind flush has committed some
+	// of its batches (datasvr.flush_batch players each) to the database
+	// and not the rest; the journal is not yet checkpointed.
+	FlushBetweenRows = "datasvr.flush-between-rows"
+	// LeaseHandoff: a scene's handover of a travelling player is
+	// acknowledged by datasvr (the destination holds the lease) but the
+	// player is not yet delivered to the destination. Passed only by a
+	// transfer's first send in this incarnation, not by its resends, so a
+	// restarted scene finishes the handoff instead of dying at it again.
+	LeaseHandoff = "scene.lease-handoff"
 )
 
 // Names lists every point.
-var Names = []string{ShmlogBeforeCommit, SnapshotWrite, JournalBeforeFsync, JournalAfterFsync, GatewayResend, SceneTravelApplied}
+var Names = []string{ShmlogBeforeCommit, SnapshotWrite, JournalBeforeFsync, JournalAfterFsync, GatewayResend, SceneTravelApplied,
+	FlushBetweenRows, LeaseHandoff}
 
 // Points is a process's armed points. A nil *Points arms nothing.
 type Points struct {

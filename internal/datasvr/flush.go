@@ -8,13 +8,9 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/respawn-dev/respawn/internal/crashpoint"
 	"github.com/respawn-dev/respawn/internal/store"
 )
-
-// flushChunk is the most players written in one SaveBatch transaction:
-// big enough that statements per player stay tiny, small enough that one
-// transaction does not hold the database for long.
-const flushChunk = 2000
 
 // flusher writes dirty players to the database. A player is written once
 // it has been dirty for flush_interval, checked every flush_interval/50:
@@ -97,7 +93,7 @@ func (s *Server) flushOrProbe(all bool) error {
 	if err := s.verifyCreates(s.bg); err != nil {
 		return err
 	}
-	return s.flush(s.bg, all)
+	return s.flush(s.bg, all, s.crash)
 }
 
 // requestFlush asks the flusher for a full flush and waits for it.
@@ -128,8 +124,10 @@ type flushItem struct {
 // flush writes dirty players to the database (all of them, or those dirty
 // for at least flush_interval), then lets the journal delete what the
 // database now covers. Only the flusher (and start/shutdown, when it is
-// not running) call it.
-func (s *Server) flush(ctx context.Context, all bool) error {
+// not running) call it. crash is the armed crash points, passed by the
+// flusher only: a start-up flush rewrites everything the journal replayed,
+// and dying in it again would make a restart loop.
+func (s *Server) flush(ctx context.Context, all bool, crash *crashpoint.Points) error {
 	start := time.Now()
 	cutoff := start.Add(-s.cfg.Datasvr.FlushInterval)
 	s.mu.Lock()
@@ -168,8 +166,17 @@ func (s *Server) flush(ctx context.Context, all bool) error {
 	for i := range items {
 		recs[i] = items[i].rec
 	}
-	for i := 0; i < len(recs); i += flushChunk {
-		end := min(i+flushChunk, len(recs))
+	// datasvr.flush_batch players per SaveBatch transaction: big enough
+	// that statements per player stay tiny, small enough that one
+	// transaction does not hold the database for long.
+	chunk := s.cfg.Datasvr.FlushBatch
+	for i := 0; i < len(recs); i += chunk {
+		end := min(i+chunk, len(recs))
+		if i > 0 {
+			// Some rows of this flush are in the database, the rest are
+			// not, and the journal still holds all of them.
+			crash.Hit(crashpoint.FlushBetweenRows)
+		}
 		if err := st.SaveBatch(ctx, recs[i:end]); err != nil {
 			if ctx.Err() == nil {
 				s.dbDown(err)

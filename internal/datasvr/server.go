@@ -79,6 +79,8 @@ type Server struct {
 	opToken string
 	// breakFencing: test hook RESPAWN_TEST_BREAK=fencing (package testhook).
 	breakFencing bool
+	// crash is the armed crash points (package crashpoint); nil: none.
+	crash *crashpoint.Points
 
 	secret  *secret.Secret // NATS passwords of every role
 	ns      *server.Server // nil with an external NATS
@@ -168,6 +170,7 @@ func New(cfg *config.Config, log *zap.Logger, opts ...Option) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("datasvr: %w", err)
 	}
+	s.crash = crash
 	if crash != nil {
 		log.Warn("TEST HOOK: crash points armed", zap.Strings("points", crash.Armed()), zap.String("env", crashpoint.Env))
 		sync := s.journalSync
@@ -288,7 +291,7 @@ func (s *Server) start(ctx context.Context) error {
 		// answered, so the journal can start again from a clean
 		// checkpoint. If that fails, the flusher keeps trying.
 		s.readyErr.Store("flushing replayed journal to the database")
-		if err := s.flush(ctx, true); err != nil {
+		if err := s.flush(ctx, true, nil); err != nil {
 			s.log.Error("flush of replayed journal failed; serving degraded, the flusher retries", zap.Error(err))
 		}
 	}
@@ -460,7 +463,7 @@ func (s *Server) shutdown(ctx context.Context) error {
 	// database complete and the journal empty.
 	s.cancel()
 	if s.db() != nil && s.journal != nil && s.isReady() {
-		if err := s.flush(ctx, true); err != nil {
+		if err := s.flush(ctx, true, nil); err != nil {
 			s.log.Warn("final flush failed; the journal still holds everything", zap.Error(err))
 		}
 	}

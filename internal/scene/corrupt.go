@@ -375,7 +375,7 @@ func (h *host) repair(id string) (RepairResult, error) {
 				effs = append(effs, game.Save{Player: d, Version: v, Urgent: true})
 			}
 		}
-		h.perform(l, effs)
+		h.perform(l, effs, false)
 	})
 	return res, nil
 }

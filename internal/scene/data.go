@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
 
+	"github.com/respawn-dev/respawn/internal/crashpoint"
 	"github.com/respawn-dev/respawn/internal/dataclient"
 	"github.com/respawn-dev/respawn/internal/game"
 )
@@ -201,8 +202,8 @@ func (d *dataLink) resolve(p string, v uint64, err error) {
 
 // transfer moves a travelling player: hand the lease over at datasvr, then
 // deliver the player. Unacknowledged transfers are resent every second, so
-// a failure here is retried.
-func (d *dataLink) transfer(h *host, l *loop, t game.TravelOut) {
+// a failure here is retried. fresh: the first send, not a resend.
+func (d *dataLink) transfer(h *host, l *loop, t game.TravelOut, fresh bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	err := d.client(l).Handover(ctx, t.Player.ID, t.To, t.Version, t.Player)
@@ -214,6 +215,9 @@ func (d *dataLink) transfer(h *host, l *loop, t game.TravelOut) {
 		// Already moved on (the destination claimed and saved it): the
 		// destination's claim decides, and it dedupes the transfer.
 		l.log.Info("handover refused; delivering for the destination to decide", zap.String("player", t.Player.ID), zap.String("to", t.To), zap.Error(err))
+	case fresh:
+		// The lease is the destination's; the player is not there yet.
+		h.crash.Hit(crashpoint.LeaseHandoff)
 	}
 	h.deliver(t.To, t.In())
 }

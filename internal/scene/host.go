@@ -294,7 +294,7 @@ func (h *host) startAll() {
 	}
 	h.mu.Unlock()
 	for _, l := range loops {
-		_ = l.read(context.Background(), func(st *game.Scene) { h.perform(l, st.RecoveryEffects()) })
+		_ = l.read(context.Background(), func(st *game.Scene) { h.perform(l, st.RecoveryEffects(), false) })
 	}
 }
 
@@ -425,7 +425,8 @@ func (h *host) accept(ctx context.Context, l *loop, ev game.Event) error {
 }
 
 // perform carries out effects on the goroutine of the loop that made them.
-func (h *host) perform(l *loop, effs []game.Effect) {
+// fresh: effs just left Apply (not a resend or a recovery's redo).
+func (h *host) perform(l *loop, effs []game.Effect, fresh bool) {
 	// A travelling player's data goes with the handover, which moves the
 	// lease; a separate save of it would race the handover and lose.
 	var leaving map[string]bool // nil for almost every event: no travel
@@ -445,7 +446,7 @@ func (h *host) perform(l *loop, effs []game.Effect) {
 			}
 		case game.TravelOut:
 			if h.data != nil {
-				go h.data.transfer(h, l, e)
+				go h.data.transfer(h, l, e, fresh)
 			} else {
 				h.deliver(e.To, e.In())
 			}

@@ -192,7 +192,7 @@ func (l *loop) run() {
 			_, _ = l.step(game.SaveTick{})
 		case <-resend.C:
 			for _, t := range l.st.PendingTransfers() {
-				l.h.perform(l, []game.Effect{t})
+				l.h.perform(l, []game.Effect{t}, false)
 			}
 			if time.Since(l.lastSnap) >= cfg.SnapshotInterval && l.sinceSnap > 0 {
 				_ = l.snapshot() // logged in snapshot; the events stay in the log
@@ -237,7 +237,7 @@ func (l *loop) step(ev game.Event) ([]game.Effect, error) {
 			l.h.crash.Hit(crashpoint.SceneTravelApplied)
 		}
 	}
-	l.h.perform(l, effs)
+	l.h.perform(l, effs, true)
 	if r := l.h.replicas; r != nil {
 		r.afterStep(l, ev, effs)
 	}
