@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/respawn-dev/respawn/internal/modules"
+	"github.com/respawn-dev/respawn/internal/poll"
 	"github.com/respawn-dev/respawn/internal/process"
 	"github.com/respawn-dev/respawn/internal/version"
 )
@@ -305,7 +306,7 @@ func (a *app) restartDaemon(ctx context.Context, rep *UpgradeReport, name, bin, 
 	if err := process.Signal(st.PID, syscall.SIGTERM); err != nil {
 		return done(fmt.Errorf("%s pid %d: SIGTERM: %w", name, st.PID, err))
 	}
-	err = poll(ctx, upgradeTimeout, func() error {
+	err = waitServing(ctx, upgradeTimeout, func() error {
 		now := a.daemonStatus(addr)
 		switch {
 		case !now.Running || now.PID == st.PID:
@@ -333,7 +334,7 @@ func (a *app) upgradeScenes(ctx context.Context, rep *UpgradeReport, dir, bin st
 	}
 	// A manager restarted a moment ago (it may have just been upgraded)
 	// collects reports for its recovery window and refuses handoffs.
-	if err := poll(ctx, upgradeTimeout, func() error {
+	if err := waitServing(ctx, upgradeTimeout, func() error {
 		var st struct{ Recovering bool }
 		if err := a.adminCall("GET", cfg.WorldMgr.Admin, "/v1/status", nil, &st); err != nil {
 			return err
@@ -380,7 +381,7 @@ func (a *app) upgradeScenes(ctx context.Context, rep *UpgradeReport, dir, bin st
 		began := time.Now()
 		err := a.adminCall("POST", cfg.WorldMgr.Admin, "/v1/processes/"+name+"/handoff", nil, nil)
 		if err == nil {
-			err = poll(ctx, upgradeTimeout, func() error {
+			err = waitServing(ctx, upgradeTimeout, func() error {
 				rows, err := a.scenes()
 				if err != nil {
 					return err
@@ -408,21 +409,10 @@ func (a *app) upgradeScenes(ctx context.Context, rep *UpgradeReport, dir, bin st
 	return nil
 }
 
-// poll calls f until it returns nil or limit passes (its last error).
-func poll(ctx context.Context, limit time.Duration, f func() error) error {
-	deadline := time.Now().Add(limit)
-	for {
-		err := f()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not serving within %s: %w", limit, err)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
+// waitServing calls f until it returns nil or limit passes (its last error).
+func waitServing(ctx context.Context, limit time.Duration, f func() error) error {
+	if err := poll.Within(ctx, limit, f); err != nil {
+		return fmt.Errorf("not serving within %s: %w", limit, err)
 	}
+	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/respawn-dev/respawn/internal/config"
+	"github.com/respawn-dev/respawn/internal/poll"
 	"github.com/respawn-dev/respawn/internal/secret"
 )
 
@@ -257,11 +258,10 @@ func dialGet(t *testing.T, addr string) net.Conn {
 
 func waitOpen(t *testing.T, s *Server, n int) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for s.ln.open() != n {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d open connections, want %d", s.ln.open(), n)
+	poll.Until(t, 5*time.Second, func() error {
+		if got := s.ln.open(); got != n {
+			return fmt.Errorf("%d open connections, want %d", got, n)
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 }

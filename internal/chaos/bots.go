@@ -19,6 +19,7 @@ import (
 	"github.com/respawn-dev/respawn/internal/dataclient"
 	"github.com/respawn-dev/respawn/internal/game"
 	"github.com/respawn-dev/respawn/internal/gwproto"
+	"github.com/respawn-dev/respawn/internal/poll"
 	"github.com/respawn-dev/respawn/internal/secret"
 	"github.com/respawn-dev/respawn/internal/token"
 )
@@ -143,13 +144,13 @@ func (s *swarm) login(ctx context.Context, ac *dataclient.AdminClient, sec *secr
 // waitIn waits until the player's travel landed: a move answered by the
 // destination (the gateway re-routes on arrival).
 func waitIn(ctx context.Context, c *client.Client, scene string) error {
-	return poll(ctx, 20*time.Millisecond, func() error {
+	return poll.Wait(ctx, func() error {
 		if s := c.Session(); s.Scene == scene {
 			return nil
 		}
 		rep, err := c.Request(ctx, map[string]any{"op": "move", "x": 3, "y": 3})
 		if err != nil {
-			return errStop{err}
+			return poll.Stop(err)
 		}
 		if rep.Code == gwproto.CodeGameError && rep.Reason == game.ErrNotInScene {
 			return errors.New("still travelling")

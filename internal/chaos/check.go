@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/respawn-dev/respawn/internal/bus"
+	"github.com/respawn-dev/respawn/internal/poll"
 
 	"github.com/respawn-dev/respawn/internal/dataclient"
 	"github.com/respawn-dev/respawn/internal/game"
@@ -267,7 +268,7 @@ func checkAll(ctx context.Context, rep *Report, cl *cluster, ac *dataclient.Admi
 			return nil
 		}
 		var show dataclient.ShowReply
-		err := pollWithin(ctx, 15*time.Second, 100*time.Millisecond, func() error {
+		err := poll.Within(ctx, 15*time.Second, func() error {
 			sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			defer cancel()
 			var err error
@@ -374,7 +375,7 @@ func sceneViews(ctx context.Context, cl *cluster) ([]game.View, error) {
 	var out []game.View
 	for _, r := range rows {
 		var v game.View
-		err := pollWithin(ctx, 10*time.Second, 100*time.Millisecond, func() error {
+		err := poll.Within(ctx, 10*time.Second, func() error {
 			return cl.getJSON(ctx, "http://"+r.Addr+"/v1/scenes/"+r.ID+"/inspect", &v)
 		})
 		if err != nil {

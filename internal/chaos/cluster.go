@@ -23,6 +23,7 @@ import (
 	"github.com/respawn-dev/respawn/internal/config"
 	"github.com/respawn-dev/respawn/internal/crashpoint"
 	"github.com/respawn-dev/respawn/internal/modules"
+	"github.com/respawn-dev/respawn/internal/poll"
 	"github.com/respawn-dev/respawn/internal/process"
 )
 
@@ -137,7 +138,7 @@ func (c *cluster) finish(ctx context.Context) error {
 	defer cancel()
 	// The operator token derives from the secret, which `respawn up`
 	// creates on its first start.
-	err := poll(wctx, 50*time.Millisecond, func() error {
+	err := poll.Wait(wctx, func() error {
 		tok, err := operatorToken(c.cfg)
 		c.opTok = tok
 		return err
@@ -151,11 +152,11 @@ func (c *cluster) finish(ctx context.Context) error {
 // waitHealthy waits until every daemon answers healthy and every scene
 // of the table is running on a live pid.
 func (c *cluster) waitHealthy(ctx context.Context) error {
-	return poll(ctx, 50*time.Millisecond, func() error {
+	return poll.Wait(ctx, func() error {
 		if c.up != nil {
 			select {
 			case <-c.upDone:
-				return errStop{fmt.Errorf("respawn up exited: %v", c.up.ProcessState)}
+				return poll.Stop(fmt.Errorf("respawn up exited: %v", c.up.ProcessState))
 			default:
 			}
 		}
@@ -330,29 +331,6 @@ func (c *cluster) handle(pid int, bin string) (*process.Handle, error) {
 	return process.Adopt(pid, id)
 }
 
-// errStop ends a poll early.
-type errStop struct{ error }
-
-// poll runs fn every interval until it returns nil, an errStop, or ctx ends
-// (then the last error is returned).
-func poll(ctx context.Context, interval time.Duration, fn func() error) error {
-	for {
-		err := fn()
-		if err == nil {
-			return nil
-		}
-		var stop errStop
-		if errors.As(err, &stop) {
-			return stop.error
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%w (last: %v)", ctx.Err(), err)
-		case <-time.After(interval):
-		}
-	}
-}
-
 func loadConfig(path string) (*config.Config, error) {
 	fs := newFlagSet()
 	l := config.Bind(fs)
@@ -360,13 +338,6 @@ func loadConfig(path string) (*config.Config, error) {
 		return nil, err
 	}
 	return l.Load()
-}
-
-// pollWithin is poll bounded by d.
-func pollWithin(ctx context.Context, d, interval time.Duration, fn func() error) error {
-	ctx, cancel := context.WithTimeout(ctx, d)
-	defer cancel()
-	return poll(ctx, interval, fn)
 }
 
 // crashFlushBatch is datasvr.flush_batch in a cluster started with

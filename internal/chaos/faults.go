@@ -7,6 +7,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/respawn-dev/respawn/internal/poll"
 	"github.com/respawn-dev/respawn/internal/process"
 )
 
@@ -144,7 +145,7 @@ func (c *cluster) faultDaemon(ctx context.Context, name, bin string, sig syscall
 	}
 	f.Target = name
 	var pid int
-	err := poll(ctx, 50*time.Millisecond, func() error {
+	err := poll.Wait(ctx, func() error {
 		var ok bool
 		if pid, ok = c.health(admin); pid <= 0 || !ok {
 			return fmt.Errorf("%s not healthy", name)
@@ -167,7 +168,7 @@ func (c *cluster) faultDaemon(ctx context.Context, name, bin string, sig syscall
 // replaced (a kill, a hang) or answering again (a stall), every daemon
 // healthy and every scene running on a live pid other than f's.
 func (c *cluster) recovered(ctx context.Context, f Fault) error {
-	return poll(ctx, 20*time.Millisecond, func() error {
+	return poll.Wait(ctx, func() error {
 		for _, d := range c.daemons() {
 			pid, ok := c.health(d.admin)
 			if !ok {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/respawn-dev/respawn/internal/gwproto"
+	"github.com/respawn-dev/respawn/internal/poll"
 )
 
 // server is a scripted gateway for the client's own logic: it answers the
@@ -165,7 +166,7 @@ func TestResumeResendsUnansweredInOrder(t *testing.T) {
 	live := srv.conns[1]
 	srv.mu.Unlock()
 	send(live, gwproto.TypeReply, 0, 2, json.RawMessage(`{}`))
-	waitFor(t, func() bool { return c.Stats().Duplicates == 1 })
+	poll.Until(t, 5*time.Second, poll.True("the duplicate reply to be counted", func() bool { return c.Stats().Duplicates == 1 }))
 	st := c.Stats()
 	if st.Resumes != 1 || st.Lost != 1 || st.Relogins != 0 || st.Disconnects != 0 {
 		t.Fatalf("stats %+v", st)
@@ -225,17 +226,6 @@ func TestWindowBlocks(t *testing.T) {
 	defer cancelShort()
 	if _, err := c.GoContext(short, map[string]any{"op": "x"}); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("fifth request with a full window: %v", err)
-	}
-}
-
-func waitFor(t *testing.T, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met in 5s")
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 
@@ -361,7 +351,7 @@ func TestResumeFailedLogsInAgain(t *testing.T) {
 	if err != nil || rep.Code != gwproto.CodeSeqTooFar {
 		t.Fatalf("%+v %v", rep, err)
 	}
-	waitFor(t, func() bool { return c.Stats().Relogins == 1 })
+	poll.Until(t, 5*time.Second, poll.True("the client to log in again", func() bool { return c.Stats().Relogins == 1 }))
 	if logins, _ := srv.snapshot(); len(logins) != 2 || logins[1] != "login" {
 		t.Fatalf("logins %v, want login twice (no resume)", logins)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/respawn-dev/respawn/internal/dataclient"
 	"github.com/respawn-dev/respawn/internal/player"
+	"github.com/respawn-dev/respawn/internal/poll"
 )
 
 func TestFencing(t *testing.T) {
@@ -196,7 +197,7 @@ func TestDatabaseDownAcksFromJournalAndFlushesLater(t *testing.T) {
 			t.Fatalf("save with the database down: %v", err)
 		}
 	}
-	eventually(t, 5*time.Second, "flush retries to count db errors", func() bool { return h.srv.m.dbErrors.Load() >= 2 })
+	poll.Until(t, 5*time.Second, poll.True("flush retries to count db errors", func() bool { return h.srv.m.dbErrors.Load() >= 2 }))
 	if err := h.flush(); err == nil {
 		t.Fatal("admin flush succeeded with the database down")
 	}
@@ -204,11 +205,11 @@ func TestDatabaseDownAcksFromJournalAndFlushesLater(t *testing.T) {
 		t.Fatalf("journal should hold the unflushed saves: %+v", st)
 	}
 	db.down.Store(false)
-	eventually(t, 10*time.Second, "the retried flush to reach the database", func() bool {
+	poll.Until(t, 10*time.Second, poll.True("the retried flush to reach the database", func() bool {
 		r, ok := db.row("dbdown")
 		return ok && r.Version == l.Version+10
-	})
-	eventually(t, 5*time.Second, "journal segments to be deleted", func() bool { return h.srv.stats().JournalBytes == 0 })
+	}))
+	poll.Until(t, 5*time.Second, poll.True("journal segments to be deleted", func() bool { return h.srv.stats().JournalBytes == 0 }))
 }
 
 func TestJournalReplayedIntoDatabaseBeforeAnswering(t *testing.T) {
@@ -605,7 +606,7 @@ func TestPacedFlushKeepsJournalBounded(t *testing.T) {
 		t.Fatalf("%d rows for %d saves in %s: more than one write per player per %s (limit %d)",
 			st.DBRows, st.SavesAccepted, elapsed, cfg.Datasvr.FlushInterval, limit)
 	}
-	eventually(t, 5*time.Second, "every player flushed", func() bool {
+	poll.Until(t, 5*time.Second, poll.True("every player flushed", func() bool {
 		for i := range players {
 			id := fmt.Sprintf("pf%d", i)
 			show, err := h.admin.Show(ctx, id)
@@ -614,5 +615,5 @@ func TestPacedFlushKeepsJournalBounded(t *testing.T) {
 			}
 		}
 		return true
-	})
+	}))
 }

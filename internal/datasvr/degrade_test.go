@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/respawn-dev/respawn/internal/player"
+	"github.com/respawn-dev/respawn/internal/poll"
 	"github.com/respawn-dev/respawn/internal/store"
 )
 
@@ -102,12 +103,12 @@ func TestDatabaseDownAtStartServesFromJournal(t *testing.T) {
 
 	down.Store(false)
 	db.down.Store(false)
-	eventually(t, 15*time.Second, "rows written through after the database came back", func() bool {
+	poll.Until(t, 15*time.Second, poll.True("rows written through after the database came back", func() bool {
 		a, okA := db.row("old")
 		f, okF := db.row("fresh")
 		return okA && okF && a.Version == l2.Version+1 && f.Version == lf.Version+1
-	})
-	eventually(t, 5*time.Second, "degraded cleared", func() bool { return h.srv.stats().Degraded == "" })
+	}))
+	poll.Until(t, 5*time.Second, poll.True("degraded cleared", func() bool { return h.srv.stats().Degraded == "" }))
 	if hz := healthz(t, h); hz["degraded"] != nil {
 		t.Fatalf("healthz after recovery: %v", hz)
 	}
@@ -128,13 +129,13 @@ func TestDatabaseLostMidRunThenBack(t *testing.T) {
 	if err := town.Save(ctx, "mid", l.Version+1, withItem(l.Data, "gem", 1)); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "degraded reported", func() bool { return h.srv.stats().Degraded != "" })
+	poll.Until(t, 5*time.Second, poll.True("degraded reported", func() bool { return h.srv.stats().Degraded != "" }))
 	db.down.Store(false)
-	eventually(t, 10*time.Second, "written through", func() bool {
+	poll.Until(t, 10*time.Second, poll.True("written through", func() bool {
 		r, ok := db.row("mid")
 		return ok && r.Version == l.Version+1
-	})
-	eventually(t, 5*time.Second, "degraded cleared", func() bool { return h.srv.stats().Degraded == "" })
+	}))
+	poll.Until(t, 5*time.Second, poll.True("degraded cleared", func() bool { return h.srv.stats().Degraded == "" }))
 }
 
 // A player created without the database that the database already has:
@@ -159,7 +160,7 @@ func TestProvisionalCreateConflictKeepsDatabaseCopy(t *testing.T) {
 		t.Fatal(err)
 	}
 	down.Store(false)
-	eventually(t, 10*time.Second, "the conflict resolved", func() bool { return h.srv.m.createConflicts.Load() == 1 })
+	poll.Until(t, 10*time.Second, poll.True("the conflict resolved", func() bool { return h.srv.m.createConflicts.Load() == 1 }))
 	show, err := h.admin.Show(ctx, "dup")
 	if err != nil || show.Name != "Original" || show.Gold != 500 || show.Version != 10 {
 		t.Fatalf("after the conflict: %+v %v", show, err)
@@ -167,10 +168,10 @@ func TestProvisionalCreateConflictKeepsDatabaseCopy(t *testing.T) {
 	if err := town.Save(ctx, "dup", l.Version+1, l.Data); !errors.Is(err, ErrOldVersion) {
 		t.Fatalf("save of the provisional copy: %v, want ErrOldVersion", err)
 	}
-	eventually(t, 5*time.Second, "the database row", func() bool {
+	poll.Until(t, 5*time.Second, poll.True("the database row", func() bool {
 		r, ok := db.row("dup")
 		return ok && r.Version == 10
-	})
+	}))
 }
 
 func TestGMRequestIDsExactlyOnceAcrossRestart(t *testing.T) {

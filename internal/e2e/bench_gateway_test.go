@@ -17,6 +17,7 @@ import (
 
 	"github.com/respawn-dev/respawn/internal/client"
 	"github.com/respawn-dev/respawn/internal/modules"
+	"github.com/respawn-dev/respawn/internal/poll"
 	"github.com/respawn-dev/respawn/internal/secret"
 	"github.com/respawn-dev/respawn/internal/token"
 )
@@ -200,7 +201,7 @@ func (m *movers) settle(b *testing.B, n int) {
 	m.mu.Lock()
 	base := len(m.spans)
 	m.mu.Unlock()
-	waitFor(b, 60*time.Second, func() error {
+	poll.Until(b, 60*time.Second, func() error {
 		m.mu.Lock()
 		defer m.mu.Unlock()
 		if len(m.spans)-base < n {
@@ -247,7 +248,7 @@ func BenchmarkFailoverBlip(b *testing.B) {
 			if err := syscall.Kill(old.PID, syscall.SIGKILL); err != nil {
 				b.Fatal(err)
 			}
-			waitFor(b, 30*time.Second, func() error {
+			poll.Until(b, 30*time.Second, func() error {
 				r, err := c.scene("forest")
 				if err != nil {
 					return err

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/respawn-dev/respawn/internal/client"
+	"github.com/respawn-dev/respawn/internal/poll"
 	"github.com/respawn-dev/respawn/internal/secret"
 	"github.com/respawn-dev/respawn/internal/token"
 )
@@ -103,7 +104,7 @@ func (r *botRun) answered() uint64 {
 func (r *botRun) waitAnswered(n uint64) {
 	r.t.Helper()
 	base := r.answered()
-	waitFor(r.t, 60*time.Second, func() error {
+	poll.Until(r.t, 60*time.Second, func() error {
 		select {
 		case <-r.done:
 			return fmt.Errorf("bot exited early: %v", r.err)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/respawn-dev/respawn/internal/client"
 	"github.com/respawn-dev/respawn/internal/modules"
+	"github.com/respawn-dev/respawn/internal/poll"
 	"github.com/respawn-dev/respawn/internal/secret"
 	"github.com/respawn-dev/respawn/internal/token"
 )
@@ -194,7 +195,7 @@ func TestBrowserPlayAndConsoleKill(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitJS(t, play, "the move across the kill", fmt.Sprintf(`document.getElementById("pos").textContent !== %q && document.getElementById("pending").textContent === "0"`, moved), 20*time.Second)
-	waitFor(t, 20*time.Second, func() error {
+	poll.Until(t, 20*time.Second, func() error {
 		r, err := c.scene("town")
 		if err != nil {
 			return err
@@ -257,7 +258,7 @@ func TestBrowserPlayAndConsoleKill(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitJS(t, play, "the attack across the hang", fmt.Sprintf(`document.getElementById("boss-hp").textContent !== %q && document.getElementById("pending").textContent === "0"`, before), 30*time.Second)
-	waitFor(t, 20*time.Second, func() error {
+	poll.Until(t, 20*time.Second, func() error {
 		r, err := c.scene("forest")
 		if err != nil {
 			return err

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/respawn-dev/respawn/internal/poll"
 )
 
 // chaosDuration is how long TestChaosStopsManagerAndDatasvr runs its
@@ -186,7 +188,7 @@ func TestChaosStopsManagerAndDatasvr(t *testing.T) {
 
 	// Zero restarts: every scene has the pid, epoch and restart count it
 	// had, past the manager's grace period.
-	waitFor(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, func() error {
 		after, err := c.scenes()
 		if err != nil {
 			return err
@@ -226,7 +228,7 @@ func TestChaosStopsManagerAndDatasvr(t *testing.T) {
 		t.Errorf("hogger at %d HP, want %d - %d acknowledged damages = %d", hp, hp0, gm.acked, hp0-int64(gm.acked))
 	}
 	// And the data server caught up with every acknowledged buy.
-	waitFor(t, 15*time.Second, func() error {
+	poll.Until(t, 15*time.Second, func() error {
 		p, err := c.showPlayer(player)
 		if err != nil {
 			return err

@@ -14,6 +14,7 @@ import (
 
 	"github.com/respawn-dev/respawn/internal/ctlproto"
 	"github.com/respawn-dev/respawn/internal/modules"
+	"github.com/respawn-dev/respawn/internal/poll"
 	"github.com/respawn-dev/respawn/internal/process"
 )
 
@@ -26,7 +27,7 @@ func TestSceneKill9IsRespawnedWithHigherEpoch(t *testing.T) {
 	if out := c.respawn("scene", "kill", "forest"); !strings.Contains(out, fmt.Sprintf("sent KILL to pid %d", old.PID)) {
 		t.Fatalf("kill output: %s", out)
 	}
-	waitFor(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		r, err := c.scene("forest")
 		if err != nil {
 			return err
@@ -57,7 +58,7 @@ func TestHungSceneIsKilledAndReplaced(t *testing.T) {
 	stopped := time.Now()
 	c.respawn("scene", "kill", "forest", "--signal", "STOP")
 	// Heartbeat timeout (1 s) + 1 s.
-	waitFor(t, 2*time.Second, func() error {
+	poll.Until(t, 2*time.Second, func() error {
 		r, err := c.scene("forest")
 		if err != nil {
 			return err
@@ -77,7 +78,7 @@ func TestWorldmgrKill9UnderUpRebuildsTheSameTable(t *testing.T) {
 	c := newCluster(t)
 	up := c.start("respawn", "up")
 	var before []modules.SceneRow
-	waitFor(t, 20*time.Second, func() error {
+	poll.Until(t, 20*time.Second, func() error {
 		var err error
 		before, err = c.scenes()
 		if err != nil {
@@ -97,7 +98,7 @@ func TestWorldmgrKill9UnderUpRebuildsTheSameTable(t *testing.T) {
 	// The supervisor restarts the manager; the new one adopts the scenes
 	// from their reports.
 	var after []modules.SceneRow
-	waitFor(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, func() error {
 		var st struct {
 			PID        int  `json:"pid"`
 			Recovering bool `json:"recovering"`
@@ -151,7 +152,7 @@ func TestWorldmgrAndSceneKilledTogether(t *testing.T) {
 	}
 	c.start("worldmgr")
 	var rows []modules.SceneRow
-	waitFor(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, func() error {
 		var err error
 		rows, err = c.scenes()
 		if err != nil {
@@ -181,7 +182,7 @@ func TestCrashLoopingSceneEndsFailed(t *testing.T) {
 	c := newCluster(t, "--worldmgr.restart.backoff-initial", "10ms", "--worldmgr.restart.backoff-max", "40ms")
 	c.env = []string{"RESPAWN_TEST_CRASH_AT_START=forest"}
 	c.start("worldmgr")
-	waitFor(t, 15*time.Second, func() error {
+	poll.Until(t, 15*time.Second, func() error {
 		r, err := c.scene("forest")
 		if err != nil {
 			return err
@@ -205,7 +206,7 @@ func TestCrashLoopingSceneEndsFailed(t *testing.T) {
 	// `scene restart` clears it; it crash-loops again (the hook is still
 	// set), which proves it was restarted.
 	c.respawn("scene", "restart", "forest")
-	waitFor(t, 15*time.Second, func() error {
+	poll.Until(t, 15*time.Second, func() error {
 		again, err := c.scene("forest")
 		if err != nil {
 			return err
@@ -273,7 +274,7 @@ func TestGarbageOnControlPortIsRefused(t *testing.T) {
 			t.Errorf("scene %s restarted by garbage", before[i].ID)
 		}
 	}
-	waitFor(t, 2*time.Second, func() error {
+	poll.Until(t, 2*time.Second, func() error {
 		if !strings.Contains(mgr.output(), "bad first frame") {
 			return fmt.Errorf("no clear error in the log")
 		}
@@ -284,7 +285,7 @@ func TestGarbageOnControlPortIsRefused(t *testing.T) {
 func daemonPID(t *testing.T, c *cluster, name string) int {
 	t.Helper()
 	var pid int
-	waitFor(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, func() error {
 		var st map[string]struct {
 			PID     int  `json:"pid"`
 			Healthy bool `json:"healthy"`

@@ -16,6 +16,7 @@ import (
 	"github.com/respawn-dev/respawn/internal/config"
 	"github.com/respawn-dev/respawn/internal/game"
 	"github.com/respawn-dev/respawn/internal/modules"
+	"github.com/respawn-dev/respawn/internal/poll"
 	"github.com/respawn-dev/respawn/internal/process"
 	"github.com/respawn-dev/respawn/internal/scene"
 	"github.com/respawn-dev/respawn/internal/shmlog"
@@ -35,7 +36,7 @@ func (c *cluster) crashWhileManagerPaused(mgr *proc, sceneID string, damage func
 	defer mgr.signal(syscall.SIGCONT)
 	// SIGSTOP reaches every thread asynchronously: wait until none runs, so
 	// the manager cannot reap the child and spawn the next one meanwhile.
-	waitFor(c.t, 5*time.Second, func() error { return stopped(mgr.pid()) })
+	poll.Until(c.t, 5*time.Second, func() error { return stopped(mgr.pid()) })
 	if err := syscall.Kill(old.PID, syscall.SIGKILL); err != nil {
 		c.t.Fatal(err)
 	}
@@ -97,7 +98,7 @@ func TestGarbageInAnUnusedSlotHeader(t *testing.T) {
 	mgr := c.start("worldmgr")
 	c.waitRunning(20 * time.Second)
 	var before scene.LogInfo
-	waitFor(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		var err error
 		before, err = c.logInfo("forest")
 		return err
@@ -118,7 +119,7 @@ func TestGarbageInAnUnusedSlotHeader(t *testing.T) {
 		}
 	})
 	var row modules.SceneRow
-	waitFor(t, 15*time.Second, func() error {
+	poll.Until(t, 15*time.Second, func() error {
 		var err error
 		if row, err = c.scene("forest"); err != nil {
 			return err
@@ -189,7 +190,7 @@ func TestFlippedByteMidLogIsCorruptThenRepaired(t *testing.T) {
 	t.Logf("flipped a byte of event %d of %d", at, last)
 
 	var row modules.SceneRow
-	waitFor(t, 15*time.Second, func() error {
+	poll.Until(t, 15*time.Second, func() error {
 		var err error
 		if row, err = c.scene("forest"); err != nil {
 			return err
@@ -242,7 +243,7 @@ func TestFlippedByteMidLogIsCorruptThenRepaired(t *testing.T) {
 	// server's is newer and must win, never be overwritten. The repair
 	// makes the scene save it at its older version; the refusal makes the
 	// scene reload the data server's copy, and the player stays.
-	waitFor(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, func() error {
 		at, err := c.where(alice, "forest")
 		if err != nil {
 			return err

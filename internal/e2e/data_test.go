@@ -11,6 +11,7 @@ import (
 
 	"github.com/respawn-dev/respawn/internal/game"
 	"github.com/respawn-dev/respawn/internal/modules"
+	"github.com/respawn-dev/respawn/internal/poll"
 	"github.com/respawn-dev/respawn/internal/process"
 )
 
@@ -40,7 +41,7 @@ func (c *cluster) showPlayer(id string) (playerShow, error) {
 func (c *cluster) startDatasvr() *proc {
 	c.t.Helper()
 	ds := c.start("datasvr")
-	waitFor(c.t, 20*time.Second, func() error {
+	poll.Until(c.t, 20*time.Second, func() error {
 		var h struct{ Healthy bool }
 		return getJSON("http://"+c.ports["datasvr.admin"]+"/healthz", &h)
 	})
@@ -109,7 +110,7 @@ func travelWhileKilled(t *testing.T, dsn, victim string) {
 	if err := syscall.Kill(row.PID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, func() error {
 		r, err := c.scene(victim)
 		if err != nil {
 			return err
@@ -121,7 +122,7 @@ func travelWhileKilled(t *testing.T, dsn, victim string) {
 	})
 	// The transfer completes: the player ends in the forest, once.
 	var at map[string]game.PlayerView
-	waitFor(t, 15*time.Second, func() error {
+	poll.Until(t, 15*time.Second, func() error {
 		var err error
 		if at, err = c.where(alice, "town", "forest"); err != nil {
 			return err
@@ -176,7 +177,7 @@ func TestDatasvrKill9KeepsAcknowledgedSaves(t *testing.T) {
 		t.Fatal("datasvr still alive")
 	}
 	c.start("datasvr")
-	waitFor(t, 20*time.Second, func() error {
+	poll.Until(t, 20*time.Second, func() error {
 		bob, err := c.showPlayer("bob")
 		if err != nil {
 			return err
@@ -194,7 +195,7 @@ func TestDatasvrKill9KeepsAcknowledgedSaves(t *testing.T) {
 	// connection is back ("no responders" until then: nothing applied,
 	// safe to retry).
 	var out string
-	waitFor(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, func() error {
 		var err error
 		out, err = c.tryRespawn("player", "give", "bob", "gold", "5")
 		if err != nil && !strings.Contains(out, "no responders") {
@@ -220,7 +221,7 @@ func keys[V any](m map[string]V) []string {
 func TestGracefulShutdown(t *testing.T) {
 	c := newCluster(t)
 	up := c.start("respawn", "up")
-	waitFor(t, 20*time.Second, func() error {
+	poll.Until(t, 20*time.Second, func() error {
 		rows, err := c.scenes()
 		if err != nil {
 			return err
@@ -254,7 +255,7 @@ func TestGracefulShutdown(t *testing.T) {
 	}
 	// Everything is in the database: a fresh datasvr serves it.
 	c.start("datasvr")
-	waitFor(t, 20*time.Second, func() error {
+	poll.Until(t, 20*time.Second, func() error {
 		p, err := c.showPlayer("dave")
 		if err != nil {
 			return err

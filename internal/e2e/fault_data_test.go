@@ -17,6 +17,7 @@ import (
 
 	"github.com/respawn-dev/respawn/internal/modules"
 	"github.com/respawn-dev/respawn/internal/player"
+	"github.com/respawn-dev/respawn/internal/poll"
 	"github.com/respawn-dev/respawn/internal/store"
 )
 
@@ -49,7 +50,7 @@ func TestGMGiveRetriedWithSameIDAppliedOnce(t *testing.T) {
 	// The retry with the same id: applied at most once, whatever the
 	// stopped scene did with the queued copies.
 	var retried string
-	waitFor(t, 20*time.Second, func() error {
+	poll.Until(t, 20*time.Second, func() error {
 		o, err := c.tryRespawn("player", "give", bob, "gold", "100", "--request-id", reqID, "--timeout", "5s")
 		retried = o
 		return err
@@ -57,7 +58,7 @@ func TestGMGiveRetriedWithSameIDAppliedOnce(t *testing.T) {
 	if !strings.Contains(retried, "now has 100 gold") {
 		t.Fatalf("retry: %s", retried)
 	}
-	waitFor(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, func() error {
 		p, err := c.showPlayer(bob)
 		if err != nil {
 			return err
@@ -110,7 +111,7 @@ func newTCPProxy(t *testing.T, target string) *tcpProxy {
 func (p *tcpProxy) up() {
 	p.t.Helper()
 	var ln net.Listener
-	waitFor(p.t, 5*time.Second, func() error {
+	poll.Until(p.t, 5*time.Second, func() error {
 		var err error
 		ln, err = net.Listen("tcp", p.addr)
 		return err
@@ -252,7 +253,7 @@ func databaseUnreachableAtStart(t *testing.T, dsn string) {
 	// waitRow waits until ann's row in the database passes check.
 	waitRow := func(check func(store.Record, player.Data) error) {
 		t.Helper()
-		waitFor(t, 30*time.Second, func() error {
+		poll.Until(t, 30*time.Second, func() error {
 			r, err := direct.Load(context.Background(), ann)
 			if err != nil {
 				return err
@@ -267,7 +268,7 @@ func databaseUnreachableAtStart(t *testing.T, dsn string) {
 	// waitRecovered waits until the data server reports no outage.
 	waitRecovered := func() {
 		t.Helper()
-		waitFor(t, 15*time.Second, func() error {
+		poll.Until(t, 15*time.Second, func() error {
 			if st := c.status(); st.Degraded != "" {
 				return errors.New(st.Degraded)
 			}
@@ -287,7 +288,7 @@ func databaseUnreachableAtStart(t *testing.T, dsn string) {
 	// reported, and what was saved meanwhile is written once it is back.
 	proxy.down()
 	c.respawn("player", "give", ann, "potion", "2")
-	waitFor(t, 15*time.Second, func() error {
+	poll.Until(t, 15*time.Second, func() error {
 		if st := c.status(); !strings.Contains(st.Degraded, "database unreachable since") {
 			return fmt.Errorf("not degraded: %+v", st)
 		}
@@ -356,7 +357,7 @@ func TestConfigEditBetweenCrashAndReplayRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	const want = "monsters[hogger].hp: 1000 -> 1500"
-	waitFor(t, 20*time.Second, func() error {
+	poll.Until(t, 20*time.Second, func() error {
 		r, err := c.scene("forest")
 		if err != nil {
 			return err
@@ -440,7 +441,7 @@ func playerReloadedNotDropped(t *testing.T, dsn string) {
 	c.respawn("player", "create", cid) // provisional: the database cannot be asked
 	c.respawn("gm", "enter", "--scene", "town", "--player", cid)
 	proxy.up()
-	waitFor(t, 20*time.Second, func() error {
+	poll.Until(t, 20*time.Second, func() error {
 		p, err := c.showPlayer(cid)
 		if err != nil {
 			return err
@@ -470,7 +471,7 @@ func playerReloadedNotDropped(t *testing.T, dsn string) {
 	if !found {
 		t.Fatalf("town dropped %s instead of reloading it", cid)
 	}
-	waitFor(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, func() error {
 		p, err := c.showPlayer(cid)
 		if err != nil {
 			return err

@@ -26,6 +26,7 @@ import (
 	"github.com/respawn-dev/respawn/internal/game"
 	"github.com/respawn-dev/respawn/internal/gwproto"
 	"github.com/respawn-dev/respawn/internal/modules"
+	"github.com/respawn-dev/respawn/internal/poll"
 	"github.com/respawn-dev/respawn/internal/secret"
 	"github.com/respawn-dev/respawn/internal/token"
 )
@@ -45,7 +46,7 @@ func (c *cluster) gateway(id string) (*proc, string, string) {
 			c.t.Logf("gateway %s log (last 60 lines):\n%s", id, strings.Join(lines[max(0, len(lines)-60):], "\n"))
 		}
 	})
-	waitFor(c.t, 20*time.Second, func() error {
+	poll.Until(c.t, 20*time.Second, func() error {
 		var h struct{ Healthy bool }
 		return getJSON("http://"+adm+"/healthz", &h)
 	})
@@ -267,7 +268,7 @@ func (w *world) progress(n int64) {
 	for i, p := range w.players {
 		base[i] = p.answered.Load()
 	}
-	waitFor(w.t, 30*time.Second, func() error {
+	poll.Until(w.t, 30*time.Second, func() error {
 		for i, p := range w.players {
 			if got := p.answered.Load() - base[i]; got < n {
 				return fmt.Errorf("player %s: %d of %d more requests answered", p.id, got, n)
@@ -309,7 +310,7 @@ func (w *world) check(wantLost bool) {
 		t.FailNow()
 	}
 	// The scenes hold what each client was told.
-	waitFor(t, 20*time.Second, func() error {
+	poll.Until(t, 20*time.Second, func() error {
 		views := map[string]game.PlayerView{}
 		for _, s := range []string{"town", "forest"} {
 			v, err := w.c.inspect(s)
@@ -341,7 +342,7 @@ func (w *world) checkSaved(what string) {
 	t := w.t
 	t.Helper()
 	ac := dataclient.NewAdminClient(w.c.natsConn(), w.sec.OperatorToken())
-	waitFor(t, 30*time.Second, func() error {
+	poll.Until(t, 30*time.Second, func() error {
 		for _, p := range w.players {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			rep, err := ac.Show(ctx, p.id)
@@ -385,7 +386,7 @@ func (c *cluster) killScene(scene string) {
 		c.t.Fatal(err)
 	}
 	c.respawn("scene", "kill", scene)
-	waitFor(c.t, 20*time.Second, func() error {
+	poll.Until(c.t, 20*time.Second, func() error {
 		r, err := c.scene(scene)
 		if err != nil {
 			return err
@@ -476,7 +477,7 @@ func TestGatewayKill9PlayersResumeElsewhere(t *testing.T) {
 	killed := time.Now()
 	gw1.signal(syscall.SIGKILL)
 	_ = gw1.wait(5 * time.Second)
-	waitFor(t, 20*time.Second, func() error {
+	poll.Until(t, 20*time.Second, func() error {
 		for _, p := range w.players {
 			if p.c.Stats().Resumes == 0 {
 				return fmt.Errorf("player %s has not resumed", p.id)
@@ -638,14 +639,14 @@ func TestGatewayLogoutAndSessionTTL(t *testing.T) {
 		}
 		return nil
 	}
-	waitFor(t, 10*time.Second, func() error { return gone(leaver.id) })
+	poll.Until(t, 10*time.Second, func() error { return gone(leaver.id) })
 	t.Logf("logout: out of the scene after %s", time.Since(start).Round(time.Millisecond))
 	dropper.c.Close()
 	start = time.Now()
 	if in, _ := c.where(dropper.id, "town", "forest"); len(in) != 1 {
 		t.Fatalf("a dropped player left at once: %v", keys(in))
 	}
-	waitFor(t, 15*time.Second, func() error { return gone(dropper.id) })
+	poll.Until(t, 15*time.Second, func() error { return gone(dropper.id) })
 	if d := time.Since(start); d < time.Second {
 		t.Fatalf("dropped player left after %s, before the 1s session TTL", d)
 	}
@@ -684,7 +685,7 @@ func TestGatewayPushes(t *testing.T) {
 		p    *gamer
 		x, y int
 	}{{near, 20, 20}, {far, 1, 1}, {mover, 22, 22}} {
-		waitFor(t, 10*time.Second, func() error {
+		poll.Until(t, 10*time.Second, func() error {
 			rep, err := m.p.c.Request(ctx, map[string]any{"op": "move", "x": m.x, "y": m.y})
 			if err != nil {
 				return err
@@ -763,7 +764,7 @@ func TestGatewayHoldExpiresWithRetryableError(t *testing.T) {
 	// Stopped, not killed: the manager replaces it after its heartbeat
 	// timeout (1 s), longer than the 300 ms hold.
 	c.respawn("scene", "kill", scene, "--signal", "STOP")
-	waitFor(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", row.PID))
 		if err != nil {
 			return err
@@ -782,7 +783,7 @@ func TestGatewayHoldExpiresWithRetryableError(t *testing.T) {
 		t.Fatalf("during the outage: %s %s, want unavailable", rep.Code, rep.Error)
 	}
 	atLeast(t, c.ports["gateway.admin"], "respawn_gateway_hold_timeouts_total", 1)
-	waitFor(t, 20*time.Second, func() error {
+	poll.Until(t, 20*time.Second, func() error {
 		r, err := c.scene(scene)
 		if err != nil {
 			return err
@@ -792,7 +793,7 @@ func TestGatewayHoldExpiresWithRetryableError(t *testing.T) {
 		}
 		return nil
 	})
-	waitFor(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, func() error {
 		rep, err := cl.Request(ctx, map[string]any{"op": "move", "x": 4, "y": 5})
 		if err != nil {
 			return err
@@ -845,7 +846,7 @@ func TestGatewayInstancesUnderUp(t *testing.T) {
 	if err := syscall.Kill(pid1, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 15*time.Second, func() error {
+	poll.Until(t, 15*time.Second, func() error {
 		if pid := daemonPID(t, c, "gateway/gw1"); pid == pid1 {
 			return fmt.Errorf("gw1 still pid %d", pid)
 		}
@@ -951,7 +952,7 @@ func TestGatewayDungeonRoomAcrossKill9(t *testing.T) {
 	attack := func() {
 		t.Helper()
 		var seen []string
-		waitFor(t, 10*time.Second, func() error {
+		poll.Until(t, 10*time.Second, func() error {
 			rep, err := p.c.Request(ctx, map[string]any{"op": "attack", "monster": "kobold-1"})
 			if err != nil {
 				return err
@@ -1022,7 +1023,7 @@ func TestGatewayTravelAcrossSourceKill9(t *testing.T) {
 	p.answered.Add(1)
 	p.apply(op, rep)
 	// The crash point fired: town runs in a new process.
-	waitFor(t, 20*time.Second, func() error {
+	poll.Until(t, 20*time.Second, func() error {
 		r, err := c.scene("town")
 		if err != nil {
 			return err

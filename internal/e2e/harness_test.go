@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/respawn-dev/respawn/internal/modules"
+	"github.com/respawn-dev/respawn/internal/poll"
 	"github.com/respawn-dev/respawn/internal/process"
 	"github.com/respawn-dev/respawn/internal/secret"
 )
@@ -154,7 +155,7 @@ func (c *cluster) scene(id string) (modules.SceneRow, error) {
 func (c *cluster) waitRunning(timeout time.Duration) []modules.SceneRow {
 	c.t.Helper()
 	var rows []modules.SceneRow
-	waitFor(c.t, timeout, func() error {
+	poll.Until(c.t, timeout, func() error {
 		var err error
 		if rows, err = c.scenes(); err != nil {
 			return err
@@ -278,22 +279,6 @@ func (p *proc) wait(timeout time.Duration) error {
 func (p *proc) output() string {
 	raw, _ := os.ReadFile(p.log)
 	return string(raw)
-}
-
-// waitFor polls fn until it returns nil or the deadline passes.
-func waitFor(t testing.TB, timeout time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var err error
-	for {
-		if err = fn(); err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("still failing after %s: %v", timeout, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 func getJSON(url string, out any) error {

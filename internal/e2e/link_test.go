@@ -11,6 +11,7 @@ import (
 
 	"github.com/respawn-dev/respawn/internal/game"
 	"github.com/respawn-dev/respawn/internal/modules"
+	"github.com/respawn-dev/respawn/internal/poll"
 	"github.com/respawn-dev/respawn/internal/scenelink"
 	"github.com/respawn-dev/respawn/internal/secret"
 )
@@ -117,7 +118,7 @@ func TestLinkResendAfterSceneKill(t *testing.T) {
 
 	// Follow the table to the new incarnation and resend what is missing.
 	var next modules.SceneRow
-	waitFor(t, 20*time.Second, func() error {
+	poll.Until(t, 20*time.Second, func() error {
 		r, err := c.scene("forest")
 		if err != nil {
 			return err

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/respawn-dev/respawn/internal/poll"
 )
 
 // documented is one row of the metrics table in docs/operations.md.
@@ -145,7 +147,7 @@ func TestMetricsMatchTheDocs(t *testing.T) {
 			var fams map[string]string
 			// Gauge funcs and zero-initialised series are there from the
 			// start, but the closes counter moves on the gateway's own time.
-			waitFor(t, 10*time.Second, func() error {
+			poll.Until(t, 10*time.Second, func() error {
 				var err error
 				if fams, err = metricFamilies(addr); err != nil {
 					return err
@@ -245,7 +247,7 @@ func metricSum(addr, name string) (float64, error) {
 // atLeast fails t unless metric name on addr reaches min within a few seconds.
 func atLeast(t *testing.T, addr, name string, min float64) {
 	t.Helper()
-	waitFor(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, func() error {
 		v, err := metricSum(addr, name)
 		if err != nil {
 			return err

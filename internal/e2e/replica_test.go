@@ -16,6 +16,7 @@ import (
 
 	"github.com/respawn-dev/respawn/internal/bus"
 	"github.com/respawn-dev/respawn/internal/modules"
+	"github.com/respawn-dev/respawn/internal/poll"
 	"github.com/respawn-dev/respawn/internal/replica"
 )
 
@@ -49,7 +50,7 @@ func TestReplicasFollowCrashes(t *testing.T) {
 	defer positions.Close()
 
 	old := find(t, c.waitRunning(time.Second), "forest")
-	waitFor(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		e, ok := profiles.Entry("erin")
 		if !ok || !e.Value.Online || e.Value.Scene != "forest" || e.Epoch != old.Epoch {
 			return fmt.Errorf("erin's profile: %+v %v", e, ok)
@@ -63,7 +64,7 @@ func TestReplicasFollowCrashes(t *testing.T) {
 		t.Fatal(err)
 	}
 	var fresh modules.SceneRow
-	waitFor(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		r, ok := table.Get("forest")
 		if !ok || r.PID == old.PID || r.State != modules.SceneRunning {
 			return fmt.Errorf("table replica: %+v", r)
@@ -72,7 +73,7 @@ func TestReplicasFollowCrashes(t *testing.T) {
 		return nil
 	})
 	recovered := time.Now()
-	waitFor(t, 2*time.Second, func() error {
+	poll.Until(t, 2*time.Second, func() error {
 		e, ok := profiles.Entry("erin")
 		if !ok || e.Epoch != fresh.Epoch || !e.Value.Online {
 			return fmt.Errorf("erin's profile still from epoch %d: %+v", e.Epoch, e.Value)
@@ -89,11 +90,11 @@ func TestReplicasFollowCrashes(t *testing.T) {
 	ds.wait(5 * time.Second)
 	c.start("datasvr")
 	// A move after the restart reaches the position reader (batched, 2 s).
-	waitFor(t, 15*time.Second, func() error {
+	poll.Until(t, 15*time.Second, func() error {
 		_, err := c.tryRespawn("gm", "request", "--scene", "forest", "--player", "erin", "--seq", "1", `{"op":"move","x":7,"y":9}`)
 		return err
 	})
-	waitFor(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, func() error {
 		p, ok := positions.Get("erin")
 		if !ok || p.X != 7 || p.Y != 9 {
 			return fmt.Errorf("erin's position: %+v", p)
@@ -103,7 +104,7 @@ func TestReplicasFollowCrashes(t *testing.T) {
 	// And the table replica follows a respawn after the bus restart.
 	c.respawn("scene", "kill", "town")
 	townBefore := find(t, c.waitRunning(5*time.Second), "town")
-	waitFor(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, func() error {
 		r, ok := table.Get("town")
 		if !ok || r.PID != townBefore.PID || r.Epoch != townBefore.Epoch {
 			return fmt.Errorf("table replica has town %+v, manager has pid %d epoch %d", r, townBefore.PID, townBefore.Epoch)
@@ -154,7 +155,7 @@ func TestReplicasCLI(t *testing.T) {
 	if byName["scene_table"].Keys != 2 {
 		t.Errorf("scene table replica has %d keys, want 2", byName["scene_table"].Keys)
 	}
-	waitFor(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		var players []modules.PlayerProfile
 		out, err := c.tryRespawn("players", "--scene", "town", "--json")
 		if err != nil {
@@ -196,7 +197,7 @@ func TestExternalNATSRestart(t *testing.T) {
 	startNATS := func() *proc {
 		p := startProc(t, c, bin, "-c", conf, "-a", host, "-p", port, "-js", "-sd", storeDir)
 		c.procs = append(c.procs, p)
-		waitFor(t, 10*time.Second, func() error {
+		poll.Until(t, 10*time.Second, func() error {
 			conn, err := net.Dial("tcp", addr)
 			if err == nil {
 				conn.Close()
@@ -223,7 +224,7 @@ func TestExternalNATSRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer positions.Close()
-	waitFor(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		if _, ok := table.Get("forest"); !ok {
 			return fmt.Errorf("no forest in the table replica")
 		}
@@ -234,11 +235,11 @@ func TestExternalNATSRestart(t *testing.T) {
 	srv.wait(5 * time.Second)
 	startNATS()
 
-	waitFor(t, 15*time.Second, func() error {
+	poll.Until(t, 15*time.Second, func() error {
 		_, err := c.tryRespawn("gm", "request", "--scene", "forest", "--player", gina, "--seq", "1", `{"op":"move","x":4,"y":5}`)
 		return err
 	})
-	waitFor(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, func() error {
 		p, ok := positions.Get(gina)
 		if !ok || p.X != 4 || p.Y != 5 {
 			return fmt.Errorf("position replica: %+v", p)
@@ -247,7 +248,7 @@ func TestExternalNATSRestart(t *testing.T) {
 	})
 	c.respawn("scene", "kill", "town")
 	town := find(t, c.waitRunning(5*time.Second), "town")
-	waitFor(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, func() error {
 		r, ok := table.Get("town")
 		if !ok || r.PID != town.PID {
 			return fmt.Errorf("table replica has town pid %d, manager %d", r.PID, town.PID)
@@ -255,7 +256,7 @@ func TestExternalNATSRestart(t *testing.T) {
 		return nil
 	})
 	// And datasvr serves through the restarted server.
-	waitFor(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, func() error {
 		_, err := c.showPlayer(gina)
 		return err
 	})

@@ -10,6 +10,7 @@ import (
 
 	"github.com/respawn-dev/respawn/internal/game"
 	"github.com/respawn-dev/respawn/internal/modules"
+	"github.com/respawn-dev/respawn/internal/poll"
 	"github.com/respawn-dev/respawn/internal/scene"
 )
 
@@ -17,7 +18,7 @@ import (
 // after a repair) and returns what it holds.
 func (c *cluster) waitClean(id string, timeout time.Duration) game.View {
 	c.t.Helper()
-	waitFor(c.t, timeout, func() error {
+	poll.Until(c.t, timeout, func() error {
 		r, err := c.scene(id)
 		if err != nil {
 			return err
@@ -79,7 +80,7 @@ func TestHoggerStaysAt1HPAcrossKill9(t *testing.T) {
 	}
 	// Let the escort walk a few steps so "where it was" is not the start.
 	var before game.View
-	waitFor(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, func() error {
 		var err error
 		if before, err = c.inspect("forest"); err != nil {
 			return err
@@ -91,7 +92,7 @@ func TestHoggerStaysAt1HPAcrossKill9(t *testing.T) {
 	})
 	old := find(t, c.waitRunning(time.Second), "forest")
 	c.respawn("scene", "kill", "forest")
-	waitFor(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		r, err := c.scene("forest")
 		if err != nil {
 			return err
@@ -178,7 +179,7 @@ func TestDungeonRoomSurvivesKill9AndFreesItsSlot(t *testing.T) {
 		t.Fatalf("enter dungeon: %v %s", err, out)
 	}
 	var slot int
-	waitFor(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, func() error {
 		info, err := c.logInfo("forest")
 		if err != nil {
 			return err
@@ -204,7 +205,7 @@ func TestDungeonRoomSurvivesKill9AndFreesItsSlot(t *testing.T) {
 
 	old := find(t, c.waitRunning(time.Second), "forest")
 	c.respawn("scene", "kill", "forest")
-	waitFor(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, func() error {
 		r, err := c.scene("forest")
 		if err != nil || r.PID == old.PID || r.State != modules.SceneRunning {
 			return fmt.Errorf("forest %+v %v", r, err)
@@ -223,7 +224,7 @@ func TestDungeonRoomSurvivesKill9AndFreesItsSlot(t *testing.T) {
 	}
 
 	c.respawn("gm", "damage", "--scene", "forest", "--room", dr.RoomID, "--monster", "kobold-king", "--amount", "100000")
-	waitFor(t, 15*time.Second, func() error {
+	poll.Until(t, 15*time.Second, func() error {
 		info, err := c.logInfo("forest")
 		if err != nil {
 			return err
@@ -247,7 +248,7 @@ func TestDungeonRoomSurvivesKill9AndFreesItsSlot(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &dr2); err != nil || dr2.RoomID == dr.RoomID {
 		t.Fatalf("second dungeon: %v %s", err, out)
 	}
-	waitFor(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, func() error {
 		info, err := c.logInfo("forest")
 		if err != nil {
 			return err

@@ -20,6 +20,7 @@ import (
 	"github.com/respawn-dev/respawn/internal/bus"
 	"github.com/respawn-dev/respawn/internal/dataclient"
 	"github.com/respawn-dev/respawn/internal/game"
+	"github.com/respawn-dev/respawn/internal/poll"
 )
 
 // openFDs counts the open descriptors of pid.
@@ -56,13 +57,13 @@ func TestIdleHTTPConnectionsAreClosed(t *testing.T) {
 	c := newCluster(t, "--admin.idle-timeout", "2s")
 	ds := c.start("datasvr")
 	addr := c.ports["datasvr.admin"]
-	waitFor(t, 20*time.Second, func() error {
+	poll.Until(t, 20*time.Second, func() error {
 		var h struct{ Healthy bool }
 		return getJSON("http://"+addr+"/healthz", &h)
 	})
 	// Let start-up goroutines settle: two equal readings in a row.
 	var baseG int
-	waitFor(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, func() error {
 		a, err := c.goroutines(addr)
 		if err != nil {
 			return err
@@ -125,7 +126,7 @@ func TestIdleHTTPConnectionsAreClosed(t *testing.T) {
 			t.Fatalf("connection %d: %v, want EOF from the server's idle timeout", i, err)
 		}
 	}
-	waitFor(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, func() error {
 		fds := openFDs(t, ds.pid())
 		g, err := c.goroutines(addr)
 		if err != nil {

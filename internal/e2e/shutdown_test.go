@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/respawn-dev/respawn/internal/modules"
+	"github.com/respawn-dev/respawn/internal/poll"
 	"github.com/respawn-dev/respawn/internal/process"
 )
 
@@ -20,7 +21,7 @@ func TestShutdownDrainsGatewaysFirstNothingLost(t *testing.T) {
 	up := c.start("respawn", "up")
 	c.waitRunning(30 * time.Second)
 	tcp, ws := c.ports["gateway.listen"], "ws://"+c.ports["gateway.websocket"]+"/"
-	waitFor(t, 20*time.Second, func() error {
+	poll.Until(t, 20*time.Second, func() error {
 		var h struct{ Healthy bool }
 		return getJSON("http://"+c.ports["gateway.admin"]+"/healthz", &h)
 	})
@@ -91,7 +92,7 @@ func TestEveryDaemonStopsCleanlyOnSIGTERM(t *testing.T) {
 	if err := syscall.Kill(old.PID, syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, func() error {
+	poll.Until(t, 20*time.Second, func() error {
 		r, err := c.scene(old.ID)
 		if err != nil {
 			return err

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/respawn-dev/respawn/internal/modules"
+	"github.com/respawn-dev/respawn/internal/poll"
 	"github.com/respawn-dev/respawn/internal/process"
 	"github.com/respawn-dev/respawn/internal/worldmgr"
 )
@@ -99,9 +100,9 @@ func TestStoppedSceneReplacedWithin1500ms(t *testing.T) {
 	}
 	// SIGSTOP reaches the threads asynchronously: make sure the hang is
 	// real (no thread runs) before waiting on the manager.
-	waitFor(t, 5*time.Second, func() error { return stopped(old.PID) })
+	poll.Until(t, 5*time.Second, func() error { return stopped(old.PID) })
 	var died, recovered worldmgr.TimelineEvent
-	waitFor(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		var evs []worldmgr.TimelineEvent
 		if err := getJSON("http://"+c.ports["worldmgr.admin"]+"/v1/timeline", &evs); err != nil {
 			return err
@@ -122,7 +123,7 @@ func TestStoppedSceneReplacedWithin1500ms(t *testing.T) {
 		return nil
 	})
 	// The manager replaces a process only once it is dead; check anyway.
-	waitFor(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		if process.Alive(old.PID) {
 			return fmt.Errorf("hung pid %d still alive", old.PID)
 		}
@@ -153,7 +154,7 @@ func TestAdoptedScenesAreWatchedAndKillable(t *testing.T) {
 	mgr.signal(syscall.SIGKILL)
 	mgr.wait(5 * time.Second)
 	c.start("worldmgr")
-	waitFor(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, func() error {
 		var st struct{ Recovering bool }
 		if err := getJSON("http://"+c.ports["worldmgr.admin"]+"/v1/status", &st); err != nil {
 			return err
@@ -174,7 +175,7 @@ func TestAdoptedScenesAreWatchedAndKillable(t *testing.T) {
 		t.Fatal(err)
 	}
 	killed := time.Now()
-	waitFor(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		r, err := c.scene("town")
 		if err != nil {
 			return err
@@ -191,7 +192,7 @@ func TestAdoptedScenesAreWatchedAndKillable(t *testing.T) {
 		t.Fatal(err)
 	}
 	stopped := time.Now()
-	waitFor(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		if process.Alive(forest.PID) {
 			return fmt.Errorf("hung adopted pid %d still alive", forest.PID)
 		}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/respawn-dev/respawn/internal/bus"
 	"github.com/respawn-dev/respawn/internal/game"
+	"github.com/respawn-dev/respawn/internal/poll"
 	"github.com/respawn-dev/respawn/internal/scene"
 )
 
@@ -68,7 +69,7 @@ func TestResentTravelInAfterKillKeepsLaterChanges(t *testing.T) {
 	// goldIs waits until the town and datasvr both hold gold for rita.
 	goldIs := func(gold int64) {
 		t.Helper()
-		waitFor(t, 15*time.Second, func() error {
+		poll.Until(t, 15*time.Second, func() error {
 			at, err := c.where(id, "town")
 			if err != nil {
 				return err
@@ -84,7 +85,7 @@ func TestResentTravelInAfterKillKeepsLaterChanges(t *testing.T) {
 		})
 	}
 	// In town (the travel's retries are waited out by the buy's wait).
-	waitFor(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, func() error {
 		at, err := c.where(id, "town")
 		if err != nil {
 			return err

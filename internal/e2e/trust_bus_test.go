@@ -18,6 +18,7 @@ import (
 	"github.com/respawn-dev/respawn/internal/bus"
 	"github.com/respawn-dev/respawn/internal/game"
 	"github.com/respawn-dev/respawn/internal/player"
+	"github.com/respawn-dev/respawn/internal/poll"
 	"github.com/respawn-dev/respawn/internal/scene"
 	"github.com/respawn-dev/respawn/internal/secret"
 )
@@ -60,7 +61,7 @@ func (v *violations) handler() nats.Option {
 // waitFor waits until the server reported a violation naming subject.
 func (v *violations) waitFor(t *testing.T, subject string) {
 	t.Helper()
-	waitFor(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		v.mu.Lock()
 		defer v.mu.Unlock()
 		for _, e := range v.errs {
@@ -311,7 +312,7 @@ func TestForgedTravelInMintsNothing(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatal("erin's TravelIn to town was never seen")
 		}
-		waitFor(t, 10*time.Second, func() error {
+		poll.Until(t, 10*time.Second, func() error {
 			at, err := c.where(online, "town", "forest")
 			if err != nil {
 				return err
@@ -339,7 +340,7 @@ func TestForgedTravelInMintsNothing(t *testing.T) {
 		// Once erin is back in the forest, the same replay cannot pull
 		// her into town again.
 		c.respawn("gm", "request", "--scene", "town", "--player", online, "--seq", "2", `{"op":"travel","to":"forest"}`)
-		waitFor(t, 10*time.Second, func() error {
+		poll.Until(t, 10*time.Second, func() error {
 			at, err := c.where(online, "town", "forest")
 			if err != nil {
 				return err
@@ -420,7 +421,7 @@ func TestSceneStartFailsWhenTheBusRefusesItsSubscriptions(t *testing.T) {
 	host, port, _ := net.SplitHostPort(addr)
 	ns := startProc(t, c, bin, "-c", path, "-a", host, "-p", port)
 	c.procs = append(c.procs, ns)
-	waitFor(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, func() error {
 		conn, err := net.Dial("tcp", addr)
 		if err == nil {
 			conn.Close()

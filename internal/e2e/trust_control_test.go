@@ -14,6 +14,7 @@ import (
 
 	"github.com/respawn-dev/respawn/internal/ctlproto"
 	"github.com/respawn-dev/respawn/internal/modules"
+	"github.com/respawn-dev/respawn/internal/poll"
 	"github.com/respawn-dev/respawn/internal/process"
 	"github.com/respawn-dev/respawn/internal/secret"
 )
@@ -162,7 +163,7 @@ func TestForgedHelloLeavesVictimAlive(t *testing.T) {
 		}
 		return sameTable(before, after)
 	})
-	waitFor(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		var m string
 		if err := getText("http://"+c.ports["worldmgr.admin"]+"/metrics", &m); err != nil {
 			return err

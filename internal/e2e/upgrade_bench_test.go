@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/respawn-dev/respawn/internal/modules"
+	"github.com/respawn-dev/respawn/internal/poll"
 )
 
 // BenchmarkHandoffBlip: the same world as BenchmarkFailoverBlip (500
@@ -41,7 +42,7 @@ func BenchmarkHandoffBlip(b *testing.B) {
 			if err != nil || code != http.StatusOK {
 				b.Fatalf("handoff: %d %s %v", code, body, err)
 			}
-			waitFor(b, 30*time.Second, func() error {
+			poll.Until(b, 30*time.Second, func() error {
 				r, err := c.scene("forest")
 				if err != nil {
 					return err

@@ -8,6 +8,7 @@ import (
 
 	"github.com/respawn-dev/respawn/internal/config"
 	"github.com/respawn-dev/respawn/internal/gwproto"
+	"github.com/respawn-dev/respawn/internal/poll"
 )
 
 // closeSeen is the CLOSE one peer read, and when.
@@ -82,7 +83,7 @@ func TestDrainPacesMovesAndAcceptsNothingNew(t *testing.T) {
 	began := time.Now()
 	res := make(chan DrainResult, 1)
 	go func() { res <- g.Drain() }()
-	waitFor(t, 2*time.Second, func() error {
+	poll.Until(t, 2*time.Second, func() error {
 		if !g.draining.Load() {
 			return fmt.Errorf("not draining yet")
 		}
@@ -176,7 +177,7 @@ func TestDrainWaitsForRequestInFlightUntilTimeout(t *testing.T) {
 	if code, msg := busy.enqueue(1, []byte(`{"op":"move","x":1,"y":1}`)); code != gwproto.CodeOK {
 		t.Fatalf("enqueue: %s %s", code, msg)
 	}
-	waitFor(t, 2*time.Second, func() error {
+	poll.Until(t, 2*time.Second, func() error {
 		busy.mu.Lock()
 		defer busy.mu.Unlock()
 		if len(busy.queue) != 0 {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/respawn-dev/respawn/internal/config"
 	"github.com/respawn-dev/respawn/internal/gwproto"
+	"github.com/respawn-dev/respawn/internal/poll"
 	"github.com/respawn-dev/respawn/internal/scenelink"
 	"github.com/respawn-dev/respawn/internal/secret"
 	"github.com/respawn-dev/respawn/internal/token"
@@ -217,7 +218,7 @@ func TestConnectionLimits(t *testing.T) {
 	}
 	// A freed slot is usable again.
 	a.Close()
-	waitFor(t, 2*time.Second, func() error {
+	poll.Until(t, 2*time.Second, func() error {
 		if n := g.limits.count(); n != 2-1 {
 			return errors.New("slot not freed yet")
 		}
@@ -338,7 +339,7 @@ func TestOldConnectionCleanupKeepsNewSession(t *testing.T) {
 	}
 	// A drop that is not resumed expires.
 	g.reg.detach(s2, c3)
-	waitFor(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		if g.reg.get("alice") != nil {
 			return errors.New("still registered")
 		}
@@ -355,7 +356,7 @@ func TestAnnouncementFromAnotherGatewayEndsLocalSession(t *testing.T) {
 	if err := g.opt.NATS.Publish(SubjectSession, b); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		if g.reg.get("bob") != nil {
 			return errors.New("still here")
 		}
@@ -440,21 +441,6 @@ func readPositions(t *testing.T, c *clientConn) gwproto.Positions {
 		default:
 			return out
 		}
-	}
-}
-
-func waitFor(t testing.TB, timeout time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("still failing after %s: %v", timeout, err)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 

@@ -12,23 +12,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nuid"
 
+	"github.com/respawn-dev/respawn/internal/poll"
 	"github.com/respawn-dev/respawn/internal/replica"
 )
-
-func waitFor(t *testing.T, timeout time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v: %v", timeout, err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
 
 func TestAllDeclarations(t *testing.T) {
 	seen := map[string]bool{}
@@ -109,7 +95,7 @@ func TestChatOrderPerSender(t *testing.T) {
 	raw(ChatMessage{From: "bob", Text: "b1 again", Seq: 1})
 	raw(ChatMessage{From: "bob", Text: "b2 late", Seq: 2})
 	raw(ChatMessage{From: "bob", Text: "b4", Seq: 4})
-	waitFor(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		mu.Lock()
 		defer mu.Unlock()
 		if len(got) < 6 {
@@ -120,7 +106,7 @@ func TestChatOrderPerSender(t *testing.T) {
 	// A restarted publisher (new Chat) keeps alice's sequence increasing.
 	chat2, _ := NewChat(nc, ChatOptions{Subject: subj})
 	_ = chat2.Publish(ChatMessage{From: "alice", Text: "after restart"})
-	waitFor(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		mu.Lock()
 		defer mu.Unlock()
 		var texts []string

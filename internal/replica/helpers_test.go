@@ -14,23 +14,6 @@ import (
 	"github.com/nats-io/nuid"
 )
 
-// waitFor polls cond until it returns nil or timeout passes; tests never
-// sleep for a fixed time.
-func waitFor(t testing.TB, timeout time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v: %v", timeout, err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // embedded is an in-process NATS server that can be stopped and started
 // again on the same port and store directory.
 type embedded struct {

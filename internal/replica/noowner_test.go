@@ -3,6 +3,8 @@ package replica
 import (
 	"testing"
 	"time"
+
+	"github.com/respawn-dev/respawn/internal/poll"
 )
 
 // A reader that starts before any owner (worldmgr before its scenes) gets
@@ -24,7 +26,7 @@ func TestReaderBeforeOwnerIsNotAnError(t *testing.T) {
 		if err := w.Put("k", rec{N: 1}); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, 5*time.Second, func() error { return sameAs(r, map[string]rec{"k": {N: 1}}) })
+		poll.Until(t, 5*time.Second, func() error { return sameAs(r, map[string]rec{"k": {N: 1}}) })
 		if st := r.Stats(); st.Errors != 0 {
 			t.Fatalf("reader counted %d errors", st.Errors)
 		}

@@ -11,6 +11,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
+
+	"github.com/respawn-dev/respawn/internal/poll"
 )
 
 // Run: go test -run '^$' -bench . -benchtime 1x ./internal/replica/
@@ -47,7 +49,7 @@ func BenchmarkImmediateThroughput(b *testing.B) {
 	pub := time.Since(start)
 	// Converged when every key shows its last value (a reader that fell
 	// behind and dropped messages still gets there through a resync).
-	waitFor(b, time.Minute, func() error {
+	poll.Until(b, time.Minute, func() error {
 		for k := n - 1000; k < n; k++ {
 			if v, _ := r.Get(fmt.Sprint("k", k%1000)); v.N != k {
 				return fmt.Errorf("key k%d = %d, want %d", k%1000, v.N, k)
@@ -77,7 +79,7 @@ func BenchmarkImmediatePaced(b *testing.B) {
 	}
 	const rate, dur = 10_000, 2 * time.Second
 	n := pace(rate, dur, func(i int) { _ = w.Put(fmt.Sprint("k", i%1000), rec{N: i}) })
-	waitFor(b, time.Minute, func() error {
+	poll.Until(b, time.Minute, func() error {
 		if got := r.Stats().Messages; got < uint64(n) {
 			return fmt.Errorf("reader got %d of %d", got, n)
 		}
@@ -158,7 +160,7 @@ func BenchmarkPositions4000(b *testing.B) {
 				b.Fatal(err)
 			}
 			ws := w.Stats()
-			waitFor(b, time.Minute, func() error {
+			poll.Until(b, time.Minute, func() error {
 				if got := r.Stats().Messages; got < ws.Messages {
 					return fmt.Errorf("reader got %d of %d messages", got, ws.Messages)
 				}
@@ -237,7 +239,7 @@ func benchKV(b *testing.B, storage jetstream.StorageType) {
 		}
 	}
 	wait := func(n int) {
-		waitFor(b, time.Minute, func() error {
+		poll.Until(b, time.Minute, func() error {
 			mu.Lock()
 			defer mu.Unlock()
 			if got < n {

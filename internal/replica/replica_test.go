@@ -13,6 +13,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/respawn-dev/respawn/internal/poll"
 )
 
 const converge = 10 * time.Second
@@ -73,7 +75,7 @@ func TestLateAndRestartedReaderConverge(t *testing.T) {
 		if err := r.WaitSynced(ctx(t)); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, converge, func() error { return sameAs(r, want) })
+		poll.Until(t, converge, func() error { return sameAs(r, want) })
 
 		var mu sync.Mutex
 		seen := map[string]rec{}
@@ -100,8 +102,8 @@ func TestLateAndRestartedReaderConverge(t *testing.T) {
 		if err := w.Delete("k199"); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, converge, func() error { return sameAs(r, want) })
-		waitFor(t, converge, func() error {
+		poll.Until(t, converge, func() error { return sameAs(r, want) })
+		poll.Until(t, converge, func() error {
 			mu.Lock()
 			defer mu.Unlock()
 			if !reflect.DeepEqual(seen, want) {
@@ -121,7 +123,7 @@ func TestLateAndRestartedReaderConverge(t *testing.T) {
 			t.Fatal(err)
 		}
 		r2 := newReader(t, connect(t, tg.url), m, ReaderOptions{Prefix: p})
-		waitFor(t, converge, func() error { return sameAs(r2, want) })
+		poll.Until(t, converge, func() error { return sameAs(r2, want) })
 	})
 }
 
@@ -176,7 +178,7 @@ func TestBatchedMergesPerKey(t *testing.T) {
 		if err := w.Flush(); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, converge, func() error {
+		poll.Until(t, converge, func() error {
 			return sameAs(r, map[string]rec{"a": {N: n - 1}, "b": {N: -(n - 1)}})
 		})
 		mu.Lock()
@@ -201,7 +203,7 @@ func TestBatchedIntervalPublishes(t *testing.T) {
 			_ = w.Put("k", rec{N: i})
 		}
 		// No Flush: the interval does it.
-		waitFor(t, converge, func() error { return sameAs(r, map[string]rec{"k": {N: 99}}) })
+		poll.Until(t, converge, func() error { return sameAs(r, map[string]rec{"k": {N: 99}}) })
 		if el := time.Since(start); el > time.Second {
 			t.Errorf("batched change took %v with a 100ms interval", el)
 		}
@@ -213,7 +215,7 @@ func TestBatchedIntervalPublishes(t *testing.T) {
 		if err := w.Close(); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, converge, func() error { return sameAs(r, map[string]rec{"k": {N: 99}, "last": {N: 1}}) })
+		poll.Until(t, converge, func() error { return sameAs(r, map[string]rec{"k": {N: 99}, "last": {N: 1}}) })
 	})
 }
 
@@ -245,7 +247,7 @@ func TestOlderVersionIgnored(t *testing.T) {
 		if err := w.Put("k", rec{N: 1}); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, converge, func() error { return sameAs(r, map[string]rec{"k": {N: 1}}) })
+		poll.Until(t, converge, func() error { return sameAs(r, map[string]rec{"k": {N: 1}}) })
 		e, _ := r.Entry("k")
 		upd, _, _ := subjects(p, m.Name)
 		val, _ := json.Marshal(rec{N: 666})
@@ -254,7 +256,7 @@ func TestOlderVersionIgnored(t *testing.T) {
 		before := r.Stats().Ignored
 		publishRaw(t, nc, upd, wireMsg{Kind: kindUpdate, Instance: "x", Session: "inj", Seq: 1, Sent: time.Now().UnixNano(),
 			Entries: []wireEntry{{Key: "k", Version: e.Version - 1, Value: val}, {Key: "k", Version: e.Version, Value: val}}})
-		waitFor(t, converge, func() error {
+		poll.Until(t, converge, func() error {
 			if got := r.Stats().Ignored - before; got != 2 {
 				return fmt.Errorf("ignored %d entries, want 2", got)
 			}
@@ -269,13 +271,13 @@ func TestOlderVersionIgnored(t *testing.T) {
 		// A newer one on the same path is applied: the injection works.
 		publishRaw(t, nc, upd, wireMsg{Kind: kindUpdate, Instance: "x", Session: "inj", Seq: 3, Sent: time.Now().UnixNano(),
 			Entries: []wireEntry{{Key: "k", Version: e.Version + 1, Value: val}}})
-		waitFor(t, converge, func() error { return sameAs(r, map[string]rec{"k": {N: 666}}) })
+		poll.Until(t, converge, func() error { return sameAs(r, map[string]rec{"k": {N: 666}}) })
 		if st := r.Stats(); st.Ignored-before != 3 {
 			t.Fatalf("ignored %d, want 3", st.Ignored-before)
 		}
 		// Garbage is counted, not fatal.
 		_ = nc.Publish(upd, []byte("not json"))
-		waitFor(t, converge, func() error {
+		poll.Until(t, converge, func() error {
 			if r.Stats().Errors == 0 {
 				return errors.New("garbage not counted")
 			}
@@ -292,7 +294,7 @@ func TestGapTriggersResync(t *testing.T) {
 	w := newWriter(t, nc, m, WriterOptions{Prefix: p})
 	_ = w.Put("a", rec{N: 1})
 	r := newReader(t, connect(t, e.url()), m, ReaderOptions{Prefix: p})
-	waitFor(t, converge, func() error { return sameAs(r, map[string]rec{"a": {N: 1}}) })
+	poll.Until(t, converge, func() error { return sameAs(r, map[string]rec{"a": {N: 1}}) })
 	resyncs := r.Stats().Resyncs
 	// Skip a sequence number of the writer's session, as a lost message would.
 	w.mu.Lock()
@@ -300,7 +302,7 @@ func TestGapTriggersResync(t *testing.T) {
 	w.state["b"] = wireEntry{Key: "b", Version: w.clock.next(), Value: []byte(`{"n":2}`)} // the "lost" change
 	w.mu.Unlock()
 	_ = w.Put("c", rec{N: 3})
-	waitFor(t, converge, func() error { return sameAs(r, map[string]rec{"a": {N: 1}, "b": {N: 2}, "c": {N: 3}}) })
+	poll.Until(t, converge, func() error { return sameAs(r, map[string]rec{"a": {N: 1}, "b": {N: 2}, "c": {N: 3}}) })
 	if st := r.Stats(); st.Gaps == 0 || st.Resyncs <= resyncs {
 		t.Fatalf("gap not detected: %+v", st)
 	}
@@ -322,8 +324,8 @@ func TestServerRestart(t *testing.T) {
 		_ = w.Put(k, want[k])
 		_ = wb.Put(k, want[k])
 	}
-	waitFor(t, converge, func() error { return sameAs(r, want) })
-	waitFor(t, converge, func() error { return sameAs(rb, want) })
+	poll.Until(t, converge, func() error { return sameAs(r, want) })
+	poll.Until(t, converge, func() error { return sameAs(rb, want) })
 
 	for round := range 2 {
 		e.stop()
@@ -344,14 +346,14 @@ func TestServerRestart(t *testing.T) {
 		e.start()
 		// And changes after the restart.
 		want["after"] = rec{N: round}
-		waitFor(t, converge, func() error {
+		poll.Until(t, converge, func() error {
 			if err := w.Put("after", want["after"]); err != nil {
 				return err
 			}
 			return wb.Put("after", want["after"])
 		})
-		waitFor(t, converge, func() error { return sameAs(r, want) })
-		waitFor(t, converge, func() error { return sameAs(rb, want) })
+		poll.Until(t, converge, func() error { return sameAs(r, want) })
+		poll.Until(t, converge, func() error { return sameAs(rb, want) })
 	}
 	if st := r.Stats(); st.Resyncs < 2 {
 		t.Errorf("reader resynced %d times across 2 restarts", st.Resyncs)
@@ -372,9 +374,9 @@ func TestServerRestartLostUpdates(t *testing.T) {
 	w := newWriter(t, wnc, m, WriterOptions{Prefix: p})
 	r := newReader(t, connect(t, e.url()), m, ReaderOptions{Prefix: p})
 	_ = w.Put("a", rec{N: 1})
-	waitFor(t, converge, func() error { return sameAs(r, map[string]rec{"a": {N: 1}}) })
+	poll.Until(t, converge, func() error { return sameAs(r, map[string]rec{"a": {N: 1}}) })
 	e.stop()
-	waitFor(t, converge, func() error {
+	poll.Until(t, converge, func() error {
 		if wnc.IsConnected() {
 			return errors.New("writer still connected")
 		}
@@ -385,7 +387,7 @@ func TestServerRestartLostUpdates(t *testing.T) {
 	_ = w.Put("a", rec{N: 2})
 	_ = w.Put("b", rec{N: 3})
 	e.start()
-	waitFor(t, converge, func() error { return sameAs(r, map[string]rec{"a": {N: 2}, "b": {N: 3}}) })
+	poll.Until(t, converge, func() error { return sameAs(r, map[string]rec{"a": {N: 2}, "b": {N: 3}}) })
 }
 
 func TestOwnerCrashRepublish(t *testing.T) {
@@ -410,13 +412,13 @@ func TestOwnerCrashRepublish(t *testing.T) {
 		_ = w2.Put("q1", rec{N: 2})
 		_ = w1.Flush()
 		_ = w2.Flush()
-		waitFor(t, converge, func() error {
+		poll.Until(t, converge, func() error {
 			return sameAs(r, map[string]rec{"p1": {1, "old"}, "p2": {1, "old"}, "p3": {1, "old"}, "moved": {1, "old"}, "q1": {N: 2}})
 		})
 		// The player "moved" goes to scene-2 before the crash.
 		_ = w2.Put("moved", rec{N: 2, S: "moved"})
 		_ = w2.Flush()
-		waitFor(t, converge, func() error {
+		poll.Until(t, converge, func() error {
 			if e, _ := r.Entry("moved"); e.Instance != "scene-2" {
 				return fmt.Errorf("moved held by %q", e.Instance)
 			}
@@ -436,7 +438,7 @@ func TestOwnerCrashRepublish(t *testing.T) {
 			t.Fatal(err)
 		}
 		want := map[string]rec{"p1": {3, "new"}, "p3": {3, "new"}, "p4": {3, "new"}, "moved": {2, "moved"}, "q1": {N: 2}}
-		waitFor(t, converge, func() error { return sameAs(r, want) })
+		poll.Until(t, converge, func() error { return sameAs(r, want) })
 		if el := time.Since(start); el > m.Interval {
 			t.Errorf("converged after %v, more than one interval (%v)", el, m.Interval)
 		}
@@ -446,7 +448,7 @@ func TestOwnerCrashRepublish(t *testing.T) {
 		// A reader started now sees the same (scene-1's dead incarnation
 		// answers nothing).
 		r2 := newReader(t, connect(t, tg.url), m, ReaderOptions{Prefix: p})
-		waitFor(t, converge, func() error { return sameAs(r2, want) })
+		poll.Until(t, converge, func() error { return sameAs(r2, want) })
 	})
 }
 
@@ -459,7 +461,7 @@ func TestMetricsAndDescribe(t *testing.T) {
 	r := newReader(t, connect(t, e.url()), m, ReaderOptions{Prefix: p, Registerer: reg})
 	_ = w.Put("a", rec{})
 	_ = w.Flush()
-	waitFor(t, converge, func() error { return sameAs(r, map[string]rec{"a": {}}) })
+	poll.Until(t, converge, func() error { return sameAs(r, map[string]rec{"a": {}}) })
 	if _, err := NewReader[rec](ctx(t), connect(t, e.url()), m, RoleCLI, ReaderOptions{Prefix: p, Registerer: reg}); err == nil {
 		t.Error("second reader registered the same metrics")
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/respawn-dev/respawn/internal/game"
 	"github.com/respawn-dev/respawn/internal/modules"
 	"github.com/respawn-dev/respawn/internal/player"
+	"github.com/respawn-dev/respawn/internal/poll"
 	"github.com/respawn-dev/respawn/internal/shmlog"
 )
 
@@ -289,7 +290,7 @@ func TestCorruptRoomIsHeldWhileItsSceneServes(t *testing.T) {
 		t.Fatal(err)
 	}
 	var room *loop
-	waitUntil(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		var rooms []string
 		_ = forest.read(ctx, func(st *game.Scene) { rooms = st.Inspect().Rooms })
 		if len(rooms) != 1 {

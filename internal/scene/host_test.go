@@ -11,6 +11,7 @@ import (
 	"github.com/respawn-dev/respawn/internal/config"
 	"github.com/respawn-dev/respawn/internal/game"
 	"github.com/respawn-dev/respawn/internal/player"
+	"github.com/respawn-dev/respawn/internal/poll"
 )
 
 func testHost(t *testing.T, dir string) *host {
@@ -35,21 +36,6 @@ func testHostStopped(t testing.TB, dir string) *host {
 		t.Fatal(err)
 	}
 	return h
-}
-
-func waitUntil(t *testing.T, timeout time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal(err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // A dungeon room takes a free slot, and when its boss dies and its players
@@ -82,7 +68,7 @@ func TestRoomEndsAndItsSlotIsReused(t *testing.T) {
 		return ""
 	}
 	room := enterDungeon()
-	waitUntil(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		if _, ok := h.loop(room); !ok {
 			return fmt.Errorf("room %s not created", room)
 		}
@@ -94,7 +80,7 @@ func TestRoomEndsAndItsSlotIsReused(t *testing.T) {
 	}
 	rl, _ := h.loop(room)
 	// The player arrives in the room, then the GM kills its boss.
-	waitUntil(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		var n int
 		_ = rl.read(context.Background(), func(st *game.Scene) { n = st.Players() })
 		if n != 1 {
@@ -105,7 +91,7 @@ func TestRoomEndsAndItsSlotIsReused(t *testing.T) {
 	if _, err := rl.submit(context.Background(), game.GMDamage{ReqID: "kill-king", Monster: "kobold-king", Amount: 10000}); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, func() error {
 		if _, ok := h.loop(room); ok {
 			return fmt.Errorf("room %s still live", room)
 		}
@@ -123,7 +109,7 @@ func TestRoomEndsAndItsSlotIsReused(t *testing.T) {
 		return nil
 	})
 	second := enterDungeon()
-	waitUntil(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		if _, ok := h.loop(second); !ok {
 			return fmt.Errorf("room %s not created", second)
 		}
@@ -150,7 +136,7 @@ func TestRestartRestoresScenesAndRooms(t *testing.T) {
 		t.Fatal(err)
 	}
 	var rooms []string
-	waitUntil(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		_ = forest.read(context.Background(), func(st *game.Scene) { rooms = st.Inspect().Rooms })
 		if len(rooms) != 1 {
 			return fmt.Errorf("rooms %v", rooms)

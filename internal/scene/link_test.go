@@ -15,6 +15,7 @@ import (
 
 	"github.com/respawn-dev/respawn/internal/game"
 	"github.com/respawn-dev/respawn/internal/player"
+	"github.com/respawn-dev/respawn/internal/poll"
 	"github.com/respawn-dev/respawn/internal/scenelink"
 	"github.com/respawn-dev/respawn/internal/secret"
 )
@@ -421,7 +422,7 @@ func TestLinkOneConnectionLostEndsTheClient(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Done not closed after one of two connections was lost")
 	}
-	waitUntil(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		f.ls.mu.Lock()
 		defer f.ls.mu.Unlock()
 		if len(f.ls.conns) != 0 {
@@ -459,7 +460,7 @@ func TestLinkTravelResendAtDestination(t *testing.T) {
 	// The gateway's failover path: join the source, learn where the
 	// player went, join there and resend the unanswered seq.
 	var jr scenelink.JoinResult
-	waitUntil(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		jr, err = c.Join(ctx, "forest", "p1", "s1")
 		if err != nil || jr.Moved != dr.RoomID {
 			return fmt.Errorf("join at the source: %+v %v", jr, err)
@@ -468,7 +469,7 @@ func TestLinkTravelResendAtDestination(t *testing.T) {
 	})
 	room := req
 	room.Scene = dr.RoomID
-	waitUntil(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		jr, err = c.Join(ctx, dr.RoomID, "p1", "s1")
 		if err != nil || jr.Moved != "" || jr.LastSeq != 1 {
 			return fmt.Errorf("join at the room: %+v %v", jr, err)
