@@ -14,6 +14,7 @@ import (
 	"github.com/respawn-dev/respawn/internal/dataclient"
 	"github.com/respawn-dev/respawn/internal/modules"
 	"github.com/respawn-dev/respawn/internal/player"
+	"github.com/respawn-dev/respawn/internal/poll"
 	"github.com/respawn-dev/respawn/internal/store"
 )
 
@@ -168,7 +169,7 @@ func TestCrashPointLeaseHandoff(t *testing.T) {
 	}
 	p.request(t, map[string]any{"op": "travel", "to": "forest"})
 	// The crash point fired: town runs in a new process.
-	waitFor(t, 20*time.Second, func() error {
+	poll.Until(t, 20*time.Second, func() error {
 		r, err := c.scene("town")
 		if err != nil {
 			return err
@@ -182,7 +183,7 @@ func TestCrashPointLeaseHandoff(t *testing.T) {
 		t.Fatalf("town's process was replaced, but not at the crash point; log:\n%s", raw)
 	}
 	// The transfer completes: town's outbox empties, the forest has the player.
-	waitFor(t, 20*time.Second, func() error {
+	poll.Until(t, 20*time.Second, func() error {
 		v, err := c.inspect("town")
 		if err != nil {
 			return err

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/respawn-dev/respawn/internal/poll"
 	"github.com/respawn-dev/respawn/internal/process"
 )
 
@@ -51,14 +52,14 @@ func TestGatewayDrainMovesPlayersWithoutLoss(t *testing.T) {
 	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, drainTimeout+5*time.Second, func() error {
+	poll.Until(t, drainTimeout+5*time.Second, func() error {
 		if process.Alive(pid) {
 			return fmt.Errorf("gw1 (pid %d) still running", pid)
 		}
 		return nil
 	})
 	exited := time.Since(began)
-	waitFor(t, 20*time.Second, func() error {
+	poll.Until(t, 20*time.Second, func() error {
 		for _, p := range w.players {
 			if p.c.Stats().Resumes == 0 {
 				return fmt.Errorf("player %s has not resumed", p.id)
