@@ -13,9 +13,10 @@ import (
 	"github.com/respawn-dev/respawn/internal/process"
 )
 
-// `respawn shutdown` under `respawn up` after players played through the
-// gateway: every scene saves, the gateways stop before the scenes, and the
-// database then holds exactly what every client was told.
+// `respawn shutdown` under `respawn up` while players play through the
+// gateway: every scene saves, the gateways drain before the scenes stop
+// (each request in flight is answered before its client is told to
+// move), and the database then holds exactly what every client was told.
 func TestShutdownDrainsGatewaysFirstNothingLost(t *testing.T) {
 	c := newCluster(t)
 	up := c.start("respawn", "up")
@@ -30,8 +31,6 @@ func TestShutdownDrainsGatewaysFirstNothingLost(t *testing.T) {
 	done := make(chan struct{})
 	go func() { defer close(done); w.play(10*time.Millisecond, stop) }()
 	w.progress(5)
-	close(stop)
-	<-done
 
 	out := c.respawn("shutdown", "--json")
 	var rep struct {
@@ -64,6 +63,18 @@ func TestShutdownDrainsGatewaysFirstNothingLost(t *testing.T) {
 	}
 	if pids := c.livePids(""); len(pids) > 0 {
 		t.Fatalf("processes left after shutdown: %v", pids)
+	}
+	// The players played until the end; what they sent after the gateways
+	// went is never answered, and fails now.
+	close(stop)
+	for _, p := range w.players {
+		p.c.Close()
+	}
+	<-done
+	for _, p := range w.players {
+		if st := p.c.Stats(); st.Lost != 0 || st.Disconnects != 0 || st.Duplicates != 0 {
+			t.Errorf("player %s: %+v, want told to move, not lost", p.id, st)
+		}
 	}
 
 	// A fresh datasvr serves from the database what each client was told.

@@ -329,14 +329,25 @@ func (h *host) loop(id string) (*loop, bool) {
 
 // stopAll stops every loop, snapshots and flushes the log, and closes it.
 func (h *host) stopAll(waitSaves bool) {
-	if h.data != nil && waitSaves {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		h.data.flushAll(ctx)
-		cancel()
-	}
 	h.mu.Lock()
 	loops := h.sortedLoops()
 	h.mu.Unlock()
+	if h.data != nil && waitSaves {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		// Players changed since the last save tick are saved now too, not
+		// only snapshotted: after a shutdown the data server holds what
+		// every client was told, with no scene left to resend it.
+		for _, l := range loops {
+			if !l.started.Load() {
+				continue
+			}
+			if _, err := l.submit(ctx, game.SaveTick{}); err != nil && !errors.Is(err, ErrStopped) {
+				h.log.Warn("final save tick", zap.String("scene", l.id), zap.Error(err))
+			}
+		}
+		h.data.flushAll(ctx)
+		cancel()
+	}
 	for _, l := range loops {
 		l.stop()
 		if !l.freed {
