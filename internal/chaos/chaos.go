@@ -184,17 +184,23 @@ func Run(ctx context.Context, cfg *config.Config, o Options, log *zap.Logger) (*
 				return nil, err
 			}
 		}
-		// Free ports are picked by binding :0 and closing, so another
-		// process (a scene's own :0 listeners) can take one before the
-		// daemon binds it: a cluster that does not come up gets one more
-		// try on fresh ports and a fresh directory.
+		// The ports are reserved with freeport, so no other test or chaos
+		// run takes one before the daemon binds it; software outside that
+		// scheme still can, so a cluster that does not come up gets one
+		// more try on fresh ports and a fresh directory.
 		for attempt := 1; attempt <= 2; attempt++ {
 			var path string
-			if path, err = ownConfig(cfg, o.WorkDir); err != nil {
+			var release func() error
+			if path, release, err = ownConfig(cfg, o.WorkDir); err != nil {
 				return nil, err
 			}
 			say("starting a cluster (respawn up --config %s)", path)
 			cl, err = startCluster(ctx, path, o.BinDir, o.Env, o.ClusterLog, log)
+			if err == nil {
+				cl.release = release
+			} else if rerr := release(); rerr != nil {
+				log.Warn("release the failed cluster's ports", zap.Error(rerr))
+			}
 			if err == nil || ctx.Err() != nil {
 				break
 			}

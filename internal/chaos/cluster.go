@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/respawn-dev/respawn/internal/config"
 	"github.com/respawn-dev/respawn/internal/crashpoint"
+	"github.com/respawn-dev/respawn/internal/freeport"
 	"github.com/respawn-dev/respawn/internal/modules"
 	"github.com/respawn-dev/respawn/internal/poll"
 	"github.com/respawn-dev/respawn/internal/process"
@@ -37,6 +37,8 @@ type cluster struct {
 
 	up     *exec.Cmd // nil when attached
 	upDone chan struct{}
+	// release gives back the ports ownConfig reserved; nil when attached.
+	release func() error
 }
 
 // gatewayNames are the instances a started cluster runs: two, so a killed
@@ -48,16 +50,33 @@ var gatewayNames = []string{"gw1", "gw2"}
 const chaosMaxRestarts = 1000
 
 // ownConfig turns cfg into the configuration of a private cluster under
-// dir: its own data and shm directories, free loopback ports, two gateways.
-// It writes it to dir/chaos.yaml and returns the path.
-func ownConfig(cfg *config.Config, dir string) (string, error) {
+// dir: its own data and shm directories, loopback ports reserved with
+// freeport (no other test or chaos run gets them while they are held), two
+// gateways. It writes it to dir/chaos.yaml and returns the path and the
+// function that gives the ports back (call it once the cluster is stopped,
+// or on error paths; it is safe to call more than once).
+func ownConfig(cfg *config.Config, dir string) (path string, release func() error, err error) {
+	var held []*freeport.Port
+	release = func() error {
+		var errs []error
+		for _, p := range held {
+			errs = append(errs, p.Release())
+		}
+		held = nil
+		return errors.Join(errs...)
+	}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, release())
+		}
+	}()
 	free := func() (string, error) {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		p, err := freeport.Reserve()
 		if err != nil {
 			return "", fmt.Errorf("pick a free port: %w", err)
 		}
-		defer ln.Close()
-		return ln.Addr().String(), nil
+		held = append(held, p)
+		return p.Addr, nil
 	}
 	c := *cfg
 	c.DataDir = filepath.Join(dir, "data")
@@ -72,7 +91,7 @@ func ownConfig(cfg *config.Config, dir string) (string, error) {
 		&c.Gateway.Listen, &c.Gateway.WebSocket, &c.Gateway.Admin}
 	for _, a := range addrs {
 		if *a, err = free(); err != nil {
-			return "", err
+			return "", nil, err
 		}
 	}
 	// Faults come faster than any crash loop the restart policy guards
@@ -83,20 +102,20 @@ func ownConfig(cfg *config.Config, dir string) (string, error) {
 		in := config.GatewayInstance{Name: name}
 		for _, a := range []*string{&in.Listen, &in.WebSocket, &in.Admin} {
 			if *a, err = free(); err != nil {
-				return "", err
+				return "", nil, err
 			}
 		}
 		c.Gateway.Instances = append(c.Gateway.Instances, in)
 	}
 	raw, err := yaml.Marshal(&c)
 	if err != nil {
-		return "", fmt.Errorf("chaos config: %w", err)
+		return "", nil, fmt.Errorf("chaos config: %w", err)
 	}
-	path := filepath.Join(dir, "chaos.yaml")
+	path = filepath.Join(dir, "chaos.yaml")
 	if err := os.WriteFile(path, raw, 0o600); err != nil {
-		return "", fmt.Errorf("chaos config: %w", err)
+		return "", nil, fmt.Errorf("chaos config: %w", err)
 	}
-	return path, nil
+	return path, release, nil
 }
 
 // startCluster runs `respawn up` (from binDir) on the config at path and
@@ -214,6 +233,13 @@ func (c *cluster) stop() {
 	}
 	if strings.HasPrefix(c.cfg.ShmDir, "/dev/shm/respawn-chaos-") {
 		os.RemoveAll(c.cfg.ShmDir)
+	}
+	// The ports last: every process that bound one is gone now.
+	if c.release != nil {
+		if err := c.release(); err != nil {
+			c.log.Warn("release the cluster's ports", zap.Error(err))
+		}
+		c.release = nil
 	}
 }
 

@@ -12,7 +12,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -27,6 +26,7 @@ import (
 
 	"github.com/respawn-dev/respawn/internal/bus"
 	"github.com/respawn-dev/respawn/internal/dataclient"
+	"github.com/respawn-dev/respawn/internal/freeport"
 	"github.com/respawn-dev/respawn/internal/player"
 	"github.com/respawn-dev/respawn/internal/secret"
 )
@@ -67,16 +67,6 @@ func backends() map[string]string {
 	return b
 }
 
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // daemon is one datasvr process; its ports and data dir survive restarts.
 type daemon struct {
 	t         *testing.T
@@ -91,7 +81,7 @@ type daemon struct {
 }
 
 func newDaemon(t *testing.T, dsn string) *daemon {
-	d := &daemon{t: t, dir: t.TempDir(), dsn: dsn, natsAddr: freePort(t), adminAddr: freePort(t)}
+	d := &daemon{t: t, dir: t.TempDir(), dsn: dsn, natsAddr: freeport.Addr(t), adminAddr: freeport.Addr(t)}
 	t.Cleanup(func() {
 		d.kill()
 		if t.Failed() {

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/respawn-dev/respawn/internal/freeport"
 	"github.com/respawn-dev/respawn/internal/modules"
 	"github.com/respawn-dev/respawn/internal/player"
 	"github.com/respawn-dev/respawn/internal/poll"
@@ -103,7 +104,7 @@ type tcpProxy struct {
 }
 
 func newTCPProxy(t *testing.T, target string) *tcpProxy {
-	p := &tcpProxy{t: t, addr: freeAddr(t), target: target, conns: map[net.Conn]bool{}}
+	p := &tcpProxy{t: t, addr: freeport.Addr(t), target: target, conns: map[net.Conn]bool{}}
 	t.Cleanup(func() { p.down(); p.wg.Wait() })
 	return p
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/respawn-dev/respawn/internal/client"
 	"github.com/respawn-dev/respawn/internal/crashpoint"
 	"github.com/respawn-dev/respawn/internal/dataclient"
+	"github.com/respawn-dev/respawn/internal/freeport"
 	"github.com/respawn-dev/respawn/internal/game"
 	"github.com/respawn-dev/respawn/internal/gwproto"
 	"github.com/respawn-dev/respawn/internal/modules"
@@ -37,7 +38,7 @@ func (c *cluster) gateway(id string) (*proc, string, string) {
 	c.t.Helper()
 	listen, ws, adm := c.ports["gateway.listen"], c.ports["gateway.websocket"], c.ports["gateway.admin"]
 	if id != "gateway" {
-		listen, ws, adm = freeAddr(c.t), freeAddr(c.t), freeAddr(c.t)
+		listen, ws, adm = freeport.Addr(c.t), freeport.Addr(c.t), freeport.Addr(c.t)
 	}
 	p := c.start("gateway", "--gateway.id", id, "--gateway.listen", listen, "--gateway.websocket", ws, "--gateway.admin", adm)
 	c.t.Cleanup(func() {
@@ -812,7 +813,7 @@ func twoGatewayConfig(t *testing.T, c *cluster) ([2][3]string, string) {
 	t.Helper()
 	gw := [2][3]string{}
 	for i := range gw {
-		gw[i] = [3]string{freeAddr(t), freeAddr(t), freeAddr(t)}
+		gw[i] = [3]string{freeport.Addr(t), freeport.Addr(t), freeport.Addr(t)}
 	}
 	raw, err := os.ReadFile(filepath.Join("..", "..", "configs", "world.yaml"))
 	if err != nil {

@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -21,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/respawn-dev/respawn/internal/freeport"
 	"github.com/respawn-dev/respawn/internal/modules"
 	"github.com/respawn-dev/respawn/internal/poll"
 	"github.com/respawn-dev/respawn/internal/process"
@@ -78,7 +78,7 @@ func newCluster(t testing.TB, extraArgs ...string) *cluster {
 	}
 	c.shmDir = shm
 	for _, k := range []string{"worldmgr.listen", "worldmgr.admin", "datasvr.admin", "nats.listen", "gateway.listen", "gateway.websocket", "gateway.admin"} {
-		c.ports[k] = freeAddr(t)
+		c.ports[k] = freeport.Addr(t)
 	}
 	t.Cleanup(c.cleanup)
 	return c
@@ -336,14 +336,4 @@ func (c *cluster) call(method, url string, body any, token string) (int, string,
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(raw), err
-}
-
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/respawn-dev/respawn/internal/bus"
+	"github.com/respawn-dev/respawn/internal/freeport"
 	"github.com/respawn-dev/respawn/internal/modules"
 	"github.com/respawn-dev/respawn/internal/poll"
 	"github.com/respawn-dev/respawn/internal/replica"
@@ -185,7 +186,7 @@ func TestExternalNATSRestart(t *testing.T) {
 		bin = "/usr/sbin/nats-server"
 	}
 	c := newCluster(t)
-	addr := freeAddr(t)
+	addr := freeport.Addr(t)
 	host, port, _ := net.SplitHostPort(addr)
 	storeDir := t.TempDir()
 	// The users and permissions the embedded server would enforce, as

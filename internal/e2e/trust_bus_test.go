@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/respawn-dev/respawn/internal/bus"
+	"github.com/respawn-dev/respawn/internal/freeport"
 	"github.com/respawn-dev/respawn/internal/game"
 	"github.com/respawn-dev/respawn/internal/player"
 	"github.com/respawn-dev/respawn/internal/poll"
@@ -417,7 +418,7 @@ func TestSceneStartFailsWhenTheBusRefusesItsSubscriptions(t *testing.T) {
 	if err := os.WriteFile(path, []byte(broken), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	addr := freeAddr(t)
+	addr := freeport.Addr(t)
 	host, port, _ := net.SplitHostPort(addr)
 	ns := startProc(t, c, bin, "-c", path, "-a", host, "-p", port)
 	c.procs = append(c.procs, ns)

@@ -12,6 +12,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nuid"
+
+	"github.com/respawn-dev/respawn/internal/freeport"
 )
 
 // embedded is an in-process NATS server that can be stopped and started
@@ -25,7 +27,15 @@ type embedded struct {
 
 func startEmbedded(t testing.TB) *embedded {
 	t.Helper()
-	e := &embedded{t: t, port: -1, dir: t.TempDir()}
+	// A reserved port, not -1: the server is restarted on the same port,
+	// and a port the kernel picked could be handed to someone else between
+	// a stop and the next start.
+	_, port, _ := net.SplitHostPort(freeport.Addr(t))
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &embedded{t: t, port: p, dir: t.TempDir()}
 	e.start()
 	t.Cleanup(e.stop)
 	return e
@@ -44,10 +54,6 @@ func (e *embedded) start() {
 		e.t.Fatalf("nats server not ready")
 	}
 	e.srv = srv
-	if e.port == -1 {
-		_, p, _ := net.SplitHostPort(srv.Addr().String())
-		e.port, _ = strconv.Atoi(p)
-	}
 }
 
 func (e *embedded) stop() {
