@@ -276,7 +276,9 @@ func copyFile(src, dst string) error {
 
 // restartDaemon restarts a daemon `respawn up` supervises: SIGTERM to the
 // pid its /healthz reports (after checking that pid runs the binary named
-// bin), then waits for a new pid reporting want's build healthy.
+// bin), then waits for a new pid reporting want's build healthy (for a
+// gateway, after its drain: `respawn up` starts the new one only once the
+// old one has exited).
 func (a *app) restartDaemon(ctx context.Context, rep *UpgradeReport, name, bin, addr string, want version.Info) error {
 	step := UpgradeStep{Process: name, NewBuild: want.Build}
 	began := time.Now()
@@ -306,7 +308,15 @@ func (a *app) restartDaemon(ctx context.Context, rep *UpgradeReport, name, bin, 
 	if err := process.Signal(st.PID, syscall.SIGTERM); err != nil {
 		return done(fmt.Errorf("%s pid %d: SIGTERM: %w", name, st.PID, err))
 	}
-	err = waitServing(ctx, upgradeTimeout, func() error {
+	limit := upgradeTimeout
+	if bin == "gateway" {
+		// The old gateway drains (its clients move) before it exits and
+		// `respawn up` starts the new one: that wait is part of the step.
+		if cfg, err := a.config(); err == nil {
+			limit += cfg.Gateway.DrainTimeout
+		}
+	}
+	err = waitServing(ctx, limit, func() error {
 		now := a.daemonStatus(addr)
 		switch {
 		case !now.Running || now.PID == st.PID:

@@ -1,10 +1,15 @@
 package gateway
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 
 	"github.com/respawn-dev/respawn/internal/config"
 	"github.com/respawn-dev/respawn/internal/gwproto"
@@ -207,5 +212,45 @@ func TestDrainWaitsForRequestInFlightUntilTimeout(t *testing.T) {
 	}
 	if took > timeout+2*time.Second {
 		t.Errorf("the drain took %s with a timeout of %s", took, timeout)
+	}
+}
+
+// A WebSocket client gets CLOSE shutting_down in a binary message, then a
+// WebSocket close with status 1000 (read as io.EOF), whether the drain
+// tells it or the shutdown closes what is left without one.
+func TestWebSocketClientGetsCloseAtShutdown(t *testing.T) {
+	for _, drain := range []time.Duration{10 * time.Second, 0} {
+		t.Run(fmt.Sprintf("drain_timeout=%s", drain), func(t *testing.T) {
+			g := startGateway(t, func(c *config.Gateway) { c.DrainTimeout = drain })
+			g.opt.MoveTo, g.opt.MoveToWS = "127.0.0.1:7102", "ws://127.0.0.1:7103/"
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			ws, _, err := websocket.Dial(ctx, "ws://"+g.WebSocketAddr()+"/", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			nc := websocket.NetConn(context.Background(), ws, websocket.MessageBinary)
+			defer nc.Close()
+			if _, err := nc.Write(hello); err != nil {
+				t.Fatal(err)
+			}
+			r := gwproto.NewReader(nc, 1<<20)
+			if f, err := r.Next(); err != nil || f.Type != gwproto.TypeWelcome {
+				t.Fatalf("want WELCOME, got %v %v", f.Type, err)
+			}
+			go g.Shutdown()
+			_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+			f, err := r.Next()
+			if err != nil || f.Type != gwproto.TypeClose {
+				t.Fatalf("want CLOSE over websocket, got %v %v", f.Type, err)
+			}
+			var e gwproto.ErrorBody
+			if err := gwproto.DecodeBody(f, &e); err != nil || f.Code != gwproto.CodeShuttingDown || e.MoveTo != g.opt.MoveToWS {
+				t.Fatalf("CLOSE %s %+v %v, want shutting_down moving to %s", f.Code, e, err, g.opt.MoveToWS)
+			}
+			if _, err := r.Next(); !errors.Is(err, io.EOF) {
+				t.Fatalf("after CLOSE: %v, want a normal WebSocket close (EOF)", err)
+			}
+		})
 	}
 }
