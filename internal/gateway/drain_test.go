@@ -173,7 +173,7 @@ func TestDrainSqueezesMovesIntoHalfTheTimeout(t *testing.T) {
 // (its client resends it with the same seq on the next gateway), and the
 // drain ends there. A session with nothing in flight moves at once.
 func TestDrainWaitsForRequestInFlightUntilTimeout(t *testing.T) {
-	const timeout = 600 * time.Millisecond
+	const timeout = 1500 * time.Millisecond
 	g := startGateway(t, func(c *config.Gateway) { c.DrainTimeout = timeout; c.HoldTimeout = 30 * time.Second })
 	busy, busySeen := pipeSession(t, g, "busy", "tcp")
 	_, idleSeen := pipeSession(t, g, "idle", "tcp")
