@@ -35,10 +35,12 @@ fuzz:
 		else echo "$$out" | tail -2; fi; \
 	done
 
-# Speed targets live here, not in tests; docs/BENCHMARKS.md has the results.
+# Every benchmark of the project, then docs/BENCHMARKS.md written from
+# scratch (cmd/benchreport; notes in docs/benchmarks-notes.md). About 15
+# minutes on 2 cores; it prints how long it took. BENCH_FLAGS passes flags,
+# e.g. BENCH_FLAGS='-suites micro,replica' for the quick part alone.
 bench: build
-	$(GO) test -run='^$$' -bench=. -benchtime=1x ./internal/e2e ./internal/replica
-	$(GO) test -run='^$$' -bench=. -benchmem ./internal/shmlog ./internal/game ./internal/store
+	$(GO) run ./cmd/benchreport $(BENCH_FLAGS)
 
 # The browser test, saving its screenshots into docs/screenshots/ (linked
 # from the README); needs Debian's chromium.
