@@ -68,6 +68,8 @@ func TestBadConfigNamesTheKey(t *testing.T) {
 		{args: []string{"--processes", "a=nowhere"}, want: "no definition"},
 		{args: []string{"--gateway.listen", "7000"}, want: "gateway.listen"},
 		{args: []string{"--scene.shm-slots", "2"}, want: "scene.shm_slots"},
+		{args: []string{"--gateway.drain-timeout", "0s"}, want: "gateway.drain_timeout"},
+		{env: map[string]string{"RESPAWN_GATEWAY_DRAIN_RATE": "0"}, want: "gateway.drain_rate"},
 		{args: []string{"--admin.idle-timeout", "0s"}, want: "admin.idle_timeout"},
 		{env: map[string]string{"RESPAWN_ADMIN_MAX_CONNS": "0"}, want: "admin.max_conns"},
 		{file: "admin:\n  max_body_bytes: 10\n", want: "admin.max_body_bytes"},
