@@ -35,10 +35,10 @@ func sceneInspectCommand(a *app) *cobra.Command {
 	var room string
 	cmd := &cobra.Command{
 		Use:   "inspect ID",
-		Short: "Show a scene's live state: tick, monsters, NPCs, players, rooms",
+		Short: "Show a scene's live state: tick, monsters, NPCs, players, rooms, recent events",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
-			var v game.View
+			var v scene.InspectView
 			path := "/inspect"
 			if room != "" {
 				path += "?room=" + url.QueryEscape(room)
@@ -58,6 +58,10 @@ func sceneInspectCommand(a *app) *cobra.Command {
 			fmt.Fprintln(tw, "NPC\tNAME\tPOSITION")
 			for _, n := range v.NPCs {
 				fmt.Fprintf(tw, "%s\t%s\t(%d,%d) step %d\n", n.ID, n.Name, n.X, n.Y, n.PathIndex)
+			}
+			fmt.Fprintln(tw, "RECENT\tPLAYER\tEVENT")
+			for _, e := range v.RecentEvents {
+				fmt.Fprintf(tw, "%s %s\t%s\t%s\n", e.Time.Format("15:04:05.000"), e.Kind, e.Player, e.Summary)
 			}
 			return tw.Flush()
 		},

@@ -182,6 +182,8 @@ func TestBrowserPlayAndConsoleKill(t *testing.T) {
 		t.Fatalf("console: %v", err)
 	}
 	waitJS(t, cons, "the scene detail", `document.getElementById("detail").textContent.includes("webplayer")`, 20*time.Second)
+	// The walker's moves above are among town's recent events.
+	waitJS(t, cons, "the recent events", `(document.getElementById("recent-events") || {textContent: ""}).textContent.includes("move walker")`, 20*time.Second)
 	waitJS(t, cons, "the gateway row", `document.getElementById("gateways").textContent.includes("up")`, 20*time.Second)
 	if err := chromedp.Do(cons, chromedp.Click(chromedp.ID("kill-town"))); err != nil {
 		t.Fatal(err)

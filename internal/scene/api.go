@@ -127,13 +127,23 @@ func (p *Process) apiInspect(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	var v game.View
-	if err := l.read(r.Context(), func(st *game.Scene) { v = st.Inspect() }); err != nil {
+	var v InspectView
+	if err := l.read(r.Context(), func(st *game.Scene) {
+		v.View = st.Inspect()
+		v.RecentEvents = l.recent.list() // read runs on the loop goroutine, which owns the ring
+	}); err != nil {
 		admin.WriteError(w, http.StatusServiceUnavailable, err)
 		return
 	}
 	v.Epoch = p.opt.Epoch
 	admin.WriteJSON(w, http.StatusOK, v)
+}
+
+// InspectView is GET /v1/scenes/{id}/inspect: the scene's state and its
+// last RecentEvents events, newest first (recent.go).
+type InspectView struct {
+	game.View
+	RecentEvents []RecentEvent `json:"recent_events"`
 }
 
 // DamageRequest is the body of POST /v1/scenes/{id}/gm/damage. ReqID makes

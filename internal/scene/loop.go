@@ -47,6 +47,8 @@ type loop struct {
 	tickLag    time.Duration
 	loadEvents uint64
 	loadAt     time.Time
+	// recent is what the scene did lately, for inspect (recent.go).
+	recent recentRing
 }
 
 // submission is one event for the loop, or a read of its state.
@@ -225,6 +227,7 @@ func (l *loop) step(ev game.Event) ([]game.Effect, error) {
 	}
 	l.h.mLogBytes.Add(float64(len(l.buf)))
 	effs := l.st.Apply(ev)
+	l.recent.record(ev, effs)
 	l.players.Store(int64(l.st.Players()))
 	l.events++
 	l.h.mEvents.Inc()

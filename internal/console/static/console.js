@@ -179,6 +179,21 @@ async function refreshDetail() {
       t.append(tr);
     }
     box.append(t);
+    // The scene's last events (at most 50, newest first; the scene process
+    // keeps them since it started), refreshed with the rest of the detail.
+    box.append(el("h3", "recent events"));
+    const ul = el("ul", undefined, "recent");
+    ul.id = "recent-events";
+    for (const e of v.recent_events || []) {
+      const li = el("li");
+      li.append(el("span", new Date(e.time).toLocaleTimeString() + " ", "dim"),
+        el("span", e.kind + " ", "kind"),
+        el("span", e.player ? e.player + " " : ""),
+        el("span", e.summary, "dim"));
+      ul.append(li);
+    }
+    if (!(v.recent_events || []).length) ul.append(el("li", "no events since the process started", "dim"));
+    box.append(ul);
   } catch (e) {
     box.textContent = e.message;
     box.className = "bad";
