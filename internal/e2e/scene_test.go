@@ -78,6 +78,10 @@ func TestHoggerStaysAt1HPAcrossKill9(t *testing.T) {
 	if res.HP != 1 || res.MaxHP != 1000 {
 		t.Fatalf("after 999 damage Hogger has %d/%d HP", res.HP, res.MaxHP)
 	}
+	// The GM command is the newest of forest's recent events.
+	if out := c.respawn("scene", "inspect", "forest"); !strings.Contains(out, "gm_damage") || !strings.Contains(out, "hogger at 1/1000") {
+		t.Fatalf("scene inspect does not list the GM damage among the recent events:\n%s", out)
+	}
 	// Let the escort walk a few steps so "where it was" is not the start.
 	var before game.View
 	poll.Until(t, 10*time.Second, func() error {
