@@ -102,6 +102,13 @@ type WorldMgr struct {
 	// replay its log and register before it is killed and counted a crash.
 	StartTimeout time.Duration `yaml:"start_timeout"`
 	Restart      Restart       `yaml:"restart"`
+	// Standby keeps one warm spare per scene process: a scene process
+	// started with the next epoch that has done everything but open the
+	// event log, and waits for its lock. When the primary exits (a crash,
+	// a kill, a handoff) the spare takes over at once: no detection, exec
+	// or runtime start on the way (docs/operations.md). Off by default: it
+	// doubles the scene processes.
+	Standby bool `yaml:"standby"`
 }
 
 // Restart is an OTP-style restart policy, shared by the world manager (for

@@ -228,7 +228,7 @@ func BenchmarkFailoverBlip(b *testing.B) {
 	kills := benchKills(3)
 	for b.Loop() {
 		c := newCluster(b, append([]string{"--worldmgr.restart.max-restarts", "100000", "--worldmgr.restart.backoff-initial", "0s",
-			"--scene.snapshot-events", "100000000", "--scene.snapshot-interval", "1h"}, benchGatewayFlags...)...)
+			"--scene.snapshot-events", "100000000", "--scene.snapshot-interval", "1h"}, append(benchStandby(), benchGatewayFlags...)...)...)
 		prefillForest(b, c, 500, 100_000)
 		c.startWorld()
 		_, tcp, _ := c.gateway("gateway")
@@ -239,6 +239,7 @@ func BenchmarkFailoverBlip(b *testing.B) {
 		var toRunning []time.Duration
 		m.settle(b, 10*players)
 		var windows []window
+		var epochs []uint64
 		for range kills {
 			old, err := c.scene("forest")
 			if err != nil {
@@ -256,6 +257,7 @@ func BenchmarkFailoverBlip(b *testing.B) {
 				if r.PID == old.PID || r.State != modules.SceneRunning {
 					return fmt.Errorf("forest %s pid %d", r.State, r.PID)
 				}
+				epochs = append(epochs, r.Epoch)
 				return nil
 			})
 			up := time.Now()
@@ -264,6 +266,9 @@ func BenchmarkFailoverBlip(b *testing.B) {
 			m.settle(b, 10*players)
 		}
 		spans, failed := m.finish()
+		for i, w := range windows {
+			fmt.Fprintln(os.Stderr, blipPhases(c, "forest", epochs[i], w.from, spans))
+		}
 		blip = inWindows(spans, windows)
 		if failed > 0 {
 			b.Fatalf("%d of %d requests failed", failed, len(spans))

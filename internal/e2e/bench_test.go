@@ -18,6 +18,16 @@ import (
 
 // benchKills is how many kills a recovery benchmark makes
 // (RESPAWN_BENCH_KILLS overrides).
+// benchStandby is the flags that give each scene process a warm spare
+// (worldmgr.standby), unless RESPAWN_BENCH_STANDBY=0 asks for the
+// comparison without.
+func benchStandby() []string {
+	if os.Getenv("RESPAWN_BENCH_STANDBY") == "0" {
+		return nil
+	}
+	return []string{"--worldmgr.standby", "true"}
+}
+
 func benchKills(def int) int {
 	if n, err := strconv.Atoi(os.Getenv("RESPAWN_BENCH_KILLS")); err == nil && n > 0 {
 		return n

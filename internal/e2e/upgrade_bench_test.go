@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"net/http"
+	"os"
 	"testing"
 	"time"
 
@@ -21,7 +22,7 @@ func BenchmarkHandoffBlip(b *testing.B) {
 	const players = 500
 	handoffs := benchKills(3)
 	for b.Loop() {
-		c := newCluster(b, append([]string{"--scene.snapshot-events", "100000000", "--scene.snapshot-interval", "1h"}, benchGatewayFlags...)...)
+		c := newCluster(b, append([]string{"--scene.snapshot-events", "100000000", "--scene.snapshot-interval", "1h"}, append(benchStandby(), benchGatewayFlags...)...)...)
 		prefillForest(b, c, 500, 100_000)
 		c.startWorld()
 		_, tcp, _ := c.gateway("gateway")
@@ -32,6 +33,7 @@ func BenchmarkHandoffBlip(b *testing.B) {
 		m.settle(b, 10*players)
 		var windows []window
 		var toRunning []time.Duration
+		var epochs []uint64
 		for range handoffs {
 			old, err := c.scene("forest")
 			if err != nil {
@@ -50,6 +52,7 @@ func BenchmarkHandoffBlip(b *testing.B) {
 				if r.Epoch <= old.Epoch || r.State != modules.SceneRunning {
 					return fmt.Errorf("forest %s epoch %d", r.State, r.Epoch)
 				}
+				epochs = append(epochs, r.Epoch)
 				return nil
 			})
 			up := time.Now()
@@ -58,6 +61,9 @@ func BenchmarkHandoffBlip(b *testing.B) {
 			m.settle(b, 10*players)
 		}
 		spans, failed := m.finish()
+		for i, w := range windows {
+			fmt.Fprintln(os.Stderr, blipPhases(c, "forest", epochs[i], w.from, spans))
+		}
 		blip := inWindows(spans, windows)
 		if failed > 0 {
 			b.Fatalf("%d of %d requests failed", failed, len(spans))

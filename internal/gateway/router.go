@@ -54,7 +54,18 @@ func newRouter(g *Gateway) *router {
 
 func (r *router) start(table *replica.Reader[modules.SceneRow]) {
 	r.table = table
-	r.unsub = table.Subscribe(func(string, modules.SceneRow, bool) { r.signal() })
+	seen := map[string]uint64{} // scene -> the running epoch last logged; one entry per table row
+	r.unsub = table.Subscribe(func(key string, row modules.SceneRow, deleted bool) {
+		// Subscribe calls are serialised by the reader: seen needs no lock.
+		if deleted {
+			delete(seen, key)
+		} else if row.State == modules.SceneRunning && seen[key] != row.Epoch {
+			seen[key] = row.Epoch
+			r.g.log.Info("scene table: process running", zap.String("scene", key), zap.String("process", row.Process),
+				zap.Uint64("epoch", row.Epoch), zap.String("link", row.Link))
+		}
+		r.signal()
+	})
 }
 
 func (r *router) synced() bool { return r.table != nil && r.table.Stats().Synced }
@@ -177,6 +188,7 @@ func (r *router) link(ctx context.Context, scene string) (*linkEntry, error) {
 func (r *router) dial(le *linkEntry) {
 	g := r.g
 	ctx, cancel := context.WithTimeout(g.ctx, 3*time.Second)
+	began := time.Now()
 	c, err := scenelink.Dial(ctx, scenelink.Options{Addr: le.addr, Secret: g.opt.Secret, Conns: g.cfg.LinkConns,
 		Log: g.log.With(zap.String("process", le.proc), zap.Uint64("epoch", le.epoch))})
 	cancel()
@@ -192,7 +204,8 @@ func (r *router) dial(le *linkEntry) {
 	}
 	le.c = c
 	close(le.ready)
-	g.log.Info("linked to scene process", zap.String("process", le.proc), zap.Uint64("epoch", le.epoch), zap.String("link", le.addr))
+	g.log.Info("linked to scene process", zap.String("process", le.proc), zap.Uint64("epoch", le.epoch), zap.String("link", le.addr),
+		zap.Duration("dial", time.Since(began)))
 	go r.pushes(le)
 	go func() {
 		<-c.Done()

@@ -33,6 +33,9 @@ type SceneRow struct {
 	Restarts int       `json:"restarts"`
 	Since    time.Time `json:"since"`
 	ReplayMS float64   `json:"replay_ms"`
+	// StandbyPID is the process's warm spare waiting to take over
+	// (worldmgr.standby), 0 when there is none.
+	StandbyPID int `json:"standby_pid,omitempty"`
 	// Reason explains a state that needs the operator (corrupt), as the
 	// scene process reported it.
 	Reason string `json:"reason,omitempty"`

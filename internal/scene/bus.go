@@ -19,14 +19,23 @@ import (
 // (a travelling player, its acknowledgement) to scene id.
 func EventSubject(scene string) string { return "respawn.scene." + scene + ".event" }
 
-// connectNATS connects to the bus without waiting for it: a scene keeps
-// serving while datasvr (and its embedded NATS server) restarts.
-func (p *Process) connectNATS() error {
+// dialBus connects to the bus without waiting for it: a scene keeps
+// serving while datasvr (and its embedded NATS server) restarts. Nothing
+// is subscribed until setupBus, after the replay, so a standby can hold
+// the connection ready.
+func (p *Process) dialBus() error {
 	nc, err := bus.Connect(p.cfg.NATS.ClientURL(), fmt.Sprintf("scene %s epoch %d", p.spec.Name, p.opt.Epoch), bus.RoleScene, p.secret, p.log)
 	if err != nil {
 		return err
 	}
 	p.nc = nc
+	return nil
+}
+
+// setupBus subscribes the replayed scenes' subjects and starts the
+// replicas and the data server link.
+func (p *Process) setupBus() error {
+	nc := p.nc
 	p.host.remote = func(ctx context.Context, scene string, ev game.Event) error {
 		raw, err := game.EncodeEvent(ev)
 		if err != nil {

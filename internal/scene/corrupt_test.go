@@ -28,7 +28,7 @@ func twoScenes(t *testing.T, path string) *host {
 	cfg.Scene.ShmSlots = 8
 	cfg.Scene.ShmSlotSize = 16 << 20
 	h := newHost(&cfg, zaptest.NewLogger(t), 1)
-	if err := h.open(t.Context(), path); err != nil {
+	if err := h.open(t.Context(), path, false); err != nil {
 		t.Fatal(err)
 	}
 	if err := h.restore([]string{"town", "forest"}); err != nil {

@@ -109,7 +109,7 @@ func (h *host) collectors() []prometheus.Collector {
 // open opens (or creates) the log, waiting briefly if a previous
 // incarnation still holds its lock: the manager kills that one before
 // spawning us, but the kernel may take a moment to release the lock.
-func (h *host) open(ctx context.Context, path string) error {
+func (h *host) open(ctx context.Context, path string, standby bool) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return fmt.Errorf("event log directory: %w", err)
 	}
@@ -121,6 +121,9 @@ func (h *host) open(ctx context.Context, path string) error {
 			zap.Int("shm_slot_size", h.cfg.Scene.ShmSlotSize), zap.Int("session_bound", game.SessionSnapshotBound()), zap.Int("recommended", need))
 	}
 	opt := shmlog.Options{Slots: h.cfg.Scene.ShmSlots, SlotSize: h.cfg.Scene.ShmSlotSize, Crash: h.crash}
+	if standby {
+		return h.waitOpen(ctx, path, opt)
+	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		st, err := shmlog.Open(path, opt)
@@ -136,6 +139,38 @@ func (h *host) open(ctx context.Context, path string) error {
 			return ctx.Err()
 		case <-time.After(10 * time.Millisecond):
 		}
+	}
+}
+
+// waitOpen opens the log as a standby: it blocks until the primary's lock
+// is released (the primary exited, was killed, or handed over), however
+// long that takes, or ctx ends.
+func (h *host) waitOpen(ctx context.Context, path string, opt shmlog.Options) error {
+	opt.WaitLock = true
+	type opened struct {
+		st  *shmlog.Store
+		err error
+	}
+	got := make(chan opened, 1)
+	go func() {
+		st, err := shmlog.Open(path, opt)
+		got <- opened{st, err}
+	}()
+	select {
+	case o := <-got:
+		if o.err != nil {
+			return fmt.Errorf("open event log: %w", o.err)
+		}
+		h.store = o.st
+		return nil
+	case <-ctx.Done():
+		// The blocked open may still get the lock: give it back at once.
+		go func() {
+			if o := <-got; o.st != nil {
+				_ = o.st.Close()
+			}
+		}()
+		return ctx.Err()
 	}
 }
 

@@ -29,7 +29,7 @@ func testHostStopped(t testing.TB, dir string) *host {
 	cfg.Scene.ShmSlotSize = 16 << 20
 	cfg.Scene.TickHz = 1000 // rooms end on ticks; keep the test quick
 	h := newHost(&cfg, zaptest.NewLogger(t), 1)
-	if err := h.open(t.Context(), LogPath(dir, "forest")); err != nil {
+	if err := h.open(t.Context(), LogPath(dir, "forest"), false); err != nil {
 		t.Fatal(err)
 	}
 	if err := h.restore([]string{"forest"}); err != nil {
@@ -156,7 +156,7 @@ func TestRestartRestoresScenesAndRooms(t *testing.T) {
 	}
 
 	h2 := newHost(h.cfg, h.log, 2)
-	if err := h2.open(t.Context(), LogPath(dir, "forest")); err != nil {
+	if err := h2.open(t.Context(), LogPath(dir, "forest"), false); err != nil {
 		t.Fatal(err)
 	}
 	defer h2.store.Close()

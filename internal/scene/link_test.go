@@ -491,7 +491,7 @@ func TestLinkTravelResendAtDestination(t *testing.T) {
 		t.Fatal(err)
 	}
 	h2 := newHost(h.cfg, h.log, 2)
-	if err := h2.open(t.Context(), LogPath(dir, "forest")); err != nil {
+	if err := h2.open(t.Context(), LogPath(dir, "forest"), false); err != nil {
 		t.Fatal(err)
 	}
 	defer h2.store.Close()

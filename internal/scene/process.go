@@ -42,6 +42,12 @@ type Options struct {
 	Process  string // which process of the world config this is
 	Epoch    uint64
 	Restarts int
+	// Standby: start as a warm spare. Everything that does not touch the
+	// scenes (config, secret, listeners, the bus connection) is done, then
+	// the process waits for the event log's lock; when its primary exits
+	// (a crash, a kill, a handoff) the kernel releases the lock and this
+	// process replays and registers at once, with the epoch it was given.
+	Standby bool
 }
 
 // Process is a running scene process.
@@ -122,7 +128,6 @@ func (p *Process) Start(ctx context.Context) error {
 		return fail(err)
 	}
 	p.secret = sec
-	began := time.Now()
 	// Replay comes before anything else: nobody may see a scene that is
 	// not yet where it was.
 	p.host = newHost(p.cfg, p.log, p.opt.Epoch)
@@ -140,14 +145,9 @@ func (p *Process) Start(ctx context.Context) error {
 		p.log.Warn("TEST HOOK: the duplicate check is off; resent requests are applied again", zap.String("env", testhook.Env))
 		p.host.breakDedupe = true
 	}
-	if err := p.host.open(p.ctx, LogPath(p.cfg.ShmDir, p.spec.Name)); err != nil {
-		return fail(err)
-	}
-	if err := p.host.restore(p.spec.Scenes); err != nil {
-		return fail(err)
-	}
-	p.replay = time.Since(began)
-
+	// Listeners and the bus connection come before the log: they show no
+	// scene (nothing is served or subscribed until after the replay), and
+	// a standby has them ready before its primary goes.
 	adm, err := admin.New(p.cfg.Scene.Host+":0", p.cfg, nil)
 	if err != nil {
 		return fail(err)
@@ -161,9 +161,37 @@ func (p *Process) Start(ctx context.Context) error {
 	adm.Registry.MustRegister(p.link.collectors()...)
 	p.host.push = p.link.push
 	p.routes()
-	if err := p.connectNATS(); err != nil {
+	if err := p.dialBus(); err != nil {
 		return fail(err)
 	}
+	prepare := time.Since(p.start)
+	if p.opt.Standby {
+		p.log.Info("standing by: waiting for the event log's lock", zap.Duration("prepare", prepare))
+	}
+	began := time.Now()
+	if !p.opt.Standby {
+		if err := p.host.open(p.ctx, LogPath(p.cfg.ShmDir, p.spec.Name), false); err != nil {
+			return fail(err)
+		}
+	} else {
+		if err := p.standBy(); err != nil {
+			return fail(err)
+		}
+		// The incarnation starts serving now: its start and replay are
+		// counted from the takeover, not from the wait.
+		p.start, began = time.Now(), time.Now()
+		p.log.Info("standby taking over: the event log is ours")
+	}
+	opened := time.Now()
+	if err := p.host.restore(p.spec.Scenes); err != nil {
+		return fail(err)
+	}
+	p.replay = time.Since(began)
+	restored := time.Now()
+	if err := p.setupBus(); err != nil {
+		return fail(err)
+	}
+	bused := time.Now()
 	p.host.startAll()
 	p.wg.Add(1)
 	go func() { defer p.wg.Done(); p.link.serve() }()
@@ -192,14 +220,55 @@ func (p *Process) Start(ctx context.Context) error {
 	}
 	p.wg.Add(1)
 	go func() { defer p.wg.Done(); ctl.run(p.ctx) }()
+	// The phases of a start, for the failover breakdown (docs/BENCHMARKS.md):
+	// from main to the log's lock, the replay, the listeners, NATS.
 	p.log.Info("scene process serving", zap.String("addr", adm.Addr()), zap.String("link", p.link.Addr()), zap.Strings("scenes", p.spec.Scenes),
-		zap.Duration("replay", p.replay))
+		zap.Duration("replay", p.replay), zap.Time("main_at", p.start),
+		zap.Bool("standby", p.opt.Standby), zap.Duration("prepare", prepare),
+		zap.Duration("open", opened.Sub(began)), zap.Duration("restore", restored.Sub(opened)),
+		zap.Duration("subscribe", bused.Sub(restored)))
 	go func() {
 		<-p.ctx.Done()
 		p.Shutdown()
 	}()
 	return nil
 }
+
+// standBy waits for the event log's lock, for as long as the manager that
+// started this spare lives. A spare whose manager died gives up: a
+// restarted manager does not know of it and starts its own. Once it has
+// the log it is a primary, and outlives the manager like any.
+func (p *Process) standBy() error {
+	ctx, cancel := context.WithCancel(p.ctx)
+	defer cancel()
+	manager := os.Getppid()
+	go func() {
+		t := time.NewTicker(parentPoll)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if os.Getppid() != manager {
+					p.log.Warn("the world manager that started this standby is gone; giving up", zap.Int("manager_pid", manager))
+					cancel()
+					return
+				}
+			}
+		}
+	}()
+	if err := p.host.open(ctx, LogPath(p.cfg.ShmDir, p.spec.Name), true); err != nil {
+		if p.ctx.Err() == nil && ctx.Err() != nil {
+			return fmt.Errorf("standby: the world manager (pid %d) that started it is gone", manager)
+		}
+		return err
+	}
+	return nil
+}
+
+// parentPoll is how often a standby checks that its manager still lives.
+const parentPoll = 100 * time.Millisecond
 
 // Addr is the process's service address.
 func (p *Process) Addr() string { return p.admin.Addr() }

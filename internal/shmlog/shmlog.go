@@ -142,6 +142,10 @@ type Options struct {
 	SlotSize int // bytes per slot including both halves; default 16 MiB, a multiple of 4096 in [4 KiB, 1 GiB]
 	// Crash arms named crash points (package crashpoint; tests only).
 	Crash *crashpoint.Points
+	// WaitLock makes Open block until the writer's lock is free instead of
+	// failing with ErrLocked: a standby process waiting for its primary to
+	// exit takes the log the moment the kernel releases the lock.
+	WaitLock bool
 }
 
 func (o Options) withDefaults() (Options, error) {
@@ -207,6 +211,17 @@ func Open(path string, opt Options) (*Store, error) {
 	return s, nil
 }
 
+// flock is unix.Flock, retried when a blocking wait is interrupted by a
+// signal (the Go runtime's preemption signals do that).
+func flock(fd, how int) error {
+	for {
+		err := unix.Flock(fd, how)
+		if !errors.Is(err, unix.EINTR) {
+			return err
+		}
+	}
+}
+
 // OpenReadOnly opens an existing log for reading only (a PROT_READ mapping),
 // for tools that check or inspect a log. It takes a shared flock, so it fails
 // with ErrLocked while a writer has the file open, and a writer cannot open it
@@ -225,11 +240,14 @@ func OpenReadOnly(path string) (*Store, error) {
 }
 
 func openFile(f *os.File, path string, opt Options, ro bool) (*Store, error) {
-	how := unix.LOCK_EX
-	if ro {
-		how = unix.LOCK_SH
+	how := unix.LOCK_EX | unix.LOCK_NB
+	switch {
+	case ro:
+		how = unix.LOCK_SH | unix.LOCK_NB
+	case opt.WaitLock:
+		how = unix.LOCK_EX
 	}
-	if err := unix.Flock(int(f.Fd()), how|unix.LOCK_NB); err != nil {
+	if err := flock(int(f.Fd()), how); err != nil {
 		if errors.Is(err, unix.EWOULDBLOCK) {
 			return nil, fmt.Errorf("shmlog: open %s: %w", path, ErrLocked)
 		}

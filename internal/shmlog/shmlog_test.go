@@ -12,6 +12,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 )
 
 // small is a geometry that keeps test files tiny and fills halves quickly.
@@ -692,5 +693,69 @@ func TestConcurrentRooms(t *testing.T) {
 	}
 	if s.FreeSlots() != opt.Slots || len(s.IDs()) != 0 {
 		t.Fatalf("FreeSlots=%d IDs=%v", s.FreeSlots(), s.IDs())
+	}
+}
+
+// A standby's Open with WaitLock blocks while the writer holds the log and
+// gets it, with the writer's records, the moment the writer closes.
+func TestWaitLockTakesOverOnClose(t *testing.T) {
+	path := tempPath(t)
+	s := openT(t, path, small)
+	sl, err := s.Create("forest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sl.Append([]byte("before the handover")); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		st  *Store
+		at  time.Time
+		err error
+	}
+	got := make(chan result, 1)
+	go func() {
+		opt := small
+		opt.WaitLock = true
+		st, err := Open(path, opt)
+		got <- result{st, time.Now(), err}
+	}()
+	select {
+	case r := <-got:
+		t.Fatalf("Open with WaitLock returned while the writer held the log: %v", r.err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	closed := time.Now()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var r result
+	select {
+	case r = <-got:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Open with WaitLock did not return after the writer closed")
+	}
+	if r.err != nil {
+		t.Fatalf("Open with WaitLock: %v", r.err)
+	}
+	defer r.st.Close()
+	if r.at.Before(closed) {
+		t.Fatalf("took the log at %s, before the writer closed at %s", r.at, closed)
+	}
+	sl2, ok := r.st.Get("forest")
+	if !ok {
+		t.Fatal("the writer's slot is missing after the takeover")
+	}
+	var recs []string
+	if err := sl2.Replay(func(rec Record) error {
+		if rec.Kind != KindSnapshot {
+			recs = append(recs, string(rec.Payload))
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 1 || recs[0] != "before the handover" {
+		t.Fatalf("records after the takeover: %q", recs)
 	}
 }

@@ -390,14 +390,22 @@ func (m *Manager) perform(a action, persistErr error) {
 			m.sup.spawnFailed(time.Now(), a.Name, a.Epoch, fmt.Errorf("epoch %d not persisted: %w", a.Epoch, persistErr))
 			return
 		}
-		pid, err := m.startProcess(a.Name, a.Epoch, a.Restarts)
+		pid, err := m.startProcess(a.Name, a.Epoch, a.Restarts, a.Standby)
 		if err != nil {
-			m.log.Error("spawn scene process", zap.String("process", a.Name), zap.Uint64("epoch", a.Epoch), zap.Error(err))
-			m.sup.spawnFailed(time.Now(), a.Name, a.Epoch, err)
+			m.log.Error("spawn scene process", zap.String("process", a.Name), zap.Uint64("epoch", a.Epoch), zap.Bool("standby", a.Standby), zap.Error(err))
+			if a.Standby {
+				m.sup.spareFailed(time.Now(), a.Name, a.Epoch, err)
+			} else {
+				m.sup.spawnFailed(time.Now(), a.Name, a.Epoch, err)
+			}
 			return
 		}
-		m.log.Info("spawned scene process", zap.String("process", a.Name), zap.Int("scene_pid", pid), zap.Uint64("epoch", a.Epoch))
-		m.sup.spawned(a.Name, a.Epoch, pid)
+		m.log.Info("spawned scene process", zap.String("process", a.Name), zap.Int("scene_pid", pid), zap.Uint64("epoch", a.Epoch), zap.Bool("standby", a.Standby))
+		if a.Standby {
+			m.sup.spareSpawned(a.Name, a.Epoch, pid)
+		} else {
+			m.sup.spawned(a.Name, a.Epoch, pid)
+		}
 	}
 }
 
@@ -455,7 +463,7 @@ func (hd *handle) release() {
 	hd.h.Close()
 }
 
-func (m *Manager) startProcess(name string, epoch uint64, restarts int) (int, error) {
+func (m *Manager) startProcess(name string, epoch uint64, restarts int, standby bool) (int, error) {
 	logDir := filepath.Join(m.cfg.DataDir, "logs")
 	if err := os.MkdirAll(logDir, 0o755); err != nil {
 		return 0, fmt.Errorf("log dir: %w", err)
@@ -474,10 +482,15 @@ func (m *Manager) startProcess(name string, epoch uint64, restarts int) (int, er
 		"--restarts", strconv.Itoa(restarts),
 		"--worldmgr.listen", m.ln.Addr().String(),
 	)
+	if standby {
+		args = append(args, "--standby")
+	}
 	cmd := exec.Command(m.sceneBin, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	// Own session: our death, or our supervisor's signals to our process
 	// group, must not reach the scenes.
+	// A spare (--standby) gives up when we die, by watching its parent
+	// pid: a restarted manager would not know of it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		return 0, fmt.Errorf("start %s: %w", m.sceneBin, err)

@@ -64,6 +64,9 @@ type action struct {
 	Reason   string
 	// Handoff marks an actExit that starts a planned handoff.
 	Handoff bool
+	// Standby marks an actSpawn of a warm spare (worldmgr.standby): feed
+	// spareSpawned or spareFailed.
+	Standby bool
 }
 
 // ready is what the loop must do after the events fed since the last one,
@@ -141,6 +144,16 @@ type slot struct {
 	// starts at once. handoffEnd: kill it if it has not exited by then.
 	handoff    bool
 	handoffEnd time.Time
+	// The warm spare (worldmgr.standby): spareEpoch is handed out (and
+	// persisted) when it is spawned, sparePID once it started. It waits
+	// for the event log's lock and is promoted when the current
+	// incarnation exits. spareAt: no new spare before then (backoff).
+	spareEpoch uint64
+	sparePID   int
+	spareAt    time.Time
+	// discarded is a spare killed because the process failed: its hello,
+	// if it got that far, is refused.
+	discarded int
 }
 
 type supervisor struct {
@@ -235,6 +248,8 @@ func (s *supervisor) tick(now time.Time) {
 				s.died(p, fmt.Sprintf("no heartbeat for %s (hung?)", now.Sub(p.heard).Round(time.Millisecond)), now, true)
 			case p.conn == 0 && now.After(p.graceEnd):
 				s.died(p, "connection lost and not re-established within the grace period", now, true)
+			default:
+				s.maybeSpare(p, now)
 			}
 		case modules.SceneDead:
 			s.maybeRespawn(p, now)
@@ -367,6 +382,10 @@ func (s *supervisor) hello(now time.Time, ev helloEvent) {
 			zap.Uint64("max_epoch", s.epochs[p.name]))
 		return
 	}
+	if p.discarded != 0 && h.PID == p.discarded {
+		refuse("a discarded standby registered; telling it to exit", "standby discarded: the process failed")
+		return
+	}
 	same := h.PID == p.pid && h.Epoch == p.epoch
 	switch {
 	case same && (p.state == modules.SceneDead || p.state == modules.SceneFailed):
@@ -397,6 +416,13 @@ func (s *supervisor) hello(now time.Time, ev helloEvent) {
 			p.dying = p.pid
 			s.act(action{Kind: actKill, Name: p.name, PID: p.pid, Epoch: p.epoch, Reason: "replaced by a higher epoch"})
 		}
+		// The replaced incarnation's handoff is over: the new one is not
+		// handing over.
+		p.handoff, p.handoffEnd = false, time.Time{}
+	}
+	if h.PID == p.sparePID && h.Epoch == p.spareEpoch {
+		// The spare took the log before its primary's exit reached us.
+		p.spareEpoch, p.sparePID = 0, 0
 	}
 	if h.Epoch > s.epochs[p.name] {
 		s.epochs[p.name] = h.Epoch
@@ -494,6 +520,13 @@ func (s *supervisor) exited(now time.Time, name string, pid int, reason string) 
 	if p.dying == pid {
 		p.dying = 0
 	}
+	if p.discarded == pid {
+		p.discarded = 0
+	}
+	if pid != 0 && pid == p.sparePID {
+		s.spareGone(p, now, reason)
+		return
+	}
 	if p.pid != pid || p.state == modules.SceneDead || p.state == modules.SceneFailed {
 		s.maybeRespawn(p, now)
 		s.checkStopped()
@@ -515,6 +548,9 @@ func (s *supervisor) killDone(now time.Time, name string, pid int, err error) {
 	}
 	if err != nil {
 		s.slotLog(p).Error("could not kill scene process", zap.Int("killed_pid", pid), zap.Error(err))
+	}
+	if p.discarded == pid && err == nil {
+		p.discarded = 0
 	}
 	if p.dying == pid {
 		p.dying = 0
@@ -572,15 +608,102 @@ func (s *supervisor) died(p *slot, reason string, now time.Time, kill bool) {
 	s.rd.Timeline = append(s.rd.Timeline, TimelineEvent{At: now, Process: p.name, Kind: kind, PID: p.pid, Epoch: p.epoch, Reason: reason})
 	if d.Failed {
 		p.state = modules.SceneFailed
+		s.discardSpare(p, "the process failed: restart intensity exceeded")
 		log.Error("scene process failed: restart intensity exceeded; not restarting until `respawn scene restart`",
 			zap.String("reason", reason), zap.Int("max_restarts", s.cfg.WorldMgr.Restart.MaxRestarts),
 			zap.Duration("window", s.cfg.WorldMgr.Restart.Window))
+		return
+	}
+	if s.promote(p, now, d.Delay) {
+		s.rd.Restarts++
+		log.Warn("scene process died; its standby takes over", zap.String("reason", reason),
+			zap.Int("standby_pid", p.pid), zap.Uint64("standby_epoch", p.epoch))
 		return
 	}
 	p.state = modules.SceneDead
 	p.respawnAt = now.Add(d.Delay)
 	log.Warn("scene process died", zap.String("reason", reason), zap.Duration("respawn_in", d.Delay))
 	s.maybeRespawn(p, now)
+}
+
+// promote makes p's warm spare its current incarnation, if it has one
+// that started: it is waiting for the log's lock, which the one that
+// died releases (or has released). The next spare waits delay (the
+// restart backoff, so a crash loop is not fed spares at full speed).
+func (s *supervisor) promote(p *slot, now time.Time, delay time.Duration) bool {
+	if p.sparePID == 0 {
+		return false
+	}
+	p.epoch, p.pid, p.addr, p.link = p.spareEpoch, p.sparePID, "", ""
+	p.spareEpoch, p.sparePID = 0, 0
+	p.spareAt = now.Add(delay)
+	p.state = modules.SceneStarting
+	p.spawnedAt, p.since = now, now
+	p.respawnAt = time.Time{}
+	return true
+}
+
+// maybeSpare spawns p's warm spare when worldmgr.standby asks for one and
+// p runs without one.
+func (s *supervisor) maybeSpare(p *slot, now time.Time) {
+	if !s.cfg.WorldMgr.Standby || s.stopping || s.recovering || p.state != modules.SceneRunning || p.handoff ||
+		p.spareEpoch != 0 || now.Before(p.spareAt) {
+		return
+	}
+	epoch := s.epochs[p.name] + 1
+	if epoch > ctlproto.MaxEpoch {
+		return // spawn says it loudly when a real restart needs one
+	}
+	s.epochs[p.name] = epoch
+	s.epochsDirty = true
+	p.spareEpoch, p.sparePID = epoch, 0
+	s.act(action{Kind: actSpawn, Name: p.name, Epoch: epoch, Restarts: p.hist.Total(), Standby: true})
+}
+
+// spareRetry is how long after a spare failed to start, or exited while
+// waiting, the next one is spawned.
+const spareRetry = time.Second
+
+// spareSpawned: the spare for epoch started as pid. A spare nobody wants
+// any more (a regular spawn replaced it while it started) is killed.
+func (s *supervisor) spareSpawned(name string, epoch uint64, pid int) {
+	p, ok := s.slots[name]
+	if !ok {
+		return
+	}
+	if p.spareEpoch == epoch && p.sparePID == 0 {
+		p.sparePID = pid
+		return
+	}
+	p.discarded = pid
+	s.act(action{Kind: actKill, Name: p.name, PID: pid, Epoch: epoch, Reason: "standby no longer wanted"})
+}
+
+// spareFailed: the spare for epoch could not be started.
+func (s *supervisor) spareFailed(now time.Time, name string, epoch uint64, err error) {
+	if p, ok := s.slots[name]; ok && p.spareEpoch == epoch && p.sparePID == 0 {
+		s.slotLog(p).Warn("could not start a standby; trying again later", zap.Uint64("standby_epoch", epoch), zap.Error(err))
+		p.spareEpoch, p.spareAt = 0, now.Add(spareRetry)
+	}
+}
+
+// spareGone: p's spare exited while waiting (it crashed, or was killed).
+// Its epoch is spent; the next spare gets a new one.
+func (s *supervisor) spareGone(p *slot, now time.Time, reason string) {
+	s.slotLog(p).Warn("standby exited while waiting; a new one follows", zap.Int("standby_pid", p.sparePID),
+		zap.Uint64("standby_epoch", p.spareEpoch), zap.String("reason", reason))
+	p.spareEpoch, p.sparePID = 0, 0
+	p.spareAt = now.Add(spareRetry)
+}
+
+// discardSpare kills p's spare: the process is not to be restarted (it
+// failed, or the world stops), and a spare would take over on its own.
+func (s *supervisor) discardSpare(p *slot, reason string) {
+	if p.sparePID != 0 {
+		p.discarded = p.sparePID
+		s.act(action{Kind: actKill, Name: p.name, PID: p.sparePID, Epoch: p.spareEpoch, Reason: reason})
+	}
+	p.spareEpoch, p.sparePID = 0, 0
 }
 
 func (s *supervisor) maybeRespawn(p *slot, now time.Time) {
@@ -603,6 +726,8 @@ func (s *supervisor) spawn(p *slot, now time.Time) {
 	}
 	s.epochs[p.name] = epoch
 	s.epochsDirty = true
+	// A spare still starting would wait for the lock beside the new one.
+	s.discardSpare(p, "replaced by a regular spawn")
 	p.epoch, p.pid, p.addr, p.link, p.spawnedAt, p.since = epoch, 0, "", "", now, now
 	p.state = modules.SceneStarting
 	s.act(action{Kind: actSpawn, Name: p.name, Epoch: epoch, Restarts: p.hist.Total()})
@@ -675,6 +800,10 @@ func (s *supervisor) handedOff(p *slot, now time.Time, reason string) {
 	p.diedAt = now
 	clear(p.players)
 	clear(p.reported)
+	if s.promote(p, now, 0) {
+		s.slotLog(p).Info("scene process handed over; its standby takes over", zap.String("exit", reason))
+		return
+	}
 	p.state = modules.SceneDead
 	p.respawnAt = now
 	s.slotLog(p).Info("scene process handed over; starting its successor", zap.String("exit", reason))
@@ -685,6 +814,11 @@ func (s *supervisor) handedOff(p *slot, now time.Time, reason string) {
 // it cannot be told) and none is started again.
 func (s *supervisor) stop(now time.Time) {
 	s.stopping = true
+	// Spares first: told nothing, they would take over as their primary
+	// exits.
+	for _, name := range s.names {
+		s.discardSpare(s.slots[name], "world stopping")
+	}
 	for _, name := range s.names {
 		p := s.slots[name]
 		switch {
@@ -721,6 +855,7 @@ func (s *supervisor) rows() []modules.SceneRow {
 			row := modules.SceneRow{
 				ID: id, Process: p.name, PID: p.pid, Addr: p.addr, Link: p.link, Epoch: p.epoch, State: p.state,
 				Players: p.players[id], Restarts: p.hist.Total(), Since: p.since, ReplayMS: p.replayMS,
+				StandbyPID: p.sparePID,
 			}
 			if p.version.Build != "" && p.state == modules.SceneRunning {
 				v := p.version
@@ -760,6 +895,12 @@ func (s *supervisor) pids() map[int]string {
 		}
 		if p.dying != 0 {
 			out[p.dying] = p.name
+		}
+		if p.sparePID != 0 {
+			out[p.sparePID] = p.name
+		}
+		if p.discarded != 0 {
+			out[p.discarded] = p.name
 		}
 	}
 	return out

@@ -26,6 +26,8 @@ type sim struct {
 	// What the world looks like from the scenes' side.
 	conn map[string]connID
 	pid  map[string]int
+	// spare is each process's warm spare (worldmgr.standby) by pid.
+	spare map[string]int
 	// acts collects every action since the last take.
 	acts []action
 	// timeline collects every timeline event.
@@ -46,7 +48,7 @@ func testWorld() supervisorConfig {
 func newSim(t *testing.T, epochs map[string]uint64, fresh bool) *sim {
 	now := time.Unix(1_000_000, 0)
 	return &sim{t: t, s: newSupervisor(testWorld(), zaptest.NewLogger(t), epochs, fresh, now), now: now,
-		nextPID: 1000, conn: map[string]connID{}, pid: map[string]int{}}
+		nextPID: 1000, conn: map[string]connID{}, pid: map[string]int{}, spare: map[string]int{}}
 }
 
 // drain collects the supervisor's actions, performing spawns the way the
@@ -65,6 +67,11 @@ func (m *sim) drain() {
 					m.t.Fatalf("spawn of %s epoch %d before the epoch was persisted (%v)", a.Name, a.Epoch, rd.Epochs)
 				}
 				m.nextPID++
+				if a.Standby {
+					m.spare[a.Name] = m.nextPID
+					m.s.spareSpawned(a.Name, a.Epoch, m.nextPID)
+					continue
+				}
 				m.pid[a.Name] = m.nextPID
 				m.s.spawned(a.Name, a.Epoch, m.nextPID)
 			}

@@ -1,0 +1,107 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/respawn-dev/respawn/internal/game"
+	"github.com/respawn-dev/respawn/internal/modules"
+	"github.com/respawn-dev/respawn/internal/process"
+)
+
+// sceneLog is the scene process log the manager writes for proc.
+func (c *cluster) sceneLog(proc string) string {
+	raw, _ := os.ReadFile(filepath.Join(c.dataDir, "logs", "scene-"+proc+".log"))
+	return string(raw)
+}
+
+// waitStandby waits until scene id's process has a warm spare (other than
+// not) and returns its row.
+func (c *cluster) waitStandby(id string, not int) modules.SceneRow {
+	c.t.Helper()
+	var row modules.SceneRow
+	waitFor(c.t, 15*time.Second, func() error {
+		var err error
+		if row, err = c.scene(id); err != nil {
+			return err
+		}
+		if row.State != modules.SceneRunning || row.StandbyPID == 0 || row.StandbyPID == not || !process.Alive(row.StandbyPID) {
+			return fmt.Errorf("%s %s, standby pid %d", id, row.State, row.StandbyPID)
+		}
+		return nil
+	})
+	return row
+}
+
+// worldmgr.standby: the forest's warm spare takes over a kill -9 of its
+// primary (the same pid, now running the next epoch, with Hogger's HP
+// replayed), a new spare follows, and a spare dies with the manager while
+// the primary it stood by keeps serving.
+func TestStandbyTakesOverAKill9(t *testing.T) {
+	c := newCluster(t, "--worldmgr.standby", "true")
+	mgr := c.start("worldmgr")
+	c.waitRunning(15 * time.Second)
+	t.Cleanup(func() {
+		if t.Failed() {
+			lines := strings.Split(c.sceneLog("forest"), "\n")
+			t.Logf("forest log (last 40 lines):\n%s", strings.Join(lines[max(0, len(lines)-40):], "\n"))
+		}
+	})
+	old := c.waitStandby("forest", 0)
+	spare := old.StandbyPID
+
+	var res game.MonsterResult
+	out := c.respawn("gm", "damage", "--scene", "forest", "--monster", "hogger", "--amount", "999", "--json")
+	if err := json.Unmarshal([]byte(out), &res); err != nil || res.HP != 1 {
+		t.Fatalf("damage: %v %s", err, out)
+	}
+	if err := syscall.Kill(old.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, func() error {
+		r, err := c.scene("forest")
+		if err != nil {
+			return err
+		}
+		if r.PID != spare || r.State != modules.SceneRunning {
+			return fmt.Errorf("forest %s pid %d epoch %d, want the spare %d running", r.State, r.PID, r.Epoch, spare)
+		}
+		if r.Epoch != old.Epoch+1 {
+			return fmt.Errorf("the spare runs epoch %d, want %d", r.Epoch, old.Epoch+1)
+		}
+		return nil
+	})
+	after, err := c.inspect("forest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := monster(after, "hogger"); h.HP != 1 {
+		t.Fatalf("Hogger came back with %d HP, want 1", h.HP)
+	}
+	if !strings.Contains(c.sceneLog("forest"), "standby taking over") {
+		t.Fatal("the scene log does not show the takeover")
+	}
+	next := c.waitStandby("forest", spare)
+	if next.PID != spare {
+		t.Fatalf("forest pid %d after the new spare, want %d", next.PID, spare)
+	}
+
+	// The manager dies: its spares go with it (they would wait unknown to
+	// a restarted manager), the primaries keep serving.
+	mgr.kill()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := process.WaitGone(ctx, next.StandbyPID); err != nil {
+		t.Fatalf("the spare outlived its manager: %v", err)
+	}
+	if !process.Alive(spare) {
+		t.Fatal("the primary (a promoted spare) died with the manager")
+	}
+}
