@@ -40,9 +40,9 @@ func (c *cluster) waitStandby(id string, not int) modules.SceneRow {
 	return row
 }
 
-// worldmgr.standby: the forest's warm spare takes over a kill -9 of its
-// primary (the same pid, now running the next epoch, with Hogger's HP
-// replayed), a new spare follows, and a spare dies with the manager while
+// worldmgr.standby: the forest's hot spare takes over a kill -9 of its
+// primary (the same pid, now running the next epoch, from the copy it
+// followed, with Hogger's HP), a new spare follows, and a spare dies with the manager while
 // the primary it stood by keeps serving.
 func TestStandbyTakesOverAKill9(t *testing.T) {
 	c := newCluster(t, "--worldmgr.standby", "true")
@@ -85,8 +85,8 @@ func TestStandbyTakesOverAKill9(t *testing.T) {
 	if h := monster(after, "hogger"); h.HP != 1 {
 		t.Fatalf("Hogger came back with %d HP, want 1", h.HP)
 	}
-	if !strings.Contains(c.sceneLog("forest"), "standby taking over") {
-		t.Fatal("the scene log does not show the takeover")
+	if lg := c.sceneLog("forest"); !strings.Contains(lg, "standby taking over") || !strings.Contains(lg, "scene taken over from the standby's copy") {
+		t.Fatal("the scene log does not show the takeover from the followed copy")
 	}
 	next := c.waitStandby("forest", spare)
 	if next.PID != spare {

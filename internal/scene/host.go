@@ -18,6 +18,7 @@ import (
 	"github.com/respawn-dev/respawn/internal/crashpoint"
 	"github.com/respawn-dev/respawn/internal/game"
 	"github.com/respawn-dev/respawn/internal/shmlog"
+	"github.com/respawn-dev/respawn/internal/version"
 )
 
 // host owns the process's event log and the loops of its scenes and rooms,
@@ -37,6 +38,9 @@ type host struct {
 	detach func(*loop)
 	// breakDedupe: test hook RESPAWN_TEST_BREAK=dedupe (package testhook).
 	breakDedupe bool
+	// follow is a standby's copy of its scenes, followed from the live log
+	// while it waited (standby.go); restore takes them over. nil: none.
+	follow *follower
 	// crash: armed crash points (RESPAWN_TEST_CRASH, package crashpoint).
 	crash *crashpoint.Points
 	// replicas publishes profiles, positions, load and chat (nil: none).
@@ -241,7 +245,7 @@ func (h *host) restoreOne(id, parent string, def game.SceneDef) error {
 			return fmt.Errorf("scene %s: first snapshot: %w", id, err)
 		}
 	}
-	st, n, err := Replay(slot, def)
+	st, n, err := h.replay(slot, def)
 	if errors.Is(err, game.ErrDefinitionChanged) {
 		// Only this scene stops, loudly, as for a damaged log: its history
 		// was acknowledged under the old definition. The process serves the
@@ -273,45 +277,61 @@ func (h *host) restoreOne(id, parent string, def game.SceneDef) error {
 // Replay rebuilds a scene from its slot: snapshot, then events. It returns
 // the scene and how many events were applied on top of the snapshot.
 func Replay(slot *shmlog.Slot, def game.SceneDef) (*game.Scene, int, error) {
-	var st *game.Scene
-	n := 0
-	info := VersionInfo()
-	err := slot.Replay(func(r shmlog.Record) error {
-		if r.Kind == shmlog.KindSnapshot {
-			if len(r.Payload) == 0 {
-				st = game.New(def)
-				return nil
-			}
-			if err := checkSnapshotFormat(info, r.Payload); err != nil {
-				return err
-			}
-			var err error
-			st, err = game.Restore(def, r.Payload)
-			return err
-		}
-		if st == nil {
-			st = game.New(def)
-		}
-		ev, err := game.DecodeEvent(r.Payload)
-		if err != nil {
-			return fmt.Errorf("event %d: %w", r.Seq, err)
-		}
-		st.Apply(ev)
-		n++
-		return nil
-	})
+	rp := newReplayer(def)
+	err := slot.Replay(rp.apply)
 	if de := (*shmlog.DamageError)(nil); errors.As(err, &de) {
 		// The good prefix's state (nil when nothing replayed) is what a
 		// repair rebuilds from.
-		return st, n, fmt.Errorf("scene %s: replay: %w", slot.ID(), err)
+		return rp.st, rp.n, fmt.Errorf("scene %s: replay: %w", slot.ID(), err)
 	}
 	if err != nil {
 		return nil, 0, fmt.Errorf("scene %s: replay: %w", slot.ID(), err)
 	}
-	if st == nil {
-		st = game.New(def)
+	return rp.state(), rp.n, nil
+}
+
+// replayer folds a slot's records into a scene's state: Replay's work,
+// and a standby's as it follows the live log (standby.go).
+type replayer struct {
+	def  game.SceneDef
+	info version.Info
+	st   *game.Scene
+	n    int // events applied
+}
+
+func newReplayer(def game.SceneDef) *replayer { return &replayer{def: def, info: VersionInfo()} }
+
+func (rp *replayer) apply(r shmlog.Record) error {
+	if r.Kind == shmlog.KindSnapshot {
+		if len(r.Payload) == 0 {
+			rp.st = game.New(rp.def)
+			return nil
+		}
+		if err := checkSnapshotFormat(rp.info, r.Payload); err != nil {
+			return err
+		}
+		var err error
+		rp.st, err = game.Restore(rp.def, r.Payload)
+		return err
 	}
-	return st, n, nil
+	if rp.st == nil {
+		rp.st = game.New(rp.def)
+	}
+	ev, err := game.DecodeEvent(r.Payload)
+	if err != nil {
+		return fmt.Errorf("event %d: %w", r.Seq, err)
+	}
+	rp.st.Apply(ev)
+	rp.n++
+	return nil
+}
+
+// state is the state replayed so far (the initial one if nothing was).
+func (rp *replayer) state() *game.Scene {
+	if rp.st == nil {
+		rp.st = game.New(rp.def)
+	}
+	return rp.st
 }
 
 // startAll starts every loop, then performs what recovery owes: rooms to

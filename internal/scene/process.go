@@ -186,6 +186,7 @@ func (p *Process) Start(ctx context.Context) error {
 	if err := p.host.restore(p.spec.Scenes); err != nil {
 		return fail(err)
 	}
+	p.host.follow = nil // taken over or not, the copies are done with
 	p.replay = time.Since(began)
 	restored := time.Now()
 	if err := p.setupBus(); err != nil {
@@ -233,42 +234,6 @@ func (p *Process) Start(ctx context.Context) error {
 	}()
 	return nil
 }
-
-// standBy waits for the event log's lock, for as long as the manager that
-// started this spare lives. A spare whose manager died gives up: a
-// restarted manager does not know of it and starts its own. Once it has
-// the log it is a primary, and outlives the manager like any.
-func (p *Process) standBy() error {
-	ctx, cancel := context.WithCancel(p.ctx)
-	defer cancel()
-	manager := os.Getppid()
-	go func() {
-		t := time.NewTicker(parentPoll)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				if os.Getppid() != manager {
-					p.log.Warn("the world manager that started this standby is gone; giving up", zap.Int("manager_pid", manager))
-					cancel()
-					return
-				}
-			}
-		}
-	}()
-	if err := p.host.open(ctx, LogPath(p.cfg.ShmDir, p.spec.Name), true); err != nil {
-		if p.ctx.Err() == nil && ctx.Err() != nil {
-			return fmt.Errorf("standby: the world manager (pid %d) that started it is gone", manager)
-		}
-		return err
-	}
-	return nil
-}
-
-// parentPoll is how often a standby checks that its manager still lives.
-const parentPoll = 100 * time.Millisecond
 
 // Addr is the process's service address.
 func (p *Process) Addr() string { return p.admin.Addr() }

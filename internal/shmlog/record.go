@@ -74,7 +74,7 @@ func recordSize(n int) int { return recHdr + align8(n) }
 
 // store64 stores v little-endian into b[0:8] with one atomic 8-byte store, so
 // a process killed at any point leaves either the old or the new word. This
-// is the package's one use of unsafe: sync/atomic needs a *uint64, and the
+// and load64 are the package's only uses of unsafe: sync/atomic needs a *uint64, and the
 // word lives in the mapping. b is 8-byte aligned because the mapping is
 // page-aligned and every word offset in the format is a multiple of 8.
 func store64(b []byte, v uint64) {
@@ -82,6 +82,15 @@ func store64(b []byte, v uint64) {
 	var w [8]byte
 	le.PutUint64(w[:], v)
 	atomic.StoreUint64((*uint64)(unsafe.Pointer(&b[0])), binary.NativeEndian.Uint64(w[:]))
+}
+
+// load64 is store64's counterpart: one atomic 8-byte load, for a word a
+// live writer in another process may be storing (a follower, follow.go).
+func load64(b []byte) uint64 {
+	_ = b[7]
+	var w [8]byte
+	binary.NativeEndian.PutUint64(w[:], atomic.LoadUint64((*uint64)(unsafe.Pointer(&b[0]))))
+	return le.Uint64(w[:])
 }
 
 // putRecord writes a record at off in half h and returns the offset just past

@@ -211,6 +211,14 @@ func Open(path string, opt Options) (*Store, error) {
 	return s, nil
 }
 
+// flockIf is flock unless how is 0 (no lock wanted).
+func flockIf(fd, how int) error {
+	if how == 0 {
+		return nil
+	}
+	return flock(fd, how)
+}
+
 // flock is unix.Flock, retried when a blocking wait is interrupted by a
 // signal (the Go runtime's preemption signals do that).
 func flock(fd, how int) error {
@@ -240,6 +248,12 @@ func OpenReadOnly(path string) (*Store, error) {
 }
 
 func openFile(f *os.File, path string, opt Options, ro bool) (*Store, error) {
+	return openFileLocked(f, path, opt, ro, true)
+}
+
+// openFileLocked is openFile; lock false maps the file without a lock (a
+// follower beside the live writer: OpenFollower).
+func openFileLocked(f *os.File, path string, opt Options, ro, lock bool) (*Store, error) {
 	how := unix.LOCK_EX | unix.LOCK_NB
 	switch {
 	case ro:
@@ -247,7 +261,13 @@ func openFile(f *os.File, path string, opt Options, ro bool) (*Store, error) {
 	case opt.WaitLock:
 		how = unix.LOCK_EX
 	}
-	if err := flock(int(f.Fd()), how); err != nil {
+	if !lock && !ro {
+		return nil, fmt.Errorf("shmlog: open %s: only a read-only store may be unlocked", path)
+	}
+	if !lock {
+		how = 0 // a follower (OpenFollower)
+	}
+	if err := flockIf(int(f.Fd()), how); err != nil {
 		if errors.Is(err, unix.EWOULDBLOCK) {
 			return nil, fmt.Errorf("shmlog: open %s: %w", path, ErrLocked)
 		}
