@@ -25,7 +25,8 @@ func main() {
 	cmd.Flags().StringVar(&opt.Process, "process", "", "which scene process of the world config this is")
 	cmd.Flags().Uint64Var(&opt.Epoch, "epoch", 0, "incarnation number, assigned by worldmgr")
 	cmd.Flags().IntVar(&opt.Restarts, "restarts", 0, "restarts so far, reported back to a restarted worldmgr")
-	cmd.Flags().BoolVar(&opt.Standby, "standby", false, "start as a warm spare: prepare, then wait for the event log's lock and take over (started by worldmgr)")
+	cmd.Flags().BoolVar(&opt.Standby, "standby", false, "start as a hot spare: prepare, follow the event log, take over when its lock is free (started by worldmgr)")
+	cmd.Flags().IntVar(&opt.ManagerPID, "manager-pid", 0, "the worldmgr that started this standby; it gives up when that process is gone")
 	daemon.AddVersion(cmd, scene.VersionInfo)
 	daemon.Main(cmd)
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/respawn-dev/respawn/internal/game"
 	"github.com/respawn-dev/respawn/internal/modules"
+	"github.com/respawn-dev/respawn/internal/poll"
 	"github.com/respawn-dev/respawn/internal/process"
 )
 
@@ -27,7 +28,7 @@ func (c *cluster) sceneLog(proc string) string {
 func (c *cluster) waitStandby(id string, not int) modules.SceneRow {
 	c.t.Helper()
 	var row modules.SceneRow
-	waitFor(c.t, 15*time.Second, func() error {
+	poll.Until(c.t, 15*time.Second, func() error {
 		var err error
 		if row, err = c.scene(id); err != nil {
 			return err
@@ -65,7 +66,7 @@ func TestStandbyTakesOverAKill9(t *testing.T) {
 	if err := syscall.Kill(old.PID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, func() error {
 		r, err := c.scene("forest")
 		if err != nil {
 			return err

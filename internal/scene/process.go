@@ -48,6 +48,9 @@ type Options struct {
 	// (a crash, a kill, a handoff) the kernel releases the lock and this
 	// process replays and registers at once, with the epoch it was given.
 	Standby bool
+	// ManagerPID is the manager that started a standby: it gives up when
+	// its parent is no longer that process (0: its parent at the wait).
+	ManagerPID int
 }
 
 // Process is a running scene process.

@@ -36,7 +36,10 @@ const parentPoll = 100 * time.Millisecond
 func (p *Process) standBy() error {
 	ctx, cancel := context.WithCancel(p.ctx)
 	defer cancel()
-	manager := os.Getppid()
+	manager := p.opt.ManagerPID
+	if manager == 0 {
+		manager = os.Getppid()
+	}
 	path := LogPath(p.cfg.ShmDir, p.spec.Name)
 	fol, err := p.host.newFollower(path, p.spec.Scenes)
 	if err != nil {
@@ -50,6 +53,15 @@ func (p *Process) standBy() error {
 	parent := time.NewTicker(parentPoll)
 	defer parent.Stop()
 	fol.catchUp()
+	gone := func() bool {
+		if os.Getppid() == manager {
+			return false
+		}
+		p.log.Warn("the world manager that started this standby is gone; giving up", zap.Int("manager_pid", manager))
+		cancel()
+		return true
+	}
+	gone() // it may have died while we started
 	for {
 		select {
 		case err := <-got:
@@ -66,10 +78,7 @@ func (p *Process) standBy() error {
 		case <-follow.C:
 			fol.catchUp()
 		case <-parent.C:
-			if os.Getppid() != manager {
-				p.log.Warn("the world manager that started this standby is gone; giving up", zap.Int("manager_pid", manager))
-				cancel()
-			}
+			gone()
 		}
 	}
 }

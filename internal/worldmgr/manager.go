@@ -483,7 +483,7 @@ func (m *Manager) startProcess(name string, epoch uint64, restarts int, standby 
 		"--worldmgr.listen", m.ln.Addr().String(),
 	)
 	if standby {
-		args = append(args, "--standby")
+		args = append(args, "--standby", "--manager-pid", strconv.Itoa(os.Getpid()))
 	}
 	cmd := exec.Command(m.sceneBin, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
