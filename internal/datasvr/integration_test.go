@@ -28,6 +28,7 @@ import (
 	"github.com/respawn-dev/respawn/internal/dataclient"
 	"github.com/respawn-dev/respawn/internal/freeport"
 	"github.com/respawn-dev/respawn/internal/player"
+	"github.com/respawn-dev/respawn/internal/poll"
 	"github.com/respawn-dev/respawn/internal/secret"
 )
 
@@ -120,24 +121,25 @@ func (d *daemon) start() {
 	d.cmd, d.exited = cmd, exited
 	d.mu.Unlock()
 
-	deadline := time.Now().Add(30 * time.Second)
 	client := http.Client{Timeout: time.Second}
-	for {
+	err := poll.Within(context.Background(), 30*time.Second, func() error {
 		select {
 		case <-exited:
-			d.t.Fatalf("datasvr exited during start:\n%s", tail(d.logs.String(), 4000))
+			return poll.Stop(errors.New("datasvr exited during start"))
 		default:
 		}
-		if resp, err := client.Get("http://" + d.adminAddr + "/healthz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
+		resp, err := client.Get("http://" + d.adminAddr + "/healthz")
+		if err != nil {
+			return err
 		}
-		if time.Now().After(deadline) {
-			d.t.Fatalf("datasvr not healthy after 30s:\n%s", tail(d.logs.String(), 4000))
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("/healthz: %s", resp.Status)
 		}
-		time.Sleep(20 * time.Millisecond)
+		return nil
+	})
+	if err != nil {
+		d.t.Fatalf("datasvr not healthy: %v\n%s", err, tail(d.logs.String(), 4000))
 	}
 }
 
@@ -373,17 +375,13 @@ func handoverCrash(t *testing.T, dsn, prefix string, crashAfterApply bool) {
 		if crashAfterApply {
 			ncW := connect(t, d, bus.RoleGM)
 			adm := dataclient.NewAdminClient(ncW, "")
-			deadline := time.Now().Add(10 * time.Second)
-			for {
+			poll.Until(t, 10*time.Second, func() error {
 				show, err := adm.Show(ctx, id)
 				if err == nil && show.Owner != nil && show.Owner.Scene == "forest" {
-					break
+					return nil
 				}
-				if time.Now().After(deadline) {
-					t.Fatalf("handover never applied: %+v %v", show, err)
-				}
-				time.Sleep(5 * time.Millisecond)
-			}
+				return fmt.Errorf("handover never applied: %+v %v", show, err)
+			})
 			ncW.Close()
 		}
 		d.kill() // and datasvr with it, maybe before, maybe after the handover

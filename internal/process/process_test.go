@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/respawn-dev/respawn/internal/poll"
 )
 
 // leaderExitsEnv makes the test binary, started again as a child, end only
@@ -57,20 +59,16 @@ func TestZombieLeaderWithLiveThreadsIsAlive(t *testing.T) {
 			_ = cmd.Wait()
 		}
 	})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	poll.Until(t, 10*time.Second, func() error {
 		st, err := stateOf(pid)
 		if err != nil {
-			t.Fatal(err)
+			return poll.Stop(err)
 		}
-		if st == 'Z' {
-			break
+		if st != 'Z' {
+			return fmt.Errorf("pid %d leader still %c", pid, st)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("pid %d leader still %c after 10s", pid, st)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+		return nil
+	})
 	if !Alive(pid) {
 		t.Fatalf("pid %d: zombie leader with live threads reported dead", pid)
 	}

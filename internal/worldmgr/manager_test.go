@@ -3,6 +3,7 @@ package worldmgr
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -18,6 +19,7 @@ import (
 	"github.com/respawn-dev/respawn/internal/config"
 	"github.com/respawn-dev/respawn/internal/ctlproto"
 	"github.com/respawn-dev/respawn/internal/modules"
+	"github.com/respawn-dev/respawn/internal/poll"
 	"github.com/respawn-dev/respawn/internal/process"
 	"github.com/respawn-dev/respawn/internal/secret"
 )
@@ -203,35 +205,29 @@ func TestHigherEpochWinsAClaim(t *testing.T) {
 	}
 	// Nothing is kept for the losers: one connection and one handle, the
 	// owner's.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	poll.Until(t, 5*time.Second, func() error {
 		var conns, handles int
 		if err := m.call(func() { conns, handles = len(m.conns), len(m.handles) }); err != nil {
-			t.Fatal(err)
+			return poll.Stop(err)
 		}
-		if conns == 1 && handles == 1 {
-			break
+		if conns != 1 || handles != 1 {
+			return fmt.Errorf("manager holds %d connections and %d handles, want 1 and 1", conns, handles)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("manager holds %d connections and %d handles, want 1 and 1", conns, handles)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 	// The owner's connection drops: it is forgotten, the process is not
 	// (it gets a grace period to reconnect).
 	b.conn.Close()
-	for deadline = time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	poll.Until(t, 5*time.Second, func() error {
 		var conns int
 		if err := m.call(func() { conns = len(m.conns) }); err != nil {
-			t.Fatal(err)
+			return poll.Stop(err)
 		}
-		if conns == 0 {
-			break
+		if conns != 0 {
+			return fmt.Errorf("a closed connection is still held (%d connections)", conns)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("a closed connection is still held")
-		}
-	}
+		return nil
+	})
 	if row := forestRow(t, m); row.PID != b.cmd.Process.Pid || row.State != modules.SceneRunning {
 		t.Fatalf("a closed connection alone made forest %+v", row)
 	}
