@@ -22,6 +22,7 @@ import (
 
 	"github.com/respawn-dev/respawn/internal/admin"
 	"github.com/respawn-dev/respawn/internal/config"
+	"github.com/respawn-dev/respawn/internal/poll"
 	"github.com/respawn-dev/respawn/internal/process"
 	"github.com/respawn-dev/respawn/internal/supervise"
 )
@@ -254,21 +255,23 @@ func (l *launcher) stopScenes() {
 	resp.Body.Close()
 }
 
+// waitHealthy waits up to limit for addr's /healthz to answer 200. Past the
+// limit it says so and goes on: the others retry their connections anyway.
 func (l *launcher) waitHealthy(ctx context.Context, addr string, limit time.Duration) {
-	deadline := time.Now().Add(limit)
 	c := http.Client{Timeout: time.Second}
-	for time.Now().Before(deadline) && ctx.Err() == nil {
+	err := poll.Within(ctx, limit, func() error {
 		resp, err := c.Get("http://" + addr + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
+		if err != nil {
+			return err
 		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(50 * time.Millisecond):
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("/healthz: %s", resp.Status)
 		}
+		return nil
+	})
+	if err != nil && ctx.Err() == nil {
+		l.printf("up", "%s not healthy within %s, starting the others anyway: %v", addr, limit, err)
 	}
 }
 
