@@ -153,3 +153,24 @@ func TestInspectShowsRecentEvents(t *testing.T) {
 		t.Fatalf("unknown scene: %d", rec.Code)
 	}
 }
+
+// BenchmarkRecentRecord is what the ring adds to the loop's step for a
+// player's request (a tick costs one type switch).
+func BenchmarkRecentRecord(b *testing.B) {
+	var r recentRing
+	// Boxed once, as the loop receives it.
+	var ev game.Event = game.Request{Session: "s", Player: "p1", Seq: 1, Op: game.Move{X: 1, Y: 2}}
+	effs := []game.Effect{game.Reply{Session: "s", Player: "p1", Seq: 1, Body: game.MoveResult{X: 1, Y: 2}}}
+	b.ReportAllocs()
+	for b.Loop() {
+		r.record(ev, effs)
+	}
+}
+
+func BenchmarkRecentRecordTick(b *testing.B) {
+	var r recentRing
+	b.ReportAllocs()
+	for b.Loop() {
+		r.record(game.Tick{}, nil)
+	}
+}
