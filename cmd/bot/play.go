@@ -496,6 +496,11 @@ func (run *playRun) play(ctx context.Context, b *bot, start, end time.Time) {
 		tick = time.NewTicker(every)
 		defer tick.Stop()
 	}
+	// Not ctx: a request sent is waited for, through any failover, up to
+	// the grace period after the end. One context for the whole run, not
+	// a timer per request.
+	rctx, cancel := context.WithDeadline(context.Background(), end.Add(run.o.grace))
+	defer cancel()
 	for {
 		if tick != nil {
 			select {
@@ -510,11 +515,7 @@ func (run *playRun) play(ctx context.Context, b *bot, start, end time.Time) {
 		kind, op := run.next(b)
 		run.sent.Add(1)
 		t0 := time.Now()
-		// Not ctx: a request sent is waited for, through any failover, up
-		// to the grace period.
-		rctx, cancel := context.WithTimeout(context.Background(), time.Until(end)+run.o.grace)
 		rep, err := b.c.Request(rctx, op)
-		cancel()
 		if err != nil {
 			run.errs.Add(1)
 			b.mu.Lock()

@@ -172,6 +172,7 @@ type Client struct {
 	fatal    error
 	connGen  uint64
 	wbuf     []byte
+	wdl      time.Time // the write deadline set on nc
 
 	done    chan struct{}
 	closeMu sync.Once
@@ -287,16 +288,23 @@ func (c *Client) GoContext(ctx context.Context, op any) (*Future, error) {
 			return nil, fmt.Errorf("client: encode op: %w", err)
 		}
 	}
-	stop := context.AfterFunc(ctx, func() {
-		c.mu.Lock()
-		c.cond.Broadcast()
-		c.mu.Unlock()
-	})
-	defer stop()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for len(c.calls) >= c.windowLocked() && !c.closed && ctx.Err() == nil {
-		c.cond.Wait()
+	if len(c.calls) >= c.windowLocked() && !c.closed && ctx.Err() == nil {
+		// Only a caller that waits for a slot needs waking when ctx ends
+		// (registering costs an allocation per request). A ctx ending
+		// before the registration is seen by the check under the lock.
+		c.mu.Unlock()
+		stop := context.AfterFunc(ctx, func() {
+			c.mu.Lock()
+			c.cond.Broadcast()
+			c.mu.Unlock()
+		})
+		defer stop()
+		c.mu.Lock()
+		for len(c.calls) >= c.windowLocked() && !c.closed && ctx.Err() == nil {
+			c.cond.Wait()
+		}
 	}
 	if c.closed {
 		if c.fatal != nil {
@@ -334,11 +342,24 @@ func (c *Client) sendLocked(f *Future) {
 	f.sent = true
 	f.sends++
 	c.wbuf = gwproto.AppendFrame(c.wbuf[:0], gwproto.Frame{Type: gwproto.TypeRequest, ID: f.seq, Body: f.op})
-	_ = c.nc.SetWriteDeadline(time.Now().Add(c.opt.DialTimeout))
+	c.writeDeadlineLocked()
 	if _, err := c.nc.Write(c.wbuf); err != nil {
 		// The reader sees the broken connection and reconnects; f is resent then.
 		c.nc.Close()
 	}
+}
+
+// writeDeadlineLocked bounds the next write by DialTimeout. Moving a
+// socket deadline is a timer update, so it is moved only once an eighth of
+// DialTimeout has passed since it was set: a write gets between 7/8 of
+// DialTimeout and all of it.
+func (c *Client) writeDeadlineLocked() {
+	now := time.Now()
+	if c.wdl.Sub(now) >= c.opt.DialTimeout-c.opt.DialTimeout/8 {
+		return
+	}
+	c.wdl = now.Add(c.opt.DialTimeout)
+	_ = c.nc.SetWriteDeadline(c.wdl)
 }
 
 // Logout leaves the world: the player is saved and taken out of the scene.
@@ -496,6 +517,7 @@ func dialTransport(ctx context.Context, addr string) (net.Conn, error) {
 // seq order, and starts its reader.
 func (c *Client) startLocked(nc net.Conn) {
 	c.nc = nc
+	c.wdl = time.Time{}
 	c.connGen++
 	gen := c.connGen
 	seqs := make([]uint64, 0, len(c.calls))
@@ -532,7 +554,7 @@ func (c *Client) pingLoop(nc net.Conn, gen uint64) {
 			c.mu.Unlock()
 			return
 		}
-		_ = c.nc.SetWriteDeadline(time.Now().Add(c.opt.DialTimeout))
+		c.writeDeadlineLocked()
 		_, _ = c.nc.Write(gwproto.AppendFrame(nil, gwproto.Frame{Type: gwproto.TypePing, ID: n}))
 		c.mu.Unlock()
 	}

@@ -363,6 +363,7 @@ func reportBlip(b *testing.B, faults, fault string, n, requests int, blip, toRun
 type cpuSample struct {
 	answered uint64
 	ticks    map[string]uint64
+	syscalls map[string]uint64 // read and write system calls
 }
 
 // cpuSamples are taken at every progress line of a bot run: CPU per
@@ -393,10 +394,13 @@ func sampleCPU(run *botRun, pids map[string]int) *cpuSamples {
 			}
 			lines = len(m)
 			n, _ := strconv.ParseUint(m[len(m)-1][1], 10, 64)
-			smp := cpuSample{answered: n, ticks: map[string]uint64{}}
+			smp := cpuSample{answered: n, ticks: map[string]uint64{}, syscalls: map[string]uint64{}}
 			for name, pid := range pids {
 				if t, err := procTicks(pid); err == nil {
 					smp.ticks[name] = t
+				}
+				if n, err := procSyscalls(pid); err == nil {
+					smp.syscalls[name] = n
 				}
 			}
 			s.mu.Lock()
@@ -440,7 +444,11 @@ func (s *cpuSamples) perRoundTrip() (string, float64) {
 	for _, name := range names {
 		us := float64(last.ticks[name]-first.ticks[name]) * usPerTick / rts
 		total += us
-		line += fmt.Sprintf("%s %.1f µs, ", name, us)
+		line += fmt.Sprintf("%s %.1f µs", name, us)
+		if n, ok := last.syscalls[name]; ok {
+			line += fmt.Sprintf(" (%.2f read/write calls)", float64(n-first.syscalls[name])/rts)
+		}
+		line += ", "
 	}
 	return fmt.Sprintf("%stotal %.1f µs (%.0f round trips measured)", line, total, rts), total
 }
@@ -467,4 +475,25 @@ func procTicks(pid int) (uint64, error) {
 		return 0, fmt.Errorf("pid %d: stat times %q %q", pid, f[11], f[12])
 	}
 	return ut + st, nil
+}
+
+// procSyscalls is a process's read and write system calls so far
+// (/proc/PID/io syscr + syscw).
+func procSyscalls(pid int) (uint64, error) {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		return 0, err
+	}
+	var n uint64
+	for _, l := range strings.Split(string(raw), "\n") {
+		k, v, ok := strings.Cut(l, ": ")
+		if ok && (k == "syscr" || k == "syscw") {
+			x, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("pid %d: io %q: %w", pid, l, err)
+			}
+			n += x
+		}
+	}
+	return n, nil
 }
