@@ -127,3 +127,19 @@ func TestCompareHeld(t *testing.T) {
 		t.Fatalf("an acknowledged potion missing: %v", vs)
 	}
 }
+
+func TestFaultsAround(t *testing.T) {
+	faults := []Fault{
+		{Kind: "gateway", Target: "gateway/gw2", AtMs: 100_000, RecoveryMs: 21_109},
+		{Kind: "datasvr", Target: "datasvr", AtMs: 120_000, RecoveryMs: -1},
+		{Kind: "scene", Target: "scene/town", AtMs: 200_000, RecoveryMs: 40},
+	}
+	got := faultsAround(faults, 95_000, 150_000)
+	want := "gateway gateway/gw2 at 100000 ms (recovered in 21109 ms), datasvr datasvr at 120000 ms (not recovered)"
+	if got != want {
+		t.Errorf("got  %s\nwant %s", got, want)
+	}
+	if got := faultsAround(faults, 0, 50_000); got != "none" {
+		t.Errorf("no fault in the window: %s", got)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -138,7 +139,11 @@ func checkAll(ctx context.Context, rep *Report, cl *cluster, ac *dataclient.Admi
 			var first string
 			for _, r := range b.hist {
 				if r.out.Outcome == OutUnknown {
-					first = fmt.Sprintf("%s: %s", r.in.Kind, r.out.Reason)
+					// When it was sent and the faults around it, so a
+					// long run's report says where the answer waited.
+					at := time.Duration(r.call).Milliseconds()
+					first = fmt.Sprintf("%s sent at %d ms: %s; faults from 30 s before until its timeout: %s",
+						r.in.Kind, at, r.out.Reason, faultsAround(rep.Faults, at-30_000, at+s.reqTimeout.Milliseconds()))
 					break
 				}
 			}
@@ -306,6 +311,26 @@ const stuckBound = 10 * time.Second
 
 // compareHeld compares what a bot was acknowledged with what where holds:
 // less is a lost acknowledgement, more a duplication.
+// faultsAround lists the faults injected between fromMs and toMs (run
+// time), with how long each took to recover.
+func faultsAround(faults []Fault, fromMs, toMs int64) string {
+	var out []string
+	for _, f := range faults {
+		if f.AtMs < fromMs || f.AtMs > toMs {
+			continue
+		}
+		rec := fmt.Sprintf("recovered in %d ms", f.RecoveryMs)
+		if f.RecoveryMs < 0 {
+			rec = "not recovered"
+		}
+		out = append(out, fmt.Sprintf("%s %s at %d ms (%s)", f.Kind, f.Target, f.AtMs, rec))
+	}
+	if len(out) == 0 {
+		return "none"
+	}
+	return strings.Join(out, ", ")
+}
+
 func compareHeld(where string, b *bot, got Holdings) []Violation {
 	b.mu.Lock()
 	want := b.held.clone()
