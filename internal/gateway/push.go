@@ -83,14 +83,92 @@ func (ps *positions) scene(id string) *scenePositions {
 // maxTracked bounds the players tracked per scene (the game's own limit).
 const maxTracked = 10000
 
-func (ps *positions) update(p scenelink.Push) {
-	var m struct {
-		Kind string `json:"kind"`
-		ID   string `json:"id"`
-		X    int    `json:"x"`
-		Y    int    `json:"y"`
+// scenePos is the body of a scene's position push.
+type scenePos struct {
+	Kind string `json:"kind"`
+	ID   string `json:"id"`
+	X    int    `json:"x"`
+	Y    int    `json:"y"`
+}
+
+// parsePos reads a position push body. Every move is one, so the form the
+// scene writes ({"kind":"K","id":"ID","x":X,"y":Y}, internal/scene/link.go)
+// is read by hand; anything else goes through the JSON decoder.
+func parsePos(b []byte) (scenePos, bool) {
+	var m scenePos
+	rest, ok := cutPrefix(b, `{"kind":"`)
+	if ok {
+		m.Kind, rest, ok = plainStr(rest)
 	}
-	if json.Unmarshal(p.Body, &m) != nil || m.ID == "" || (m.Kind != "" && m.Kind != "player") {
+	if ok {
+		rest, ok = cutPrefix(rest, `,"id":"`)
+	}
+	if ok {
+		m.ID, rest, ok = plainStr(rest)
+	}
+	if ok {
+		rest, ok = cutPrefix(rest, `,"x":`)
+	}
+	if ok {
+		m.X, rest, ok = smallInt(rest)
+	}
+	if ok {
+		rest, ok = cutPrefix(rest, `,"y":`)
+	}
+	if ok {
+		m.Y, rest, ok = smallInt(rest)
+	}
+	if ok && string(rest) == "}" {
+		return m, true
+	}
+	m = scenePos{}
+	return m, json.Unmarshal(b, &m) == nil
+}
+
+func cutPrefix(b []byte, p string) ([]byte, bool) {
+	if len(b) < len(p) || string(b[:len(p)]) != p {
+		return nil, false
+	}
+	return b[len(p):], true
+}
+
+// plainStr reads a JSON string's content up to its closing quote; one
+// with escapes is left to the JSON decoder.
+func plainStr(b []byte) (string, []byte, bool) {
+	for i, c := range b {
+		switch {
+		case c == '"':
+			return string(b[:i]), b[i+1:], true
+		case c == '\\' || c < 0x20:
+			return "", nil, false
+		}
+	}
+	return "", nil, false
+}
+
+// smallInt reads an optionally negative decimal integer of at most 9
+// digits (coordinates).
+func smallInt(b []byte) (int, []byte, bool) {
+	neg := len(b) > 0 && b[0] == '-'
+	if neg {
+		b = b[1:]
+	}
+	n, i := 0, 0
+	for ; i < len(b) && i < 10 && b[i] >= '0' && b[i] <= '9'; i++ {
+		n = n*10 + int(b[i]-'0')
+	}
+	if i == 0 || i == 10 || (i > 1 && b[0] == '0') {
+		return 0, nil, false
+	}
+	if neg {
+		n = -n
+	}
+	return n, b[i:], true
+}
+
+func (ps *positions) update(p scenelink.Push) {
+	m, ok := parsePos(p.Body)
+	if !ok || m.ID == "" || (m.Kind != "" && m.Kind != "player") {
 		return
 	}
 	ps.mu.Lock()
