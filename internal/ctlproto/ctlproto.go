@@ -190,6 +190,11 @@ type Exit struct {
 	// replays the log and resends every save not acknowledged in it, so
 	// waiting would only lengthen the players' pause.
 	Handoff bool `json:"handoff,omitempty"`
+	// Standby: a handoff to a hot standby that follows this process's log
+	// (worldmgr.standby). The process skips its final snapshot: the
+	// standby has the state, and a snapshot would move the log's
+	// generation under it and make it restore from the snapshot instead.
+	Standby bool `json:"standby,omitempty"`
 }
 
 // ErrFrame marks a malformed frame: the peer is not speaking this protocol.

@@ -110,6 +110,19 @@ func blipPhases(c *cluster, proc string, epoch uint64, from time.Time, spans []s
 		}
 	}
 	var learnt time.Time
+	if os.Getenv("RESPAWN_BLIP_DEBUG") != "" {
+		for _, path := range gw {
+			raw, _ := os.ReadFile(path)
+			for _, line := range strings.Split(string(raw), "\n") {
+				var l logLine
+				if json.Unmarshal([]byte(line), &l) == nil {
+					if at, err := time.Parse(logTime, l.TS); err == nil && !at.Before(from.Add(-5*time.Millisecond)) && at.Before(from.Add(300*time.Millisecond)) {
+						fmt.Fprintf(os.Stderr, "  gw +%s %s\n", ms(at), line)
+					}
+				}
+			}
+		}
+	}
 	for _, l := range readLogLines(gw...) {
 		if l.Msg == "scene table: process running" && l.Epoch == epoch && l.Process == proc && learnt.IsZero() {
 			learnt = l.at

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -43,7 +44,8 @@ func (c *cluster) waitStandby(id string, not int) modules.SceneRow {
 
 // worldmgr.standby: the forest's hot spare takes over a kill -9 of its
 // primary (the same pid, now running the next epoch, from the copy it
-// followed, with Hogger's HP), a new spare follows, and a spare dies with the manager while
+// followed, with Hogger's HP), a new spare follows and takes a planned
+// handoff over the same way, and a spare dies with the manager while
 // the primary it stood by keeps serving.
 func TestStandbyTakesOverAKill9(t *testing.T) {
 	c := newCluster(t, "--worldmgr.standby", "true")
@@ -93,6 +95,31 @@ func TestStandbyTakesOverAKill9(t *testing.T) {
 	if next.PID != spare {
 		t.Fatalf("forest pid %d after the new spare, want %d", next.PID, spare)
 	}
+
+	// A planned handoff goes to the new spare, which takes its followed
+	// copy over too (the old process skips its final snapshot for it).
+	code, body, err := c.call(http.MethodPost, "http://"+c.ports["worldmgr.admin"]+"/v1/processes/forest/handoff", nil, c.operatorToken())
+	if err != nil || code != http.StatusOK {
+		t.Fatalf("handoff: %d %s %v", code, body, err)
+	}
+	poll.Until(t, 10*time.Second, func() error {
+		r, err := c.scene("forest")
+		if err != nil {
+			return err
+		}
+		if r.PID != next.StandbyPID || r.State != modules.SceneRunning || r.Epoch != next.Epoch+1 {
+			return fmt.Errorf("forest %s pid %d epoch %d, want the spare %d running epoch %d", r.State, r.PID, r.Epoch, next.StandbyPID, next.Epoch+1)
+		}
+		return nil
+	})
+	if n := strings.Count(c.sceneLog("forest"), "scene taken over from the standby's copy"); n != 2 {
+		t.Fatalf("%d takeovers from a followed copy, want 2 (the kill and the handoff)", n)
+	}
+	if after, err = c.inspect("forest"); err != nil || monster(after, "hogger").HP != 1 {
+		t.Fatalf("after the handoff Hogger has %d HP (%v), want 1", monster(after, "hogger").HP, err)
+	}
+	spare = next.StandbyPID
+	next = c.waitStandby("forest", spare)
 
 	// The manager dies: its spares go with it (they would wait unknown to
 	// a restarted manager), the primaries keep serving.

@@ -142,7 +142,7 @@ func TestCorruptSceneIsHeldAndRepaired(t *testing.T) {
 	flip(t, path, slot, "gm-damage-3-of-5")
 
 	h = twoScenes(t, path)
-	defer h.stopAll(true)
+	defer h.stopAll(true, true)
 	if _, err := h.serving("forest"); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "respawn scene repair forest") {
 		t.Fatalf("a corrupt scene is served, or refused without saying why: %v", err)
 	}
@@ -225,7 +225,7 @@ func TestGarbageInAnUnusedSlotHeader(t *testing.T) {
 	f.Close()
 
 	h = twoScenes(t, path)
-	defer h.stopAll(true)
+	defer h.stopAll(true, true)
 	for _, id := range []string{"town", "forest"} {
 		if _, ok := h.loop(id); !ok {
 			t.Fatalf("%s not served", id)
@@ -257,7 +257,7 @@ func TestSceneMissingItsSlotNextToAnUnreadableOne(t *testing.T) {
 	f.Close()
 
 	h = twoScenes(t, path)
-	defer h.stopAll(true)
+	defer h.stopAll(true, true)
 	if _, ok := h.loop("town"); !ok {
 		t.Fatal("town not served")
 	}
@@ -313,7 +313,7 @@ func TestCorruptRoomIsHeldWhileItsSceneServes(t *testing.T) {
 	flip(t, path, slot, "room-hit-2-of-4")
 
 	h = twoScenes(t, path)
-	defer h.stopAll(true)
+	defer h.stopAll(true, true)
 	if _, ok := h.loop("forest"); !ok {
 		t.Fatal("forest not served because of its room")
 	}
@@ -379,7 +379,7 @@ func TestDamagedSnapshotIsBypassed(t *testing.T) {
 	flip(t, path, active, "Snapshot-Marker-7f3a") // in the snapshot; the previous half keeps the Enter
 
 	h = twoScenes(t, path)
-	defer h.stopAll(true)
+	defer h.stopAll(true, true)
 	forest, ok := h.loop("forest")
 	if !ok {
 		t.Fatal("forest not served")
@@ -428,7 +428,7 @@ func TestSceneSlotMarkedFreeIsTakenBack(t *testing.T) {
 	f.Close()
 
 	h = twoScenes(t, path)
-	defer h.stopAll(true)
+	defer h.stopAll(true, true)
 	forest, ok := h.loop("forest")
 	if !ok {
 		t.Fatal("forest not served")

@@ -383,7 +383,7 @@ func (h *host) loop(id string) (*loop, bool) {
 }
 
 // stopAll stops every loop, snapshots and flushes the log, and closes it.
-func (h *host) stopAll(waitSaves bool) {
+func (h *host) stopAll(waitSaves, snapshot bool) {
 	h.mu.Lock()
 	loops := h.sortedLoops()
 	h.mu.Unlock()
@@ -405,7 +405,7 @@ func (h *host) stopAll(waitSaves bool) {
 	}
 	for _, l := range loops {
 		l.stop()
-		if !l.freed {
+		if !l.freed && snapshot {
 			_ = l.snapshot() // logged: a failed snapshot only means a longer replay
 		}
 	}

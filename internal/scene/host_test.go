@@ -42,7 +42,7 @@ func testHostStopped(t testing.TB, dir string) *host {
 // are back in the forest, its slot is cleared and the next room reuses it.
 func TestRoomEndsAndItsSlotIsReused(t *testing.T) {
 	h := testHost(t, t.TempDir())
-	defer h.stopAll(true)
+	defer h.stopAll(true, true)
 	forest, _ := h.loop("forest")
 	free := h.store.FreeSlots()
 

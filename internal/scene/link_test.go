@@ -36,7 +36,7 @@ func newLinkFixture(t testing.TB) *linkFixture {
 	t.Cleanup(func() {
 		f.ls.close()
 		<-done
-		h.stopAll(true)
+		h.stopAll(true, true)
 		cancel()
 	})
 	return f
@@ -499,7 +499,7 @@ func TestLinkTravelResendAtDestination(t *testing.T) {
 		t.Fatal(err)
 	}
 	h2.startAll()
-	defer h2.stopAll(true)
+	defer h2.stopAll(true, true)
 	l, ok := h2.loop(dr.RoomID)
 	if !ok {
 		t.Fatalf("room %s not restored", dr.RoomID)

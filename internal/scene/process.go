@@ -78,6 +78,9 @@ type Process struct {
 	// handoff: the manager asked for a planned replacement; shut down
 	// without waiting for queued saves (the successor resends them).
 	handoff atomic.Bool
+	// toStandby: the handoff goes to a hot standby following the log: no
+	// final snapshot (ctlproto.Exit.Standby).
+	toStandby atomic.Bool
 	done    chan struct{}
 }
 
@@ -120,7 +123,7 @@ func (p *Process) Start(ctx context.Context) error {
 			p.link.close()
 		}
 		if p.host != nil {
-			p.host.stopAll(true)
+			p.host.stopAll(true, true)
 		}
 		p.cancel()
 		return fmt.Errorf("scene process %s: %w", p.spec.Name, err)
@@ -218,6 +221,7 @@ func (p *Process) Start(ctx context.Context) error {
 		exit: func(e ctlproto.Exit) {
 			if e.Handoff {
 				p.handoff.Store(true)
+				p.toStandby.Store(e.Standby)
 			}
 			go p.Shutdown()
 		},
@@ -259,7 +263,7 @@ func (p *Process) Shutdown() {
 		p.wg.Wait()
 		// The loops stop only after their queued saves are acknowledged,
 		// which needs the bus: close it last.
-		p.host.stopAll(!p.handoff.Load())
+		p.host.stopAll(!p.handoff.Load(), !p.toStandby.Load())
 		p.log.Info("scene process stopped", zap.Bool("handoff", p.handoff.Load()), zap.Duration("took", time.Since(began)))
 		if p.nc != nil {
 			p.nc.Close()

@@ -90,7 +90,7 @@ func TestRecentSummaries(t *testing.T) {
 // newest first, from the real loop.
 func TestInspectShowsRecentEvents(t *testing.T) {
 	h := testHost(t, t.TempDir())
-	defer h.stopAll(true)
+	defer h.stopAll(true, true)
 	forest, _ := h.loop("forest")
 	ctx := context.Background()
 	if _, err := forest.submit(ctx, game.Enter{Player: player.Data{ID: "ann", Name: "Ann", Gold: 10, Scene: "forest"}, Version: 1}); err != nil {

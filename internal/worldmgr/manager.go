@@ -375,7 +375,7 @@ func (m *Manager) perform(a action, persistErr error) {
 		}
 	case actExit:
 		if c := m.conns[a.Conn]; c != nil {
-			c.send(ctlproto.TypeExit, ctlproto.Exit{Reason: a.Reason, Handoff: a.Handoff})
+			c.send(ctlproto.TypeExit, ctlproto.Exit{Reason: a.Reason, Handoff: a.Handoff, Standby: a.Standby})
 			delete(m.conns, a.Conn)
 		}
 	case actClose:

@@ -89,6 +89,10 @@ func TestStandbyTakesOverAHandoff(t *testing.T) {
 	if err := m.s.handoff(m.now, "forest"); err != nil {
 		t.Fatal(err)
 	}
+	m.drain()
+	if len(m.acts) != 1 || !m.acts[0].Handoff || !m.acts[0].Standby {
+		t.Fatalf("the exit does not say a standby waits (the process would snapshot under it): %+v", m.acts)
+	}
 	m.expect("exit forest")
 	m.run(50*time.Millisecond, "town")
 	m.expect() // no new spare while handing over

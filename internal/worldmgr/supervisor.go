@@ -65,7 +65,8 @@ type action struct {
 	// Handoff marks an actExit that starts a planned handoff.
 	Handoff bool
 	// Standby marks an actSpawn of a warm spare (worldmgr.standby): feed
-	// spareSpawned or spareFailed.
+	// spareSpawned or spareFailed; on a handoff's actExit, that a spare
+	// waits to take over (ctlproto.Exit.Standby).
 	Standby bool
 }
 
@@ -782,7 +783,11 @@ func (s *supervisor) handoff(now time.Time, name string) error {
 	}
 	p.handoff = true
 	p.handoffEnd = now.Add(handoffTimeout)
-	s.act(action{Kind: actExit, Conn: p.conn, Name: p.name, Reason: fmt.Sprintf("handoff to epoch %d", s.epochs[p.name]+1), Handoff: true})
+	next := s.epochs[p.name] + 1
+	if p.sparePID != 0 {
+		next = p.spareEpoch
+	}
+	s.act(action{Kind: actExit, Conn: p.conn, Name: p.name, Reason: fmt.Sprintf("handoff to epoch %d", next), Handoff: true, Standby: p.sparePID != 0})
 	delete(s.conns, p.conn)
 	p.conn = 0
 	s.slotLog(p).Info("scene process handing over to a new incarnation")
