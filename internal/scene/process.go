@@ -81,7 +81,7 @@ type Process struct {
 	// toStandby: the handoff goes to a hot standby following the log: no
 	// final snapshot (ctlproto.Exit.Standby).
 	toStandby atomic.Bool
-	done    chan struct{}
+	done      chan struct{}
 }
 
 // New checks the options; Start does the work.
