@@ -154,16 +154,43 @@ func Dial(ctx context.Context, opt Options) (*Client, error) {
 		pushes: make(chan Push, opt.PushBuffer), done: make(chan struct{}),
 	}
 	clientID := hex.EncodeToString(idb[:8])
-	for i := 0; i < opt.Conns; i++ {
-		cn, err := c.dialOne(ctx, i, clientID)
-		if err != nil {
-			for _, o := range c.conns {
-				o.nc.Close()
-			}
-			return nil, err
-		}
-		c.conns = append(c.conns, cn)
+	// The connections handshake at once, not one after the other: after a
+	// failover every held request waits for the whole dial.
+	type dialed struct {
+		cn  *conn
+		hs  handshook
+		err error
 	}
+	results := make([]dialed, opt.Conns)
+	var dialing sync.WaitGroup
+	for i := range opt.Conns {
+		dialing.Go(func() {
+			cn, hs, err := c.dialOne(ctx, i, clientID)
+			results[i] = dialed{cn, hs, err}
+		})
+	}
+	dialing.Wait()
+	var firstErr error
+	for _, d := range results {
+		if d.err != nil && firstErr == nil {
+			firstErr = d.err
+		}
+	}
+	if firstErr != nil {
+		for _, d := range results {
+			if d.cn != nil {
+				d.cn.nc.Close()
+			}
+		}
+		return nil, firstErr
+	}
+	for _, d := range results {
+		c.conns = append(c.conns, d.cn)
+	}
+	// Every connection reached the same listener; the first one's word is
+	// the process's.
+	hs := results[0].hs
+	c.process, c.epoch, c.maxFrame = hs.process, hs.epoch, hs.maxFrame
 	c.alive.Store(int64(len(c.conns)))
 	var readers sync.WaitGroup
 	for _, cn := range c.conns {
@@ -194,22 +221,29 @@ func (c *Client) readHandshake(r *bufio.Reader, want byte, what string) ([]byte,
 	return body, nil
 }
 
-func (c *Client) dialOne(ctx context.Context, idx int, clientID string) (*conn, error) {
+// handshook is what one connection's handshake said about the process.
+type handshook struct {
+	process  string
+	epoch    uint64
+	maxFrame int
+}
+
+func (c *Client) dialOne(ctx context.Context, idx int, clientID string) (*conn, handshook, error) {
 	d := net.Dialer{}
 	dctx, cancel := context.WithTimeout(ctx, c.opt.HandshakeTimeout)
 	defer cancel()
 	nc, err := d.DialContext(dctx, "tcp", c.opt.Addr)
 	if err != nil {
-		return nil, fmt.Errorf("%w: dial %s: %v", ErrUnavailable, c.opt.Addr, err)
+		return nil, handshook{}, fmt.Errorf("%w: dial %s: %v", ErrUnavailable, c.opt.Addr, err)
 	}
 	if tc, ok := nc.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
 	}
 	dl, _ := dctx.Deadline()
 	_ = nc.SetDeadline(dl)
-	fail := func(err error) (*conn, error) {
+	fail := func(err error) (*conn, handshook, error) {
 		nc.Close()
-		return nil, err
+		return nil, handshook{}, err
 	}
 	cnonce, err := NewNonce()
 	if err != nil {
@@ -252,14 +286,13 @@ func (c *Client) dialOne(ctx context.Context, idx int, clientID string) (*conn, 
 	if w.MaxFrame == 0 || w.MaxFrame > 1<<30 {
 		w.MaxFrame = DefaultMaxFrame
 	}
-	c.process, c.epoch, c.maxFrame = sh.Process, sh.Epoch, int(w.MaxFrame)
 	return &conn{
 		c: c, idx: idx, nc: nc, r: r,
 		pending: map[uint64]*call{},
 		slots:   make(chan struct{}, w.MaxInflight),
 		wake:    make(chan struct{}, 1),
 		dead:    make(chan struct{}),
-	}, nil
+	}, handshook{process: sh.Process, epoch: sh.Epoch, maxFrame: int(w.MaxFrame)}, nil
 }
 
 // Process and Epoch name the scene process incarnation this client talks to.
