@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -280,4 +281,59 @@ func TestBrowserPlayAndConsoleKill(t *testing.T) {
 	t.Logf("Hogger %s -> %s across the hang", before, text(t, play, "boss-hp"))
 	t.Logf("moves %s -> %s -> %s -> %s; latency last %s, max %s", start, moved, across, text(t, play, "pos"), text(t, play, "latency"), text(t, play, "latency-max"))
 	shot(t, play, "play-after-kill.png")
+}
+
+// A player in the browser client plays through gw1 while gw1 is stopped
+// with SIGTERM: the gateway drains, the page follows move_to to gw2's
+// WebSocket, resumes without a new login, and the next move is answered
+// there; the page never shows the session closed.
+func TestBrowserFollowsGatewayDrain(t *testing.T) {
+	browser := newBrowser(t, 90*time.Second)
+	c := newCluster(t)
+	gw, path := twoGatewayConfig(t, c)
+	c.extra = append(c.extra, "--config", path)
+	c.start("respawn", "up")
+	pid := daemonPID(t, c, "gateway/gw1")
+	daemonPID(t, c, "gateway/gw2")
+	c.waitRunning(30 * time.Second)
+	sec, err := secret.Load("", c.dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := token.IssueLogin(sec, "drainplayer", time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(browser,
+		chromedp.Navigate("http://"+gw[0][1]+"/"),
+		chromedp.WaitVisible(chromedp.ID("login")),
+		chromedp.SetValue(chromedp.ID("token"), tok),
+		chromedp.Click(chromedp.ID("login")),
+	); err != nil {
+		t.Fatalf("play client login: %v", err)
+	}
+	waitJS(t, browser, "the session", `document.getElementById("status").textContent.startsWith("playing in town as drainplayer")`, 20*time.Second)
+	move := func(what, button string) {
+		t.Helper()
+		before := text(t, browser, "pos")
+		if err := chromedp.Do(browser, chromedp.Click(chromedp.ID(button))); err != nil {
+			t.Fatal(err)
+		}
+		waitJS(t, browser, what, fmt.Sprintf(`document.getElementById("pos").textContent !== %q && document.getElementById("pending").textContent === "0"`, before), 20*time.Second)
+	}
+	move("a move on gw1", "right")
+
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, browser, "the move to gw2", `document.getElementById("log").textContent.includes("moving to ws://`+gw[1][1]+`/")`, 20*time.Second)
+	waitJS(t, browser, "the resumed session", `document.getElementById("status").textContent.startsWith("playing in town as drainplayer (resumed)")`, 20*time.Second)
+	move("a move on gw2", "down")
+	log := text(t, browser, "log")
+	if strings.Contains(log, "closed") {
+		t.Fatalf("the play client saw its session closed: %s", log)
+	}
+	if n := strings.Count(log, "logged in as drainplayer"); n != 1 {
+		t.Fatalf("the play client logged in %d times; want 1 (a resume, not a new login): %s", n, log)
+	}
 }

@@ -2,6 +2,7 @@
 // over WebSocket binary messages (15-byte big-endian header + JSON body),
 // read and written with DataView.
 "use strict";
+const SHUTTING_DOWN = 15; // CLOSE code: the gateway is draining, resume elsewhere
 const T = { HELLO: 1, WELCOME: 2, LOGIN: 3, RESUME: 4, SESSION: 5, REQUEST: 6, REPLY: 7, PUSH: 8, PING: 9, PONG: 10, CLOSE: 11, LOGOUT: 12 };
 const HDR = 15, MAX_LOG = 200, TILE = 5, MAX_LAT = 100;
 const $ = (id) => document.getElementById(id);
@@ -78,6 +79,14 @@ function handle(type, code, id, body) {
     case T.PUSH: push(body); break;
     case T.PING: send(T.PONG, id, undefined); break;
     case T.CLOSE:
+      if (code === SHUTTING_DOWN && st.resume) {
+        // The gateway is draining: resume at the one it names (or here,
+        // once it is back); the session and its pending requests carry over.
+        st.moveTo = /^wss?:\/\//.test(body.move_to || "") ? body.move_to : "";
+        status("gateway stopping: moving" + (st.moveTo ? " to " + st.moveTo : ""), "warn");
+        log("gateway is shutting down; moving" + (st.moveTo ? " to " + st.moveTo : ""), "warn");
+        break;
+      }
       st.closing = true;
       status("closed: " + (body.error || "code " + code), code ? "bad" : "dim");
       log("gateway closed the session: " + (body.error || code), "bad");
@@ -176,10 +185,15 @@ function draw() {
 }
 
 function connect(first) {
-  const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/`);
+  const here = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/`;
+  if (st.moveTo) st.url = st.moveTo;
+  st.moveTo = "";
+  const ws = new WebSocket(st.url || here);
+  let opened = false;
   ws.binaryType = "arraybuffer";
   st.ws = ws; st.buf = new Uint8Array(0);
   ws.onopen = () => {
+    opened = true;
     send(T.HELLO, 0, { version: 1, client: "browser/1" });
     if (first) send(T.LOGIN, 0, { token: $("token").value.trim() });
     else send(T.RESUME, 0, { token: st.resume });
@@ -188,15 +202,17 @@ function connect(first) {
   ws.onclose = () => {
     clearInterval(st.pinger);
     if (st.ws !== ws || st.closing || !st.resume) return;
+    if (!opened) st.url = ""; // the gateway we moved to is gone too: try this page's own
     // The gateway went away: resume the session, here or elsewhere.
     status("reconnecting…", "warn");
-    setTimeout(() => connect(false), 500);
+    if (st.moveTo) connect(false); // told where to go: no reason to wait
+    else setTimeout(() => connect(false), 500);
   };
 }
 
 $("login").onclick = () => {
   if (st.ws) { st.closing = true; st.ws.close(); }
-  Object.assign(st, { closing: false, player: "", resume: "", seq: 0 });
+  Object.assign(st, { closing: false, player: "", resume: "", seq: 0, url: "", moveTo: "" });
   st.pending.clear(); st.others.clear();
   status("logging in…", "dim");
   connect(true);
