@@ -157,7 +157,9 @@ func inWindows(spans []span, windows []window) []time.Duration {
 }
 
 // movers keeps clients playing in the forest (a move every 100 ms each,
-// the reply awaited) and records every request's span, until finish.
+// the reply awaited) and records every request's span, until finish. The
+// players' ticks are spread over the 100 ms, as real players' are: in
+// step, they would leave gaps a short outage could fall into unmeasured.
 type movers struct {
 	mu     sync.Mutex
 	spans  []span
@@ -170,6 +172,13 @@ func startMovers(clients []*client.Client) *movers {
 	m := &movers{stop: make(chan struct{})}
 	for i, cl := range clients {
 		m.wg.Go(func() {
+			phase := time.NewTimer(time.Duration(i) * 100 * time.Millisecond / time.Duration(len(clients)))
+			select {
+			case <-m.stop:
+				phase.Stop()
+				return
+			case <-phase.C:
+			}
 			t := time.NewTicker(100 * time.Millisecond)
 			defer t.Stop()
 			for k := 0; ; k++ {

@@ -144,8 +144,46 @@ func (r *router) down(scene string) bool {
 
 // link returns the live link of scene's process, dialling it if needed.
 // It does not wait for a failover: errNoRoute or a dial error say "try
-// again" (callers back off, woken early by table changes).
+// again" (callers back off, woken early by table changes). A dial in
+// progress is waited for only while the table still names its process.
 func (r *router) link(ctx context.Context, scene string) (*linkEntry, error) {
+	for {
+		// Taken before the row is read: a change after the read wakes us.
+		changed := r.changes()
+		le, err := r.linkFor(scene)
+		if err != nil {
+			return nil, err
+		}
+		for le != nil {
+			select {
+			case <-le.ready:
+				if le.err != nil {
+					return nil, le.err
+				}
+				return le, nil
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-changed:
+				// A dial to a process that is going (its listener still
+				// accepts while the kernel tears it down, so the dial hangs)
+				// must not hold us once the table names its successor.
+				changed = r.changes()
+				row, ok := r.row(scene)
+				if !ok {
+					// Dead or starting: back off until the successor runs.
+					return nil, fmt.Errorf("scene %s: %w (state %q)", scene, errNoRoute, row.State)
+				}
+				if row.Link != le.addr || row.Epoch > le.epoch {
+					le = nil
+				}
+			}
+		}
+	}
+}
+
+// linkFor returns the link entry (dialled or dialling) of the process the
+// table names for scene, starting a dial if there is none.
+func (r *router) linkFor(scene string) (*linkEntry, error) {
 	row, ok := r.row(scene)
 	if !ok {
 		return nil, fmt.Errorf("scene %s: %w (state %q)", scene, errNoRoute, row.State)
@@ -174,14 +212,6 @@ func (r *router) link(ctx context.Context, scene string) (*linkEntry, error) {
 		go r.dial(le)
 	}
 	r.mu.Unlock()
-	select {
-	case <-le.ready:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	if le.err != nil {
-		return nil, le.err
-	}
 	return le, nil
 }
 
