@@ -41,6 +41,8 @@ type host struct {
 	// follow is a standby's copy of its scenes, followed from the live log
 	// while it waited (standby.go); restore takes them over. nil: none.
 	follow *follower
+	// released: a handoff closed the loops and the log early (release).
+	released bool
 	// crash: armed crash points (RESPAWN_TEST_CRASH, package crashpoint).
 	crash *crashpoint.Points
 	// replicas publishes profiles, positions, load and chat (nil: none).
@@ -384,6 +386,11 @@ func (h *host) loop(id string) (*loop, bool) {
 
 // stopAll stops every loop, snapshots and flushes the log, and closes it.
 func (h *host) stopAll(waitSaves, snapshot bool) {
+	if h.released {
+		// release did the loops and the log; what is left is the bus.
+		h.closeLinks()
+		return
+	}
 	h.mu.Lock()
 	loops := h.sortedLoops()
 	h.mu.Unlock()
@@ -403,18 +410,42 @@ func (h *host) stopAll(waitSaves, snapshot bool) {
 		h.data.flushAll(ctx)
 		cancel()
 	}
+	h.stopLoops(loops, snapshot)
+	h.closeLinks()
+	h.closeLog()
+}
+
+// release stops the loops (taking no more events), snapshots them if
+// asked, and closes the log, releasing its lock to the successor: a
+// handoff's first step. stopAll afterwards does only the rest.
+func (h *host) release(snapshot bool) {
+	h.mu.Lock()
+	loops := h.sortedLoops()
+	h.mu.Unlock()
+	h.stopLoops(loops, snapshot)
+	h.closeLog()
+	h.released = true
+}
+
+func (h *host) stopLoops(loops []*loop, snapshot bool) {
 	for _, l := range loops {
 		l.stop()
 		if !l.freed && snapshot {
 			_ = l.snapshot() // logged: a failed snapshot only means a longer replay
 		}
 	}
+}
+
+func (h *host) closeLinks() {
 	if h.data != nil {
 		h.data.close()
 	}
 	if h.replicas != nil {
 		h.replicas.close()
 	}
+}
+
+func (h *host) closeLog() {
 	if h.store != nil {
 		if err := h.store.Close(); err != nil {
 			h.log.Error("close event log", zap.Error(err))

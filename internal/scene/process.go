@@ -256,6 +256,14 @@ func (p *Process) Shutdown() {
 	p.once.Do(func() {
 		began := time.Now()
 		p.cancel()
+		if p.handoff.Load() {
+			// A handoff waits for no save: the gateways are told at once
+			// and the log goes to the successor before anything else, since
+			// every millisecond until then is the players' pause.
+			p.link.close()
+			p.host.release(!p.toStandby.Load())
+			p.log.Info("handed the event log over", zap.Duration("took", time.Since(began)))
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		_ = p.admin.Shutdown(ctx) // best effort on the way out
