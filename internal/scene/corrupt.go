@@ -353,28 +353,9 @@ func (h *host) repair(id string) (RepairResult, error) {
 		zap.Uint64("last_dropped", res.LastDropped), zap.Strings("players", res.Players))
 
 	_ = l.read(context.Background(), func(st *game.Scene) { // recovery must run while the loop lives
-		effs := st.RecoveryEffects()
 		// Every player's state may be older than the data server's copy
-		// (its later saves were among the dropped events). A save at the
-		// version the scene holds tells: the data server acknowledges it if
-		// it has nothing newer and refuses it if it does, and the refusal
-		// is what makes the scene take the data server's copy. Players with
-		// an unacknowledged save (resent by the recovery effects) or with
-		// changes (saved at the next save tick) are told the same way.
-		asked := map[string]bool{}
-		for _, e := range effs {
-			if sv, ok := e.(game.Save); ok {
-				asked[sv.Player.ID] = true
-			}
-		}
-		for _, pid := range st.DirtyPlayers() {
-			asked[pid] = true
-		}
-		for _, pid := range res.Players {
-			if d, v, ok := st.Player(pid); ok && v > 0 && !asked[pid] {
-				effs = append(effs, game.Save{Player: d, Version: v, Urgent: true})
-			}
-		}
+		// (its later saves were among the dropped events).
+		effs := withVersionChecks(st, st.RecoveryEffects(), res.Players)
 		h.perform(l, effs, false)
 	})
 	return res, nil

@@ -351,7 +351,13 @@ func (h *host) startAll() {
 	}
 	h.mu.Unlock()
 	for _, l := range loops {
-		_ = l.read(context.Background(), func(st *game.Scene) { h.perform(l, st.RecoveryEffects(), false) })
+		_ = l.read(context.Background(), func(st *game.Scene) {
+			// A log on a disk after a machine crash can be behind the data
+			// server (its last pages never reached the disk, the saves
+			// they led to did): every player is checked, not only the
+			// dirty ones.
+			h.perform(l, withVersionChecks(st, st.RecoveryEffects(), st.PlayerIDs()), false)
+		})
 	}
 }
 
@@ -519,6 +525,32 @@ func (h *host) accept(ctx context.Context, l *loop, ev game.Event) error {
 	}
 	_, err := l.submit(ctx, ev)
 	return err
+}
+
+// withVersionChecks adds to effs (a recovery's effects) a save of each of
+// players at the version the scene holds, for those effs and the next save
+// tick do not save anyway. The data server acknowledges such a save when it
+// has nothing newer (a resend of what it holds changes nothing there) and
+// refuses it as old when it has, and that refusal makes the scene reload
+// the data server's copy (dataLink.result): the newer of the log and the
+// data server wins. A player another scene now owns is refused as such and
+// dropped here.
+func withVersionChecks(st *game.Scene, effs []game.Effect, players []string) []game.Effect {
+	asked := map[string]bool{}
+	for _, e := range effs {
+		if sv, ok := e.(game.Save); ok {
+			asked[sv.Player.ID] = true
+		}
+	}
+	for _, pid := range st.DirtyPlayers() {
+		asked[pid] = true // saved at the next save tick
+	}
+	for _, pid := range players {
+		if d, v, ok := st.Player(pid); ok && v > 0 && !asked[pid] {
+			effs = append(effs, game.Save{Player: d, Version: v, Urgent: true})
+		}
+	}
+	return effs
 }
 
 // perform carries out effects on the goroutine of the loop that made them.
