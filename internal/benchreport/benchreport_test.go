@@ -1,6 +1,8 @@
 package benchreport
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -155,5 +157,42 @@ func TestRender(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Log(doc)
+	}
+}
+
+// Every row names a benchmark (or a benchmetric line) that exists in the
+// tree, with a unit it reports: a renamed benchmark or metric would
+// otherwise leave its row without a figure until someone runs make bench.
+func TestRowsNameRealFigures(t *testing.T) {
+	for _, r := range Rows {
+		if r.Derive != nil {
+			continue
+		}
+		files, err := filepath.Glob(filepath.Join("..", r.Key.Pkg, "*_test.go"))
+		if err != nil || len(files) == 0 {
+			t.Errorf("row %q: no test files in internal/%s", r.What, r.Key.Pkg)
+			continue
+		}
+		var src strings.Builder
+		for _, f := range files {
+			raw, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			src.Write(raw)
+		}
+		code := src.String()
+		top, _, _ := strings.Cut(r.Key.Bench, "/")
+		if strings.HasPrefix(top, "Benchmark") {
+			if !strings.Contains(code, "func "+top+"(b *testing.B)") {
+				t.Errorf("row %q: no func %s in internal/%s", r.What, top, r.Key.Pkg)
+			}
+		} else if !strings.Contains(code, "MetricPrefix") || !strings.Contains(code, top+" ") {
+			t.Errorf("row %q: no benchmetric line %s in internal/%s", r.What, top, r.Key.Pkg)
+		}
+		unit := strings.TrimPrefix(r.Key.Unit, "paced_")
+		if r.Key.Unit != "ns/op" && !strings.Contains(code, `"`+r.Key.Unit+`"`) && !strings.Contains(code, `"`+unit+`"`) {
+			t.Errorf("row %q: internal/%s never reports unit %q", r.What, r.Key.Pkg, r.Key.Unit)
+		}
 	}
 }
