@@ -133,3 +133,46 @@ func TestStandbyTakesOverAKill9(t *testing.T) {
 		t.Fatal("the primary (a promoted spare) died with the manager")
 	}
 }
+
+// An upgrade installs a new scene binary and hands over: the spare,
+// started from the old build, must not take the handoff (it would run the
+// old code); it is killed first and the successor is of the new build.
+func TestStandbyOfAnOldBuildIsNotHandedOver(t *testing.T) {
+	c := newCluster(t, "--worldmgr.standby", "true")
+	bin := filepath.Join(c.dataDir, "bin")
+	if err := os.MkdirAll(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	copyBin(t, filepath.Join(binDir, "scene"), filepath.Join(bin, "scene"))
+	c.extra = append(c.extra, "--bin-dir", bin)
+	c.start("worldmgr")
+	c.waitRunning(15 * time.Second)
+	old := c.waitStandby("forest", 0)
+
+	// "Install" a new build: a new file renamed over the old one.
+	copyBin(t, filepath.Join(binDir, "scene"), filepath.Join(bin, "scene.new"))
+	if err := os.Rename(filepath.Join(bin, "scene.new"), filepath.Join(bin, "scene")); err != nil {
+		t.Fatal(err)
+	}
+	code, body, err := c.call(http.MethodPost, "http://"+c.ports["worldmgr.admin"]+"/v1/processes/forest/handoff", nil, c.operatorToken())
+	if err != nil || code != http.StatusOK {
+		t.Fatalf("handoff: %d %s %v", code, body, err)
+	}
+	if process.Alive(old.StandbyPID) {
+		t.Fatalf("the old build's standby (pid %d) still lives after the handoff was accepted", old.StandbyPID)
+	}
+	poll.Until(t, 15*time.Second, func() error {
+		r, err := c.scene("forest")
+		if err != nil {
+			return err
+		}
+		if r.State != modules.SceneRunning || r.PID == old.PID || r.Epoch <= old.Epoch {
+			return fmt.Errorf("forest %s pid %d epoch %d", r.State, r.PID, r.Epoch)
+		}
+		if r.PID == old.StandbyPID {
+			return fmt.Errorf("the old build's standby took the handoff")
+		}
+		return nil
+	})
+	c.waitStandby("forest", old.StandbyPID)
+}

@@ -33,6 +33,35 @@ func (m *Manager) routes() {
 // caller polls /v1/scenes for the successor's epoch running.
 func (m *Manager) apiHandoff(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
+	// A spare started from the build an upgrade is replacing would take the
+	// handoff over with the old code: it is killed first (and waited for,
+	// or it would take the log as the old process lets go of it), and the
+	// handoff goes to a cold successor or a spare of the new build.
+	var stale int
+	if cerr := m.call(func() {
+		p, ok := m.sup.slots[name]
+		if !ok || p.sparePID == 0 {
+			return
+		}
+		if hd := m.handles[p.sparePID]; hd != nil && hd.bin != binIdentity(m.sceneBin) {
+			stale = p.sparePID
+			m.sup.discardSpare(p, "the scene binary changed since the standby started")
+			m.apply()
+		}
+	}); cerr != nil {
+		admin.WriteError(w, http.StatusServiceUnavailable, cerr)
+		return
+	}
+	if stale != 0 {
+		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+		err := process.WaitGone(ctx, stale)
+		cancel()
+		if err != nil {
+			admin.WriteError(w, http.StatusServiceUnavailable, fmt.Errorf("standby of an older build (pid %d) not gone: %w", stale, err))
+			return
+		}
+		m.log.Info("killed a standby of the build being replaced before the handoff", zap.String("process", name), zap.Int("standby_pid", stale))
+	}
 	var err error
 	status := http.StatusOK
 	var epoch uint64

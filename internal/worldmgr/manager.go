@@ -100,6 +100,9 @@ type handle struct {
 	h     *process.Handle
 	name  string
 	child bool
+	// bin identifies the scene binary a spare was started from: a handoff
+	// must not go to a spare of the build being replaced (binIdentity).
+	bin string
 	// unwatch stops the exit watcher of an adopted process (a child's exit
 	// comes from Wait).
 	unwatch context.CancelFunc
@@ -497,7 +500,11 @@ func (m *Manager) startProcess(name string, epoch uint64, restarts int, standby 
 	}
 	pid := cmd.Process.Pid
 	exited := make(chan struct{})
-	m.handles[pid] = &handle{h: process.Child(cmd.Process, exited), name: name, child: true}
+	hd := &handle{h: process.Child(cmd.Process, exited), name: name, child: true}
+	if standby {
+		hd.bin = binIdentity(m.sceneBin)
+	}
+	m.handles[pid] = hd
 	go func() {
 		err := cmd.Wait()
 		close(exited)
@@ -508,6 +515,20 @@ func (m *Manager) startProcess(name string, epoch uint64, restarts int, standby 
 		m.do(func() { m.sup.exited(time.Now(), name, pid, reason) })
 	}()
 	return pid, nil
+}
+
+// binIdentity names the file at path as it is now (inode, size, mtime): an
+// upgrade that installs a new build there changes it. "" if unreadable.
+func binIdentity(path string) string {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return ""
+	}
+	var ino uint64
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		ino = st.Ino
+	}
+	return fmt.Sprintf("%d/%d/%d", ino, fi.Size(), fi.ModTime().UnixNano())
 }
 
 // helloFrom hands an authenticated hello to the supervisor, after tying its
