@@ -14,8 +14,6 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/respawn-dev/respawn/internal/client"
-	"github.com/respawn-dev/respawn/internal/modules"
-	"github.com/respawn-dev/respawn/internal/poll"
 	"github.com/respawn-dev/respawn/internal/secret"
 	"github.com/respawn-dev/respawn/internal/token"
 )
@@ -198,16 +196,7 @@ func TestBrowserPlayAndConsoleKill(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitJS(t, play, "the move across the kill", fmt.Sprintf(`document.getElementById("pos").textContent !== %q && document.getElementById("pending").textContent === "0"`, moved), 20*time.Second)
-	poll.Until(t, 20*time.Second, func() error {
-		r, err := c.scene("town")
-		if err != nil {
-			return err
-		}
-		if r.PID == old.PID || r.State != modules.SceneRunning {
-			return fmt.Errorf("town: %s pid %d (was %d)", r.State, r.PID, old.PID)
-		}
-		return nil
-	})
+	c.waitReplaced(old, 20*time.Second)
 	waitJS(t, cons, "the recovery on the timeline", `document.getElementById("timeline").textContent.includes("recovered")`, 20*time.Second)
 	waitJS(t, cons, "the new pid in the table", fmt.Sprintf(`document.getElementById("scene-town").cells[2].textContent !== "%d"`, old.PID), 10*time.Second)
 
@@ -261,16 +250,7 @@ func TestBrowserPlayAndConsoleKill(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitJS(t, play, "the attack across the hang", fmt.Sprintf(`document.getElementById("boss-hp").textContent !== %q && document.getElementById("pending").textContent === "0"`, before), 30*time.Second)
-	poll.Until(t, 20*time.Second, func() error {
-		r, err := c.scene("forest")
-		if err != nil {
-			return err
-		}
-		if r.PID == oldForest.PID || r.State != modules.SceneRunning {
-			return fmt.Errorf("forest: %s pid %d (was %d)", r.State, r.PID, oldForest.PID)
-		}
-		return nil
-	})
+	c.waitReplaced(oldForest, 20*time.Second)
 	waitJS(t, cons, "forest's recovery on the timeline", `document.getElementById("timeline").textContent.includes("recovered forest")`, 20*time.Second)
 	if s := text(t, play, "log"); strings.Contains(s, "closed") || strings.Contains(s, "reconnect") || strings.Contains(s, "attack #") {
 		t.Fatalf("the play client saw a disconnect or a failed attack across the hang: %s", s)

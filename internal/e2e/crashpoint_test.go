@@ -15,7 +15,6 @@ import (
 	"github.com/respawn-dev/respawn/internal/crashpoint"
 	"github.com/respawn-dev/respawn/internal/dataclient"
 	"github.com/respawn-dev/respawn/internal/game"
-	"github.com/respawn-dev/respawn/internal/modules"
 	"github.com/respawn-dev/respawn/internal/player"
 	"github.com/respawn-dev/respawn/internal/poll"
 	"github.com/respawn-dev/respawn/internal/process"
@@ -173,16 +172,7 @@ func TestCrashPointLeaseHandoff(t *testing.T) {
 	}
 	p.request(t, map[string]any{"op": "travel", "to": "forest"})
 	// The crash point fired: town runs in a new process.
-	poll.Until(t, 20*time.Second, func() error {
-		r, err := c.scene("town")
-		if err != nil {
-			return err
-		}
-		if r.PID == town.PID || r.State != modules.SceneRunning {
-			return fmt.Errorf("town: %s pid %d (was %d)", r.State, r.PID, town.PID)
-		}
-		return nil
-	})
+	c.waitReplaced(town, 20*time.Second)
 	if raw, _ := os.ReadFile(filepath.Join(c.dataDir, "logs", "scene-"+town.Process+".log")); !strings.Contains(string(raw), "crashpoint: "+crashpoint.LeaseHandoff+" reached") {
 		t.Fatalf("town's process was replaced, but not at the crash point; log:\n%s", raw)
 	}

@@ -110,16 +110,7 @@ func travelWhileKilled(t *testing.T, dsn, victim string) {
 	if err := syscall.Kill(row.PID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	poll.Until(t, 10*time.Second, func() error {
-		r, err := c.scene(victim)
-		if err != nil {
-			return err
-		}
-		if r.PID == row.PID || r.State != modules.SceneRunning {
-			return fmt.Errorf("%s: %s pid %d", victim, r.State, r.PID)
-		}
-		return nil
-	})
+	c.waitReplaced(row, 10*time.Second)
 	// The transfer completes: the player ends in the forest, once.
 	var at map[string]game.PlayerView
 	poll.Until(t, 15*time.Second, func() error {

@@ -26,7 +26,6 @@ import (
 	"github.com/respawn-dev/respawn/internal/freeport"
 	"github.com/respawn-dev/respawn/internal/game"
 	"github.com/respawn-dev/respawn/internal/gwproto"
-	"github.com/respawn-dev/respawn/internal/modules"
 	"github.com/respawn-dev/respawn/internal/poll"
 	"github.com/respawn-dev/respawn/internal/secret"
 	"github.com/respawn-dev/respawn/internal/token"
@@ -387,16 +386,7 @@ func (c *cluster) killScene(scene string) {
 		c.t.Fatal(err)
 	}
 	c.respawn("scene", "kill", scene)
-	poll.Until(c.t, 20*time.Second, func() error {
-		r, err := c.scene(scene)
-		if err != nil {
-			return err
-		}
-		if r.PID == old.PID || r.State != modules.SceneRunning {
-			return fmt.Errorf("%s: %s pid %d", scene, r.State, r.PID)
-		}
-		return nil
-	})
+	c.waitReplaced(old, 20*time.Second)
 }
 
 // 100 players play through one gateway while both scene processes are
@@ -784,16 +774,7 @@ func TestGatewayHoldExpiresWithRetryableError(t *testing.T) {
 		t.Fatalf("during the outage: %s %s, want unavailable", rep.Code, rep.Error)
 	}
 	atLeast(t, c.ports["gateway.admin"], "respawn_gateway_hold_timeouts_total", 1)
-	poll.Until(t, 20*time.Second, func() error {
-		r, err := c.scene(scene)
-		if err != nil {
-			return err
-		}
-		if r.PID == row.PID || r.State != modules.SceneRunning {
-			return fmt.Errorf("%s: %s pid %d", scene, r.State, r.PID)
-		}
-		return nil
-	})
+	c.waitReplaced(row, 20*time.Second)
 	poll.Until(t, 10*time.Second, func() error {
 		rep, err := cl.Request(ctx, map[string]any{"op": "move", "x": 4, "y": 5})
 		if err != nil {
@@ -1024,16 +1005,7 @@ func TestGatewayTravelAcrossSourceKill9(t *testing.T) {
 	p.answered.Add(1)
 	p.apply(op, rep)
 	// The crash point fired: town runs in a new process.
-	poll.Until(t, 20*time.Second, func() error {
-		r, err := c.scene("town")
-		if err != nil {
-			return err
-		}
-		if r.PID == town.PID || r.State != modules.SceneRunning {
-			return fmt.Errorf("town: %s pid %d (was %d)", r.State, r.PID, town.PID)
-		}
-		return nil
-	})
+	c.waitReplaced(town, 20*time.Second)
 	// The player plays on in the forest.
 	mv := map[string]any{"op": "move", "x": 3, "y": 4}
 	rep, err = p.c.Request(ctx, mv)

@@ -170,6 +170,23 @@ func (c *cluster) waitRunning(timeout time.Duration) []modules.SceneRow {
 	return rows
 }
 
+// waitReplaced waits until a process other than old's serves scene old.ID
+// and the scene is running again: the respawn after a kill, a hang or a
+// crash point.
+func (c *cluster) waitReplaced(old modules.SceneRow, timeout time.Duration) {
+	c.t.Helper()
+	poll.Until(c.t, timeout, func() error {
+		r, err := c.scene(old.ID)
+		if err != nil {
+			return err
+		}
+		if r.PID == old.PID || r.State != modules.SceneRunning {
+			return fmt.Errorf("%s: %s pid %d (was %d)", old.ID, r.State, r.PID, old.PID)
+		}
+		return nil
+	})
+}
+
 // livePids lists the live processes whose command line mentions this
 // cluster's data directory (which is unique per test) and contains match.
 func (c *cluster) livePids(match string) []int {

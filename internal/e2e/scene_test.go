@@ -96,16 +96,7 @@ func TestHoggerStaysAt1HPAcrossKill9(t *testing.T) {
 	})
 	old := find(t, c.waitRunning(time.Second), "forest")
 	c.respawn("scene", "kill", "forest")
-	poll.Until(t, 5*time.Second, func() error {
-		r, err := c.scene("forest")
-		if err != nil {
-			return err
-		}
-		if r.PID == old.PID || r.State != modules.SceneRunning {
-			return fmt.Errorf("forest %s pid %d", r.State, r.PID)
-		}
-		return nil
-	})
+	c.waitReplaced(old, 5*time.Second)
 	after, err := c.inspect("forest")
 	if err != nil {
 		t.Fatal(err)
