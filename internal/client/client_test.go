@@ -62,16 +62,29 @@ func send(nc net.Conn, t gwproto.Type, code gwproto.Code, id uint64, v any) {
 	_, _ = nc.Write(b)
 }
 
-func (s *server) serve(nc net.Conn, n int) {
+// serveFrames reads nc's frames until it closes, answers HELLO with a
+// WELCOME offering window, and hands every other frame to fn; fn returns
+// false once it has closed nc.
+func serveFrames(nc net.Conn, window int, fn func(f gwproto.Frame) bool) {
 	r := gwproto.NewReader(nc, 1<<20)
 	for {
 		f, err := r.Next()
 		if err != nil {
 			return
 		}
+		if f.Type == gwproto.TypeHello {
+			send(nc, gwproto.TypeWelcome, 0, 0, gwproto.Welcome{Version: 1, Window: window, SessionTTLMS: 60000, IdleMS: 30000})
+			continue
+		}
+		if !fn(f) {
+			return
+		}
+	}
+}
+
+func (s *server) serve(nc net.Conn, n int) {
+	serveFrames(nc, 4, func(f gwproto.Frame) bool {
 		switch f.Type {
-		case gwproto.TypeHello:
-			send(nc, gwproto.TypeWelcome, 0, 0, gwproto.Welcome{Version: 1, Window: 4, SessionTTLMS: 60000, IdleMS: 30000})
 		case gwproto.TypeLogin, gwproto.TypeResume:
 			kind := "login"
 			if f.Type == gwproto.TypeResume {
@@ -90,11 +103,12 @@ func (s *server) serve(nc net.Conn, n int) {
 			s.mu.Unlock()
 			if on != nil {
 				on(nc, gwproto.Frame{Type: f.Type, ID: f.ID, Body: append([]byte(nil), f.Body...)})
-				continue
+				break
 			}
 			send(nc, gwproto.TypeReply, 0, f.ID, json.RawMessage(f.Body))
 		}
-	}
+		return true
+	})
 }
 
 func (s *server) set(fn func(nc net.Conn, f gwproto.Frame)) {
@@ -260,39 +274,31 @@ func TestReloginAndReplaced(t *testing.T) {
 			if err != nil {
 				return
 			}
-			go func() {
-				r := gwproto.NewReader(nc, 1<<20)
-				for {
-					fr, err := r.Next()
-					if err != nil {
-						return
+			go serveFrames(nc, 16, func(fr gwproto.Frame) bool {
+				switch fr.Type {
+				case gwproto.TypeResume:
+					mu.Lock()
+					resumes++
+					mu.Unlock()
+					send(nc, gwproto.TypeClose, gwproto.CodeResumeFailed, 0, gwproto.ErrorBody{Error: "gone"})
+					nc.Close()
+					return false
+				case gwproto.TypeLogin:
+					mu.Lock()
+					logins++
+					mu.Unlock()
+					send(nc, gwproto.TypeSession, 0, 0, gwproto.Session{Player: "alice", Session: "s2", ResumeToken: "r2"})
+				case gwproto.TypeRequest:
+					if fr.ID == 1 {
+						send(nc, gwproto.TypeReply, 0, 1, json.RawMessage(`{}`))
+						return true
 					}
-					switch fr.Type {
-					case gwproto.TypeHello:
-						send(nc, gwproto.TypeWelcome, 0, 0, gwproto.Welcome{Version: 1, Window: 16, SessionTTLMS: 60000, IdleMS: 30000})
-					case gwproto.TypeResume:
-						mu.Lock()
-						resumes++
-						mu.Unlock()
-						send(nc, gwproto.TypeClose, gwproto.CodeResumeFailed, 0, gwproto.ErrorBody{Error: "gone"})
-						nc.Close()
-						return
-					case gwproto.TypeLogin:
-						mu.Lock()
-						logins++
-						mu.Unlock()
-						send(nc, gwproto.TypeSession, 0, 0, gwproto.Session{Player: "alice", Session: "s2", ResumeToken: "r2"})
-					case gwproto.TypeRequest:
-						if fr.ID == 1 {
-							send(nc, gwproto.TypeReply, 0, 1, json.RawMessage(`{}`))
-							continue
-						}
-						send(nc, gwproto.TypeClose, gwproto.CodeSessionReplaced, 0, gwproto.ErrorBody{Error: "elsewhere"})
-						nc.Close()
-						return
-					}
+					send(nc, gwproto.TypeClose, gwproto.CodeSessionReplaced, 0, gwproto.ErrorBody{Error: "elsewhere"})
+					nc.Close()
+					return false
 				}
-			}()
+				return true
+			})
 		}
 	}()
 	srv.mu.Lock()
