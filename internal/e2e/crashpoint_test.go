@@ -15,6 +15,7 @@ import (
 	"github.com/respawn-dev/respawn/internal/crashpoint"
 	"github.com/respawn-dev/respawn/internal/dataclient"
 	"github.com/respawn-dev/respawn/internal/game"
+	"github.com/respawn-dev/respawn/internal/modules"
 	"github.com/respawn-dev/respawn/internal/player"
 	"github.com/respawn-dev/respawn/internal/poll"
 	"github.com/respawn-dev/respawn/internal/process"
@@ -146,6 +147,26 @@ func TestCrashPointFlushBetweenRows(t *testing.T) {
 	}
 }
 
+// townPlayerAtCrashPoint starts a world whose processes stop at crash point
+// point, one gateway and one player in town; it returns the cluster, the
+// player and town's row before the crash.
+func townPlayerAtCrashPoint(t *testing.T, point string) (*cluster, *world, modules.SceneRow) {
+	t.Helper()
+	c := newCluster(t)
+	c.env = []string{crashpoint.Env + "=" + point + "=1"}
+	c.startWorld()
+	_, tcp, ws := c.gateway("gateway")
+	w := newPlayers(t, c, 1, [][]string{{tcp, ws}})
+	if p := w.players[0]; p.scene != "town" {
+		t.Fatalf("player %s starts in %s", p.id, p.scene)
+	}
+	town, err := c.scene("town")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, w, town
+}
+
 // Town hands a travelling player's lease over to the forest at datasvr and
 // dies (crash point scene.lease-handoff) before the player is delivered:
 // the lease is the forest's, the player is in no scene. Town's next
@@ -154,19 +175,8 @@ func TestCrashPointFlushBetweenRows(t *testing.T) {
 // delivery); the gateway answers the travel once, and the player's gold and
 // items arrive exactly once.
 func TestCrashPointLeaseHandoff(t *testing.T) {
-	c := newCluster(t)
-	c.env = []string{crashpoint.Env + "=" + crashpoint.LeaseHandoff + "=1"}
-	c.startWorld()
-	_, tcp, ws := c.gateway("gateway")
-	w := newPlayers(t, c, 1, [][]string{{tcp, ws}})
+	c, w, town := townPlayerAtCrashPoint(t, crashpoint.LeaseHandoff)
 	p := w.players[0]
-	if p.scene != "town" {
-		t.Fatalf("player %s starts in %s", p.id, p.scene)
-	}
-	town, err := c.scene("town")
-	if err != nil {
-		t.Fatal(err)
-	}
 	for i := range 3 {
 		p.request(t, map[string]any{"op": "buy", "npc": "merchant", "item": "potion", "count": 1 + i})
 	}

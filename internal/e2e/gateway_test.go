@@ -977,19 +977,8 @@ func TestGatewayDungeonRoomAcrossKill9(t *testing.T) {
 // gateway follows the player to the forest and resends the travel there:
 // the client gets the travel's own reply, once, and no error.
 func TestGatewayTravelAcrossSourceKill9(t *testing.T) {
-	c := newCluster(t)
-	c.env = []string{crashpoint.Env + "=" + crashpoint.SceneTravelApplied + "=1"}
-	c.startWorld()
-	_, tcp, ws := c.gateway("gateway")
-	w := newPlayers(t, c, 1, [][]string{{tcp, ws}})
+	c, w, town := townPlayerAtCrashPoint(t, crashpoint.SceneTravelApplied)
 	p := w.players[0]
-	if p.scene != "town" {
-		t.Fatalf("player %s starts in %s", p.id, p.scene)
-	}
-	town, err := c.scene("town")
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	op := map[string]any{"op": "travel", "to": "forest"}
