@@ -66,12 +66,9 @@ func TestCrashPointFlushBetweenRows(t *testing.T) {
 	c.startWorld()
 	_, tcp, ws := c.gateway("gateway")
 	w := newPlayers(t, c, 6, [][]string{{tcp, ws}})
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() { defer close(done); w.play(20*time.Millisecond, stop) }()
+	stop := w.playing(20 * time.Millisecond)
 	w.progress(10)
-	close(stop)
-	<-done
+	stop()
 	w.checkSaved("datasvr before the flush") // every save acknowledged, none in the database yet
 
 	ac := dataclient.NewAdminClient(c.natsConn(), w.sec.OperatorToken())

@@ -43,10 +43,8 @@ func TestGatewayDrainMovesPlayersWithoutLoss(t *testing.T) {
 	if ws == 0 {
 		t.Fatal("no WebSocket player")
 	}
-	stop := make(chan struct{})
-	done := make(chan struct{})
 	// A short pace keeps requests in flight when the drain starts.
-	go func() { defer close(done); w.play(20*time.Millisecond, stop) }()
+	stop := w.playing(20 * time.Millisecond)
 	w.progress(5)
 	began := time.Now()
 	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
@@ -68,8 +66,7 @@ func TestGatewayDrainMovesPlayersWithoutLoss(t *testing.T) {
 		return nil
 	})
 	w.progress(5) // on gw2
-	close(stop)
-	<-done
+	stop()
 	for _, p := range w.players {
 		st := p.c.Stats()
 		if st.Lost != 0 || st.Relogins != 0 || st.Disconnects != 0 {

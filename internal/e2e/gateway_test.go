@@ -260,6 +260,15 @@ func (w *world) play(pace time.Duration, stop <-chan struct{}) {
 	wg.Wait()
 }
 
+// playing runs play in the background until the returned stop is called;
+// stop returns once every player's loop has ended.
+func (w *world) playing(pace time.Duration) (stop func()) {
+	stopc := make(chan struct{})
+	done := make(chan struct{})
+	go func() { defer close(done); w.play(pace, stopc) }()
+	return func() { close(stopc); <-done }
+}
+
 // progress waits until every player has had n more requests answered:
 // play goes on for a while, measured in requests rather than time.
 func (w *world) progress(n int64) {
@@ -398,16 +407,13 @@ func TestGatewayPlayersSurviveSceneKill9(t *testing.T) {
 	c.startWorld()
 	_, tcp, ws := c.gateway("gateway")
 	w := newPlayers(t, c, 100, [][]string{{tcp, ws}})
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() { defer close(done); w.play(50*time.Millisecond, stop) }()
+	stop := w.playing(50 * time.Millisecond)
 	w.progress(5)
 	c.killScene("forest")
 	w.progress(3)
 	c.killScene("town")
 	w.progress(5)
-	close(stop)
-	<-done
+	stop()
 	w.check(false)
 	noViolations(t, c) // the gateway's and scenes' traffic is within their bus roles
 }
@@ -421,9 +427,7 @@ func TestGatewayPlayersSurviveWorldmgrAndDatasvrKill9(t *testing.T) {
 	c.waitRunning(20 * time.Second)
 	_, tcp, ws := c.gateway("gateway")
 	w := newPlayers(t, c, 100, [][]string{{tcp, ws}})
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() { defer close(done); w.play(50*time.Millisecond, stop) }()
+	stop := w.playing(50 * time.Millisecond)
 	w.progress(5)
 	wm.signal(syscall.SIGKILL)
 	_ = wm.wait(5 * time.Second)
@@ -441,8 +445,7 @@ func TestGatewayPlayersSurviveWorldmgrAndDatasvrKill9(t *testing.T) {
 	w.progress(5) // without a data server (and NATS)
 	c.startDatasvr()
 	w.progress(5)
-	close(stop)
-	<-done
+	stop()
 	w.check(false)
 }
 
@@ -461,9 +464,7 @@ func TestGatewayKill9PlayersResumeElsewhere(t *testing.T) {
 			t.Fatalf("player %s on %s", p.id, g)
 		}
 	}
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() { defer close(done); w.play(50*time.Millisecond, stop) }()
+	stop := w.playing(50 * time.Millisecond)
 	w.progress(5)
 	killed := time.Now()
 	gw1.signal(syscall.SIGKILL)
@@ -478,8 +479,7 @@ func TestGatewayKill9PlayersResumeElsewhere(t *testing.T) {
 	})
 	t.Logf("every player resumed %s after the kill", time.Since(killed).Round(time.Millisecond))
 	w.progress(5) // on gw2
-	close(stop)
-	<-done
+	stop()
 	for _, p := range w.players {
 		if g := p.c.Gateway(); g != tcp2 && g != ws2 {
 			t.Errorf("player %s is on %s after gw1 died", p.id, g)
@@ -852,9 +852,7 @@ func TestGatewayBadInputClosesOnlyThatClient(t *testing.T) {
 	c.startWorld()
 	_, tcp, ws := c.gateway("gateway")
 	w := newPlayers(t, c, 1, [][]string{{tcp, ws}})
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() { defer close(done); w.play(20*time.Millisecond, stop) }()
+	stop := w.playing(20 * time.Millisecond)
 	hello, _ := gwproto.AppendMsg(nil, gwproto.TypeHello, 0, 0, gwproto.Hello{Version: 1})
 	login := func(tok string) []byte {
 		b, _ := gwproto.AppendMsg(append([]byte(nil), hello...), gwproto.TypeLogin, 0, 0, gwproto.Login{Token: tok})
@@ -908,8 +906,7 @@ func TestGatewayBadInputClosesOnlyThatClient(t *testing.T) {
 		}
 	}
 	w.progress(3)
-	close(stop)
-	<-done
+	stop()
 	w.check(false)
 }
 

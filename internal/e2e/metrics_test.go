@@ -100,12 +100,9 @@ func TestMetricsMatchTheDocs(t *testing.T) {
 	c.startWorld()
 	_, tcp, ws := c.gateway("gateway")
 	w := newPlayers(t, c, 4, [][]string{{tcp, ws}})
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() { defer close(done); w.play(20*time.Millisecond, stop) }()
+	stop := w.playing(20 * time.Millisecond)
 	w.progress(3)
-	close(stop)
-	<-done
+	stop()
 	// A client that sends garbage is closed with a code: closes_total moves.
 	nc, err := net.DialTimeout("tcp", tcp, 5*time.Second)
 	if err != nil {

@@ -107,9 +107,7 @@ func TestUpgradeEveryProcessWhilePlaying(t *testing.T) {
 	}
 	addrs := []string{gw[0][0], "ws://" + gw[0][1] + "/", gw[1][0], "ws://" + gw[1][1] + "/"}
 	w := newPlayers(t, c, 100, [][]string{addrs})
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() { defer close(done); w.play(50*time.Millisecond, stop) }()
+	stop := w.playing(50 * time.Millisecond)
 	w.progress(3)
 	began := time.Now()
 	out := c.respawn("upgrade", "--json",
@@ -148,8 +146,7 @@ func TestUpgradeEveryProcessWhilePlaying(t *testing.T) {
 	}
 	c.respawn("upgrade", "rollback")
 	w.progress(3)
-	close(stop)
-	<-done
+	stop()
 	// Gateways drain: their players move (CLOSE shutting_down), none
 	// loses its connection, TCP or WebSocket.
 	w.check(false)
@@ -183,11 +180,8 @@ func TestUpgradeRefusesUnreadableSnapshotFormat(t *testing.T) {
 			t.Errorf("scene %s changed: pid %d epoch %d -> pid %d epoch %d", r.ID, before[i].PID, before[i].Epoch, r.PID, r.Epoch)
 		}
 	}
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() { defer close(done); w.play(50*time.Millisecond, stop) }()
+	stop := w.playing(50 * time.Millisecond)
 	w.progress(2)
-	close(stop)
-	<-done
+	stop()
 	w.check(false)
 }
