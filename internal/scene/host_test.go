@@ -38,6 +38,22 @@ func testHostStopped(t testing.TB, dir string) *host {
 	return h
 }
 
+// reopenForest is h's next incarnation (epoch 2) after h stopped without a
+// snapshot: a host that opens forest's log in dir and restores from it
+// alone. Its log is closed when the test ends.
+func reopenForest(t *testing.T, h *host, dir string) *host {
+	t.Helper()
+	h2 := newHost(h.cfg, h.log, 2)
+	if err := h2.open(t.Context(), LogPath(dir, "forest"), false); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = h2.store.Close() })
+	if err := h2.restore([]string{"forest"}); err != nil {
+		t.Fatal(err)
+	}
+	return h2
+}
+
 // A dungeon room takes a free slot, and when its boss dies and its players
 // are back in the forest, its slot is cleared and the next room reuses it.
 func TestRoomEndsAndItsSlotIsReused(t *testing.T) {
@@ -155,14 +171,7 @@ func TestRestartRestoresScenesAndRooms(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	h2 := newHost(h.cfg, h.log, 2)
-	if err := h2.open(t.Context(), LogPath(dir, "forest"), false); err != nil {
-		t.Fatal(err)
-	}
-	defer h2.store.Close()
-	if err := h2.restore([]string{"forest"}); err != nil {
-		t.Fatal(err)
-	}
+	h2 := reopenForest(t, h, dir)
 	if len(h2.loops) != len(hashes) {
 		t.Fatalf("restored %d loops, had %d", len(h2.loops), len(hashes))
 	}

@@ -490,14 +490,7 @@ func TestLinkTravelResendAtDestination(t *testing.T) {
 	if err := h.store.Close(); err != nil {
 		t.Fatal(err)
 	}
-	h2 := newHost(h.cfg, h.log, 2)
-	if err := h2.open(t.Context(), LogPath(dir, "forest"), false); err != nil {
-		t.Fatal(err)
-	}
-	defer h2.store.Close()
-	if err := h2.restore([]string{"forest"}); err != nil {
-		t.Fatal(err)
-	}
+	h2 := reopenForest(t, h, dir)
 	h2.startAll()
 	defer h2.stopAll(true, true)
 	l, ok := h2.loop(dr.RoomID)
