@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/respawn-dev/respawn/internal/bus"
 	"github.com/respawn-dev/respawn/internal/game"
 	"github.com/respawn-dev/respawn/internal/poll"
@@ -35,21 +33,7 @@ func TestResentTravelInAfterKillKeepsLaterChanges(t *testing.T) {
 
 	// The TravelIn the forest sends for rita's travel to town, recorded as
 	// the scene role may, to be delivered again as the forest's resend.
-	real := make(chan game.TravelIn, 4)
-	sub, err := nc.Subscribe(scene.EventSubject("town"), func(m *nats.Msg) {
-		if ev, err := game.DecodeEvent(m.Data); err == nil {
-			if in, ok := ev.(game.TravelIn); ok && in.Player.ID == id {
-				real <- in
-			}
-		}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = sub.Unsubscribe() }()
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	real := travelIns(t, nc, "town", func(in game.TravelIn) bool { return in.Player.ID == id })
 	c.respawn("gm", "request", "--scene", "forest", "--player", id, "--seq", "1", `{"op":"travel","to":"town"}`)
 	var in game.TravelIn
 	select {

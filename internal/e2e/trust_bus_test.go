@@ -24,6 +24,28 @@ import (
 	"github.com/respawn-dev/respawn/internal/secret"
 )
 
+// travelIns records, on nc, the TravelIns sent to scene to for which keep
+// holds, until the test ends. The subscription is in place when it returns.
+func travelIns(t *testing.T, nc *nats.Conn, to string, keep func(game.TravelIn) bool) <-chan game.TravelIn {
+	t.Helper()
+	got := make(chan game.TravelIn, 4)
+	sub, err := nc.Subscribe(scene.EventSubject(to), func(m *nats.Msg) {
+		if ev, err := game.DecodeEvent(m.Data); err == nil {
+			if in, ok := ev.(game.TravelIn); ok && keep(in) {
+				got <- in
+			}
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
 // busConn logs in to the NATS at url as role, with the secret datasvr
 // created in the cluster's data directory. Closed when the test ends.
 func (c *cluster) busConn(role bus.Role, url string, opts ...nats.Option) *nats.Conn {
@@ -221,20 +243,9 @@ func TestForgedTravelInMintsNothing(t *testing.T) {
 
 	// The real TravelIn erin's travel to town sends, recorded as the
 	// scene role may: it may subscribe to every scene's subjects.
-	real := make(chan game.TravelIn, 4)
-	sub, err := nc.Subscribe(scene.EventSubject("town"), func(m *nats.Msg) {
-		if ev, err := game.DecodeEvent(m.Data); err == nil {
-			if in, ok := ev.(game.TravelIn); ok && in.Player.ID == online && in.Player.Gold < 900_000_000 { // not our own forgeries
-				real <- in
-			}
-		}
+	real := travelIns(t, nc, "town", func(in game.TravelIn) bool {
+		return in.Player.ID == online && in.Player.Gold < 900_000_000 // not our own forgeries
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
 
 	send := func(in game.TravelIn) string {
 		t.Helper()
@@ -364,7 +375,6 @@ func TestForgedTravelInMintsNothing(t *testing.T) {
 		}
 		noRichPlayerIn(t, "town", "forest")
 	})
-	_ = sub.Unsubscribe()
 	// The cluster's own traffic (enter, give, travel, saves, replicas)
 	// stays inside each role's permissions.
 	noViolations(t, c)
