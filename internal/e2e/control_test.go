@@ -3,8 +3,6 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
-	"io"
-	"net"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -12,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/respawn-dev/respawn/internal/ctlproto"
 	"github.com/respawn-dev/respawn/internal/modules"
 	"github.com/respawn-dev/respawn/internal/poll"
 	"github.com/respawn-dev/respawn/internal/process"
@@ -249,24 +246,9 @@ func TestGarbageOnControlPortIsRefused(t *testing.T) {
 		{0xff, 0xff, 0xff, 0xff, 1, 2, 3},
 		{0, 0, 0, 4, 1, 1, '{', 'x'},
 	} {
-		conn, err := net.Dial("tcp", c.ports["worldmgr.listen"])
-		if err != nil {
-			t.Fatal(err)
+		if err := challengedThenClosed(c.ports["worldmgr.listen"], junk); err != nil {
+			t.Errorf("garbage %q: %v", junk, err)
 		}
-		if _, err := conn.Write(junk); err != nil {
-			t.Fatal(err)
-		}
-		// The manager speaks first (its challenge), then closes the
-		// connection on the garbage: nothing else comes back.
-		_ = conn.SetReadDeadline(time.Now().Add(3 * time.Second))
-		f, err := ctlproto.ReadFrame(conn)
-		if err != nil || f.Type != ctlproto.TypeChallenge {
-			t.Errorf("first frame %v, %v; want a challenge", f.Type, err)
-		}
-		if rest, err := io.ReadAll(conn); err != nil || len(rest) > 0 {
-			t.Errorf("after garbage %q the manager sent %q and %v, want a close", junk, rest, err)
-		}
-		conn.Close()
 	}
 	after := c.waitRunning(2 * time.Second)
 	for i := range before {

@@ -100,6 +100,28 @@ func signedHello(t *testing.T, addr string, sec *secret.Secret, h ctlproto.Hello
 	return f.Type, e.Reason, nil
 }
 
+// challengedThenClosed writes raw to the manager's control port at addr and
+// checks what a refused peer sees: the manager speaks first (its
+// challenge), then closes the connection on raw; nothing else comes back.
+func challengedThenClosed(addr string, raw []byte) error {
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	if _, err := nc.Write(raw); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if f, err := ctlproto.ReadFrame(nc); err != nil || f.Type != ctlproto.TypeChallenge {
+		return fmt.Errorf("first frame %v, %v; want the challenge", f.Type, err)
+	}
+	if rest, err := io.ReadAll(nc); err != nil || len(rest) > 0 {
+		return fmt.Errorf("answered %q (%v); want a close", rest, err)
+	}
+	return nil
+}
+
 // Issue 10: a forged hello on the control port naming a victim process
 // made the manager drop the real scene and later SIGKILL the victim. Now:
 // a forger without the secret is closed, logged with its address and
@@ -116,21 +138,9 @@ func TestForgedHelloLeavesVictimAlive(t *testing.T) {
 
 	// Unsigned, in the old protocol and in this one.
 	for _, raw := range [][]byte{rawHello(1, forged), rawHello(ctlproto.Version, forged)} {
-		nc, err := net.Dial("tcp", c.ports["worldmgr.listen"])
-		if err != nil {
-			t.Fatal(err)
+		if err := challengedThenClosed(c.ports["worldmgr.listen"], raw); err != nil {
+			t.Fatalf("forged hello: %v", err)
 		}
-		if _, err := nc.Write(raw); err != nil {
-			t.Fatal(err)
-		}
-		_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
-		if f, err := ctlproto.ReadFrame(nc); err != nil || f.Type != ctlproto.TypeChallenge {
-			t.Fatalf("first frame %v, %v; want the challenge", f.Type, err)
-		}
-		if rest, err := io.ReadAll(nc); err != nil || len(rest) > 0 {
-			t.Fatalf("forged hello answered %q (%v); want a close", rest, err)
-		}
-		nc.Close()
 	}
 	// Signed with the cluster's secret, but the pid is a `sleep`.
 	sec, err := secret.Load("", c.dataDir)
