@@ -1,15 +1,12 @@
 package gateway
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"testing"
 	"time"
-
-	"github.com/coder/websocket"
 
 	"github.com/respawn-dev/respawn/internal/config"
 	"github.com/respawn-dev/respawn/internal/gwproto"
@@ -223,14 +220,7 @@ func TestWebSocketClientGetsCloseAtShutdown(t *testing.T) {
 		t.Run(fmt.Sprintf("drain_timeout=%s", drain), func(t *testing.T) {
 			g := startGateway(t, func(c *config.Gateway) { c.DrainTimeout = drain })
 			g.opt.MoveTo, g.opt.MoveToWS = "127.0.0.1:7102", "ws://127.0.0.1:7103/"
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			ws, _, err := websocket.Dial(ctx, "ws://"+g.WebSocketAddr()+"/", nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			nc := websocket.NetConn(context.Background(), ws, websocket.MessageBinary)
-			defer nc.Close()
+			nc := dialWS(t, g)
 			if _, err := nc.Write(hello); err != nil {
 				t.Fatal(err)
 			}

@@ -227,8 +227,11 @@ func TestConnectionLimits(t *testing.T) {
 	handshake(t, g.Addr())
 }
 
-func TestWebSocketSameFrames(t *testing.T) {
-	g := startGateway(t, nil)
+// dialWS opens a WebSocket to g's WebSocket listener and returns it as the
+// byte stream the gateway reads (binary messages). Closed when the test
+// ends.
+func dialWS(t *testing.T, g *Gateway) net.Conn {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	ws, _, err := websocket.Dial(ctx, "ws://"+g.WebSocketAddr()+"/", nil)
@@ -236,7 +239,13 @@ func TestWebSocketSameFrames(t *testing.T) {
 		t.Fatal(err)
 	}
 	nc := websocket.NetConn(context.Background(), ws, websocket.MessageBinary)
-	defer nc.Close()
+	t.Cleanup(func() { _ = nc.Close() })
+	return nc
+}
+
+func TestWebSocketSameFrames(t *testing.T) {
+	g := startGateway(t, nil)
+	nc := dialWS(t, g)
 	// HELLO split over two messages, then a garbage frame: the stream is
 	// what counts, not message boundaries.
 	if _, err := nc.Write(hello[:5]); err != nil {
