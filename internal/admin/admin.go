@@ -168,6 +168,20 @@ func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
 	WriteJSON(w, http.StatusOK, body)
 }
 
+// Healthy asks the server at addr for /healthz once, with c: nil when it
+// answers 200, else why not. Callers poll it while a process starts.
+func Healthy(c *http.Client, addr string) error {
+	resp, err := c.Get("http://" + addr + "/healthz")
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("/healthz: %s", resp.Status)
+	}
+	return nil
+}
+
 // HandleStatic adds GET routes for files that carry no data (the web
 // console's HTML, CSS and script): path "/" is the root page alone, a
 // path ending in "/" is a subtree. They are open without the token even

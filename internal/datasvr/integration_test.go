@@ -24,6 +24,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/respawn-dev/respawn/internal/admin"
 	"github.com/respawn-dev/respawn/internal/bus"
 	"github.com/respawn-dev/respawn/internal/dataclient"
 	"github.com/respawn-dev/respawn/internal/freeport"
@@ -128,15 +129,7 @@ func (d *daemon) start() {
 			return poll.Stop(errors.New("datasvr exited during start"))
 		default:
 		}
-		resp, err := client.Get("http://" + d.adminAddr + "/healthz")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("/healthz: %s", resp.Status)
-		}
-		return nil
+		return admin.Healthy(&client, d.adminAddr)
 	})
 	if err != nil {
 		d.t.Fatalf("datasvr not healthy: %v\n%s", err, tail(d.logs.String(), 4000))

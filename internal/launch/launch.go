@@ -259,17 +259,7 @@ func (l *launcher) stopScenes() {
 // limit it says so and goes on: the others retry their connections anyway.
 func (l *launcher) waitHealthy(ctx context.Context, addr string, limit time.Duration) {
 	c := http.Client{Timeout: time.Second}
-	err := poll.Within(ctx, limit, func() error {
-		resp, err := c.Get("http://" + addr + "/healthz")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("/healthz: %s", resp.Status)
-		}
-		return nil
-	})
+	err := poll.Within(ctx, limit, func() error { return admin.Healthy(&c, addr) })
 	if err != nil && ctx.Err() == nil {
 		l.printf("up", "%s not healthy within %s, starting the others anyway: %v", addr, limit, err)
 	}
