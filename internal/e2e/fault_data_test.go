@@ -214,14 +214,22 @@ func TestDatabaseUnreachableAtStart(t *testing.T) {
 	}
 }
 
-func databaseUnreachableAtStart(t *testing.T, dsn string) {
+// worldWithDatabaseDown starts a world whose datasvr reaches dsn through a
+// proxy that is down (proxy.up connects it), with a short flush interval so
+// the write-through is seen quickly.
+func worldWithDatabaseDown(t *testing.T, dsn string) (*cluster, *tcpProxy) {
+	t.Helper()
 	proxy := newTCPProxy(t, "")
 	pdsn, target := proxiedDSN(t, dsn, proxy.addr)
 	proxy.target = target
-	// A short flush interval so the write-through is seen quickly.
 	c := newCluster(t, "--datasvr.database", pdsn)
 	c.env = append(c.env, "RESPAWN_DATASVR_FLUSH_INTERVAL=500ms")
 	c.startWorld()
+	return c, proxy
+}
+
+func databaseUnreachableAtStart(t *testing.T, dsn string) {
+	c, proxy := worldWithDatabaseDown(t, dsn)
 	st := c.status()
 	if st.PID == 0 || !strings.Contains(st.Degraded, "database unreachable since") {
 		t.Fatalf("datasvr status with the database unreachable: %+v", st)
@@ -433,12 +441,7 @@ func playerReloadedNotDropped(t *testing.T, dsn string) {
 		t.Fatal(err)
 	}
 
-	proxy := newTCPProxy(t, "")
-	pdsn, target := proxiedDSN(t, dsn, proxy.addr)
-	proxy.target = target
-	c := newCluster(t, "--datasvr.database", pdsn)
-	c.env = append(c.env, "RESPAWN_DATASVR_FLUSH_INTERVAL=500ms")
-	c.startWorld()
+	c, proxy := worldWithDatabaseDown(t, dsn)
 	c.respawn("player", "create", cid) // provisional: the database cannot be asked
 	c.respawn("gm", "enter", "--scene", "town", "--player", cid)
 	proxy.up()
