@@ -24,6 +24,8 @@ type logLine struct {
 	Restore   float64 `json:"restore"`
 	Subscribe float64 `json:"subscribe"`
 	Dial      float64 `json:"dial"`
+	Took      float64 `json:"took"`
+	Reason    string  `json:"reason"`
 	at        time.Time
 }
 
@@ -94,9 +96,22 @@ func blipPhases(c *cluster, proc string, epoch uint64, from time.Time, spans []s
 			running = l.at
 		}
 	}
+	var toldExit, handedOver time.Time
+	var handTook float64
 	for _, l := range readLogLines(filepath.Join(c.dataDir, "logs", "scene-"+proc+".log")) {
+		if l.Epoch < epoch && !l.at.Before(from.Truncate(time.Millisecond)) {
+			switch l.Msg {
+			case "world manager told this process to exit":
+				toldExit = l.at
+			case "handed the event log over":
+				handedOver, handTook = l.at, l.Took
+			}
+		}
 		if l.Epoch != epoch {
 			continue
+		}
+		if l.Msg == "replicas republished" {
+			fmt.Fprintf(&b, " republish %s (took %.1f),", ms(l.at), l.Took*1000)
 		}
 		switch l.Msg {
 		case "scene process serving":
@@ -145,6 +160,9 @@ func blipPhases(c *cluster, proc string, epoch uint64, from time.Time, spans []s
 				last = s.end
 			}
 		}
+	}
+	if !toldExit.IsZero() {
+		fmt.Fprintf(&b, " old told to exit %s, log handed over %s (took %.1f),", ms(toldExit), ms(handedOver), handTook*1000)
 	}
 	fmt.Fprintf(&b, " noticed %s, spawned %s, main (standby: takeover) %s, prepare %.1f (standby %v), log open +%.1f, restore +%.1f, subscribe +%.1f, serving %s, registered %s, running (mgr) %s, gateway's table %s, gateway linked %s (dial %.1f), first reply %s, last held reply %s",
 		ms(noticed), ms(spawned), ms(mainAt), sl.Prepare*1000, sl.Standby, sl.Open*1000, sl.Restore*1000, sl.Subscribe*1000, ms(serving), ms(registered), ms(running), ms(learnt), ms(linked), dial*1000, ms(first), ms(last))

@@ -269,14 +269,16 @@ func (r *router) broken(le *linkEntry) {
 }
 
 // backoff waits a little (more each attempt, at most 200 ms) or until the
-// table or a link changes, whichever is first.
-func (r *router) backoff(ctx context.Context, attempt int) {
+// table or a link changed since changed was taken (r.changes() before the
+// attempt that failed: a change during the attempt is not missed, which
+// would cost a whole back-off after a failover), whichever is first.
+func (r *router) backoff(ctx context.Context, attempt int, changed <-chan struct{}) {
 	d := time.Duration(min(attempt+1, 8)) * 25 * time.Millisecond
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:
-	case <-r.changes():
+	case <-changed:
 	case <-ctx.Done():
 	}
 }

@@ -590,6 +590,7 @@ func (s *Session) roundTrip(p *pending, deadline time.Time) (scenelink.Reply, er
 	var last error
 	notIn := 0 // not_in_scene answers to this request
 	for attempt := 0; ; attempt++ {
+		changed := g.rt.changes()
 		select {
 		case <-s.done:
 			return scenelink.Reply{}, errEnded
@@ -607,7 +608,7 @@ func (s *Session) roundTrip(p *pending, deadline time.Time) (scenelink.Reply, er
 		le, err := s.ensureJoined(ctx)
 		if err != nil {
 			last = err
-			g.rt.backoff(ctx, attempt)
+			g.rt.backoff(ctx, attempt, changed)
 			continue
 		}
 		s.mu.Lock()
@@ -628,7 +629,7 @@ func (s *Session) roundTrip(p *pending, deadline time.Time) (scenelink.Reply, er
 				// gateway without resend would; the client never hears.
 				return scenelink.Reply{}, errEnded
 			}
-			g.rt.backoff(ctx, attempt)
+			g.rt.backoff(ctx, attempt, changed)
 			continue
 		}
 		if rep.Code == game.ErrNotInScene || rep.Moved != "" {
@@ -644,7 +645,7 @@ func (s *Session) roundTrip(p *pending, deadline time.Time) (scenelink.Reply, er
 			}
 			if err := s.follow(ctx, rep.Moved); err != nil {
 				last = err
-				g.rt.backoff(ctx, attempt)
+				g.rt.backoff(ctx, attempt, changed)
 			}
 			continue
 		}
@@ -691,6 +692,7 @@ func (s *Session) ensureJoined(ctx context.Context) (*linkEntry, error) {
 func (s *Session) joinNow(ctx context.Context) (scenelink.JoinResult, error) {
 	var last error
 	for attempt := 0; ; attempt++ {
+		changed := s.g.rt.changes()
 		if ctx.Err() != nil {
 			if last == nil {
 				last = ctx.Err()
@@ -703,7 +705,7 @@ func (s *Session) joinNow(ctx context.Context) (scenelink.JoinResult, error) {
 		le, err := s.g.rt.link(ctx, scene)
 		if err != nil {
 			last = err
-			s.g.rt.backoff(ctx, attempt)
+			s.g.rt.backoff(ctx, attempt, changed)
 			continue
 		}
 		jr, err := le.c.Join(ctx, scene, s.player, s.id)
@@ -715,7 +717,7 @@ func (s *Session) joinNow(ctx context.Context) (scenelink.JoinResult, error) {
 			if !errors.Is(err, scenelink.ErrRefused) && !errors.Is(err, scenelink.ErrNoScene) {
 				s.g.rt.broken(le)
 			}
-			s.g.rt.backoff(ctx, attempt)
+			s.g.rt.backoff(ctx, attempt, changed)
 			continue
 		}
 		if jr.Moved != "" && jr.Moved != scene {
@@ -790,6 +792,7 @@ func (s *Session) leaveScene() {
 	ctx, cancel := context.WithTimeout(context.Background(), s.g.cfg.HoldTimeout)
 	defer cancel()
 	for attempt := 0; ctx.Err() == nil; attempt++ {
+		changed := s.g.rt.changes()
 		scene := s.currentScene()
 		le, err := s.g.rt.link(ctx, scene)
 		if err == nil {
@@ -799,7 +802,7 @@ func (s *Session) leaveScene() {
 			}
 			s.g.rt.broken(le)
 		}
-		s.g.rt.backoff(ctx, attempt)
+		s.g.rt.backoff(ctx, attempt, changed)
 	}
 	s.log.Warn("could not take the player out of the scene; the scene keeps them", zap.String("scene", s.currentScene()))
 }

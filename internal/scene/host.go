@@ -342,9 +342,11 @@ func (h *host) startAll() {
 	h.mu.Lock()
 	loops := h.sortedLoops()
 	if h.replicas != nil {
+		began := time.Now()
 		if err := h.replicas.republish(loops); err != nil {
 			h.log.Warn("republish replicas", zap.Error(err))
 		}
+		h.log.Info("replicas republished", zap.Duration("took", time.Since(began)))
 	}
 	for _, l := range loops {
 		l.start()
