@@ -111,6 +111,21 @@ func (s *server) serve(nc net.Conn, n int) {
 	})
 }
 
+// dial connects a client to s with o (s is its only gateway) and returns
+// it with a 10 s context for the test's requests; both end with the test.
+func (s *server) dial(t *testing.T, o Options) (*Client, context.Context) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	o.Gateways = []string{s.ln.Addr().String()}
+	c, err := Dial(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c, ctx
+}
+
 func (s *server) set(fn func(nc net.Conn, f gwproto.Frame)) {
 	s.mu.Lock()
 	s.onFrame = fn
@@ -128,13 +143,7 @@ func (s *server) snapshot() ([]string, []uint64) {
 // reply that comes twice is counted, not delivered twice.
 func TestResumeResendsUnansweredInOrder(t *testing.T) {
 	srv := newServer(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := Dial(ctx, Options{Gateways: []string{srv.ln.Addr().String()}, Token: "v1.alice.1.x"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c, ctx := srv.dial(t, Options{Token: "v1.alice.1.x"})
 	if rep, err := c.Request(ctx, map[string]any{"op": "move", "x": 1}); err != nil || !rep.OK() || rep.Seq != 1 {
 		t.Fatalf("first request: %+v %v", rep, err)
 	}
@@ -204,13 +213,7 @@ func TestRetryableRepliesAreResent(t *testing.T) {
 		}
 		send(nc, gwproto.TypeReply, 0, f.ID, json.RawMessage(`{"x":1}`))
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := Dial(ctx, Options{Gateways: []string{srv.ln.Addr().String()}, Token: "t"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c, ctx := srv.dial(t, Options{Token: "t"})
 	rep, err := c.Request(ctx, map[string]any{"op": "move"})
 	if err != nil || !rep.OK() || !rep.Resent {
 		t.Fatalf("%+v %v", rep, err)
@@ -226,13 +229,7 @@ func TestWindowBlocks(t *testing.T) {
 	srv := newServer(t)
 	held := make(chan gwproto.Frame, 16)
 	srv.set(func(_ net.Conn, f gwproto.Frame) { held <- f })
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := Dial(ctx, Options{Gateways: []string{srv.ln.Addr().String()}, Token: "t", Window: 8})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c, ctx := srv.dial(t, Options{Token: "t", Window: 8})
 	for range 4 { // the server's window (4) is smaller than ours (8)
 		c.Go(map[string]any{"op": "x"})
 	}
@@ -250,13 +247,7 @@ func TestReloginAndReplaced(t *testing.T) {
 	srv := newServer(t)
 	held := make(chan uint64, 4)
 	srv.set(func(_ net.Conn, f gwproto.Frame) { held <- f.ID })
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := Dial(ctx, Options{Gateways: []string{srv.ln.Addr().String()}, Token: "t"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c, ctx := srv.dial(t, Options{Token: "t"})
 	f := c.Go(map[string]any{"op": "x"})
 	<-held
 	// From now on resumes are refused.
@@ -346,13 +337,7 @@ func TestResumeFailedLogsInAgain(t *testing.T) {
 		}
 		send(nc, gwproto.TypeReply, 0, f.ID, json.RawMessage(`{}`))
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := Dial(ctx, Options{Gateways: []string{srv.ln.Addr().String()}, Token: "t"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c, ctx := srv.dial(t, Options{Token: "t"})
 	rep, err := c.Request(ctx, map[string]any{"op": "x"})
 	if err != nil || rep.Code != gwproto.CodeSeqTooFar {
 		t.Fatalf("%+v %v", rep, err)
