@@ -14,7 +14,6 @@ import (
 
 	"github.com/respawn-dev/respawn/internal/crashpoint"
 	"github.com/respawn-dev/respawn/internal/dataclient"
-	"github.com/respawn-dev/respawn/internal/game"
 	"github.com/respawn-dev/respawn/internal/modules"
 	"github.com/respawn-dev/respawn/internal/player"
 	"github.com/respawn-dev/respawn/internal/poll"
@@ -291,15 +290,9 @@ func TestMachineCrashDiskLogBehindDatasvr(t *testing.T) {
 	// The scenes replayed logs from before the last acknowledged saves:
 	// they must end up with the data server's newer copies.
 	poll.Until(t, 30*time.Second, func() error {
-		views := map[string]game.PlayerView{}
-		for _, s := range []string{"town", "forest"} {
-			v, err := c.inspect(s)
-			if err != nil {
-				return err
-			}
-			for _, pv := range v.Players {
-				views[pv.ID] = pv
-			}
+		views, err := c.playersIn("town", "forest")
+		if err != nil {
+			return err
 		}
 		for _, p := range w.players {
 			v, ok := views[p.id]

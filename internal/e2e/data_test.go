@@ -56,6 +56,21 @@ func (c *cluster) startWorld() {
 	c.waitRunning(20 * time.Second)
 }
 
+// playersIn is every player the scenes hold, by id.
+func (c *cluster) playersIn(scenes ...string) (map[string]game.PlayerView, error) {
+	out := map[string]game.PlayerView{}
+	for _, s := range scenes {
+		v, err := c.inspect(s)
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range v.Players {
+			out[p.ID] = p
+		}
+	}
+	return out, nil
+}
+
 // where reports which scenes hold player id, and the copy in each.
 func (c *cluster) where(id string, scenes ...string) (map[string]game.PlayerView, error) {
 	out := map[string]game.PlayerView{}

@@ -320,15 +320,9 @@ func (w *world) check(wantLost bool) {
 	}
 	// The scenes hold what each client was told.
 	poll.Until(t, 20*time.Second, func() error {
-		views := map[string]game.PlayerView{}
-		for _, s := range []string{"town", "forest"} {
-			v, err := w.c.inspect(s)
-			if err != nil {
-				return err
-			}
-			for _, pv := range v.Players {
-				views[pv.ID] = pv
-			}
+		views, err := w.c.playersIn("town", "forest")
+		if err != nil {
+			return err
 		}
 		for _, p := range w.players {
 			v, ok := views[p.id]
