@@ -270,12 +270,7 @@ func TestBrowserPlayAndConsoleKill(t *testing.T) {
 func TestBrowserFollowsGatewayDrain(t *testing.T) {
 	browser := newBrowser(t, 90*time.Second)
 	c := newCluster(t)
-	gw, path := twoGatewayConfig(t, c)
-	c.extra = append(c.extra, "--config", path)
-	c.start("respawn", "up")
-	pid := daemonPID(t, c, "gateway/gw1")
-	daemonPID(t, c, "gateway/gw2")
-	c.waitRunning(30 * time.Second)
+	gw, _, pid := upWithTwoGateways(t, c)
 	sec, err := secret.Load("", c.dataDir)
 	if err != nil {
 		t.Fatal(err)

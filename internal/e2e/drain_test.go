@@ -21,12 +21,7 @@ import (
 func TestGatewayDrainMovesPlayersWithoutLoss(t *testing.T) {
 	const drainTimeout = 10 * time.Second // gateway.drain_timeout in configs/world.yaml
 	c := newCluster(t)
-	gw, path := twoGatewayConfig(t, c)
-	c.extra = append(c.extra, "--config", path)
-	up := c.start("respawn", "up")
-	pid := daemonPID(t, c, "gateway/gw1")
-	daemonPID(t, c, "gateway/gw2")
-	c.waitRunning(30 * time.Second)
+	gw, up, pid := upWithTwoGateways(t, c)
 	tcp1, ws1, tcp2, ws2 := gw[0][0], "ws://"+gw[0][1]+"/", gw[1][0], "ws://"+gw[1][1]+"/"
 	// Everyone starts on gw1; every fourth player lists WebSocket first.
 	w := newPlayers(t, c, 40, [][]string{{tcp1, ws1, tcp2, ws2}})

@@ -808,17 +808,26 @@ func twoGatewayConfig(t *testing.T, c *cluster) ([2][3]string, string) {
 	return gw, path
 }
 
+// upWithTwoGateways runs `respawn up` on c with gw1 and gw2
+// (twoGatewayConfig) and waits until both gateways and every scene run. It
+// returns the gateways' addresses, the `respawn up` process and gw1's pid.
+func upWithTwoGateways(t *testing.T, c *cluster) ([2][3]string, *proc, int) {
+	t.Helper()
+	gw, path := twoGatewayConfig(t, c)
+	c.extra = append(c.extra, "--config", path)
+	up := c.start("respawn", "up")
+	pid1 := daemonPID(t, c, "gateway/gw1")
+	daemonPID(t, c, "gateway/gw2")
+	c.waitRunning(30 * time.Second)
+	return gw, up, pid1
+}
+
 // Two gateways listed in the config: `respawn up` starts both, `respawn
 // status` shows both, and a gateway killed with SIGKILL is restarted; a
 // client plays through either.
 func TestGatewayInstancesUnderUp(t *testing.T) {
 	c := newCluster(t)
-	gw, path := twoGatewayConfig(t, c)
-	c.extra = append(c.extra, "--config", path)
-	c.start("respawn", "up")
-	pid1 := daemonPID(t, c, "gateway/gw1")
-	daemonPID(t, c, "gateway/gw2")
-	c.waitRunning(20 * time.Second)
+	gw, _, pid1 := upWithTwoGateways(t, c)
 	if err := syscall.Kill(pid1, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
