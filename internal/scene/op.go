@@ -30,6 +30,14 @@ type opJSON struct {
 
 // DecodeOp parses the JSON form of a client operation.
 func DecodeOp(raw []byte) (game.Op, error) {
+	if m, ok := decodeMove(raw); ok {
+		return m, nil
+	}
+	return decodeOpJSON(raw)
+}
+
+// decodeOpJSON parses any op with the JSON decoder.
+func decodeOpJSON(raw []byte) (game.Op, error) {
 	var o opJSON
 	if err := json.Unmarshal(raw, &o); err != nil {
 		return nil, fmt.Errorf("bad op: %w", err)
@@ -53,4 +61,42 @@ func DecodeOp(raw []byte) (game.Op, error) {
 		return game.TradeAccept{TradeID: o.Trade}, nil
 	}
 	return nil, fmt.Errorf("unknown op %q (want move, attack, buy, travel, dungeon, chat, trade_offer or trade_accept)", o.Op)
+}
+
+// decodeMove reads the common move op in its usual spelling,
+// {"op":"move","x":X,"y":Y}, without the JSON decoder (moves are most of
+// a scene's requests). Any other spelling is left to the decoder.
+func decodeMove(b []byte) (game.Move, bool) {
+	const head = `{"op":"move","x":`
+	if len(b) < len(head) || string(b[:len(head)]) != head {
+		return game.Move{}, false
+	}
+	x, rest, ok := decimal(b[len(head):])
+	if !ok || len(rest) < 5 || string(rest[:5]) != `,"y":` {
+		return game.Move{}, false
+	}
+	y, rest, ok := decimal(rest[5:])
+	if !ok || string(rest) != "}" {
+		return game.Move{}, false
+	}
+	return game.Move{X: x, Y: y}, true
+}
+
+// decimal reads an optionally negative JSON integer of at most 9 digits.
+func decimal(b []byte) (int, []byte, bool) {
+	neg := len(b) > 0 && b[0] == '-'
+	if neg {
+		b = b[1:]
+	}
+	n, i := 0, 0
+	for ; i < len(b) && i < 10 && b[i] >= '0' && b[i] <= '9'; i++ {
+		n = n*10 + int(b[i]-'0')
+	}
+	if i == 0 || i == 10 || (i > 1 && b[0] == '0') {
+		return 0, nil, false
+	}
+	if neg {
+		n = -n
+	}
+	return n, b[i:], true
 }
