@@ -75,14 +75,12 @@ func (c *cluster) playersIn(scenes ...string) (map[string]game.PlayerView, error
 func (c *cluster) where(id string, scenes ...string) (map[string]game.PlayerView, error) {
 	out := map[string]game.PlayerView{}
 	for _, s := range scenes {
-		v, err := c.inspect(s)
+		in, err := c.playersIn(s)
 		if err != nil {
 			return nil, err
 		}
-		for _, p := range v.Players {
-			if p.ID == id {
-				out[s] = p
-			}
+		if p, ok := in[id]; ok {
+			out[s] = p
 		}
 	}
 	return out, nil
