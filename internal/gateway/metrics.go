@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/respawn-dev/respawn/internal/gwproto"
 )
 
 type metrics struct {
@@ -15,8 +17,10 @@ type metrics struct {
 	logins  *prometheus.CounterVec
 	resumes *prometheus.CounterVec
 	replies *prometheus.CounterVec
-	closes  *prometheus.CounterVec
-	latency prometheus.Histogram
+	// repliesOK is replies{code="ok"}, resolved once: one per round trip.
+	repliesOK prometheus.Counter
+	closes    *prometheus.CounterVec
+	latency   prometheus.Histogram
 	// expired counts requests answered "unavailable" because the scene did
 	// not come back within the hold time; resends counts requests whose seq
 	// was already queued or in flight (a client resending after a reconnect).
@@ -40,6 +44,7 @@ func newMetrics(reg prometheus.Registerer, g *Gateway) (*metrics, error) {
 		expired: prometheus.NewCounter(prometheus.CounterOpts{Name: "respawn_gateway_hold_timeouts_total", Help: "Held requests answered unavailable because the scene did not come back within the hold time."}),
 		resends: prometheus.NewCounter(prometheus.CounterOpts{Name: "respawn_gateway_resends_total", Help: "Requests resent with a seq already queued or in flight (answered once)."}),
 	}
+	m.repliesOK = m.replies.WithLabelValues(gwproto.CodeOK.String())
 	// The label values are known: export them at zero, so rate() and
 	// alerts see a series before the first event.
 	for _, r := range []string{"ok", "failed", "refused"} {

@@ -561,7 +561,11 @@ func (s *Session) relay(p *pending) {
 	default:
 		code, body = gameCode(rep.Code), gwproto.ErrorBody{Reason: rep.Code, Error: rep.Error}
 	}
-	g.m.replies.WithLabelValues(code.String()).Inc()
+	if code == gwproto.CodeOK {
+		g.m.repliesOK.Inc()
+	} else {
+		g.m.replies.WithLabelValues(code.String()).Inc()
+	}
 	g.m.latency.Observe(time.Since(start).Seconds())
 	if c != nil {
 		c.send(gwproto.TypeReply, code, p.seq, body)

@@ -14,7 +14,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"net"
 	"runtime"
 	"sync"
@@ -390,9 +389,13 @@ func (c *Client) Leave(ctx context.Context, scene, player, session string) error
 // route picks the connection of player: always the same one, so the
 // player's requests stay in order. If it is lost, so is the client.
 func (c *Client) route(player string) (*conn, error) {
-	h := fnv.New32a()
-	h.Write([]byte(player))
-	cn := c.conns[int(h.Sum32()%uint32(len(c.conns)))]
+	// FNV-1a inline: hash/fnv allocates, and this runs per request.
+	h := uint32(2166136261)
+	for i := 0; i < len(player); i++ {
+		h ^= uint32(player[i])
+		h *= 16777619
+	}
+	cn := c.conns[int(h%uint32(len(c.conns)))]
 	select {
 	case <-cn.dead:
 		return nil, cn.deadErr()
