@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -16,22 +15,9 @@ import (
 	"github.com/respawn-dev/respawn/internal/modules"
 	"github.com/respawn-dev/respawn/internal/poll"
 	"github.com/respawn-dev/respawn/internal/process"
+	"github.com/respawn-dev/respawn/internal/process/processtest"
 	"github.com/respawn-dev/respawn/internal/secret"
 )
-
-// victim starts a `sleep` the test owns: the process a forger would like
-// the manager to kill.
-func victim(t *testing.T) (*exec.Cmd, chan struct{}) {
-	t.Helper()
-	cmd := exec.Command("sleep", "300")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	t.Cleanup(func() { _ = cmd.Process.Kill(); <-done })
-	return cmd, done
-}
 
 // holdFor checks fn every 50 ms for d; the first error fails the test.
 func holdFor(t *testing.T, d time.Duration, fn func() error) {
@@ -132,7 +118,7 @@ func TestForgedHelloLeavesVictimAlive(t *testing.T) {
 	mgr := c.start("worldmgr")
 	before := c.waitRunning(15 * time.Second)
 	forest := find(t, before, "forest")
-	v, vdone := victim(t)
+	v, vdone := processtest.Sleep(t) // the process a forger would like the manager to kill
 	forged := ctlproto.Hello{Process: "forest", PID: v.Process.Pid, Addr: "127.0.0.1:1", Epoch: forest.Epoch + 1,
 		Started: time.Now(), Scenes: []ctlproto.SceneReport{{ID: "forest", Epoch: forest.Epoch + 1, State: modules.SceneRunning}}}
 

@@ -4,22 +4,11 @@ import (
 	"context"
 	"errors"
 	"os"
-	"os/exec"
 	"testing"
 	"time"
-)
 
-func startSleep(t *testing.T) (*exec.Cmd, chan struct{}) {
-	t.Helper()
-	cmd := exec.Command("sleep", "60")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	t.Cleanup(func() { _ = cmd.Process.Kill(); <-done })
-	return cmd, done
-}
+	"github.com/respawn-dev/respawn/internal/process/processtest"
+)
 
 func TestIdentityOfSelf(t *testing.T) {
 	id, err := ReadIdentity(os.Getpid())
@@ -49,7 +38,7 @@ func TestStartTicksParsesOddNames(t *testing.T) {
 // A pid is adopted only if it is the process described; a victim named by
 // a liar is never signalled.
 func TestAdoptChecksIdentity(t *testing.T) {
-	victim, done := startSleep(t)
+	victim, done := processtest.Sleep(t)
 	pid := victim.Process.Pid
 	real, err := ReadIdentity(pid)
 	if err != nil {
@@ -87,7 +76,7 @@ func TestAdoptChecksIdentity(t *testing.T) {
 }
 
 func TestChildHandle(t *testing.T) {
-	cmd, done := startSleep(t)
+	cmd, done := processtest.Sleep(t)
 	h := Child(cmd.Process, done)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
