@@ -341,17 +341,25 @@ func (rp *replayer) state() *game.Scene {
 func (h *host) startAll() {
 	h.mu.Lock()
 	loops := h.sortedLoops()
+	var republish func() error
 	if h.replicas != nil {
-		began := time.Now()
-		if err := h.replicas.republish(loops); err != nil {
-			h.log.Warn("republish replicas", zap.Error(err))
-		}
-		h.log.Info("replicas republished", zap.Duration("took", time.Since(began)))
+		republish = h.replicas.prepareRepublish(loops)
 	}
 	for _, l := range loops {
 		l.start()
 	}
 	h.mu.Unlock()
+	if republish != nil {
+		// Off the start's path: the players' view of the restored world
+		// need not wait for the other processes' replicas of it.
+		go func() {
+			began := time.Now()
+			if err := republish(); err != nil {
+				h.log.Warn("republish replicas", zap.Error(err))
+			}
+			h.log.Info("replicas republished", zap.Duration("took", time.Since(began)))
+		}()
+	}
 	for _, l := range loops {
 		_ = l.read(context.Background(), func(st *game.Scene) {
 			// A log on a disk after a machine crash can be behind the data

@@ -3,6 +3,7 @@ package scene
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -22,7 +23,20 @@ type replicas struct {
 	positions *replica.Writer[modules.PlayerPosition]
 	loads     *replica.Writer[modules.SceneLoad]
 	chat      *modules.Chat
+
+	// While the republish after a start is published (off the start's
+	// path: the loops already run), the profile and position updates the
+	// loops make are held here, in order, and published after it: an
+	// update published first would be overwritten by the older state.
+	mu      sync.Mutex
+	holding bool
+	held    []func()
+	flushed chan struct{} // closed when the held updates are out
 }
+
+// maxHeld bounds the updates held during a republish; a loop that would
+// add more waits until the republish is out.
+const maxHeld = 1 << 16
 
 func newReplicas(ctx context.Context, nc *nats.Conn, process string, epoch uint64, log *zap.Logger) (*replicas, error) {
 	opt := replica.WriterOptions{Instance: "scene-" + process, Epoch: epoch, Logger: log}
@@ -43,9 +57,60 @@ func newReplicas(ctx context.Context, nc *nats.Conn, process string, epoch uint6
 	return r, nil
 }
 
-// republish replaces everything this process published before a crash with
-// the restored state, so no reader keeps a pre-crash view.
-func (r *replicas) republish(loops []*loop) error {
+// prepareRepublish prepares the replacement of everything this process
+// published before a crash with the restored state, so no reader keeps a
+// pre-crash view. It reads that state (before the loops start) and returns
+// the publishing of it, to run while the loops run: until it is done their
+// updates are held (put) and then published in order.
+func (r *replicas) prepareRepublish(loops []*loop) func() error {
+	profiles, positions := r.restored(loops)
+	r.mu.Lock()
+	r.holding, r.flushed = true, make(chan struct{})
+	r.mu.Unlock()
+	return func() error {
+		defer r.release()
+		if err := r.profiles.Reset(profiles); err != nil {
+			return fmt.Errorf("republish profiles: %w", err)
+		}
+		if err := r.positions.Reset(positions); err != nil {
+			return fmt.Errorf("republish positions: %w", err)
+		}
+		return nil
+	}
+}
+
+// put publishes one update now, or holds it while a republish is out.
+func (r *replicas) put(publish func() error) {
+	r.mu.Lock()
+	if r.holding && len(r.held) < maxHeld {
+		r.held = append(r.held, func() { r.warn(publish()) })
+		r.mu.Unlock()
+		return
+	}
+	flushed := r.flushed
+	holding := r.holding
+	r.mu.Unlock()
+	if holding {
+		<-flushed // over the bound: wait for the republish, keeping the order
+	}
+	r.warn(publish())
+}
+
+// release publishes the held updates, in order, and stops holding.
+func (r *replicas) release() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, fn := range r.held {
+		fn()
+	}
+	r.held, r.holding = nil, false
+	if r.flushed != nil {
+		close(r.flushed)
+	}
+}
+
+// restored is every player's profile and position in the restored loops.
+func (r *replicas) restored(loops []*loop) (map[string]modules.PlayerProfile, map[string]modules.PlayerPosition) {
 	profiles := map[string]modules.PlayerProfile{}
 	positions := map[string]modules.PlayerPosition{}
 	for _, l := range loops {
@@ -57,13 +122,7 @@ func (r *replicas) republish(loops []*loop) error {
 		}
 		l.published = l.roster()
 	}
-	if err := r.profiles.Reset(profiles); err != nil {
-		return fmt.Errorf("republish profiles: %w", err)
-	}
-	if err := r.positions.Reset(positions); err != nil {
-		return fmt.Errorf("republish positions: %w", err)
-	}
-	return nil
+	return profiles, positions
 }
 
 // afterStep publishes what one applied event changed. It runs on the
@@ -79,7 +138,8 @@ func (r *replicas) afterStep(l *loop, ev game.Event, effs []game.Effect) {
 		switch e := e.(type) {
 		case game.PositionChanged:
 			if e.Kind == "player" {
-				r.warn(r.positions.Put(e.ID, modules.PlayerPosition{ID: e.ID, Scene: l.id, X: float64(e.X), Y: float64(e.Y)}))
+				pos := modules.PlayerPosition{ID: e.ID, Scene: l.id, X: float64(e.X), Y: float64(e.Y)}
+				r.put(func() error { return r.positions.Put(pos.ID, pos) })
 			}
 		case game.ProfileChanged, game.Kick:
 			rosterChanged = true
@@ -98,13 +158,13 @@ func (r *replicas) afterStep(l *loop, ev game.Event, effs []game.Effect) {
 	now := l.roster()
 	for id, p := range now {
 		if old, ok := l.published[id]; !ok || old != p {
-			r.warn(r.profiles.Put(id, p))
+			r.put(func() error { return r.profiles.Put(id, p) })
 		}
 	}
 	for id, p := range l.published {
 		if _, here := now[id]; !here && !travelling[id] {
 			p.Online = false
-			r.warn(r.profiles.Put(id, p))
+			r.put(func() error { return r.profiles.Put(id, p) })
 		}
 	}
 	l.published = now
