@@ -36,7 +36,7 @@ fuzz:
 	done
 
 # Every benchmark of the project, then docs/BENCHMARKS.md written from
-# scratch (cmd/benchreport; notes in docs/benchmarks-notes.md). About 15
+# scratch (cmd/benchreport; notes in docs/benchmarks-notes.md). About 3
 # minutes on 2 cores; it prints how long it took. BENCH_FLAGS passes flags,
 # e.g. BENCH_FLAGS='-suites micro,replica' for the quick part alone.
 bench: build
