@@ -7,12 +7,9 @@ import (
 	"io"
 	"net"
 	"sync"
-	"sync/atomic"
-	"syscall"
 	"time"
 
 	"go.uber.org/zap"
-	"golang.org/x/sys/unix"
 
 	"github.com/respawn-dev/respawn/internal/gwproto"
 	"github.com/respawn-dev/respawn/internal/token"
@@ -39,17 +36,7 @@ type clientConn struct {
 	limited int // requests in a row refused for rate
 
 	idle deadline // the read deadline after login (reader only)
-	wdl  deadline // the write deadline (under wmu)
-
-	// raw is the TCP socket for direct writes (nil for WebSocket): a
-	// sender finding nothing queued writes its frame itself, without
-	// blocking, instead of waking the writer goroutine, which costs a
-	// goroutine hand-off per frame. wmu is held across every write so
-	// frames never interleave; queued counts frames in out not yet
-	// written, so a direct write never overtakes a queued frame.
-	raw    syscall.RawConn
-	wmu    sync.Mutex
-	queued atomic.Int64
+	wdl  deadline // the write deadline (writer only)
 }
 
 // deadline is a socket deadline moved lazily: setting one is a timer
@@ -90,11 +77,6 @@ func (g *Gateway) serve(nc net.Conn, kind string) {
 	defer g.limits.track(c, false)
 	if g.ctx.Err() != nil || g.draining.Load() {
 		c.closeWith(gwproto.CodeShuttingDown, "gateway stopping")
-	}
-	if tc, ok := nc.(*net.TCPConn); ok {
-		if raw, err := tc.SyscallConn(); err == nil {
-			c.raw = raw
-		}
 	}
 	wdone := make(chan struct{})
 	go func() { defer close(wdone); c.writeLoop() }()
@@ -288,27 +270,9 @@ func (c *clientConn) sendRaw(b []byte) {
 		c.log.Warn("frame over max_frame dropped", zap.Int("bytes", len(b)))
 		return
 	}
-	direct := c.raw != nil && c.queued.Load() == 0 && c.wmu.TryLock()
-	if direct {
-		rest, done := c.writeDirect(b)
-		if done {
-			c.wmu.Unlock()
-			return
-		}
-		b = rest // the socket is full: the writer goroutine writes the rest, first
-	}
-	c.queued.Add(1)
-	full := false
 	select {
 	case c.out <- b:
 	default:
-		c.queued.Add(-1)
-		full = true
-	}
-	if direct {
-		c.wmu.Unlock()
-	}
-	if full {
 		c.g.m.slow.Inc()
 		c.closeWith(gwproto.CodeSlowConsumer, fmt.Sprintf("more than %d frames waiting to be written", cap(c.out)))
 	}
@@ -335,113 +299,41 @@ func (c *clientConn) closeWith(code gwproto.Code, msg string) {
 	})
 }
 
-// writeDirect writes b (wmu held, nothing queued) without blocking: done
-// when it is all written or need not be (the connection is closing or
-// broken); else rest is what the socket did not take.
-func (c *clientConn) writeDirect(b []byte) (rest []byte, done bool) {
-	select {
-	case <-c.closing:
-		return nil, true // the writer may have written CLOSE already
-	default:
-	}
-	// The raw write fails once the write deadline has passed, though it
-	// never waits: keep it ahead.
-	c.wdl.extend(c.g.cfg.WriteTimeout, c.nc.SetWriteDeadline)
-	var n int
-	var werr error
-	err := c.raw.Write(func(fd uintptr) bool {
-		for len(b) > 0 {
-			n, werr = syscall.Write(int(fd), b)
-			if n > 0 {
-				b = b[n:]
-			}
-			if werr != syscall.EINTR {
-				break
-			}
-		}
-		return true // never wait for the socket here: the writer does
-	})
-	switch {
-	case err != nil, werr != nil && werr != syscall.EAGAIN:
-		c.closeWith(gwproto.CodeSlowConsumer, "write failed")
-		return nil, true
-	case len(b) == 0:
-		return nil, true
-	}
-	return b, false
-}
-
-// settleWait bounds how long a closing connection waits for the kernel to
-// send what was written to it.
-const settleWait = 250 * time.Millisecond
-
-// settle sends what the kernel still holds for a TCP client (small writes
-// in a row are held back while earlier ones are in flight) and waits, up
-// to settleWait, until it is sent: closing a socket with unread input
-// resets the connection and drops unsent data, the CLOSE frame included.
-func (c *clientConn) settle() {
-	tc, ok := c.nc.(*net.TCPConn)
-	if !ok || c.raw == nil {
-		return
-	}
-	_ = tc.CloseWrite() // FIN after the data: pushes it out
-	until := time.Now().Add(settleWait)
-	for {
-		unsent, err := 0, error(nil)
-		if cerr := c.raw.Control(func(fd uintptr) { unsent, err = unix.IoctlGetInt(int(fd), unix.SIOCOUTQNSD) }); cerr != nil {
-			return
-		}
-		if err != nil || unsent == 0 || time.Now().After(until) {
-			return
-		}
-		time.Sleep(time.Millisecond) // polling resolution
-	}
-}
-
 func (c *clientConn) writeLoop() {
 	defer c.nc.Close()
 	buf := make([]byte, 0, 16<<10)
 	for {
 		select {
 		case b := <-c.out:
-			c.wmu.Lock()
 			buf = append(buf[:0], b...)
-			buf, n := c.drain(buf, 1)
-			ok := c.write(buf)
-			c.queued.Add(-int64(n))
-			c.wmu.Unlock()
-			if !ok {
+			buf = c.drain(buf)
+			if !c.write(buf) {
 				c.closeWith(gwproto.CodeSlowConsumer, "write failed")
 				return
 			}
 		case <-c.closing:
-			c.wmu.Lock()
-			buf, _ = c.drain(buf[:0], 0)
+			buf = c.drain(buf[:0])
 			buf = append(buf, c.final...)
 			if len(buf) > 0 {
 				c.write(buf)
 			}
-			c.settle()
-			c.wmu.Unlock()
 			return
 		}
 	}
 }
 
 // drain appends queued frames to buf, up to about 64 KiB: one write for
-// many frames when a client has a backlog. n counts the frames in buf
-// (given the n already there).
-func (c *clientConn) drain(buf []byte, n int) ([]byte, int) {
+// many frames when a client has a backlog.
+func (c *clientConn) drain(buf []byte) []byte {
 	for len(buf) < 64<<10 {
 		select {
 		case b := <-c.out:
 			buf = append(buf, b...)
-			n++
 		default:
-			return buf, n
+			return buf
 		}
 	}
-	return buf, n
+	return buf
 }
 
 func (c *clientConn) write(b []byte) bool {
