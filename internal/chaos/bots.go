@@ -324,7 +324,8 @@ func LoginBot(ctx context.Context, sec *secret.Secret, id string, gateways []str
 	for k := range gateways {
 		addrs[k] = gateways[(i+k)%len(gateways)]
 	}
-	c, err := client.Dial(ctx, client.Options{Gateways: addrs, Token: tok, Name: id})
+	// Bots never read pushes: buffering them would only hold memory.
+	c, err := client.Dial(ctx, client.Options{Gateways: addrs, Token: tok, Name: id, DiscardPushes: true})
 	if err != nil {
 		return nil, gwproto.Session{}, v, fmt.Errorf("login %s: %w", id, err)
 	}

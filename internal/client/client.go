@@ -72,7 +72,11 @@ type Options struct {
 	// PushBuffer bounds Pushes (default 1024); pushes that find it full are
 	// dropped and counted.
 	PushBuffer int
-	Log        *zap.Logger
+	// DiscardPushes drops pushes as they arrive instead of buffering them
+	// for Pushes: for a client that never reads them (bots), whose buffer
+	// would otherwise hold PushBuffer of them, ~2 KB each for positions.
+	DiscardPushes bool
+	Log           *zap.Logger
 }
 
 // Reply is the gateway's answer to one request.
@@ -695,6 +699,9 @@ func (c *Client) onPush(f gwproto.Frame) {
 			c.resume = t.Token
 			c.mu.Unlock()
 		}
+		return
+	}
+	if c.opt.DiscardPushes {
 		return
 	}
 	p.Data = append(json.RawMessage(nil), p.Data...)

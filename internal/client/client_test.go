@@ -350,3 +350,49 @@ func TestResumeFailedLogsInAgain(t *testing.T) {
 		t.Fatalf("after the relogin: %+v %v", rep, err)
 	}
 }
+
+// Pushes arrive on Pushes, in order, or are dropped at once with
+// DiscardPushes; a resume_token push updates the token either way.
+func TestPushesDeliveredOrDiscarded(t *testing.T) {
+	for _, discard := range []bool{false, true} {
+		s := newServer(t)
+		s.set(func(nc net.Conn, f gwproto.Frame) {
+			var b []byte
+			b = gwproto.AppendPush(b, "positions", "town", []byte(`{"players":[{"id":"bob","x":1,"y":2}]}`))
+			b = gwproto.AppendPush(b, "resume_token", "town", []byte(`{"token":"r2"}`))
+			b = gwproto.AppendPush(b, "chat", "town", []byte(`{"from":"bob","name":"Bob","text":"hi"}`))
+			b = gwproto.AppendFrame(b, gwproto.Frame{Type: gwproto.TypeReply, ID: f.ID, Body: []byte(`{}`)})
+			_, _ = nc.Write(b)
+		})
+		c, ctx := s.dial(t, Options{DiscardPushes: discard})
+		if rep, err := c.Request(ctx, []byte(`{"op":"move","x":1,"y":1}`)); err != nil || !rep.OK() {
+			t.Fatalf("discard=%v: request: %v %v", discard, err, rep.Err())
+		}
+		c.mu.Lock()
+		tok := c.resume
+		c.mu.Unlock()
+		if tok != "r2" {
+			t.Fatalf("discard=%v: resume token %q, want r2", discard, tok)
+		}
+		var got []string
+		for len(got) < 2 {
+			select {
+			case p := <-c.Pushes():
+				got = append(got, p.Kind+" "+string(p.Data))
+				continue
+			default:
+			}
+			break
+		}
+		want := []string{`positions {"players":[{"id":"bob","x":1,"y":2}]}`, `chat {"from":"bob","name":"Bob","text":"hi"}`}
+		if discard {
+			want = nil
+		}
+		if len(got) != len(want) || (len(want) > 0 && (got[0] != want[0] || got[1] != want[1])) {
+			t.Fatalf("discard=%v: pushes %q, want %q", discard, got, want)
+		}
+		if st := c.Stats(); st.Dropped != 0 {
+			t.Fatalf("discard=%v: %d counted dropped", discard, st.Dropped)
+		}
+	}
+}
