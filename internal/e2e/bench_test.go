@@ -18,14 +18,13 @@ import (
 
 // benchKills is how many kills a recovery benchmark makes
 // (RESPAWN_BENCH_KILLS overrides).
-// benchStandby is the flags that give each scene process a warm spare
-// (worldmgr.standby), unless RESPAWN_BENCH_STANDBY=0 asks for the
-// comparison without.
-func benchStandby() []string {
-	if os.Getenv("RESPAWN_BENCH_STANDBY") == "0" {
-		return nil
-	}
-	return []string{"--worldmgr.standby", "true"}
+// blipModes runs a blip benchmark twice: "standby", each scene process
+// with a warm spare that follows its log (worldmgr.standby), and "cold",
+// the default, where the replacement is spawned after the death and
+// replays the log (-bench 'FailoverBlip/cold' picks one).
+func blipModes(b *testing.B, run func(b *testing.B, spare []string)) {
+	b.Run("standby", func(b *testing.B) { run(b, []string{"--worldmgr.standby", "true"}) })
+	b.Run("cold", func(b *testing.B) { run(b, nil) })
 }
 
 func benchKills(def int) int {

@@ -18,11 +18,14 @@ import (
 // (what `respawn upgrade` does to each scene process) instead of a kill.
 // It reports the latency of the requests in flight from the handoff
 // request until the successor runs, and that time.
-func BenchmarkHandoffBlip(b *testing.B) {
+// "standby" and "cold" as in BenchmarkFailoverBlip.
+func BenchmarkHandoffBlip(b *testing.B) { blipModes(b, handoffBlip) }
+
+func handoffBlip(b *testing.B, spare []string) {
 	const players = 500
 	handoffs := benchKills(3)
 	for b.Loop() {
-		c := newCluster(b, append([]string{"--scene.snapshot-events", "100000000", "--scene.snapshot-interval", "1h"}, append(benchStandby(), benchGatewayFlags...)...)...)
+		c := newCluster(b, append([]string{"--scene.snapshot-events", "100000000", "--scene.snapshot-interval", "1h"}, append(spare, benchGatewayFlags...)...)...)
 		prefillForest(b, c, 500, 100_000)
 		c.startWorld()
 		_, tcp, _ := c.gateway("gateway")
