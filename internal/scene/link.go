@@ -3,6 +3,7 @@ package scene
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -199,6 +200,7 @@ func (s *linkServer) push(l *loop, e game.Effect) {
 	s.mu.Unlock()
 	p := scenelink.Push{Scene: l.id}
 	var body any
+	var frame []byte
 	switch e := e.(type) {
 	case game.Broadcast:
 		p.Kind, body = "notice", e.Body
@@ -209,12 +211,7 @@ func (s *linkServer) push(l *loop, e game.Effect) {
 			Text string `json:"text"`
 		}{e.From, e.Name, e.Text}
 	case game.PositionChanged:
-		p.Kind, body = "position", struct {
-			Kind string `json:"kind"`
-			ID   string `json:"id"`
-			X    int    `json:"x"`
-			Y    int    `json:"y"`
-		}{e.Kind, e.ID, e.X, e.Y}
+		frame = positionFrame(l.id, e)
 	case game.Kick:
 		p.Kind, p.Player, body = "kick", e.Player, struct {
 			Reason string `json:"reason"`
@@ -224,15 +221,17 @@ func (s *linkServer) push(l *loop, e game.Effect) {
 	default:
 		return
 	}
-	raw, err := json.Marshal(body)
-	if err != nil {
-		l.log.Error("push not encoded", zap.String("kind", p.Kind), zap.Error(err))
-		return
+	if frame == nil {
+		raw, err := json.Marshal(body)
+		if err != nil {
+			l.log.Error("push not encoded", zap.String("kind", p.Kind), zap.Error(err))
+			return
+		}
+		p.Body = raw
+		var enc scenelink.Encoder
+		p.Append(&enc)
+		frame = enc.B
 	}
-	p.Body = raw
-	var enc scenelink.Encoder
-	p.Append(&enc)
-	frame := enc.B
 	s.mu.Lock()
 	for _, g := range s.groups {
 		if !g[0].queuePush(frame) {
@@ -240,6 +239,18 @@ func (s *linkServer) push(l *loop, e game.Effect) {
 		}
 	}
 	s.mu.Unlock()
+}
+
+// positionFrame encodes a position push (one per move) with its body
+// written by hand (jsonfast.go), not by json.Marshal: the frame, shared by
+// every connection's queue, is the only allocation.
+func positionFrame(scene string, e game.PositionChanged) []byte {
+	var small [128]byte
+	body := appendPositionBody(small[:0], e)
+	p := scenelink.Push{Scene: scene, Kind: "position", Body: body}
+	enc := scenelink.Encoder{B: make([]byte, 0, 5+4*binary.MaxVarintLen32+len(p.Scene)+len(p.Kind)+len(body))}
+	p.Append(&enc)
+	return enc.B
 }
 
 // linkConn is one gateway connection.
@@ -793,7 +804,8 @@ func appendReply(enc *scenelink.Encoder, id uint64, r *game.Reply) error {
 	if er, ok := r.Body.(game.ErrorResult); ok {
 		m.Code, m.Error = er.Code, er.Error
 	}
-	body, err := json.Marshal(r.Body)
+	var small [128]byte
+	body, err := appendResultBody(small[:0], r.Body)
 	if err != nil {
 		return err
 	}
