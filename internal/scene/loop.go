@@ -43,6 +43,10 @@ type loop struct {
 	subs []*nats.Subscription
 	// published is the roster last published to the profile replica.
 	published map[string]modules.PlayerProfile
+	// moved is the latest position of each player who moved since the
+	// positions were last put in their replica (replicas.flushPositions);
+	// at most one entry per player present.
+	moved map[string]modules.PlayerPosition
 	// tickLag is the worst delay of a tick since the last load report.
 	tickLag    time.Duration
 	loadEvents uint64
@@ -174,6 +178,9 @@ func (l *loop) run() {
 	for {
 		select {
 		case <-l.quit:
+			if r := l.h.replicas; r != nil {
+				r.flushPositions(l)
+			}
 			return
 		case s := <-l.in:
 			if s.read != nil {
@@ -200,6 +207,7 @@ func (l *loop) run() {
 				_ = l.snapshot() // logged in snapshot; the events stay in the log
 			}
 			if r := l.h.replicas; r != nil {
+				r.flushPositions(l)
 				now := time.Now()
 				r.load(l, now.Sub(l.loadAt), l.events-l.loadEvents, l.tickLag)
 				l.loadAt, l.loadEvents, l.tickLag = now, l.events, 0

@@ -133,19 +133,26 @@ func (r *replicas) afterStep(l *loop, ev game.Event, effs []game.Effect) {
 	case game.Enter, game.Leave, game.TravelIn, game.SaveRejected, game.RoomEnded:
 		rosterChanged = true
 	}
-	travelling := map[string]bool{}
+	var travelling map[string]bool // nil for almost every event
 	for _, e := range effs {
 		switch e := e.(type) {
 		case game.PositionChanged:
 			if e.Kind == "player" {
-				pos := modules.PlayerPosition{ID: e.ID, Scene: l.id, X: float64(e.X), Y: float64(e.Y)}
-				r.put(func() error { return r.positions.Put(pos.ID, pos) })
+				// Kept, not put: the module is batched (2 s), so encoding
+				// every move for it was waste; see flushPositions.
+				if l.moved == nil {
+					l.moved = map[string]modules.PlayerPosition{}
+				}
+				l.moved[e.ID] = modules.PlayerPosition{ID: e.ID, Scene: l.id, X: float64(e.X), Y: float64(e.Y)}
 			}
 		case game.ProfileChanged, game.Kick:
 			rosterChanged = true
 		case game.TravelOut:
 			// The destination publishes the player on arrival; publishing
 			// "offline" here could overtake that.
+			if travelling == nil {
+				travelling = map[string]bool{}
+			}
 			travelling[e.Player.ID] = true
 			rosterChanged = true
 		case game.ChatOut:
@@ -155,6 +162,9 @@ func (r *replicas) afterStep(l *loop, ev game.Event, effs []game.Effect) {
 	if !rosterChanged {
 		return
 	}
+	// Positions first: a player leaving (a travel above all) has their
+	// last position here put before anything the destination publishes.
+	r.flushPositions(l)
 	now := l.roster()
 	for id, p := range now {
 		if old, ok := l.published[id]; !ok || old != p {
@@ -168,6 +178,18 @@ func (r *replicas) afterStep(l *loop, ev game.Event, effs []game.Effect) {
 		}
 	}
 	l.published = now
+}
+
+// flushPositions puts the latest position of every player of l who moved
+// since the last flush. The loop calls it once a second, before any roster
+// change and when it stops, so a position reaches the (2 s batched)
+// replica at most a second later than when every move was put, and a
+// player's position is put before they leave. Runs on l's goroutine.
+func (r *replicas) flushPositions(l *loop) {
+	for id, pos := range l.moved {
+		r.put(func() error { return r.positions.Put(id, pos) })
+	}
+	clear(l.moved)
 }
 
 func (r *replicas) load(l *loop, elapsed time.Duration, events uint64, tickLag time.Duration) {
