@@ -273,9 +273,10 @@ type linkConn struct {
 // outFrame is a frame waiting for the writer: a reply to encode there (off
 // the scene loop) or bytes already encoded.
 type outFrame struct {
-	raw []byte
-	id  uint64
-	rep *game.Reply
+	raw   []byte
+	id    uint64
+	rep   game.Reply // by value: the queue's slots are reused, a pointer was an allocation per reply
+	isRep bool
 }
 
 // shut closes the connection once, telling the peer why.
@@ -455,24 +456,28 @@ func (c *linkConn) request(m scenelink.Request) {
 		c.fail(m.ID, scenelink.TFail, scenelink.FailBadRequest, err.Error())
 		return
 	}
-	id, session, player := m.ID, m.Session, m.Player
-	l.submitAsync(game.Request{Session: session, Player: player, Seq: m.Seq, Op: op}, func(effs []game.Effect, err error) {
-		if err != nil {
-			code := scenelink.FailUnavailable
-			if errors.Is(err, errUnloggable) {
-				code = scenelink.FailBadRequest
-			}
-			c.fail(id, scenelink.TFail, code, err.Error())
+	l.submitLink(game.Request{Session: m.Session, Player: m.Player, Seq: m.Seq, Op: op}, c, m.ID)
+}
+
+// answer queues the reply to request id (ev, a game.Request) from its
+// effects, or a failure. It runs on the scene's loop and does not block.
+func (c *linkConn) answer(id uint64, ev game.Event, effs []game.Effect, err error) {
+	if err != nil {
+		code := scenelink.FailUnavailable
+		if errors.Is(err, errUnloggable) {
+			code = scenelink.FailBadRequest
+		}
+		c.fail(id, scenelink.TFail, code, err.Error())
+		return
+	}
+	req, _ := ev.(game.Request)
+	for _, e := range effs {
+		if r, ok := e.(game.Reply); ok && r.Session == req.Session && r.Player == req.Player {
+			c.queueReply(outFrame{id: id, rep: r, isRep: true})
 			return
 		}
-		for _, e := range effs {
-			if r, ok := e.(game.Reply); ok && r.Session == session && r.Player == player {
-				c.queueReply(outFrame{id: id, rep: &r})
-				return
-			}
-		}
-		c.fail(id, scenelink.TFail, scenelink.FailUnavailable, "the scene gave no answer")
-	})
+	}
+	c.fail(id, scenelink.TFail, scenelink.FailUnavailable, "the scene gave no answer")
 }
 
 // heldBy finds the scene named in a data server's not-owner refusal.
@@ -781,9 +786,9 @@ func (c *linkConn) writeLoop() {
 		enc.B = enc.B[:0]
 		for i := range batch {
 			f := &batch[i]
-			if f.rep == nil {
+			if !f.isRep {
 				enc.B = append(enc.B, f.raw...)
-			} else if err := appendReply(&enc, f.id, f.rep); err != nil {
+			} else if err := appendReply(&enc, f.id, &f.rep); err != nil {
 				c.log.Error("reply not encoded", zap.Uint64("seq", f.rep.Seq), zap.Error(err))
 			}
 			*f = outFrame{}

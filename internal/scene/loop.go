@@ -63,10 +63,11 @@ type submission struct {
 	// done receives the event's effects (nil if it was refused) or is
 	// closed after read.
 	done chan<- result
-	// then, instead of done, gets the effects on the loop goroutine: the
-	// gateway link's requests wait on no goroutine of their own. It must
-	// not block.
-	then func([]game.Effect, error)
+	// link, instead of done, gets the effects on the loop goroutine
+	// (linkConn.answer, which does not block): the gateway link's requests
+	// wait on no goroutine of their own. linkID is the request's link id.
+	link   *linkConn
+	linkID uint64
 }
 
 type result struct {
@@ -119,15 +120,15 @@ func (l *loop) submit(ctx context.Context, ev game.Event) ([]game.Effect, error)
 	}
 }
 
-// submitAsync queues ev; then runs on the loop goroutine with its effects
-// (or why it was refused) and must not block. Submissions from one
-// goroutine are applied in the order made. If the loop has stopped, then
-// runs at once on the caller's goroutine with ErrStopped.
-func (l *loop) submitAsync(ev game.Event, then func([]game.Effect, error)) {
+// submitLink queues a gateway link's request; c.answer gets its effects
+// (or why it was refused) on the loop goroutine. Submissions from one
+// goroutine are applied in the order made. If the loop has stopped, the
+// answer is given at once on the caller's goroutine with ErrStopped.
+func (l *loop) submitLink(req game.Request, c *linkConn, id uint64) {
 	select {
-	case l.in <- submission{ev: ev, then: then}:
+	case l.in <- submission{ev: req, link: c, linkID: id}:
 	case <-l.done:
-		then(nil, fmt.Errorf("scene %s: %w", l.id, ErrStopped))
+		c.answer(id, req, nil, fmt.Errorf("scene %s: %w", l.id, ErrStopped))
 	}
 }
 
@@ -159,8 +160,8 @@ func (l *loop) run() {
 		for {
 			select {
 			case s := <-l.in:
-				if s.then != nil {
-					s.then(nil, fmt.Errorf("scene %s: %w", l.id, ErrStopped))
+				if s.link != nil {
+					s.link.answer(s.linkID, s.ev, nil, fmt.Errorf("scene %s: %w", l.id, ErrStopped))
 				}
 			default:
 				return
@@ -189,8 +190,8 @@ func (l *loop) run() {
 				continue
 			}
 			effs, err := l.step(s.ev)
-			if s.then != nil {
-				s.then(effs, err)
+			if s.link != nil {
+				s.link.answer(s.linkID, s.ev, effs, err)
 			} else if s.done != nil {
 				s.done <- result{effects: effs, err: err}
 			}
