@@ -313,12 +313,26 @@ func TestLinkPushes(t *testing.T) {
 		Op: []byte(`{"op":"trade_offer","to":"p1","want":[{"item":"gold","count":1}]}`)}); err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]bool{"chat": false, "notify": false}
+	// A move: its reply and its position push (both written by hand,
+	// jsonfast.go) read as the JSON they always were.
+	rep, err := c.Request(t.Context(), scenelink.Req{Scene: "forest", Player: "p1", Session: "s-p1", Seq: 2, Op: []byte(`{"op":"move","x":7,"y":9}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(rep.Body) != `{"x":7,"y":9}` {
+		t.Fatalf("move reply body %s", rep.Body)
+	}
+	want := map[string]bool{"chat": false, "notify": false, "position": false}
 	deadline := time.After(5 * time.Second)
-	for !want["chat"] || !want["notify"] {
+	for !want["chat"] || !want["notify"] || !want["position"] {
 		select {
 		case p := <-c.Pushes():
 			switch p.Kind {
+			case "position":
+				if p.Scene != "forest" || p.Player != "" || string(p.Body) != `{"kind":"player","id":"p1","x":7,"y":9}` {
+					t.Fatalf("position push: %+v %s", p, p.Body)
+				}
+				want["position"] = true
 			case "chat":
 				if p.Scene != "forest" || p.Player != "" || string(p.Body) != `{"from":"p1","name":"Np1","text":"hello"}` {
 					t.Fatalf("chat push: %+v %s", p, p.Body)
