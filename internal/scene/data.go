@@ -26,17 +26,12 @@ type dataLink struct {
 
 	mu        sync.Mutex
 	clients   map[string]*dataclient.Client
-	waiters   map[string][]ackWaiter // by player
-	reloading map[string]bool        // scene + player reloads in flight
-}
-
-type ackWaiter struct {
-	version uint64
-	done    chan error
+	waiters   map[string][]*ackWaiter // by player
+	reloading map[string]bool         // scene + player reloads in flight
 }
 
 func newDataLink(nc *nats.Conn, epoch uint64, log *zap.Logger) *dataLink {
-	return &dataLink{nc: nc, epoch: epoch, log: log, clients: map[string]*dataclient.Client{}, waiters: map[string][]ackWaiter{},
+	return &dataLink{nc: nc, epoch: epoch, log: log, clients: map[string]*dataclient.Client{}, waiters: map[string][]*ackWaiter{},
 		reloading: map[string]bool{}}
 }
 
@@ -172,31 +167,87 @@ func (d *dataLink) waitReloaded(ctx context.Context, l *loop, p string) error {
 	}
 }
 
-// wait returns a channel that gets the outcome of player's save at
-// version or newer.
-func (d *dataLink) wait(p string, version uint64) <-chan error {
-	ch := make(chan error, 1)
+// An ackWaiter waits for the outcome of a player's save at version or
+// newer. It is registered (expect) before the event whose Save it waits
+// for is submitted: the save is queued while the event is applied and its
+// acknowledgement can arrive before the submitter has seen the Save
+// effect, so a waiter registered only afterwards could miss it and wait
+// until its deadline. Until its version is known it remembers the newest
+// outcome it heard.
+type ackWaiter struct {
+	known   bool
+	version uint64
+	seen    bool
+	seenV   uint64
+	seenErr error
+	done    chan error
+}
+
+// expect registers a waiter for player's next save outcomes; pair it with
+// await (or savedAfter) and forget.
+func (d *dataLink) expect(p string) *ackWaiter {
+	w := &ackWaiter{done: make(chan error, 1)}
 	d.mu.Lock()
-	d.waiters[p] = append(d.waiters[p], ackWaiter{version: version, done: ch})
+	d.waiters[p] = append(d.waiters[p], w)
 	d.mu.Unlock()
-	return ch
+	return w
+}
+
+// await sets the version w waits for and returns the channel that gets
+// its outcome, at once if it was already heard.
+func (d *dataLink) await(p string, w *ackWaiter, version uint64) <-chan error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	w.known, w.version = true, version
+	if w.seen && w.seenV >= version {
+		d.deliver(p, w, w.seenErr)
+	}
+	return w.done
+}
+
+// forget drops w if it is still registered (its submitter gave up, or the
+// event had no save).
+func (d *dataLink) forget(p string, w *ackWaiter) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.drop(p, w)
+}
+
+func (d *dataLink) deliver(p string, w *ackWaiter, err error) {
+	select {
+	case w.done <- err:
+	default:
+	}
+	d.drop(p, w)
+}
+
+func (d *dataLink) drop(p string, w *ackWaiter) {
+	ws := d.waiters[p]
+	for i, x := range ws {
+		if x == w {
+			ws = append(ws[:i], ws[i+1:]...)
+			break
+		}
+	}
+	if len(ws) == 0 {
+		delete(d.waiters, p)
+	} else {
+		d.waiters[p] = ws
+	}
 }
 
 func (d *dataLink) resolve(p string, v uint64, err error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	kept := d.waiters[p][:0]
-	for _, w := range d.waiters[p] {
-		if w.version <= v {
-			w.done <- err
-		} else {
-			kept = append(kept, w)
+	for _, w := range append([]*ackWaiter(nil), d.waiters[p]...) {
+		switch {
+		case !w.known:
+			if !w.seen || v >= w.seenV {
+				w.seen, w.seenV, w.seenErr = true, v, err
+			}
+		case w.version <= v:
+			d.deliver(p, w, err)
 		}
-	}
-	if len(kept) == 0 {
-		delete(d.waiters, p)
-	} else {
-		d.waiters[p] = kept
 	}
 }
 

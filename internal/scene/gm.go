@@ -30,12 +30,13 @@ func respond(l *loop, m *nats.Msg, v any) {
 	}
 }
 
-// savedAfter waits until the Save in effs for player (if any) is durable.
-func (p *Process) savedAfter(ctx context.Context, l *loop, player string, effs []game.Effect) error {
+// savedAfter waits until the Save in effs for player (if any) is durable;
+// w was registered (dataLink.expect) before the event was submitted.
+func (p *Process) savedAfter(ctx context.Context, w *ackWaiter, player string, effs []game.Effect) error {
 	for _, e := range effs {
 		if s, ok := e.(game.Save); ok && s.Player.ID == player {
 			select {
-			case err := <-p.host.data.wait(player, s.Version):
+			case err := <-p.host.data.await(player, w, s.Version):
 				return err
 			case <-ctx.Done():
 				return fmt.Errorf("save of player %s version %d not acknowledged: %w", player, s.Version, ctx.Err())
@@ -59,6 +60,8 @@ func (p *Process) onGive(ctx context.Context, l *loop, m *nats.Msg) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, gmTimeout)
 	defer cancel()
+	w := p.host.data.expect(req.Player)
+	defer p.host.data.forget(req.Player, w)
 	effs, err := l.submit(ctx, game.GMGive{ReqID: req.ReqID, Player: req.Player, Item: req.Item, Count: req.Count})
 	if err != nil {
 		respond(l, m, dataclient.GiveReply{Player: req.Player, Error: err.Error()})
@@ -79,7 +82,7 @@ func (p *Process) onGive(ctx context.Context, l *loop, m *nats.Msg) {
 		}
 	}
 	if rep.Error == "" {
-		err := p.savedAfter(ctx, l, req.Player, effs)
+		err := p.savedAfter(ctx, w, req.Player, effs)
 		switch {
 		case errors.Is(err, dataclient.ErrOldVersion):
 			// The data server's copy was newer: the player is reloaded and
@@ -123,9 +126,11 @@ func (p *Process) onKick(ctx context.Context, l *loop, m *nats.Msg) {
 		respond(l, m, dataclient.KickReply{Player: req.Player, Error: fmt.Sprintf("player %s is not in scene %s", req.Player, l.id)})
 		return
 	}
+	w := p.host.data.expect(req.Player)
+	defer p.host.data.forget(req.Player, w)
 	effs, err := l.submit(ctx, game.Leave{Player: req.Player})
 	if err == nil {
-		err = p.savedAfter(ctx, l, req.Player, effs)
+		err = p.savedAfter(ctx, w, req.Player, effs)
 	}
 	for _, e := range effs {
 		if s, ok := e.(game.Save); ok && s.Player.ID == req.Player {

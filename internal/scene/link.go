@@ -698,6 +698,11 @@ func (p *Process) leave(scene, player, session string) (string, error) {
 	}
 	ctx, cancel := context.WithTimeout(p.ctx, linkJoinTimeout)
 	defer cancel()
+	var w *ackWaiter
+	if p.host.data != nil {
+		w = p.host.data.expect(player)
+		defer p.host.data.forget(player, w)
+	}
 	effs, err := l.submit(ctx, game.Leave{Player: player, Session: session})
 	if err != nil {
 		return scenelink.FailUnavailable, err
@@ -717,7 +722,7 @@ func (p *Process) leave(scene, player, session string) (string, error) {
 	if !left || p.host.data == nil {
 		return "", nil // not here, or a stale leave: nothing to do
 	}
-	if err := p.savedAfter(ctx, l, player, effs); err != nil {
+	if err := p.savedAfter(ctx, w, player, effs); err != nil {
 		return scenelink.FailUnavailable, err
 	}
 	if err := p.host.data.client(l).Release(ctx, player, version, nil); err != nil {
