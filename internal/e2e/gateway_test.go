@@ -1006,3 +1006,64 @@ func TestGatewayTravelAcrossSourceKill9(t *testing.T) {
 	p.apply(mv, rep)
 	w.check(false)
 }
+
+// A logout while the data server is stalled for longer than a scene waits
+// for a leave's final save: the first Leave times out with the player out
+// of the scene and the save unanswered; the gateway's retry finds the
+// leave kept by the scene and finishes it once datasvr answers again. The
+// player ends saved and offline. (Before, the retry found the player gone
+// and answered "nothing to do": the lease was never given back and the
+// player stayed online at datasvr; a 10-minute chaos run showed 56.)
+func TestLogoutAcrossADatasvrStallFinishes(t *testing.T) {
+	c := newCluster(t)
+	ds := c.startDatasvr()
+	c.start("worldmgr")
+	c.waitRunning(20 * time.Second)
+	_, tcp, _ := c.gateway("gateway")
+	w := newPlayers(t, c, 1, [][]string{{tcp}})
+	p := w.players[0]
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	rep, err := p.c.Request(ctx, map[string]any{"op": "move", "x": 9, "y": 4})
+	if err != nil || !rep.OK() {
+		t.Fatalf("move: %v %v", err, rep.Err())
+	}
+	ds.signal(syscall.SIGSTOP)
+	stopped := true
+	defer func() {
+		if stopped {
+			ds.signal(syscall.SIGCONT)
+		}
+	}()
+	if err := p.c.Logout(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Past the scene's own wait for the save (10 s): its first Leave has
+	// given up, and the gateway retries.
+	poll.Until(t, 20*time.Second, func() error {
+		in, err := c.where(p.id, "town", "forest")
+		if err != nil {
+			return err
+		}
+		if len(in) > 0 {
+			return fmt.Errorf("player %s still in %v", p.id, keys(in))
+		}
+		return nil
+	})
+	time.Sleep(11 * time.Second) // the stall itself: longer than the scene's 10 s wait for the final save
+	ds.signal(syscall.SIGCONT)
+	stopped = false
+	poll.Until(t, 20*time.Second, func() error {
+		sp, err := c.showPlayer(p.id)
+		if err != nil {
+			return err
+		}
+		if sp.Online {
+			return fmt.Errorf("player %s still online in datasvr", p.id)
+		}
+		if sp.Gold != p.gold {
+			return fmt.Errorf("player %s: datasvr has %d gold, want %d", p.id, sp.Gold, p.gold)
+		}
+		return nil
+	})
+}

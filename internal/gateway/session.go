@@ -790,17 +790,26 @@ func (s *Session) notePos(body []byte) {
 	s.mu.Unlock()
 }
 
+// leaveHolds is how many hold timeouts a leave may take in all.
+const leaveHolds = 3
+
 // leaveScene saves the player and takes them out of their scene, unless a
 // newer session has them (the scene checks that too).
 func (s *Session) leaveScene() {
-	ctx, cancel := context.WithTimeout(context.Background(), s.g.cfg.HoldTimeout)
+	// A few holds long: the scene may take a whole hold to answer a leave
+	// whose final save waits on a data server that is coming back; the
+	// retry (the player already out) finishes the release it kept.
+	ctx, cancel := context.WithTimeout(context.Background(), leaveHolds*s.g.cfg.HoldTimeout)
 	defer cancel()
 	for attempt := 0; ctx.Err() == nil; attempt++ {
 		changed := s.g.rt.changes()
 		scene := s.currentScene()
 		le, err := s.g.rt.link(ctx, scene)
 		if err == nil {
-			if err = le.c.Leave(ctx, scene, s.player, s.id); err == nil {
+			actx, acancel := context.WithTimeout(ctx, s.g.cfg.HoldTimeout)
+			err = le.c.Leave(actx, scene, s.player, s.id)
+			acancel()
+			if err == nil {
 				s.log.Info("left the scene", zap.String("scene", scene))
 				return
 			}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -24,14 +25,18 @@ type dataLink struct {
 	epoch uint64
 	log   *zap.Logger
 
-	mu        sync.Mutex
-	clients   map[string]*dataclient.Client
-	waiters   map[string][]*ackWaiter // by player
-	reloading map[string]bool         // scene + player reloads in flight
+	mu      sync.Mutex
+	clients map[string]*dataclient.Client
+	waiters map[string][]*ackWaiter // by player
+	// unreleased are leaves whose final save or release was not answered
+	// in time, by scene + player: the gateway's retried Leave finishes
+	// them (at most maxUnreleased).
+	unreleased map[string]unreleased
+	reloading  map[string]bool // scene + player reloads in flight
 }
 
 func newDataLink(nc *nats.Conn, epoch uint64, log *zap.Logger) *dataLink {
-	return &dataLink{nc: nc, epoch: epoch, log: log, clients: map[string]*dataclient.Client{}, waiters: map[string][]*ackWaiter{},
+	return &dataLink{nc: nc, epoch: epoch, log: log, clients: map[string]*dataclient.Client{}, waiters: map[string][]*ackWaiter{}, unreleased: map[string]unreleased{},
 		reloading: map[string]bool{}}
 }
 
@@ -167,6 +172,79 @@ func (d *dataLink) waitReloaded(ctx context.Context, l *loop, p string) error {
 	}
 }
 
+// unreleased is a leave not finished: the player is out of the scene, its
+// final save (version, awaited by w) or the release is not yet answered.
+type unreleased struct {
+	session string
+	version uint64
+	w       *ackWaiter
+	hasSave bool // the leave saved the player (version is that save)
+	saved   bool // its acknowledgement was heard
+	busy    bool // a leave call is finishing it now
+}
+
+// maxUnreleased bounds the unfinished leaves a scene process keeps; past
+// it a leave is not tracked (if it times out the player stays leased to
+// this scene until their next login takes them over).
+const maxUnreleased = 4096
+
+// errLeaveBusy: a retried leave found the first still waiting for the
+// save or the release; the gateway retries again.
+var errLeaveBusy = errors.New("the player's leave is still finishing; retry")
+
+func unreleasedKey(scene, player string) string { return scene + "\x00" + player }
+
+// startLeave records u, being finished by the caller; false if the table
+// is full (u is then finished untracked).
+func (d *dataLink) startLeave(scene, player string, u *unreleased) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.unreleased) >= maxUnreleased {
+		d.log.Warn("too many unfinished leaves; this one is not tracked", zap.String("scene", scene), zap.String("player", player))
+		return false
+	}
+	u.busy = true
+	d.unreleased[unreleasedKey(scene, player)] = *u
+	return true
+}
+
+// endLeave forgets the leave (finished) or keeps it for the retry
+// (registering its waiter again, so a late acknowledgement still reaches
+// it).
+func (d *dataLink) endLeave(scene, player string, u unreleased, finished bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	key := unreleasedKey(scene, player)
+	if finished {
+		delete(d.unreleased, key)
+		return
+	}
+	if u.hasSave && !u.saved && u.w != nil && !slices.Contains(d.waiters[player], u.w) {
+		d.waiters[player] = append(d.waiters[player], u.w)
+	}
+	u.busy = false
+	d.unreleased[key] = u
+}
+
+// resumeLeave returns the unfinished leave of player's session in scene,
+// marked busy for the caller to finish; errLeaveBusy if another call is
+// finishing it.
+func (d *dataLink) resumeLeave(scene, player, session string) (unreleased, bool, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	key := unreleasedKey(scene, player)
+	u, ok := d.unreleased[key]
+	if !ok || u.session != session {
+		return unreleased{}, false, nil
+	}
+	if u.busy {
+		return unreleased{}, false, errLeaveBusy
+	}
+	u.busy = true
+	d.unreleased[key] = u
+	return u, true, nil
+}
+
 // An ackWaiter waits for the outcome of a player's save at version or
 // newer. It is registered (expect) before the event whose Save it waits
 // for is submitted: the save is queued while the event is applied and its
@@ -208,6 +286,9 @@ func (d *dataLink) await(p string, w *ackWaiter, version uint64) <-chan error {
 // forget drops w if it is still registered (its submitter gave up, or the
 // event had no save).
 func (d *dataLink) forget(p string, w *ackWaiter) {
+	if d == nil || w == nil {
+		return
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.drop(p, w)

@@ -687,7 +687,9 @@ func (p *Process) awaitArrival(ctx context.Context, l *loop, player string, atta
 
 // leave takes the player out if session is still current, waits until the
 // final save is durable, and gives the lease back so any scene may load
-// the player at their next login.
+// the player at their next login. A leave that could not finish (the save
+// or the release not answered in time) is kept, and the gateway's retry,
+// which finds the player already out of the scene, finishes it.
 func (p *Process) leave(scene, player, session string) (string, error) {
 	l, code, err := p.linkLoop(scene)
 	if err != nil {
@@ -698,13 +700,14 @@ func (p *Process) leave(scene, player, session string) (string, error) {
 	}
 	ctx, cancel := context.WithTimeout(p.ctx, linkJoinTimeout)
 	defer cancel()
+	d := p.host.data
 	var w *ackWaiter
-	if p.host.data != nil {
-		w = p.host.data.expect(player)
-		defer p.host.data.forget(player, w)
+	if d != nil {
+		w = d.expect(player)
 	}
 	effs, err := l.submit(ctx, game.Leave{Player: player, Session: session})
 	if err != nil {
+		d.forget(player, w)
 		return scenelink.FailUnavailable, err
 	}
 	left := false
@@ -719,15 +722,58 @@ func (p *Process) leave(scene, player, session string) (string, error) {
 			}
 		}
 	}
-	if !left || p.host.data == nil {
+	if d == nil {
+		return "", nil
+	}
+	if !left {
+		d.forget(player, w)
+		u, ok, err := d.resumeLeave(l.id, player, session)
+		if err != nil {
+			return scenelink.FailUnavailable, err
+		}
+		if ok {
+			return p.finishLeave(ctx, l, player, u, true)
+		}
 		return "", nil // not here, or a stale leave: nothing to do
 	}
-	if err := p.savedAfter(ctx, w, player, effs); err != nil {
+	u := unreleased{session: session, version: version, w: w, hasSave: version != 0}
+	return p.finishLeave(ctx, l, player, u, d.startLeave(l.id, player, &u))
+}
+
+// finishLeave waits for the leave's final save and releases the lease; if
+// either is not answered in time the leave is kept for the retry.
+// tracked: u is in the table of unfinished leaves (startLeave,
+// resumeLeave) and is kept there or forgotten here.
+func (p *Process) finishLeave(ctx context.Context, l *loop, player string, u unreleased, tracked bool) (string, error) {
+	d := p.host.data
+	end := func(finished bool) {
+		switch {
+		case tracked:
+			d.endLeave(l.id, player, u, finished)
+		case !finished:
+			d.forget(player, u.w) // untracked: nobody finishes it
+		}
+	}
+	if u.hasSave && !u.saved {
+		select {
+		case err := <-d.await(player, u.w, u.version):
+			if err != nil {
+				d.forget(player, u.w)
+				end(true)
+				return scenelink.FailUnavailable, err // refused: a newer owner has the player
+			}
+			u.saved = true
+		case <-ctx.Done():
+			end(false)
+			return scenelink.FailUnavailable, fmt.Errorf("final save of player %s version %d not acknowledged: %w", player, u.version, ctx.Err())
+		}
+	}
+	d.forget(player, u.w)
+	if err := d.client(l).Release(ctx, player, u.version, nil); err != nil {
+		end(false)
 		return scenelink.FailUnavailable, err
 	}
-	if err := p.host.data.client(l).Release(ctx, player, version, nil); err != nil {
-		return scenelink.FailUnavailable, err
-	}
+	end(true)
 	return "", nil
 }
 
