@@ -273,7 +273,10 @@ func checkAll(ctx context.Context, rep *Report, cl *cluster, ac *dataclient.Admi
 			return nil
 		}
 		var show dataclient.ShowReply
-		err := poll.Within(ctx, 15*time.Second, func() error {
+		// A gateway retries a leave for up to three hold timeouts (a
+		// scene may wait a whole hold for a final save while datasvr comes
+		// back): the player is offline within that, not at once.
+		err := poll.Within(ctx, 40*time.Second, func() error {
 			sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			defer cancel()
 			var err error
