@@ -142,6 +142,36 @@ func (r *router) down(scene string) bool {
 	}
 }
 
+// current returns the link of scene's process if it is dialled, up and
+// the one the table names now; nil otherwise. It never dials or waits:
+// the direct relay asks it per request.
+func (r *router) current(scene string) *linkEntry {
+	row, ok := r.row(scene)
+	if !ok {
+		return nil
+	}
+	r.mu.Lock()
+	le := r.links[row.Process]
+	r.mu.Unlock()
+	if le == nil {
+		return nil
+	}
+	select {
+	case <-le.ready:
+	default:
+		return nil
+	}
+	if le.c == nil || le.addr != row.Link || le.epoch != row.Epoch {
+		return nil
+	}
+	select {
+	case <-le.c.Done():
+		return nil
+	default:
+		return le
+	}
+}
+
 // link returns the live link of scene's process, dialling it if needed.
 // It does not wait for a failover: errNoRoute or a dial error say "try
 // again" (callers back off, woken early by table changes). A dial in

@@ -20,9 +20,15 @@ import (
 )
 
 // Session is one player's session on this gateway. It outlives its
-// connection: a dropped client has SessionTTL to resume it. One worker
-// goroutine relays the session's requests to the scene, one at a time and
-// in order, so the scene sees strictly increasing seqs.
+// connection: a dropped client has SessionTTL to resume it. Requests go to
+// the scene one at a time and in order, so the scene sees strictly
+// increasing seqs. A request arriving while the session has none in
+// flight and is joined on its scene's current link is sent straight from
+// the client's reader goroutine and answered from the link's reader
+// (direct): no hand-off to the worker either way. Anything else, and any
+// direct request the link fails or the scene does not answer plainly
+// (not in the scene, moved), goes through the worker goroutine, which
+// follows failovers and travel.
 type Session struct {
 	g       *Gateway
 	player  string
@@ -41,6 +47,8 @@ type Session struct {
 	ready    *clientConn // the connection that got SESSION: frames go to conn only once ready == conn
 	scene    string
 	queue    []*pending
+	direct   *pending        // the request sent directly, awaiting its answer
+	redo     *pending        // a direct request the worker must relay (before the queue, even when moving)
 	inflight map[uint64]bool // seqs queued or being relayed
 	joined   *linkEntry      // the link the session is joined on
 	ended    bool            // replaced, taken elsewhere, expired or logged out: the worker stops
@@ -58,6 +66,9 @@ type pending struct {
 	op       []byte
 	enqueued time.Time
 	held     string // process whose hold counts this request; "" = not held
+	// abandoned: a direct request not answered within the hold time, for
+	// which the client was told so; its late answer is dropped.
+	abandoned bool
 }
 
 func (s *Session) String() string { return s.player + "/" + s.id }
@@ -371,6 +382,10 @@ func (s *Session) end(code gwproto.Code, msg string, leave bool) {
 		s.conn = nil
 		dropped := s.queue
 		s.queue = nil
+		if s.redo != nil {
+			dropped = append(dropped, s.redo)
+			s.redo = nil
+		}
 		s.mu.Unlock()
 		for _, p := range dropped {
 			s.g.rt.unhold(p)
@@ -452,8 +467,12 @@ func (s *Session) enqueue(seq uint64, op []byte) (gwproto.Code, string) {
 		return gwproto.CodeWindowFull, fmt.Sprintf("%d requests unanswered: wait for replies", len(s.inflight))
 	}
 	p := &pending{seq: seq, op: op, enqueued: time.Now()}
-	scene := s.scene
+	scene, joined := s.scene, s.joined
+	idle := len(s.inflight) == 0 && !s.moving && joined != nil
 	s.mu.Unlock()
+	if idle && s.g.rt.current(scene) == joined && s.sendDirect(p, scene, joined) {
+		return gwproto.CodeOK, ""
+	}
 	// A request for a scene that is down is held: bounded per process.
 	if s.g.rt.down(scene) {
 		if !s.g.rt.hold(scene, p) {
@@ -476,37 +495,175 @@ func (s *Session) enqueue(seq uint64, op []byte) (gwproto.Code, string) {
 	return gwproto.CodeOK, ""
 }
 
+// sendDirect sends p on le, the session's joined link, from the caller's
+// goroutine, if the session still has nothing in flight and the link has a
+// free slot; false means p was not taken (the caller queues it).
+func (s *Session) sendDirect(p *pending, scene string, le *linkEntry) bool {
+	s.mu.Lock()
+	if s.ended || s.moving || len(s.inflight) > 0 || s.joined != le || s.scene != scene {
+		s.mu.Unlock()
+		return false
+	}
+	s.direct = p
+	s.inflight[p.seq] = true
+	s.mu.Unlock()
+	req := scenelink.Req{Scene: scene, Player: s.player, Session: s.id, Seq: p.seq, Op: p.op}
+	if le.c.TryGo(req, func(rep scenelink.Reply, err error) { s.directDone(p, le, rep, err) }) {
+		return true
+	}
+	// No slot free: the worker relays it. It stays in flight, first in
+	// line, so a request that came meanwhile cannot overtake it.
+	s.mu.Lock()
+	if s.direct == p {
+		s.direct = nil
+		if s.ended {
+			delete(s.inflight, p.seq)
+		} else {
+			s.redo = p
+		}
+	}
+	s.mu.Unlock()
+	s.wakeWorker()
+	return true
+}
+
+// directDone takes the scene's answer to a direct request (on the link's
+// reader goroutine: it must not block). A plain answer goes to the client;
+// a lost link or a player not in the scene hands the request to the
+// worker, which resends it (the scene answers a seq once).
+func (s *Session) directDone(p *pending, le *linkEntry, rep scenelink.Reply, err error) {
+	g := s.g
+	handOver := false
+	switch {
+	case err != nil && !errors.Is(err, scenelink.ErrBadRequest):
+		s.unjoin(le)
+		g.rt.broken(le)
+		g.crash.Hit(crashpoint.GatewayResend)
+		if g.breakResend {
+			// Test hook (package testhook): forget the request, as a
+			// gateway without resend would; the client never hears.
+			s.mu.Lock()
+			if !p.abandoned && s.direct == p {
+				s.direct = nil
+				delete(s.inflight, p.seq)
+			}
+			s.mu.Unlock()
+			s.wakeWorker()
+			return
+		}
+		handOver = true
+	case err == nil && (rep.Code == game.ErrNotInScene || rep.Moved != ""):
+		handOver = true
+	}
+	s.mu.Lock()
+	if p.abandoned || s.direct != p {
+		s.mu.Unlock()
+		return
+	}
+	s.direct = nil
+	switch {
+	case handOver && !s.ended:
+		s.redo = p
+		s.mu.Unlock()
+		s.wakeWorker()
+		return
+	case handOver:
+		delete(s.inflight, p.seq)
+		s.mu.Unlock()
+		s.wakeWorker()
+		return
+	}
+	delete(s.inflight, p.seq)
+	// Only a worker with something to do is woken: waking it per request
+	// is the cost the direct relay saves.
+	wake := len(s.queue) > 0 || s.moving || s.ended
+	s.mu.Unlock()
+	if errors.Is(err, scenelink.ErrBadRequest) {
+		s.log.Warn("the scene refused the request as malformed", zap.Uint64("seq", p.seq), zap.Error(err))
+		rep, err = scenelink.Reply{Seq: p.seq, Code: game.ErrBadRequest, Error: err.Error()}, nil
+	}
+	s.answer(p, p.enqueued, rep, err)
+	if wake {
+		s.wakeWorker()
+	}
+}
+
+// expireDirect answers a direct request the scene has not answered within
+// the hold time as the worker answers one it gave up on; its late answer
+// is dropped.
+func (s *Session) expireDirect(now time.Time) {
+	s.mu.Lock()
+	p := s.direct
+	if p == nil || now.Before(p.enqueued.Add(s.g.cfg.HoldTimeout)) {
+		s.mu.Unlock()
+		return
+	}
+	p.abandoned = true
+	s.direct = nil
+	delete(s.inflight, p.seq)
+	s.mu.Unlock()
+	s.answer(p, p.enqueued, scenelink.Reply{}, fmt.Errorf("scene %s: no answer: %w", s.currentScene(), context.DeadlineExceeded))
+}
+
+func (s *Session) wakeWorker() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
 // work relays queued requests until the session ends.
 func (s *Session) work() {
-	refresh := time.NewTicker(max(s.g.cfg.SessionTTL/4, 10*time.Millisecond))
-	defer refresh.Stop()
+	g := s.g
+	// The tick refreshes the resume token every SessionTTL/4 and gives up
+	// on a direct request unanswered past the hold time.
+	every := max(min(g.cfg.SessionTTL/4, g.cfg.HoldTimeout/4), 10*time.Millisecond)
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	nextRefresh := time.Now().Add(max(g.cfg.SessionTTL/4, 10*time.Millisecond))
 	for {
 		s.mu.Lock()
 		var p *pending
-		if len(s.queue) > 0 && !s.ended && !s.moving {
-			p = s.queue[0]
-			s.queue = s.queue[1:]
+		if !s.ended && s.direct == nil {
+			switch {
+			case s.redo != nil:
+				// A direct request the link failed: it was in flight,
+				// so it is relayed even when moving.
+				p, s.redo = s.redo, nil
+			case len(s.queue) > 0 && !s.moving:
+				p = s.queue[0]
+				s.queue = s.queue[1:]
+			}
 		}
-		ended, leave, moving := s.ended, s.leave, s.moving
+		ended, leave, moving, busy := s.ended, s.leave, s.moving, s.direct != nil
 		s.mu.Unlock()
 		if p != nil {
 			s.relay(p)
 			continue
 		}
-		if ended {
+		done := s.done
+		switch {
+		case ended && busy:
+			// Wait for the direct request's answer (its completion
+			// wakes us) before taking the player out: s.done is closed.
+			done = nil
+		case ended:
 			if leave {
 				s.leaveScene()
 			}
 			return
-		}
-		if moving {
+		case moving && !busy:
 			s.quietOnce.Do(func() { close(s.quiet) })
 		}
 		select {
 		case <-s.wake:
-		case <-s.done:
-		case <-refresh.C:
-			s.refreshResume()
+		case <-done:
+		case now := <-tick.C:
+			s.expireDirect(now)
+			if !now.Before(nextRefresh) {
+				nextRefresh = now.Add(max(g.cfg.SessionTTL/4, 10*time.Millisecond))
+				s.refreshResume()
+			}
 		}
 	}
 }
@@ -525,10 +682,17 @@ func (s *Session) relay(p *pending) {
 	s.mu.Lock()
 	delete(s.inflight, p.seq)
 	s.mu.Unlock()
-	c := s.live()
 	if errors.Is(err, errEnded) {
 		return
 	}
+	s.answer(p, start, rep, err)
+}
+
+// answer tells the client the outcome of p, relayed since start: the
+// scene's reply, or err (not answered within the hold time).
+func (s *Session) answer(p *pending, start time.Time, rep scenelink.Reply, err error) {
+	g := s.g
+	c := s.live()
 	var code gwproto.Code
 	var body any
 	switch {

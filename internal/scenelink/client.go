@@ -374,6 +374,22 @@ func (c *Client) Go(ctx context.Context, r Req, done func(Reply, error)) {
 	})
 }
 
+// TryGo is Go that never waits: if the player's connection has its
+// scene's limit of requests in flight, or is dead, it returns false and
+// done is not called (the caller relays r another way). Otherwise done is
+// called exactly once, as for Go. It lets a gateway send a request from
+// the client's reader goroutine, which must not block on one scene.
+func (c *Client) TryGo(r Req, done func(Reply, error)) bool {
+	return c.begin(nil, r.Player, func(e *Encoder, id uint64) {
+		(&Request{ID: id, Req: r}).Append(e)
+	}, func(res callResult, err error) {
+		if err != nil {
+			err = fmt.Errorf("request seq %d of player %s session %s in scene %s: %w", r.Seq, r.Player, r.Session, r.Scene, err)
+		}
+		done(res.reply, err)
+	})
+}
+
 // Leave saves the player and takes them out of the scene, if session is
 // still their current one (a stale logout must not remove a newer
 // session's player). Leaving a player who is not here is not an error.
@@ -434,26 +450,47 @@ func (c *Client) call(ctx context.Context, player string, enc func(*Encoder, uin
 
 // start queues one frame and arranges for finish to get its outcome.
 func (c *Client) start(ctx context.Context, player string, enc func(*Encoder, uint64), finish func(callResult, error)) {
+	c.begin(ctx, player, enc, finish)
+}
+
+// begin is start; with a nil ctx it does not wait for a slot: it returns
+// false, without calling finish, when none is free or the connection is
+// dead. Otherwise it returns true and finish gets the outcome.
+func (c *Client) begin(ctx context.Context, player string, enc func(*Encoder, uint64), finish func(callResult, error)) bool {
 	cn, err := c.route(player)
 	if err != nil {
+		if ctx == nil {
+			return false
+		}
 		finish(callResult{}, err)
-		return
+		return true
 	}
-	select {
-	case cn.slots <- struct{}{}:
-	case <-cn.dead:
-		finish(callResult{}, cn.deadErr())
-		return
-	case <-ctx.Done():
-		finish(callResult{}, ctx.Err())
-		return
+	if ctx == nil {
+		select {
+		case cn.slots <- struct{}{}:
+		default:
+			return false
+		}
+	} else {
+		select {
+		case cn.slots <- struct{}{}:
+		case <-cn.dead:
+			finish(callResult{}, cn.deadErr())
+			return true
+		case <-ctx.Done():
+			finish(callResult{}, ctx.Err())
+			return true
+		}
 	}
 	cn.mu.Lock()
 	if cn.err != nil {
 		cn.mu.Unlock()
 		<-cn.slots
+		if ctx == nil {
+			return false
+		}
 		finish(callResult{}, cn.deadErr())
-		return
+		return true
 	}
 	cn.nextID++
 	id := cn.nextID
@@ -464,7 +501,7 @@ func (c *Client) start(ctx context.Context, player string, enc func(*Encoder, ui
 		cn.mu.Unlock()
 		<-cn.slots
 		finish(callResult{}, fmt.Errorf("%w: frame of %d bytes over the scene's limit %d", ErrBadRequest, n, c.maxFrame))
-		return
+		return true
 	}
 	cn.pending[id] = &call{finish: finish}
 	cn.mu.Unlock()
@@ -472,6 +509,7 @@ func (c *Client) start(ctx context.Context, player string, enc func(*Encoder, ui
 	case cn.wake <- struct{}{}:
 	default:
 	}
+	return true
 }
 
 // conn is one connection: a writer that sends whatever accumulated in out
