@@ -533,42 +533,28 @@ func (s *Session) sendDirect(p *pending, scene string, le *linkEntry) bool {
 // worker, which resends it (the scene answers a seq once).
 func (s *Session) directDone(p *pending, le *linkEntry, rep scenelink.Reply, err error) {
 	g := s.g
-	handOver := false
-	switch {
-	case err != nil && !errors.Is(err, scenelink.ErrBadRequest):
+	linkLost := err != nil && !errors.Is(err, scenelink.ErrBadRequest)
+	handOver := linkLost || (err == nil && (rep.Code == game.ErrNotInScene || rep.Moved != ""))
+	if linkLost && s.isDirect(p) {
 		s.unjoin(le)
 		g.rt.broken(le)
 		g.crash.Hit(crashpoint.GatewayResend)
-		if g.breakResend {
-			// Test hook (package testhook): forget the request, as a
-			// gateway without resend would; the client never hears.
-			s.mu.Lock()
-			if !p.abandoned && s.direct == p {
-				s.direct = nil
-				delete(s.inflight, p.seq)
-			}
-			s.mu.Unlock()
-			s.wakeWorker()
-			return
-		}
-		handOver = true
-	case err == nil && (rep.Code == game.ErrNotInScene || rep.Moved != ""):
-		handOver = true
 	}
 	s.mu.Lock()
-	if p.abandoned || s.direct != p {
-		s.mu.Unlock()
+	if !s.isDirectLocked(p) {
+		s.mu.Unlock() // answered unavailable by the hold time already
 		return
 	}
 	s.direct = nil
-	switch {
-	case handOver && !s.ended:
-		s.redo = p
-		s.mu.Unlock()
-		s.wakeWorker()
-		return
-	case handOver:
-		delete(s.inflight, p.seq)
+	if handOver {
+		if s.ended || (linkLost && g.breakResend) {
+			// Ended: nobody to answer. The test hook (package testhook)
+			// forgets the request, as a gateway without resend would;
+			// the client never hears.
+			delete(s.inflight, p.seq)
+		} else {
+			s.redo = p
+		}
 		s.mu.Unlock()
 		s.wakeWorker()
 		return
@@ -604,6 +590,16 @@ func (s *Session) expireDirect(now time.Time) {
 	s.mu.Unlock()
 	s.answer(p, p.enqueued, scenelink.Reply{}, fmt.Errorf("scene %s: no answer: %w", s.currentScene(), context.DeadlineExceeded))
 }
+
+// isDirect reports whether p is still the session's direct request (not
+// given up on at the hold time).
+func (s *Session) isDirect(p *pending) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.isDirectLocked(p)
+}
+
+func (s *Session) isDirectLocked(p *pending) bool { return !p.abandoned && s.direct == p }
 
 func (s *Session) wakeWorker() {
 	select {
