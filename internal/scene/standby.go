@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strconv"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/respawn-dev/respawn/internal/ctlproto"
 	"github.com/respawn-dev/respawn/internal/game"
 	"github.com/respawn-dev/respawn/internal/shmlog"
 )
@@ -53,6 +55,7 @@ func (p *Process) standBy() error {
 	parent := time.NewTicker(parentPoll)
 	defer parent.Stop()
 	fol.catchUp()
+	p.signalReady(fol)
 	gone := func() bool {
 		if os.Getppid() == manager {
 			return false
@@ -81,6 +84,41 @@ func (p *Process) standBy() error {
 			gone()
 		}
 	}
+}
+
+// signalReady tells the manager that started this spare that it follows
+// the live log and has caught up (ctlproto.ReadyFDEnv): a handoff waits for
+// that before it tells the primary to exit. A spare that cannot follow the
+// log is ready too: it is started and connected, and replays in full at the
+// takeover. Not fatal when it fails: the handoff goes on cold.
+func (p *Process) signalReady(fol *follower) {
+	v := os.Getenv(ctlproto.ReadyFDEnv)
+	if v == "" {
+		return
+	}
+	fd, err := strconv.Atoi(v)
+	if err != nil || fd < 3 {
+		p.log.Warn("standby: bad ready descriptor; the manager will not hear it is ready", zap.String("env", ctlproto.ReadyFDEnv), zap.String("value", v))
+		return
+	}
+	what := "not following: will replay in full"
+	if fol != nil && fol.store != nil {
+		var events int
+		for _, fs := range fol.scenes {
+			events += fs.rp.n
+		}
+		what = fmt.Sprintf("following %d of %d scenes, caught up at %d events since their snapshots", len(fol.scenes), len(p.spec.Scenes), events)
+	}
+	f := os.NewFile(uintptr(fd), "standby-ready")
+	// The descriptor is a pipe, never stdout or stderr: a manager gone
+	// makes this write fail with EPIPE, not kill the process.
+	if _, err := fmt.Fprintf(f, "%s %s\n", ctlproto.ReadyPrefix, what); err != nil {
+		p.log.Warn("standby: could not tell the manager it is ready", zap.Error(err))
+	}
+	if err := f.Close(); err != nil {
+		p.log.Warn("standby: close the ready descriptor", zap.Error(err))
+	}
+	p.log.Info("standby ready: "+what, zap.Duration("since_main", time.Since(p.start)))
 }
 
 // follower keeps a standby's copies of its scenes.

@@ -29,14 +29,16 @@ func (m *Manager) routes() {
 }
 
 // apiHandoff starts a planned replacement of one scene process (`respawn
-// upgrade`): it answers once the old incarnation was told to exit; the
-// caller polls /v1/scenes for the successor's epoch running.
+// upgrade`): it answers once the handoff started (a spare of the current
+// binary is starting, or the old incarnation was told to exit); the caller
+// polls /v1/scenes for the successor's epoch running.
 func (m *Manager) apiHandoff(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	// A spare started from the build an upgrade is replacing would take the
 	// handoff over with the old code: it is killed first (and waited for,
 	// or it would take the log as the old process lets go of it), and the
-	// handoff goes to a cold successor or a spare of the new build.
+	// handoff starts a spare of the new build and goes to it once it caught
+	// up.
 	var stale int
 	if cerr := m.call(func() {
 		p, ok := m.sup.slots[name]

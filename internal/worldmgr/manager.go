@@ -8,9 +8,11 @@
 package worldmgr
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -490,15 +492,36 @@ func (m *Manager) startProcess(name string, epoch uint64, restarts int, standby 
 	}
 	cmd := exec.Command(m.sceneBin, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
+	// A spare says on a pipe only it holds that it follows the live log
+	// and caught up: a handoff waits for that. The pipe is passed as fd 3
+	// and named in the environment, which a scene binary too old to know
+	// it ignores (its handoffs then go on cold after the wait).
+	var ready *os.File
+	if standby {
+		r, w, err := os.Pipe()
+		if err != nil {
+			return 0, fmt.Errorf("standby ready pipe: %w", err)
+		}
+		defer w.Close() // the child has its copy
+		ready = r
+		cmd.ExtraFiles = []*os.File{w}
+		cmd.Env = append(os.Environ(), ctlproto.ReadyFDEnv+"=3")
+	}
 	// Own session: our death, or our supervisor's signals to our process
 	// group, must not reach the scenes.
 	// A spare (--standby) gives up when we die, by watching its parent
 	// pid: a restarted manager would not know of it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
+		if ready != nil {
+			ready.Close()
+		}
 		return 0, fmt.Errorf("start %s: %w", m.sceneBin, err)
 	}
 	pid := cmd.Process.Pid
+	if ready != nil {
+		go m.watchReady(ready, name, epoch, pid)
+	}
 	exited := make(chan struct{})
 	hd := &handle{h: process.Child(cmd.Process, exited), name: name, child: true}
 	if standby {
@@ -515,6 +538,21 @@ func (m *Manager) startProcess(name string, epoch uint64, restarts int, standby 
 		m.do(func() { m.sup.exited(time.Now(), name, pid, reason) })
 	}()
 	return pid, nil
+}
+
+// maxReadyLine bounds what is read of a spare's ready pipe.
+const maxReadyLine = 256
+
+// watchReady reads a spare's one line on its ready pipe and tells the
+// supervisor; the pipe ends at the spare's exit or when it closes it.
+func (m *Manager) watchReady(r *os.File, name string, epoch uint64, pid int) {
+	defer r.Close()
+	line, err := bufio.NewReaderSize(io.LimitReader(r, maxReadyLine), maxReadyLine).ReadString('\n')
+	what, ok := strings.CutPrefix(strings.TrimSpace(line), ctlproto.ReadyPrefix)
+	if err != nil || !ok {
+		return // it exited or gave up before it was ready: its exit says so
+	}
+	m.do(func() { m.sup.spareReady(time.Now(), name, epoch, pid, strings.TrimSpace(what)) })
 }
 
 // binIdentity names the file at path as it is now (inode, size, mtime): an

@@ -25,6 +25,10 @@ func bootStandby(t *testing.T) *sim {
 	m.run(10*time.Millisecond, "forest", "town")
 	m.expect("spawn forest", "spawn town") // the spares
 	for _, name := range []string{"forest", "town"} {
+		m.s.spareReady(m.now, name, 2, m.spare[name], "caught up")
+	}
+	m.expect()
+	for _, name := range []string{"forest", "town"} {
 		r := m.row(name)
 		if m.spare[name] == 0 || r.StandbyPID != m.spare[name] || r.Epoch != 1 || r.PID != m.pid[name] {
 			t.Fatalf("%s: spare %d, row %+v", name, m.spare[name], r)
@@ -179,4 +183,25 @@ func TestStopKillsSparesFirst(t *testing.T) {
 	m := bootStandby(t)
 	m.s.stop(m.now)
 	m.expect("kill forest", "kill town", "exit forest", "exit town")
+}
+
+// With worldmgr.standby on, a handoff reuses the spare already there, but
+// only once it says it caught up.
+func TestStandbyHandoffWaitsForItsSpareToBeReady(t *testing.T) {
+	m := bootStandby(t)
+	m.s.exited(m.now, "forest", m.spare["forest"], "signal: killed")
+	m.run(spareRetry+20*time.Millisecond, "forest", "town")
+	m.expect("spawn forest")
+	spare := m.spare["forest"]
+	if err := m.s.handoff(m.now, "forest"); err != nil {
+		t.Fatal(err)
+	}
+	m.run(time.Second, "forest", "town")
+	m.expect() // no second spare, no exit
+	m.s.spareReady(m.now, "forest", 3, spare, "caught up")
+	m.drain()
+	if len(m.acts) != 1 || !m.acts[0].Handoff || !m.acts[0].Standby {
+		t.Fatalf("exit %+v", m.acts)
+	}
+	m.expect("exit forest")
 }

@@ -152,6 +152,13 @@ type slot struct {
 	spareEpoch uint64
 	sparePID   int
 	spareAt    time.Time
+	// spareReady: the spare said it follows the live log and caught up
+	// (spareReady); only such a spare is handed over to at once.
+	spareReady bool
+	// handoffWait: a planned handoff waits until then for its spare to be
+	// ready before the current incarnation is told to exit; zero: none
+	// waiting.
+	handoffWait time.Time
 	// discarded is a spare killed because the process failed: its hello,
 	// if it got that far, is refused.
 	discarded int
@@ -250,6 +257,7 @@ func (s *supervisor) tick(now time.Time) {
 			case p.conn == 0 && now.After(p.graceEnd):
 				s.died(p, "connection lost and not re-established within the grace period", now, true)
 			default:
+				s.advanceHandoff(p, now)
 				s.maybeSpare(p, now)
 			}
 		case modules.SceneDead:
@@ -419,11 +427,11 @@ func (s *supervisor) hello(now time.Time, ev helloEvent) {
 		}
 		// The replaced incarnation's handoff is over: the new one is not
 		// handing over.
-		p.handoff, p.handoffEnd = false, time.Time{}
+		p.handoff, p.handoffEnd, p.handoffWait = false, time.Time{}, time.Time{}
 	}
 	if h.PID == p.sparePID && h.Epoch == p.spareEpoch {
 		// The spare took the log before its primary's exit reached us.
-		p.spareEpoch, p.sparePID = 0, 0
+		s.clearSpare(p)
 	}
 	if h.Epoch > s.epochs[p.name] {
 		s.epochs[p.name] = h.Epoch
@@ -583,7 +591,7 @@ func (s *supervisor) died(p *slot, reason string, now time.Time, kill bool) {
 		return
 	}
 	log := s.slotLog(p)
-	p.handoff, p.handoffEnd = false, time.Time{}
+	p.handoff, p.handoffEnd, p.handoffWait = false, time.Time{}, time.Time{}
 	if p.conn != 0 {
 		s.dropConn(p)
 	}
@@ -636,7 +644,7 @@ func (s *supervisor) promote(p *slot, now time.Time, delay time.Duration) bool {
 		return false
 	}
 	p.epoch, p.pid, p.addr, p.link = p.spareEpoch, p.sparePID, "", ""
-	p.spareEpoch, p.sparePID = 0, 0
+	s.clearSpare(p)
 	p.spareAt = now.Add(delay)
 	p.state = modules.SceneStarting
 	p.spawnedAt, p.since = now, now
@@ -648,17 +656,42 @@ func (s *supervisor) promote(p *slot, now time.Time, delay time.Duration) bool {
 // p runs without one.
 func (s *supervisor) maybeSpare(p *slot, now time.Time) {
 	if !s.cfg.WorldMgr.Standby || s.stopping || s.recovering || p.state != modules.SceneRunning || p.handoff ||
-		p.spareEpoch != 0 || now.Before(p.spareAt) {
+		!p.handoffWait.IsZero() || p.spareEpoch != 0 || now.Before(p.spareAt) {
 		return
 	}
+	s.spawnSpare(p)
+}
+
+// spawnSpare hands out the next epoch to a new spare of p and starts it;
+// false when the epochs are exhausted (spawn says it loudly when a real
+// restart needs one).
+func (s *supervisor) spawnSpare(p *slot) bool {
 	epoch := s.epochs[p.name] + 1
 	if epoch > ctlproto.MaxEpoch {
-		return // spawn says it loudly when a real restart needs one
+		return false
 	}
 	s.epochs[p.name] = epoch
 	s.epochsDirty = true
-	p.spareEpoch, p.sparePID = epoch, 0
+	p.spareEpoch, p.sparePID, p.spareReady = epoch, 0, false
 	s.act(action{Kind: actSpawn, Name: p.name, Epoch: epoch, Restarts: p.hist.Total(), Standby: true})
+	return true
+}
+
+// clearSpare forgets p's spare: promoted, gone or discarded.
+func (s *supervisor) clearSpare(p *slot) {
+	p.spareEpoch, p.sparePID, p.spareReady = 0, 0, false
+}
+
+// spareReady: the spare for epoch (pid) follows the live log and has
+// caught up (what says so, for the log); a handoff waiting for it goes on.
+func (s *supervisor) spareReady(now time.Time, name string, epoch uint64, pid int, what string) {
+	p, ok := s.slots[name]
+	if !ok || p.spareEpoch != epoch || p.sparePID != pid || pid == 0 {
+		return
+	}
+	p.spareReady = true
+	s.slotLog(p).Info("standby ready", zap.Int("standby_pid", pid), zap.Uint64("standby_epoch", epoch), zap.String("standby", what))
+	s.advanceHandoff(p, now)
 }
 
 // spareRetry is how long after a spare failed to start, or exited while
@@ -684,7 +717,9 @@ func (s *supervisor) spareSpawned(name string, epoch uint64, pid int) {
 func (s *supervisor) spareFailed(now time.Time, name string, epoch uint64, err error) {
 	if p, ok := s.slots[name]; ok && p.spareEpoch == epoch && p.sparePID == 0 {
 		s.slotLog(p).Warn("could not start a standby; trying again later", zap.Uint64("standby_epoch", epoch), zap.Error(err))
-		p.spareEpoch, p.spareAt = 0, now.Add(spareRetry)
+		s.clearSpare(p)
+		p.spareAt = now.Add(spareRetry)
+		s.advanceHandoff(p, now)
 	}
 }
 
@@ -693,8 +728,9 @@ func (s *supervisor) spareFailed(now time.Time, name string, epoch uint64, err e
 func (s *supervisor) spareGone(p *slot, now time.Time, reason string) {
 	s.slotLog(p).Warn("standby exited while waiting; a new one follows", zap.Int("standby_pid", p.sparePID),
 		zap.Uint64("standby_epoch", p.spareEpoch), zap.String("reason", reason))
-	p.spareEpoch, p.sparePID = 0, 0
+	s.clearSpare(p)
 	p.spareAt = now.Add(spareRetry)
+	s.advanceHandoff(p, now)
 }
 
 // discardSpare kills p's spare: the process is not to be restarted (it
@@ -704,7 +740,7 @@ func (s *supervisor) discardSpare(p *slot, reason string) {
 		p.discarded = p.sparePID
 		s.act(action{Kind: actKill, Name: p.name, PID: p.sparePID, Epoch: p.spareEpoch, Reason: reason})
 	}
-	p.spareEpoch, p.sparePID = 0, 0
+	s.clearSpare(p)
 }
 
 func (s *supervisor) maybeRespawn(p *slot, now time.Time) {
@@ -760,13 +796,19 @@ func (s *supervisor) restart(now time.Time, name string) error {
 	return nil
 }
 
-// handoff is a planned replacement of process name (an upgrade): the
-// running incarnation is told to exit, which makes it stop taking events,
-// flush its log and release the log's lock; once it has exited its
-// successor starts with the next epoch and replays what it left. Gateways
-// hold and resend across the gap exactly as for a crash. The successor is
-// whatever the scene binary is by then: the caller installed the new one
-// and checked it reads this incarnation's formats before asking.
+// handoff is a planned replacement of process name (an upgrade). It
+// always goes through a spare of the current scene binary: one is started
+// (whether or not worldmgr.standby is on; a spare already there is
+// reused), and only once it follows the live log and has caught up
+// (spareReady) is the running incarnation told to exit, which makes it
+// stop taking events, flush and release the log's lock, which the spare
+// takes with at most a few milliseconds of events to apply. Players then
+// wait for no process start and no replay. If no spare is ready within
+// spareReadyTimeout the handoff goes on cold and says so: the successor
+// starts after the exit and replays. Gateways hold and resend across the
+// gap exactly as for a crash. The successor is whatever the scene binary
+// is by then: the caller installed the new one, checked it reads this
+// incarnation's formats and killed a spare of the old build before asking.
 func (s *supervisor) handoff(now time.Time, name string) error {
 	p, ok := s.slots[name]
 	switch {
@@ -778,20 +820,65 @@ func (s *supervisor) handoff(now time.Time, name string) error {
 		return fmt.Errorf("manager is recovering its table; try again in %s", s.recoveryEnd.Sub(now).Round(time.Millisecond))
 	case p.state != modules.SceneRunning || p.conn == 0:
 		return fmt.Errorf("scene process %s is %s (connected: %v); only a running, connected one can hand over", name, p.state, p.conn != 0)
-	case p.handoff:
+	case p.handoff || !p.handoffWait.IsZero():
 		return fmt.Errorf("scene process %s (pid %d) is already handing over", name, p.pid)
 	}
+	if p.spareEpoch == 0 && !s.spawnSpare(p) {
+		s.handOver(p, now, "epochs exhausted: no standby can be started")
+		return nil
+	}
+	p.handoffWait = now.Add(spareReadyTimeout)
+	s.slotLog(p).Info("handoff waits for a caught-up standby", zap.Uint64("standby_epoch", p.spareEpoch),
+		zap.Int("standby_pid", p.sparePID), zap.Duration("timeout", spareReadyTimeout))
+	s.advanceHandoff(p, now)
+	return nil
+}
+
+// spareReadyTimeout bounds how long a handoff waits for its spare to start
+// and catch up with the live log before it goes on cold.
+const spareReadyTimeout = 10 * time.Second
+
+// advanceHandoff goes on with a handoff waiting for its spare: to the spare
+// once it is ready; cold (the spare killed, the successor started after the
+// exit) once the wait timed out or the spare is gone. It needs the control
+// connection to tell the process; without one it waits (the process
+// reconnects, or it is declared dead and its spare takes over as after a
+// crash).
+func (s *supervisor) advanceHandoff(p *slot, now time.Time) {
+	if p.handoffWait.IsZero() || p.state != modules.SceneRunning || p.conn == 0 || s.stopping {
+		return
+	}
+	switch {
+	case p.sparePID != 0 && p.spareReady:
+		s.handOver(p, now, "")
+	case p.spareEpoch == 0:
+		s.handOver(p, now, "the standby exited or could not be started")
+	case !now.Before(p.handoffWait):
+		s.discardSpare(p, "not ready within the handoff's wait")
+		s.handOver(p, now, fmt.Sprintf("no standby caught up within %s", spareReadyTimeout))
+	}
+}
+
+// handOver tells p's running incarnation to exit for its successor: its
+// ready spare, or (cold says why) one started after the exit.
+func (s *supervisor) handOver(p *slot, now time.Time, cold string) {
+	p.handoffWait = time.Time{}
 	p.handoff = true
 	p.handoffEnd = now.Add(handoffTimeout)
+	standby := p.sparePID != 0 && cold == ""
 	next := s.epochs[p.name] + 1
-	if p.sparePID != 0 {
+	if standby {
 		next = p.spareEpoch
 	}
-	s.act(action{Kind: actExit, Conn: p.conn, Name: p.name, Reason: fmt.Sprintf("handoff to epoch %d", next), Handoff: true, Standby: p.sparePID != 0})
+	s.act(action{Kind: actExit, Conn: p.conn, Name: p.name, Reason: fmt.Sprintf("handoff to epoch %d", next), Handoff: true, Standby: standby})
 	delete(s.conns, p.conn)
 	p.conn = 0
-	s.slotLog(p).Info("scene process handing over to a new incarnation")
-	return nil
+	if cold != "" {
+		s.rd.Timeline = append(s.rd.Timeline, TimelineEvent{At: now, Process: p.name, Kind: "handoff", PID: p.pid, Epoch: p.epoch, Reason: "cold handoff: " + cold})
+		s.slotLog(p).Warn("scene process handing over cold: its successor starts after it exits and replays", zap.String("why", cold))
+		return
+	}
+	s.slotLog(p).Info("scene process handing over to its caught-up standby", zap.Int("standby_pid", p.sparePID), zap.Uint64("standby_epoch", p.spareEpoch))
 }
 
 // handoffTimeout bounds how long a process told to hand over may take to
@@ -822,6 +909,7 @@ func (s *supervisor) stop(now time.Time) {
 	// Spares first: told nothing, they would take over as their primary
 	// exits.
 	for _, name := range s.names {
+		s.slots[name].handoffWait = time.Time{}
 		s.discardSpare(s.slots[name], "world stopping")
 	}
 	for _, name := range s.names {

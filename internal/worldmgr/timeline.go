@@ -21,7 +21,8 @@ type TimelineEvent struct {
 	// Kind: died, failed (restart intensity exceeded), recovered (a
 	// replacement registered; DurationMS is death to running), stall (the
 	// manager itself was not running for DurationMS), operator (a kill or
-	// restart asked through the admin API).
+	// restart asked through the admin API), handoff (a planned handoff that
+	// went on cold: no standby was ready).
 	Kind       string  `json:"kind"`
 	PID        int     `json:"pid,omitempty"`
 	Epoch      uint64  `json:"epoch,omitempty"`
