@@ -26,7 +26,10 @@ type logLine struct {
 	Dial      float64 `json:"dial"`
 	Took      float64 `json:"took"`
 	Reason    string  `json:"reason"`
-	at        time.Time
+	// StandbyEpoch and Why: a handoff's spare ready, or why it went cold.
+	StandbyEpoch uint64 `json:"standby_epoch"`
+	Why          string `json:"why"`
+	at           time.Time
 }
 
 const logTime = "2006-01-02T15:04:05.000Z0700"
@@ -83,11 +86,17 @@ func blipPhases(c *cluster, proc string, epoch uint64, from time.Time, spans []s
 	var noticed, spawned, serving, mainAt, registered, running, linked time.Time
 	var sl logLine
 	var dial float64
+	var spareReady time.Time
+	var cold string
 	for _, l := range readLogLines(mgr...) {
 		if l.at.Before(from.Truncate(time.Millisecond)) || l.Process != proc {
 			continue
 		}
 		switch {
+		case l.Msg == "standby ready" && l.StandbyEpoch == epoch && spareReady.IsZero():
+			spareReady = l.at
+		case l.Msg == "scene process handing over cold: its successor starts after it exits and replays" && cold == "" && noticed.IsZero():
+			cold = l.Why
 		case noticed.IsZero() && (l.Msg == "scene process died" || strings.HasPrefix(l.Msg, "scene process handed over")):
 			noticed = l.at
 		case l.Msg == "spawned scene process" && l.Epoch == epoch:
@@ -160,6 +169,12 @@ func blipPhases(c *cluster, proc string, epoch uint64, from time.Time, spans []s
 				last = s.end
 			}
 		}
+	}
+	if !spareReady.IsZero() {
+		fmt.Fprintf(&b, " spare ready %s,", ms(spareReady))
+	}
+	if cold != "" {
+		fmt.Fprintf(&b, " COLD (%s),", cold)
 	}
 	if !toldExit.IsZero() {
 		fmt.Fprintf(&b, " old told to exit %s, log handed over %s (took %.1f),", ms(toldExit), ms(handedOver), handTook*1000)

@@ -2,8 +2,17 @@ package scene
 
 import (
 	"context"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
 	"testing"
+	"time"
 
+	"github.com/respawn-dev/respawn/internal/config"
+	"github.com/respawn-dev/respawn/internal/ctlproto"
 	"github.com/respawn-dev/respawn/internal/game"
 	"github.com/respawn-dev/respawn/internal/player"
 )
@@ -86,4 +95,57 @@ func TestStandbyCopyEqualsAFullReplay(t *testing.T) {
 	if full.Hash() != want {
 		t.Fatal("a full replay differs from the primary's state")
 	}
+}
+
+// A spare tells the manager it follows the live log and caught up: one
+// line on the descriptor ctlproto.ReadyFDEnv names, with how far it got,
+// and the descriptor is closed after it (the manager's read ends).
+func TestStandbySignalsReadyOnItsPipe(t *testing.T) {
+	dir := t.TempDir()
+	h := testHost(t, dir)
+	forest, _ := h.loop("forest")
+	for i := range 5 {
+		if _, err := forest.submit(t.Context(), game.Enter{Player: player.Data{ID: "p" + string(rune('a'+i)), Name: "P"}, Version: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sb := newHost(h.cfg, h.log, 2)
+	fol, err := sb.newFollower(LogPath(dir, "forest"), []string{"forest"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fol.closeStore()
+	fol.catchUp()
+
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	// The spare closes what it is given: give it its own descriptor.
+	fd, err := syscall.Dup(int(w.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	t.Setenv(ctlproto.ReadyFDEnv, strconv.Itoa(fd))
+	p := &Process{log: h.log, spec: config.Process{Name: "forest", Scenes: []string{"forest"}}, start: time.Now()}
+	p.signalReady(fol)
+	got, err := io.ReadAll(r) // EOF: the spare closed its end
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := string(got)
+	if !strings.HasPrefix(line, ctlproto.ReadyPrefix+" following 1 of 1 scenes, caught up at ") || !strings.HasSuffix(line, "\n") {
+		t.Fatalf("ready line %q", line)
+	}
+	var n int
+	if _, err := fmt.Sscanf(strings.TrimPrefix(line, ctlproto.ReadyPrefix+" following 1 of 1 scenes, caught up at "), "%d", &n); err != nil || n < 5 {
+		t.Fatalf("ready line %q: want at least the 5 entries applied (%v)", line, err)
+	}
+
+	// A bad descriptor is said in the log, not a panic, and nothing else
+	// is closed.
+	t.Setenv(ctlproto.ReadyFDEnv, "1")
+	p.signalReady(fol)
 }
