@@ -150,6 +150,26 @@ func TestUpgradeEveryProcessWhilePlaying(t *testing.T) {
 	// Gateways drain: their players move (CLOSE shutting_down), none
 	// loses its connection, TCP or WebSocket.
 	w.check(false)
+	// Every scene handoff, upgrade and rollback, went to a spare of the
+	// build being installed that had caught up, without worldmgr.standby.
+	logs, _ := filepath.Glob(filepath.Join(c.dataDir, "logs", "scene-*.log"))
+	if len(logs) != 2 {
+		t.Fatalf("scene logs %v, want 2", logs)
+	}
+	for _, path := range logs {
+		var ready, takeovers int
+		for _, l := range readLogLines(path) {
+			switch {
+			case strings.HasPrefix(l.Msg, "standby ready: following"):
+				ready++
+			case l.Msg == "standby taking over: the event log is ours":
+				takeovers++
+			}
+		}
+		if ready < 2 || takeovers < 2 {
+			t.Errorf("%s: %d spares ready, %d took over; want both handoffs (upgrade, rollback) through a caught-up spare", filepath.Base(path), ready, takeovers)
+		}
+	}
 	for name, s := range clusterStatus(t, c) {
 		if !s.Healthy || s.Version == nil || s.Version.Build != oldBuild {
 			t.Errorf("%s after the rollback: %+v, want build %s", name, s, oldBuild)
