@@ -135,7 +135,7 @@ function drawTimeline(evs) {
   const max = Math.max(1, ...evs.map((e) => e.duration_ms || 0));
   for (const e of evs.slice().reverse()) {
     const li = el("li");
-    const cls = { died: "bad", failed: "bad", stall: "warn", operator: "warn", recovered: "ok" }[e.kind] || "";
+    const cls = { died: "bad", failed: "bad", stall: "warn", operator: "warn", handoff: "warn", recovered: "ok" }[e.kind] || "";
     li.append(el("span", new Date(e.at).toLocaleTimeString() + " ", "dim"), el("span", e.kind, cls),
       el("span", ` ${e.process}` + (e.pid ? ` pid ${e.pid}` : "") + (e.epoch ? ` epoch ${e.epoch}` : "") + " "));
     if (e.duration_ms) {
