@@ -300,11 +300,13 @@ func ReadFrame(r io.Reader) (Frame, error) {
 // when it follows the live log and has caught up, on a pipe only the two of
 // them hold: the manager passes the pipe's write end as a file descriptor
 // and names it in ReadyFDEnv; the spare writes one line starting with
-// ReadyPrefix (then what it follows, for the log) and closes it. No
+// ReadyPrefix, then ReadyFollowing when it follows the live log and has
+// caught up (then how far, for the log), and closes it. No
 // authentication is needed: nobody else holds the pipe. A scene binary
 // that does not know the variable never writes, and the handoff goes on
 // cold after its wait.
 const (
-	ReadyFDEnv  = "RESPAWN_STANDBY_READY_FD"
-	ReadyPrefix = "ready"
+	ReadyFDEnv     = "RESPAWN_STANDBY_READY_FD"
+	ReadyPrefix    = "ready"
+	ReadyFollowing = "following"
 )

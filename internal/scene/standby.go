@@ -107,7 +107,7 @@ func (p *Process) signalReady(fol *follower) {
 		for _, fs := range fol.scenes {
 			events += fs.rp.n
 		}
-		what = fmt.Sprintf("following %d of %d scenes, caught up at %d events since their snapshots", len(fol.scenes), len(p.spec.Scenes), events)
+		what = fmt.Sprintf("%s %d of %d scenes, caught up at %d events since their snapshots", ctlproto.ReadyFollowing, len(fol.scenes), len(p.spec.Scenes), events)
 	}
 	f := os.NewFile(uintptr(fd), "standby-ready")
 	// The descriptor is a pipe, never stdout or stderr: a manager gone

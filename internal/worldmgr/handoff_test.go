@@ -52,10 +52,10 @@ func TestHandoffGoesThroughACaughtUpSpare(t *testing.T) {
 		t.Fatalf("while the spare catches up: %+v", r)
 	}
 	// A ready line from anyone but the spare changes nothing.
-	m.s.spareReady(m.now, "forest", 2, spare+1, "caught up")
-	m.s.spareReady(m.now, "forest", 3, spare, "caught up")
+	m.s.spareReady(m.now, "forest", 2, spare+1, true, "caught up")
+	m.s.spareReady(m.now, "forest", 3, spare, true, "caught up")
 	m.expect()
-	m.s.spareReady(m.now, "forest", 2, spare, "caught up")
+	m.s.spareReady(m.now, "forest", 2, spare, true, "caught up")
 	m.drain()
 	if ex := handoffExit(t, m.acts); !ex.Handoff || !ex.Standby {
 		t.Fatalf("the exit does not say a caught-up standby waits: %+v", ex)
@@ -190,7 +190,7 @@ func TestHandoffWaitEndsWhenTheProcessDies(t *testing.T) {
 		t.Fatalf("after the crash %+v", r)
 	}
 	// Its late ready line changes nothing.
-	m.s.spareReady(m.now, "forest", 2, spare, "caught up")
+	m.s.spareReady(m.now, "forest", 2, spare, true, "caught up")
 	m.expect()
 }
 
@@ -203,7 +203,7 @@ func TestHandoffKillsAProcessThatDoesNotExit(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.expect("spawn town")
-	m.s.spareReady(m.now, "town", 2, m.spare["town"], "caught up")
+	m.s.spareReady(m.now, "town", 2, m.spare["town"], true, "caught up")
 	m.expect("exit town")
 	m.run(handoffTimeout+50*time.Millisecond, "forest")
 	m.expect("kill town")
@@ -223,5 +223,30 @@ func TestHandoffRefusals(t *testing.T) {
 	m = boot(t)
 	if err := m.s.handoff(m.now, "nowhere"); err == nil {
 		t.Fatal("handoff of an unknown process accepted")
+	}
+}
+
+// A spare that is ready but cannot follow the log (it replays at the
+// takeover) still takes the handoff, but the old incarnation is not told a
+// standby has its state: it writes its final snapshot, so the replay is
+// short.
+func TestHandoffToASpareThatDoesNotFollowKeepsTheSnapshot(t *testing.T) {
+	m := boot(t)
+	old := m.pid["forest"]
+	if err := m.s.handoff(m.now, "forest"); err != nil {
+		t.Fatal(err)
+	}
+	m.expect("spawn forest")
+	spare := m.spare["forest"]
+	m.s.spareReady(m.now, "forest", 2, spare, false, "not following: will replay in full")
+	m.drain()
+	if ex := handoffExit(t, m.acts); !ex.Handoff || ex.Standby {
+		t.Fatalf("exit %+v: the old process must snapshot for a spare without a copy", ex)
+	}
+	m.expect("exit forest")
+	m.s.exited(m.now, "forest", old, "exited")
+	m.expect()
+	if r := m.row("forest"); r.State != modules.SceneStarting || r.PID != spare || r.Epoch != 2 {
+		t.Fatalf("after the exit %+v", r)
 	}
 }

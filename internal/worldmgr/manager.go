@@ -552,7 +552,9 @@ func (m *Manager) watchReady(r *os.File, name string, epoch uint64, pid int) {
 	if err != nil || !ok {
 		return // it exited or gave up before it was ready: its exit says so
 	}
-	m.do(func() { m.sup.spareReady(time.Now(), name, epoch, pid, strings.TrimSpace(what)) })
+	what = strings.TrimSpace(what)
+	follows := strings.HasPrefix(what, ctlproto.ReadyFollowing)
+	m.do(func() { m.sup.spareReady(time.Now(), name, epoch, pid, follows, what) })
 }
 
 // binIdentity names the file at path as it is now (inode, size, mtime): an

@@ -25,7 +25,7 @@ func bootStandby(t *testing.T) *sim {
 	m.run(10*time.Millisecond, "forest", "town")
 	m.expect("spawn forest", "spawn town") // the spares
 	for _, name := range []string{"forest", "town"} {
-		m.s.spareReady(m.now, name, 2, m.spare[name], "caught up")
+		m.s.spareReady(m.now, name, 2, m.spare[name], true, "caught up")
 	}
 	m.expect()
 	for _, name := range []string{"forest", "town"} {
@@ -198,7 +198,7 @@ func TestStandbyHandoffWaitsForItsSpareToBeReady(t *testing.T) {
 	}
 	m.run(time.Second, "forest", "town")
 	m.expect() // no second spare, no exit
-	m.s.spareReady(m.now, "forest", 3, spare, "caught up")
+	m.s.spareReady(m.now, "forest", 3, spare, true, "caught up")
 	m.drain()
 	if len(m.acts) != 1 || !m.acts[0].Handoff || !m.acts[0].Standby {
 		t.Fatalf("exit %+v", m.acts)

@@ -152,9 +152,12 @@ type slot struct {
 	spareEpoch uint64
 	sparePID   int
 	spareAt    time.Time
-	// spareReady: the spare said it follows the live log and caught up
-	// (spareReady); only such a spare is handed over to at once.
-	spareReady bool
+	// spareReady: the spare said it is ready (spareReady); only such a
+	// spare is handed over to at once. spareFollows: it follows the live
+	// log and caught up; one that cannot follow replays at the takeover,
+	// so the old incarnation snapshots for it as it exits.
+	spareReady   bool
+	spareFollows bool
 	// handoffWait: a planned handoff waits until then for its spare to be
 	// ready before the current incarnation is told to exit; zero: none
 	// waiting.
@@ -672,25 +675,27 @@ func (s *supervisor) spawnSpare(p *slot) bool {
 	}
 	s.epochs[p.name] = epoch
 	s.epochsDirty = true
-	p.spareEpoch, p.sparePID, p.spareReady = epoch, 0, false
+	p.spareEpoch, p.sparePID, p.spareReady, p.spareFollows = epoch, 0, false, false
 	s.act(action{Kind: actSpawn, Name: p.name, Epoch: epoch, Restarts: p.hist.Total(), Standby: true})
 	return true
 }
 
 // clearSpare forgets p's spare: promoted, gone or discarded.
 func (s *supervisor) clearSpare(p *slot) {
-	p.spareEpoch, p.sparePID, p.spareReady = 0, 0, false
+	p.spareEpoch, p.sparePID, p.spareReady, p.spareFollows = 0, 0, false, false
 }
 
-// spareReady: the spare for epoch (pid) follows the live log and has
-// caught up (what says so, for the log); a handoff waiting for it goes on.
-func (s *supervisor) spareReady(now time.Time, name string, epoch uint64, pid int, what string) {
+// spareReady: the spare for epoch (pid) is started and ready to take the
+// log; follows: it follows the live log and has caught up (what says how
+// far, for the log). A handoff waiting for it goes on.
+func (s *supervisor) spareReady(now time.Time, name string, epoch uint64, pid int, follows bool, what string) {
 	p, ok := s.slots[name]
 	if !ok || p.spareEpoch != epoch || p.sparePID != pid || pid == 0 {
 		return
 	}
-	p.spareReady = true
-	s.slotLog(p).Info("standby ready", zap.Int("standby_pid", pid), zap.Uint64("standby_epoch", epoch), zap.String("standby", what))
+	p.spareReady, p.spareFollows = true, follows
+	s.slotLog(p).Info("standby ready", zap.Int("standby_pid", pid), zap.Uint64("standby_epoch", epoch),
+		zap.Bool("follows", follows), zap.String("standby", what))
 	s.advanceHandoff(p, now)
 }
 
@@ -865,11 +870,12 @@ func (s *supervisor) handOver(p *slot, now time.Time, cold string) {
 	p.handoffWait = time.Time{}
 	p.handoff = true
 	p.handoffEnd = now.Add(handoffTimeout)
-	standby := p.sparePID != 0 && cold == ""
 	next := s.epochs[p.name] + 1
-	if standby {
+	if p.sparePID != 0 {
 		next = p.spareEpoch
 	}
+	// Standby (no final snapshot) only for a spare that has the state.
+	standby := p.sparePID != 0 && cold == "" && p.spareFollows
 	s.act(action{Kind: actExit, Conn: p.conn, Name: p.name, Reason: fmt.Sprintf("handoff to epoch %d", next), Handoff: true, Standby: standby})
 	delete(s.conns, p.conn)
 	p.conn = 0
