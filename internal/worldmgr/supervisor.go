@@ -695,7 +695,7 @@ func (s *supervisor) spareReady(now time.Time, name string, epoch uint64, pid in
 	}
 	p.spareReady, p.spareFollows = true, follows
 	s.slotLog(p).Info("standby ready", zap.Int("standby_pid", pid), zap.Uint64("standby_epoch", epoch),
-		zap.Bool("follows", follows), zap.String("standby", what))
+		zap.Bool("follows", follows), zap.String("caught_up", what))
 	s.advanceHandoff(p, now)
 }
 
