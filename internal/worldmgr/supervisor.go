@@ -258,7 +258,11 @@ func (s *supervisor) tick(now time.Time) {
 			case p.conn != 0 && now.Sub(p.heard) > w.HeartbeatTimeout:
 				s.died(p, fmt.Sprintf("no heartbeat for %s (hung?)", now.Sub(p.heard).Round(time.Millisecond)), now, true)
 			case p.conn == 0 && now.After(p.graceEnd):
-				s.died(p, "connection lost and not re-established within the grace period", now, true)
+				reason := "connection lost and not re-established within the grace period"
+				if s.stopping {
+					reason = fmt.Sprintf("did not exit within %s of being told to stop", stopTimeout)
+				}
+				s.died(p, reason, now, true)
 			default:
 				s.advanceHandoff(p, now)
 				s.maybeSpare(p, now)
@@ -887,6 +891,11 @@ func (s *supervisor) handOver(p *slot, now time.Time, cold string) {
 	s.slotLog(p).Info("scene process handing over to its caught-up standby", zap.Int("standby_pid", p.sparePID), zap.Uint64("standby_epoch", p.spareEpoch))
 }
 
+// stopTimeout bounds how long a process told to stop (the world stops)
+// may take to exit before it is killed: its final save waits up to 3 s
+// for the data server, after up to 2 s closing its admin port.
+const stopTimeout = 10 * time.Second
+
 // handoffTimeout bounds how long a process told to hand over may take to
 // exit (stop its loops, wait for queued saves, flush) before it is killed.
 const handoffTimeout = 10 * time.Second
@@ -925,6 +934,11 @@ func (s *supervisor) stop(now time.Time) {
 			s.act(action{Kind: actExit, Conn: p.conn, Name: p.name, Reason: "world stopping"})
 			delete(s.conns, p.conn)
 			p.conn = 0
+			// Its exit, not the connection, says it is done: it saves
+			// every player first. Without a deadline of its own the next
+			// tick took the dropped connection for a lost one whose grace
+			// had passed and killed it in the middle of its final save.
+			p.graceEnd = now.Add(stopTimeout)
 		case p.state == modules.SceneRunning || p.state == modules.SceneStarting:
 			s.died(p, "world stopping and the process cannot be told", now, true)
 		case p.state == modules.SceneRecovering || p.state == modules.SceneFailed:

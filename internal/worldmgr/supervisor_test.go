@@ -454,6 +454,29 @@ func TestStopTellsEveryoneAndWaits(t *testing.T) {
 	}
 }
 
+// A process told to stop is given time to save and exit: the manager's
+// ticks meanwhile do not take its closed connection for a lost one and
+// kill it (they did, at the next tick, cutting every scene's final save at
+// `respawn shutdown`). One that does not exit in stopTimeout is killed.
+func TestStopWaitsForTheExitBeforeKilling(t *testing.T) {
+	m := boot(t)
+	m.run(time.Second, "forest", "town")
+	m.s.stop(m.now)
+	m.expect("exit forest", "exit town")
+	m.run(stopTimeout-100*time.Millisecond, "forest", "town")
+	m.expect() // saving: nobody killed
+	m.s.exited(m.now, "forest", m.pid["forest"], "exited")
+	m.expect()
+	if m.s.takeReady().Stopped {
+		t.Fatal("stopped before town exited")
+	}
+	m.run(200*time.Millisecond, "forest", "town")
+	m.expect("kill town") // town did not exit in time
+	if r := m.row("town"); r.State != modules.SceneDead {
+		t.Fatalf("town %+v", r)
+	}
+}
+
 // A spawn that cannot be started counts as a crash and is retried.
 func TestSpawnFailureBacksOff(t *testing.T) {
 	m := newSim(t, nil, true)
