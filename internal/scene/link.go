@@ -125,7 +125,7 @@ func (s *linkServer) serve() {
 			refuse(nc, fmt.Sprintf("too many connections (limit %d)", s.maxConns))
 			continue
 		}
-		c := &linkConn{s: s, nc: nc, wake: make(chan struct{}, 1), done: make(chan struct{}),
+		c := &linkConn{s: s, nc: nc, wakeCh: make(chan struct{}, 1), done: make(chan struct{}),
 			log: s.log.With(zap.String("remote", nc.RemoteAddr().String()))}
 		s.conns[c] = struct{}{}
 		s.wg.Add(1)
@@ -234,7 +234,7 @@ func (s *linkServer) push(l *loop, e game.Effect) {
 	}
 	s.mu.Lock()
 	for _, g := range s.groups {
-		if !g[0].queuePush(frame) {
+		if !g[0].queuePush(l, frame) {
 			s.mDropped.Inc()
 		}
 	}
@@ -264,7 +264,7 @@ type linkConn struct {
 	mu     sync.Mutex
 	queue  []outFrame
 	pushes int
-	wake   chan struct{}
+	wakeCh chan struct{}
 	done   chan struct{}
 	once   sync.Once
 	reason string
@@ -440,9 +440,14 @@ func (c *linkConn) handle(typ byte, body []byte) string {
 }
 
 func (c *linkConn) fail(id uint64, typ byte, code, msg string) {
+	c.failBy(nil, id, typ, code, msg)
+}
+
+// failBy is fail from loop l's goroutine (nil: any other).
+func (c *linkConn) failBy(l *loop, id uint64, typ byte, code, msg string) {
 	var e scenelink.Encoder
 	(&scenelink.Fail{ID: id, Code: code, Error: msg}).Append(&e, typ)
-	c.queueReply(outFrame{raw: e.B})
+	c.queueReply(l, outFrame{raw: e.B})
 }
 
 func (c *linkConn) request(m scenelink.Request) {
@@ -460,24 +465,25 @@ func (c *linkConn) request(m scenelink.Request) {
 }
 
 // answer queues the reply to request id (ev, a game.Request) from its
-// effects, or a failure. It runs on the scene's loop and does not block.
-func (c *linkConn) answer(id uint64, ev game.Event, effs []game.Effect, err error) {
+// effects, or a failure. It runs on loop l's goroutine (nil: the loop has
+// stopped) and does not block.
+func (c *linkConn) answer(l *loop, id uint64, ev game.Event, effs []game.Effect, err error) {
 	if err != nil {
 		code := scenelink.FailUnavailable
 		if errors.Is(err, errUnloggable) {
 			code = scenelink.FailBadRequest
 		}
-		c.fail(id, scenelink.TFail, code, err.Error())
+		c.failBy(l, id, scenelink.TFail, code, err.Error())
 		return
 	}
 	req, _ := ev.(game.Request)
 	for _, e := range effs {
 		if r, ok := e.(game.Reply); ok && r.Session == req.Session && r.Player == req.Player {
-			c.queueReply(outFrame{id: id, rep: r, isRep: true})
+			c.queueReply(l, outFrame{id: id, rep: r, isRep: true})
 			return
 		}
 	}
-	c.fail(id, scenelink.TFail, scenelink.FailUnavailable, "the scene gave no answer")
+	c.failBy(l, id, scenelink.TFail, scenelink.FailUnavailable, "the scene gave no answer")
 }
 
 // heldBy finds the scene named in a data server's not-owner refusal.
@@ -491,7 +497,7 @@ func (c *linkConn) join(m scenelink.Session) {
 	}
 	var e scenelink.Encoder
 	(&scenelink.JoinReply{ID: m.ID, JoinResult: jr}).Append(&e)
-	c.queueReply(outFrame{raw: e.B})
+	c.queueReply(nil, outFrame{raw: e.B})
 }
 
 func (c *linkConn) leave(m scenelink.Session) {
@@ -778,21 +784,19 @@ func (p *Process) finishLeave(ctx context.Context, l *loop, player string, u unr
 }
 
 // queueReply queues an answer; answers are bounded by the in-flight limit,
-// so they are never dropped.
-func (c *linkConn) queueReply(f outFrame) {
+// so they are never dropped. From a loop's goroutine (l not nil) the
+// writer is woken when the loop is done with what it took (loop.kick).
+func (c *linkConn) queueReply(l *loop, f outFrame) {
 	c.inflight.Add(-1)
 	c.mu.Lock()
 	c.queue = append(c.queue, f)
 	c.mu.Unlock()
-	select {
-	case c.wake <- struct{}{}:
-	default:
-	}
+	c.wakeBy(l)
 }
 
-// queuePush queues an encoded push; false if the connection's push queue
-// is full.
-func (c *linkConn) queuePush(frame []byte) bool {
+// queuePush queues an encoded push from loop l; false if the connection's
+// push queue is full.
+func (c *linkConn) queuePush(l *loop, frame []byte) bool {
 	c.mu.Lock()
 	if c.pushes >= linkMaxPushQueue {
 		c.mu.Unlock()
@@ -801,11 +805,24 @@ func (c *linkConn) queuePush(frame []byte) bool {
 	c.pushes++
 	c.queue = append(c.queue, outFrame{raw: frame})
 	c.mu.Unlock()
+	c.wakeBy(l)
+	return true
+}
+
+func (c *linkConn) wakeBy(l *loop) {
+	if l != nil {
+		l.wakeLater(c)
+		return
+	}
+	c.wake()
+}
+
+// wake tells the writer there is something to send.
+func (c *linkConn) wake() {
 	select {
-	case c.wake <- struct{}{}:
+	case c.wakeCh <- struct{}{}:
 	default:
 	}
-	return true
 }
 
 func (c *linkConn) writeLoop() {
@@ -813,7 +830,7 @@ func (c *linkConn) writeLoop() {
 	var enc scenelink.Encoder
 	for {
 		select {
-		case <-c.wake:
+		case <-c.wakeCh:
 		case <-c.done:
 			c.mu.Lock()
 			reason := c.reason

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -53,6 +54,10 @@ type loop struct {
 	loadAt     time.Time
 	// recent is what the scene did lately, for inspect (recent.go).
 	recent recentRing
+	// wakes are the gateway connections this loop queued frames for since
+	// it last woke their writers (kick): at most the process's link
+	// connections (scene.link_max_conns).
+	wakes []*linkConn
 }
 
 // submission is one event for the loop, or a read of its state.
@@ -128,7 +133,7 @@ func (l *loop) submitLink(req game.Request, c *linkConn, id uint64) {
 	select {
 	case l.in <- submission{ev: req, link: c, linkID: id}:
 	case <-l.done:
-		c.answer(id, req, nil, fmt.Errorf("scene %s: %w", l.id, ErrStopped))
+		c.answer(nil, id, req, nil, fmt.Errorf("scene %s: %w", l.id, ErrStopped))
 	}
 }
 
@@ -152,8 +157,14 @@ func (l *loop) read(ctx context.Context, fn func(*game.Scene)) error {
 	}
 }
 
+// loopBatch bounds the submissions a loop takes one after the other,
+// without looking at its timers, before it wakes the gateway connections'
+// writers for all of them.
+const loopBatch = 64
+
 func (l *loop) run() {
 	defer func() {
+		l.kick()
 		close(l.done)
 		// Answer what was queued behind the end (a room that just ended):
 		// nobody else will.
@@ -161,7 +172,7 @@ func (l *loop) run() {
 			select {
 			case s := <-l.in:
 				if s.link != nil {
-					s.link.answer(s.linkID, s.ev, nil, fmt.Errorf("scene %s: %w", l.id, ErrStopped))
+					s.link.answer(nil, s.linkID, s.ev, nil, fmt.Errorf("scene %s: %w", l.id, ErrStopped))
 				}
 			default:
 				return
@@ -184,16 +195,19 @@ func (l *loop) run() {
 			}
 			return
 		case s := <-l.in:
-			if s.read != nil {
-				s.read(l.st)
-				s.done <- result{}
-				continue
-			}
-			effs, err := l.step(s.ev)
-			if s.link != nil {
-				s.link.answer(s.linkID, s.ev, effs, err)
-			} else if s.done != nil {
-				s.done <- result{effects: effs, err: err}
+			l.take(s)
+			// Take what is queued already too (a bounded batch): the
+			// writers are woken once for all of it, so one write carries
+			// its replies and pushes instead of a wake-up and a write for
+			// the first reply alone.
+		batch:
+			for n := 1; n < loopBatch && !l.freed; n++ {
+				select {
+				case s := <-l.in:
+					l.take(s)
+				default:
+					break batch
+				}
 			}
 		case t := <-tick.C:
 			l.tickLag = max(l.tickLag, time.Since(t))
@@ -214,10 +228,43 @@ func (l *loop) run() {
 				l.loadAt, l.loadEvents, l.tickLag = now, l.events, 0
 			}
 		}
+		l.kick()
 		if l.freed {
 			return
 		}
 	}
+}
+
+// take handles one submission.
+func (l *loop) take(s submission) {
+	if s.read != nil {
+		s.read(l.st)
+		s.done <- result{}
+		return
+	}
+	effs, err := l.step(s.ev)
+	if s.link != nil {
+		s.link.answer(l, s.linkID, s.ev, effs, err)
+	} else if s.done != nil {
+		s.done <- result{effects: effs, err: err}
+	}
+}
+
+// wakeLater notes that c's writer has frames from this loop to send; kick
+// wakes it once the loop is done with what it took.
+func (l *loop) wakeLater(c *linkConn) {
+	if !slices.Contains(l.wakes, c) {
+		l.wakes = append(l.wakes, c)
+	}
+}
+
+// kick wakes the writers of the connections the loop queued frames for.
+func (l *loop) kick() {
+	for i, c := range l.wakes {
+		c.wake()
+		l.wakes[i] = nil
+	}
+	l.wakes = l.wakes[:0]
 }
 
 // step is the heart of the process: log, then apply, then perform.
