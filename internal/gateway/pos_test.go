@@ -3,6 +3,8 @@ package gateway
 import (
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -32,6 +34,34 @@ func TestParsePosMatchesJSON(t *testing.T) {
 		wantOK := json.Unmarshal([]byte(b), &want) == nil
 		if ok != wantOK || (ok && got != want) {
 			t.Errorf("parsePos(%s) = %+v, %v; JSON decoder %+v, %v", b, got, ok, want, wantOK)
+		}
+	}
+}
+
+// smallest picks what a full sort would put first, in the same order.
+func TestSmallestMatchesSort(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for _, n := range []int{0, 1, 2, 15, 16, 17, 64, 65, 100, 1000, 5000} {
+		for _, k := range []int{1, 2, 16, 63, 64, 65, n - 1, n} {
+			if k <= 0 || k > n {
+				continue
+			}
+			for range 5 {
+				seen := map[uint64]bool{}
+				keys := make([]uint64, 0, n)
+				for len(keys) < n {
+					v := uint64(r.IntN(50))<<32 | uint64(r.IntN(1<<20))
+					if !seen[v] {
+						seen[v] = true
+						keys = append(keys, v)
+					}
+				}
+				want := slices.Clone(keys)
+				slices.Sort(want)
+				if got := smallest(slices.Clone(keys), k); !slices.Equal(got, want[:k]) {
+					t.Fatalf("n %d k %d: smallest = %v, want %v", n, k, got, want[:k])
+				}
+			}
 		}
 	}
 }

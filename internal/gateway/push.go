@@ -317,8 +317,7 @@ func (ps *positions) flush() {
 				continue
 			}
 			if len(near) > max {
-				slices.Sort(near)
-				near = near[:max]
+				near = smallest(near, max)
 			}
 			// {"players":[...],"gone":[...]} from the pre-encoded entries.
 			data = append(data[:0], `{"players":[`...)
@@ -337,6 +336,55 @@ func (ps *positions) flush() {
 			s.push(pushFrame("positions", b.scene, data))
 		}
 	}
+}
+
+// smallest returns the k smallest of keys (distinct), in order, in keys'
+// first k slots. A client in a crowd has hundreds of movers in view and
+// gets the nearest 64: selecting them first (quickselect, linear on
+// average) and sorting only those costs a fraction of sorting them all,
+// which was a quarter of the gateway's CPU at 2000 bots.
+func smallest(keys []uint64, k int) []uint64 {
+	if k <= 0 {
+		return keys[:0]
+	}
+	lo, hi := 0, len(keys) // the k-th smallest lies in keys[lo:hi]
+	for hi-lo > 16 {
+		// Median of three as the pivot, moved to hi-1.
+		mid := lo + (hi-lo)/2
+		a, b, c := keys[lo], keys[mid], keys[hi-1]
+		piv := mid
+		switch {
+		case (a <= b) == (b <= c):
+			piv = mid
+		case (b <= a) == (a <= c):
+			piv = lo
+		default:
+			piv = hi - 1
+		}
+		keys[piv], keys[hi-1] = keys[hi-1], keys[piv]
+		p := keys[hi-1]
+		store := lo
+		for i := lo; i < hi-1; i++ {
+			if keys[i] < p {
+				keys[i], keys[store] = keys[store], keys[i]
+				store++
+			}
+		}
+		keys[store], keys[hi-1] = keys[hi-1], keys[store]
+		switch {
+		case store == k || store == k-1:
+			lo, hi = k, k
+		case store > k:
+			hi = store
+		default:
+			lo = store + 1
+		}
+	}
+	if hi > lo {
+		slices.Sort(keys[lo:hi])
+	}
+	slices.Sort(keys[:k])
+	return keys[:k]
 }
 
 func floorDiv(a, b int) int {
