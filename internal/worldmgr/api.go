@@ -29,9 +29,10 @@ func (m *Manager) routes() {
 }
 
 // apiHandoff starts a planned replacement of one scene process (`respawn
-// upgrade`): it answers once the handoff started (a spare of the current
-// binary is starting, or the old incarnation was told to exit); the caller
-// polls /v1/scenes for the successor's epoch running.
+// upgrade`): it answers once the old incarnation was told to exit, after
+// its spare caught up (at most spareReadyTimeout, then cold), or once the
+// handoff ended otherwise (the process died meanwhile, the world stops);
+// the caller polls /v1/scenes for the successor's epoch running.
 func (m *Manager) apiHandoff(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	// A spare started from the build an upgrade is replacing would take the
@@ -85,6 +86,31 @@ func (m *Manager) apiHandoff(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	m.log.Info("operator started a handoff", zap.String("process", name), zap.Uint64("epoch", epoch))
+	// The wait for the spare, polled on the loop: it ends by itself within
+	// spareReadyTimeout (the supervisor goes on cold then).
+	ctx, cancel := context.WithTimeout(r.Context(), spareReadyTimeout+time.Second)
+	defer cancel()
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		waiting := false
+		if cerr := m.call(func() {
+			p := m.sup.slots[name]
+			waiting = !p.handoffWait.IsZero()
+		}); cerr != nil {
+			admin.WriteError(w, http.StatusServiceUnavailable, cerr)
+			return
+		}
+		if !waiting {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			admin.WriteError(w, http.StatusGatewayTimeout, fmt.Errorf("handoff of %s still waits for its standby: %w", name, ctx.Err()))
+			return
+		case <-tick.C:
+		}
+	}
 	admin.WriteJSON(w, status, map[string]any{"process": name, "epoch": epoch})
 }
 
