@@ -133,7 +133,12 @@ func (h *Handle) Exited() bool {
 
 // WaitGone waits until the process is gone or ctx ends.
 func (h *Handle) WaitGone(ctx context.Context) error {
-	if h.child == nil && h.fd >= 0 {
+	// fd is read under the lock: Close may run meanwhile (the manager
+	// releases a handle while a kill of it still waits).
+	h.mu.RLock()
+	pidfd := h.child == nil && h.fd >= 0
+	h.mu.RUnlock()
+	if pidfd {
 		if done, err := h.waitPidfd(ctx); done {
 			return err
 		}

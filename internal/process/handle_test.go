@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -89,4 +90,32 @@ func TestChildHandle(t *testing.T) {
 		t.Fatal("signal after exit succeeded")
 	}
 	h.Close()
+}
+
+// The manager may release an adopted handle while a kill of it still waits
+// for the process to go: the wait ends at once (a closed handle counts as
+// gone: Exited), and nothing races (run with -race).
+func TestCloseWhileWaitGone(t *testing.T) {
+	victim, _ := processtest.Sleep(t)
+	id, err := ReadIdentity(victim.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := Adopt(victim.Process.Pid, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	waited := make(chan error, 1)
+	go func() { waited <- h.WaitGone(ctx) }()
+	h.Close()
+	select {
+	case err := <-waited:
+		if err != nil && !strings.Contains(err.Error(), "handle closed") {
+			t.Fatalf("WaitGone after Close: %v", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("WaitGone did not notice the handle was closed")
+	}
 }
