@@ -174,5 +174,20 @@ func TestStandbyOfAnOldBuildIsNotHandedOver(t *testing.T) {
 		}
 		return nil
 	})
+	// It went to a spare of the new build that had caught up, not cold.
+	now, err := c.scene("forest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ready, took bool
+	for _, l := range readLogLines(filepath.Join(c.dataDir, "logs", "scene-forest.log")) {
+		if l.Epoch == now.Epoch {
+			ready = ready || strings.HasPrefix(l.Msg, "standby ready: following")
+			took = took || l.Msg == "standby taking over: the event log is ours"
+		}
+	}
+	if !ready || !took {
+		t.Fatalf("epoch %d: spare ready %v, took over as a standby %v: the handoff did not go through a caught-up spare of the new build", now.Epoch, ready, took)
+	}
 	c.waitStandby("forest", old.StandbyPID)
 }
