@@ -31,6 +31,7 @@ import (
 	"github.com/respawn-dev/respawn/internal/dataclient"
 	"github.com/respawn-dev/respawn/internal/game"
 	"github.com/respawn-dev/respawn/internal/gwproto"
+	"github.com/respawn-dev/respawn/internal/jsonint"
 	"github.com/respawn-dev/respawn/internal/secret"
 )
 
@@ -987,37 +988,17 @@ func moveResult(body []byte) (game.MoveResult, bool) {
 	var r game.MoveResult
 	rest, ok := bytes.CutPrefix(body, []byte(`{"x":`))
 	if ok {
-		r.X, rest, ok = leadingInt(rest)
+		r.X, rest, ok = jsonint.Small(rest)
 	}
 	if ok {
 		rest, ok = bytes.CutPrefix(rest, []byte(`,"y":`))
 	}
 	if ok {
-		r.Y, rest, ok = leadingInt(rest)
+		r.Y, rest, ok = jsonint.Small(rest)
 	}
 	if ok && string(rest) == "}" {
 		return r, true
 	}
 	r = game.MoveResult{}
 	return r, json.Unmarshal(body, &r) == nil
-}
-
-// leadingInt reads an optionally negative decimal integer of at most 9
-// digits without leading zeros (a coordinate) from the start of b.
-func leadingInt(b []byte) (int, []byte, bool) {
-	neg := len(b) > 0 && b[0] == '-'
-	if neg {
-		b = b[1:]
-	}
-	n, i := 0, 0
-	for ; i < len(b) && i < 10 && b[i] >= '0' && b[i] <= '9'; i++ {
-		n = n*10 + int(b[i]-'0')
-	}
-	if i == 0 || i == 10 || (i > 1 && b[0] == '0') {
-		return 0, nil, false
-	}
-	if neg {
-		n = -n
-	}
-	return n, b[i:], true
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/respawn-dev/respawn/internal/gwproto"
+	"github.com/respawn-dev/respawn/internal/jsonint"
 	"github.com/respawn-dev/respawn/internal/scenelink"
 )
 
@@ -110,13 +111,13 @@ func parsePos(b []byte) (scenePos, bool) {
 		rest, ok = cutPrefix(rest, `,"x":`)
 	}
 	if ok {
-		m.X, rest, ok = smallInt(rest)
+		m.X, rest, ok = jsonint.Small(rest)
 	}
 	if ok {
 		rest, ok = cutPrefix(rest, `,"y":`)
 	}
 	if ok {
-		m.Y, rest, ok = smallInt(rest)
+		m.Y, rest, ok = jsonint.Small(rest)
 	}
 	if ok && string(rest) == "}" {
 		return m, true
@@ -144,26 +145,6 @@ func plainStr(b []byte) (string, []byte, bool) {
 		}
 	}
 	return "", nil, false
-}
-
-// smallInt reads an optionally negative decimal integer of at most 9
-// digits (coordinates).
-func smallInt(b []byte) (int, []byte, bool) {
-	neg := len(b) > 0 && b[0] == '-'
-	if neg {
-		b = b[1:]
-	}
-	n, i := 0, 0
-	for ; i < len(b) && i < 10 && b[i] >= '0' && b[i] <= '9'; i++ {
-		n = n*10 + int(b[i]-'0')
-	}
-	if i == 0 || i == 10 || (i > 1 && b[0] == '0') {
-		return 0, nil, false
-	}
-	if neg {
-		n = -n
-	}
-	return n, b[i:], true
 }
 
 func (ps *positions) update(p scenelink.Push) {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/respawn-dev/respawn/internal/game"
+	"github.com/respawn-dev/respawn/internal/jsonint"
 )
 
 // opJSON is the JSON form of a client operation:
@@ -71,32 +72,13 @@ func decodeMove(b []byte) (game.Move, bool) {
 	if len(b) < len(head) || string(b[:len(head)]) != head {
 		return game.Move{}, false
 	}
-	x, rest, ok := decimal(b[len(head):])
+	x, rest, ok := jsonint.Small(b[len(head):])
 	if !ok || len(rest) < 5 || string(rest[:5]) != `,"y":` {
 		return game.Move{}, false
 	}
-	y, rest, ok := decimal(rest[5:])
+	y, rest, ok := jsonint.Small(rest[5:])
 	if !ok || string(rest) != "}" {
 		return game.Move{}, false
 	}
 	return game.Move{X: x, Y: y}, true
-}
-
-// decimal reads an optionally negative JSON integer of at most 9 digits.
-func decimal(b []byte) (int, []byte, bool) {
-	neg := len(b) > 0 && b[0] == '-'
-	if neg {
-		b = b[1:]
-	}
-	n, i := 0, 0
-	for ; i < len(b) && i < 10 && b[i] >= '0' && b[i] <= '9'; i++ {
-		n = n*10 + int(b[i]-'0')
-	}
-	if i == 0 || i == 10 || (i > 1 && b[0] == '0') {
-		return 0, nil, false
-	}
-	if neg {
-		n = -n
-	}
-	return n, b[i:], true
 }
