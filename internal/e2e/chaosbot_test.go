@@ -101,7 +101,10 @@ func TestChaosBotFindsBrokenGuarantees(t *testing.T) {
 	// requests the scene applied with it (their resends are what the
 	// duplicate check is for), and a killed scene breaks links mid-request.
 	heavy := func(faults, seed string) []string {
-		return []string{"--bots", "40", "--rate", "50", "--pipeline", "8", "--duration", "10s", "--every", "1s",
+		// As many in flight as the per-session rate limit (100/s) allows,
+		// and a kill every 500 ms: a faster cluster answers sooner, which
+		// leaves fewer requests applied-but-unanswered at each kill.
+		return []string{"--bots", "60", "--rate", "90", "--pipeline", "8", "--duration", "10s", "--every", "500ms",
 			"--faults", faults, "--seed", seed, "--request-timeout", "12s"}
 	}
 	for _, tc := range []struct {
