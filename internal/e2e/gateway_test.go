@@ -1050,7 +1050,20 @@ func TestLogoutAcrossADatasvrStallFinishes(t *testing.T) {
 		}
 		return nil
 	})
-	time.Sleep(11 * time.Second) // the stall itself: longer than the scene's 10 s wait for the final save
+	// The stall lasts until the scene's own wait for the final save (10 s)
+	// has given up and kept the leave for the gateway's retry.
+	scenes := filepath.Join(c.dataDir, "logs")
+	poll.Until(t, 30*time.Second, func() error {
+		for _, name := range []string{"scene-town.log", "scene-forest.log"} {
+			raw, _ := os.ReadFile(filepath.Join(scenes, name))
+			for _, line := range strings.Split(string(raw), "\n") {
+				if strings.Contains(line, "kept for the gateway's retry") && strings.Contains(line, p.id) {
+					return nil
+				}
+			}
+		}
+		return fmt.Errorf("no scene has kept player %s's unfinished leave yet", p.id)
+	})
 	ds.signal(syscall.SIGCONT)
 	stopped = false
 	poll.Until(t, 20*time.Second, func() error {

@@ -3,12 +3,14 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/respawn-dev/respawn/internal/modules"
+	"github.com/respawn-dev/respawn/internal/poll"
 	"github.com/respawn-dev/respawn/internal/replica"
 )
 
@@ -56,16 +58,12 @@ func TestLinkStopsWaitingForADyingProcess(t *testing.T) {
 		if err := w.Put(row.ID, row); err != nil {
 			t.Fatal(err)
 		}
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			if got, ok := g.rt.table.Get(row.ID); ok && got == row {
-				return
+		poll.Until(t, 5*time.Second, func() error {
+			if got, ok := g.rt.table.Get(row.ID); !ok || got != row {
+				return fmt.Errorf("the gateway's table shows %+v, want %+v", got, row)
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("the gateway's table never showed %+v", row)
-			}
-			time.Sleep(2 * time.Millisecond)
-		}
+			return nil
+		})
 	}
 	for _, next := range []struct {
 		name string

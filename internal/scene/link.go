@@ -771,12 +771,15 @@ func (p *Process) finishLeave(ctx context.Context, l *loop, player string, u unr
 			u.saved = true
 		case <-ctx.Done():
 			end(false)
-			return scenelink.FailUnavailable, fmt.Errorf("final save of player %s version %d not acknowledged: %w", player, u.version, ctx.Err())
+			err := fmt.Errorf("final save of player %s version %d not acknowledged: %w", player, u.version, ctx.Err())
+			p.log.Info("leave not finished in time; kept for the gateway's retry", zap.String("scene", l.id), zap.String("player", player), zap.Error(err))
+			return scenelink.FailUnavailable, err
 		}
 	}
 	d.forget(player, u.w)
 	if err := d.client(l).Release(ctx, player, u.version, nil); err != nil {
 		end(false)
+		p.log.Info("leave not finished in time; kept for the gateway's retry", zap.String("scene", l.id), zap.String("player", player), zap.Error(err))
 		return scenelink.FailUnavailable, err
 	}
 	end(true)
