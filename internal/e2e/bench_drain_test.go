@@ -18,29 +18,12 @@ import (
 func BenchmarkGatewayDrain(b *testing.B) {
 	sessions := benchN("RESPAWN_BENCH_SESSIONS", 1000)
 	for b.Loop() {
-		c := newCluster(b, benchGatewayFlags...)
-		c.startWorld()
-		gw1, tcp1, _ := c.gateway("gw1")
-		_, tcp2, _ := c.gateway("gw2")
-		clients := benchClients(b, c, sessions, []string{tcp1, tcp2}, "")
-		resumed := make([]time.Duration, len(clients))
+		_, gw1, tcp2, clients := twoGatewaySessions(b, sessions)
 		exited := make(chan time.Duration, 1)
 		began := time.Now()
 		gw1.signal(syscall.SIGTERM)
 		go func() { <-gw1.done; exited <- time.Since(began) }()
-		left := len(clients)
-		for left > 0 {
-			if time.Since(began) > 2*time.Minute {
-				b.Fatalf("%d sessions not resumed after 2 minutes", left)
-			}
-			for i, cl := range clients {
-				if resumed[i] == 0 && cl.Stats().Resumes > 0 {
-					resumed[i] = time.Since(began)
-					left--
-				}
-			}
-			time.Sleep(time.Millisecond) // polling resolution
-		}
+		resumed := resumedAfter(b, clients, began, nil)
 		var exit time.Duration
 		select {
 		case exit = <-exited:
@@ -53,9 +36,7 @@ func BenchmarkGatewayDrain(b *testing.B) {
 			}
 		}
 		slices.Sort(resumed)
-		q := func(f float64) float64 {
-			return float64(resumed[min(int(f*float64(len(resumed))), len(resumed)-1)].Microseconds()) / 1000
-		}
+		q := func(f float64) float64 { return quantileMs(resumed, f) }
 		b.ReportMetric(q(0.5), "resume_p50_ms")
 		b.ReportMetric(q(1), "resume_max_ms")
 		b.ReportMetric(float64(exit.Microseconds())/1000, "exit_ms")

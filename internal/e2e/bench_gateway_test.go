@@ -299,33 +299,19 @@ func failoverBlip(b *testing.B, spare []string) {
 func BenchmarkGatewayDeath(b *testing.B) {
 	sessions := benchN("RESPAWN_BENCH_SESSIONS", 1000)
 	for b.Loop() {
-		c := newCluster(b, benchGatewayFlags...)
-		c.startWorld()
-		gw1, tcp1, _ := c.gateway("gw1")
-		_, tcp2, _ := c.gateway("gw2")
-		clients := benchClients(b, c, sessions, []string{tcp1, tcp2}, "")
-		resumed := make([]time.Duration, len(clients))
+		_, gw1, tcp2, clients := twoGatewaySessions(b, sessions)
 		noticed := make([]time.Duration, len(clients)) // the client saw its connection end
 		kill := time.Now()
 		gw1.signal(syscall.SIGKILL)
-		left := len(clients)
-		for left > 0 {
-			if time.Since(kill) > 2*time.Minute {
-				b.Fatalf("%d sessions not resumed after 2 minutes", left)
+		resumed := resumedAfter(b, clients, kill, func(i int, cl *client.Client, at time.Duration) {
+			if noticed[i] == 0 && cl.Stats().Lost > 0 {
+				noticed[i] = at
 			}
-			for i, cl := range clients {
-				if noticed[i] == 0 && cl.Stats().Lost > 0 {
-					noticed[i] = time.Since(kill)
-				}
-				if resumed[i] == 0 && cl.Stats().Resumes > 0 {
-					resumed[i] = time.Since(kill)
-					if noticed[i] == 0 {
-						noticed[i] = resumed[i] // lost and resumed within one poll
-					}
-					left--
-				}
+		})
+		for i := range noticed {
+			if noticed[i] == 0 {
+				noticed[i] = resumed[i] // lost and resumed within one poll
 			}
-			time.Sleep(time.Millisecond) // polling resolution
 		}
 		for _, cl := range clients {
 			if st := cl.Stats(); st.Relogins != 0 || cl.Gateway() != tcp2 {
@@ -336,15 +322,56 @@ func BenchmarkGatewayDeath(b *testing.B) {
 		slices.Sort(noticed)
 		fmt.Fprintf(os.Stderr, "%s: connections seen lost after p50 %s, max %s\n", b.Name(),
 			noticed[len(noticed)/2].Round(time.Millisecond), noticed[len(noticed)-1].Round(time.Millisecond))
-		q := func(f float64) float64 {
-			return float64(resumed[min(int(f*float64(len(resumed))), len(resumed)-1)].Microseconds()) / 1000
-		}
-		b.ReportMetric(q(0.5), "resume_p50_ms")
-		b.ReportMetric(q(0.99), "resume_p99_ms")
-		b.ReportMetric(q(1), "resume_max_ms")
+		b.ReportMetric(quantileMs(resumed, 0.5), "resume_p50_ms")
+		b.ReportMetric(quantileMs(resumed, 0.99), "resume_p99_ms")
+		b.ReportMetric(quantileMs(resumed, 1), "resume_max_ms")
 		fmt.Fprintf(os.Stderr, "%s: %d sessions resumed on gw2: p50 %.1f ms, p99 %.1f ms, all %.1f ms after the kill\n",
-			b.Name(), sessions, q(0.5), q(0.99), q(1))
+			b.Name(), sessions, quantileMs(resumed, 0.5), quantileMs(resumed, 0.99), quantileMs(resumed, 1))
 	}
+}
+
+// twoGatewaySessions starts the world with gateways gw1 and gw2 and logs
+// n sessions in on gw1, gw2 second in each client's list.
+func twoGatewaySessions(b *testing.B, n int) (c *cluster, gw1 *proc, tcp2 string, clients []*client.Client) {
+	b.Helper()
+	c = newCluster(b, benchGatewayFlags...)
+	c.startWorld()
+	gw1, tcp1, _ := c.gateway("gw1")
+	_, tcp2, _ = c.gateway("gw2")
+	return c, gw1, tcp2, benchClients(b, c, n, []string{tcp1, tcp2}, "")
+}
+
+// resumedAfter polls every client every 1 ms (the resolution) until each
+// has resumed its session, and returns when each did, from start; also
+// sees every client not yet resumed at each poll.
+func resumedAfter(b *testing.B, clients []*client.Client, start time.Time, also func(i int, cl *client.Client, at time.Duration)) []time.Duration {
+	b.Helper()
+	resumed := make([]time.Duration, len(clients))
+	for left := len(clients); left > 0; {
+		if time.Since(start) > 2*time.Minute {
+			b.Fatalf("%d sessions not resumed after 2 minutes", left)
+		}
+		for i, cl := range clients {
+			if resumed[i] != 0 {
+				continue
+			}
+			at := time.Since(start)
+			if also != nil {
+				also(i, cl, at)
+			}
+			if cl.Stats().Resumes > 0 {
+				resumed[i] = at
+				left--
+			}
+		}
+		time.Sleep(time.Millisecond) // polling resolution
+	}
+	return resumed
+}
+
+// quantileMs is the f quantile of sorted l, in milliseconds.
+func quantileMs(l []time.Duration, f float64) float64 {
+	return float64(l[min(int(f*float64(len(l))), len(l)-1)].Microseconds()) / 1000
 }
 
 // benchN is an integer setting of a benchmark, overridden by env.
@@ -360,9 +387,7 @@ func benchN(env string, def int) int {
 func reportBlip(b *testing.B, faults, fault string, n, requests int, blip, toRunning []time.Duration) {
 	slices.Sort(blip)
 	slices.Sort(toRunning)
-	q := func(l []time.Duration, f float64) float64 {
-		return float64(l[min(int(f*float64(len(l))), len(l)-1)].Microseconds()) / 1000
-	}
+	q := quantileMs
 	b.ReportMetric(q(blip, 0.5), "blip_p50_ms")
 	b.ReportMetric(q(blip, 0.99), "blip_p99_ms")
 	b.ReportMetric(q(blip, 1), "blip_max_ms")
