@@ -174,3 +174,32 @@ func TestChaosBotCrashPoints(t *testing.T) {
 	}
 	t.Logf("crash points fired: %v", rep.CrashesAt)
 }
+
+// `bot chaos --attach` plays against a cluster someone else started (here
+// `respawn up` with two gateways), injects its faults into that cluster's
+// processes, finds no violation, and leaves the cluster running.
+func TestChaosBotAttaches(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a chaos run")
+	}
+	c := newCluster(t)
+	upWithTwoGateways(t, c)
+	args := append([]string{"--attach", "--bots", "10", "--duration", "12s", "--every", "4s",
+		"--faults", "scene,gateway", "--seed", "5"}, c.args()...)
+	rep, stderr, err := runChaos(t, c.env, args...)
+	for _, v := range rep.Violations {
+		t.Errorf("violation %s %s: expected %s, found %s", v.Check, v.Player, v.Expected, v.Found)
+	}
+	if err != nil {
+		t.Fatalf("bot chaos --attach: %v\n%s", err, stderr)
+	}
+	if len(rep.Faults) == 0 || rep.Requests.Answered == 0 {
+		t.Fatalf("faults %d, answered %d\n%s", len(rep.Faults), rep.Requests.Answered, stderr)
+	}
+	for _, f := range rep.Faults {
+		if f.Error != "" {
+			t.Errorf("fault %s on %s: %s", f.Kind, f.Target, f.Error)
+		}
+	}
+	c.waitRunning(30 * time.Second) // the attached cluster is still ours and still up
+}
