@@ -59,10 +59,11 @@ func upgradeCommand(a *app) *cobra.Command {
 		Long: "Installs each given binary in the binary directory (the one it replaces is kept as NAME.prev)\n" +
 			"and replaces the running processes one at a time, each only after the previous one serves\n" +
 			"again: datasvr and worldmgr are restarted in place (respawn up restarts them), each scene\n" +
-			"process hands over to a successor at the next epoch (the new scene binary must read the\n" +
-			"running one's snapshot and event formats, checked before anything is installed), gateways\n" +
-			"are restarted and their clients resume elsewhere. It stops at the first process that does\n" +
-			"not come back healthy; `respawn upgrade rollback` puts back what was replaced.",
+			"process hands over to a caught-up spare of the new build at the next epoch (the new scene\n" +
+			"binary must read the running one's snapshot and event formats, checked before anything is\n" +
+			"installed), gateways drain (clients are told to move to another gateway and resume there).\n" +
+			"It stops at the first process that does not come back healthy; `respawn upgrade rollback`\n" +
+			"puts back what was replaced.",
 		Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
 			want := map[string]string{}
