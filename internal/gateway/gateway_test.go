@@ -300,7 +300,7 @@ func TestLoginWithoutDataServerFailsClearly(t *testing.T) {
 }
 
 func testConn(g *Gateway) *clientConn {
-	return &clientConn{g: g, out: make(chan []byte, 16), closing: make(chan struct{}), log: g.log}
+	return newClientConn(g, nil, "tcp", g.log)
 }
 
 // Pitaya #251: a quick reconnect that logs in before the old connection's
@@ -416,10 +416,8 @@ func TestPositionsBatchedAndFiltered(t *testing.T) {
 	}
 	// Nothing moved: no batch at all.
 	g.pos.flush()
-	select {
-	case b := <-near.out:
+	if b, ok := near.popQueued(); ok {
 		t.Fatalf("unexpected frame %q", b)
-	default:
 	}
 	// A player who left is reported gone.
 	g.pos.notice(scenelink.Push{Scene: "town", Kind: "notice", Body: []byte(`{"type":"player_left","id":"m2"}`)})
@@ -432,25 +430,22 @@ func TestPositionsBatchedAndFiltered(t *testing.T) {
 func readPositions(t *testing.T, c *clientConn) gwproto.Positions {
 	t.Helper()
 	var out gwproto.Positions
-	for {
-		select {
-		case b := <-c.out:
-			f, _, err := gwproto.Decode(b, 1<<20)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var p gwproto.Push
-			if err := gwproto.DecodeBody(f, &p); err != nil || p.Kind != "positions" {
-				t.Fatalf("push %s: %v", b, err)
-			}
-			if err := jsonUnmarshal(p.Data, &out); err != nil {
-				t.Fatal(err)
-			}
-			return out
-		default:
-			return out
-		}
+	b, ok := c.popQueued()
+	if !ok {
+		return out
 	}
+	f, _, err := gwproto.Decode(b, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p gwproto.Push
+	if err := gwproto.DecodeBody(f, &p); err != nil || p.Kind != "positions" {
+		t.Fatalf("push %s: %v", b, err)
+	}
+	if err := jsonUnmarshal(p.Data, &out); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 var _ = bytes.Equal
@@ -475,7 +470,7 @@ func TestSlowReaderIsCutAlone(t *testing.T) {
 	g := startGateway(t, func(c *config.Gateway) { c.OutQueue = 4; c.WriteTimeout = 200 * time.Millisecond })
 	server, peer := net.Pipe() // synchronous: nothing is written until the peer reads
 	defer peer.Close()
-	c := &clientConn{g: g, nc: server, out: make(chan []byte, g.cfg.OutQueue), closing: make(chan struct{}), log: g.log}
+	c := newClientConn(g, server, "tcp", g.log)
 	wdone := make(chan struct{})
 	go func() { defer close(wdone); c.writeLoop() }()
 	for i := range 20 {
