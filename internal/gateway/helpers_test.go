@@ -1,8 +1,8 @@
 package gateway
 
 import (
-	"encoding/json"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 
 	"github.com/respawn-dev/respawn/internal/scenelink"
