@@ -402,6 +402,7 @@ type cpuSample struct {
 	answered uint64
 	ticks    map[string]uint64
 	syscalls map[string]uint64 // read and write system calls
+	switches map[string]uint64 // voluntary thread switches
 }
 
 // cpuSamples are taken at every progress line of a bot run: CPU per
@@ -432,13 +433,16 @@ func sampleCPU(run *botRun, pids map[string]int) *cpuSamples {
 			}
 			lines = len(m)
 			n, _ := strconv.ParseUint(m[len(m)-1][1], 10, 64)
-			smp := cpuSample{answered: n, ticks: map[string]uint64{}, syscalls: map[string]uint64{}}
+			smp := cpuSample{answered: n, ticks: map[string]uint64{}, syscalls: map[string]uint64{}, switches: map[string]uint64{}}
 			for name, pid := range pids {
 				if t, err := procTicks(pid); err == nil {
 					smp.ticks[name] = t
 				}
 				if n, err := procSyscalls(pid); err == nil {
 					smp.syscalls[name] = n
+				}
+				if n, err := procSwitches(pid); err == nil {
+					smp.switches[name] = n
 				}
 			}
 			s.mu.Lock()
@@ -484,7 +488,11 @@ func (s *cpuSamples) perRoundTrip() (string, float64) {
 		total += us
 		line += fmt.Sprintf("%s %.1f µs", name, us)
 		if n, ok := last.syscalls[name]; ok {
-			line += fmt.Sprintf(" (%.2f read/write calls)", float64(n-first.syscalls[name])/rts)
+			line += fmt.Sprintf(" (%.2f read/write calls", float64(n-first.syscalls[name])/rts)
+			if sw, ok := last.switches[name]; ok {
+				line += fmt.Sprintf(", %.2f thread switches", float64(sw-first.switches[name])/rts)
+			}
+			line += ")"
 		}
 		line += ", "
 	}
@@ -531,6 +539,33 @@ func procSyscalls(pid int) (uint64, error) {
 				return 0, fmt.Errorf("pid %d: io %q: %w", pid, l, err)
 			}
 			n += x
+		}
+	}
+	return n, nil
+}
+
+// procSwitches is the voluntary context switches of all a process's
+// threads so far (/proc/PID/task/*/status): each is a thread parking, the
+// cost a goroutine hand-off adds when it wakes an idle thread.
+func procSwitches(pid int) (uint64, error) {
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", pid))
+	if err != nil || len(tasks) == 0 {
+		return 0, fmt.Errorf("pid %d: no tasks: %v", pid, err)
+	}
+	var n uint64
+	for _, t := range tasks {
+		raw, err := os.ReadFile(t)
+		if err != nil {
+			continue // the thread ended
+		}
+		for _, l := range strings.Split(string(raw), "\n") {
+			if v, ok := strings.CutPrefix(l, "voluntary_ctxt_switches:"); ok {
+				x, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+				if err != nil {
+					return 0, fmt.Errorf("%s: %q: %w", t, l, err)
+				}
+				n += x
+			}
 		}
 	}
 	return n, nil
