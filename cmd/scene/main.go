@@ -4,6 +4,8 @@ package main
 
 import (
 	"context"
+	"os"
+	"runtime"
 
 	"go.uber.org/zap"
 
@@ -20,6 +22,9 @@ func main() {
 		},
 		func(ctx context.Context, cfg *config.Config, _ *config.Loader, log *zap.Logger) error {
 			opt.Config, opt.Log = cfg, log
+			if os.Getenv("GOMAXPROCS") == "" {
+				runtime.GOMAXPROCS(scene.Procs(cfg, opt.Process))
+			}
 			return scene.Run(ctx, opt)
 		})
 	cmd.Flags().StringVar(&opt.Process, "process", "", "which scene process of the world config this is")

@@ -145,6 +145,10 @@ type Scene struct {
 	LinkMaxFrame    int `yaml:"link_max_frame"`
 	LinkMaxInflight int `yaml:"link_max_inflight"`
 	LinkMaxConns    int `yaml:"link_max_conns"`
+	// Procs is how many threads run a scene process's Go code at once
+	// (GOMAXPROCS); 0 is one per scene the process hosts, at most the
+	// CPUs. A GOMAXPROCS environment variable overrides it.
+	Procs int `yaml:"procs"`
 }
 
 // Datasvr configures the data server.
@@ -501,6 +505,9 @@ func (c *Config) Validate() error {
 	}
 	if s.SnapshotEvents < 1 {
 		bad("scene.snapshot_events", "must be at least 1")
+	}
+	if s.Procs < 0 || s.Procs > 1024 {
+		bad("scene.procs", "must be between 0 (one per hosted scene) and 1024, got %d", s.Procs)
 	}
 	if s.FlushInterval <= 0 {
 		bad("scene.flush_interval", "must be positive")

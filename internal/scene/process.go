@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -347,4 +348,20 @@ func splitList(s string) []string {
 		}
 	}
 	return out
+}
+
+// Procs is the GOMAXPROCS a scene process should run with: scene.procs, or
+// when that is 0 one per scene the process hosts, at most the CPUs. A
+// scene's work is its loop, one goroutine; more threads than loops only
+// add wake-ups (a ready goroutine wakes an idle thread, which then finds
+// little to do and parks again), which cost more than the work they move.
+func Procs(cfg *config.Config, process string) int {
+	if cfg.Scene.Procs > 0 {
+		return cfg.Scene.Procs
+	}
+	spec, ok := cfg.Process(process)
+	if !ok || len(spec.Scenes) == 0 {
+		return runtime.NumCPU()
+	}
+	return min(len(spec.Scenes), runtime.NumCPU())
 }
