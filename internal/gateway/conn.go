@@ -11,6 +11,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/respawn-dev/respawn/internal/deadline"
 	"github.com/respawn-dev/respawn/internal/gwproto"
 	"github.com/respawn-dev/respawn/internal/token"
 )
@@ -36,25 +37,8 @@ type clientConn struct {
 	sess    *Session
 	limited int // requests in a row refused for rate
 
-	idle deadline // the read deadline after login (reader only)
-	wdl  deadline // the write deadline (writer only)
-}
-
-// deadline is a socket deadline moved lazily: setting one is a timer
-// update, too dear once per frame, so it is moved only once an eighth of
-// its span has passed. A connection is cut after between 7/8 of the
-// timeout and all of it.
-type deadline struct{ at time.Time }
-
-// extend makes the deadline at least 7/8 of span away, calling set when it
-// moves it.
-func (d *deadline) extend(span time.Duration, set func(time.Time) error) {
-	now := time.Now()
-	if d.at.Sub(now) >= span-span/8 {
-		return
-	}
-	d.at = now.Add(span)
-	_ = set(d.at)
+	idle deadline.Lazy // the read deadline after login (reader only)
+	wdl  deadline.Lazy // the write deadline (writer only)
 }
 
 // newClientConn wraps nc (nil in tests that read the queue themselves).
@@ -130,7 +114,7 @@ func (c *clientConn) readLoop() error {
 			return &gwproto.Error{Code: gwproto.CodeUnknownType, Msg: fmt.Sprintf("unknown message type %d", f.Type)}
 		}
 		if c.sess != nil {
-			c.idle.extend(cfg.IdleTimeout, c.nc.SetReadDeadline)
+			c.idle.Extend(cfg.IdleTimeout, c.nc.SetReadDeadline)
 		}
 		switch {
 		case f.Type == gwproto.TypePing:
@@ -156,7 +140,7 @@ func (c *clientConn) readLoop() error {
 			if err := c.login(f); err != nil {
 				return err
 			}
-			c.idle.extend(cfg.IdleTimeout, c.nc.SetReadDeadline)
+			c.idle.Extend(cfg.IdleTimeout, c.nc.SetReadDeadline)
 		case f.Type == gwproto.TypeRequest:
 			if err := c.request(f); err != nil {
 				return err
@@ -343,7 +327,7 @@ func (c *clientConn) writeLoop() {
 func (c *clientConn) write(b []byte) bool {
 	for len(b) > 0 {
 		n := min(len(b), 64<<10)
-		c.wdl.extend(c.g.cfg.WriteTimeout, c.nc.SetWriteDeadline)
+		c.wdl.Extend(c.g.cfg.WriteTimeout, c.nc.SetWriteDeadline)
 		if _, err := c.nc.Write(b[:n]); err != nil {
 			return false
 		}

@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/respawn-dev/respawn/internal/dataclient"
+	"github.com/respawn-dev/respawn/internal/deadline"
 	"github.com/respawn-dev/respawn/internal/game"
 	"github.com/respawn-dev/respawn/internal/scenelink"
 	"github.com/respawn-dev/respawn/internal/secret"
@@ -831,6 +832,7 @@ func (c *linkConn) wake() {
 func (c *linkConn) writeLoop() {
 	var batch []outFrame
 	var enc scenelink.Encoder
+	var wdl deadline.Lazy
 	for {
 		select {
 		case <-c.wakeCh:
@@ -864,7 +866,7 @@ func (c *linkConn) writeLoop() {
 			}
 			*f = outFrame{}
 		}
-		_ = c.nc.SetWriteDeadline(time.Now().Add(linkWriteTimeout))
+		wdl.Extend(linkWriteTimeout, c.nc.SetWriteDeadline)
 		if _, err := c.nc.Write(enc.B); err != nil {
 			c.shut("write: " + err.Error())
 			return

@@ -22,6 +22,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/respawn-dev/respawn/internal/deadline"
 	"github.com/respawn-dev/respawn/internal/secret"
 )
 
@@ -586,6 +587,7 @@ func (cn *conn) kill(why error) {
 
 func (cn *conn) writeLoop() {
 	var buf []byte
+	var wdl deadline.Lazy
 	for {
 		select {
 		case <-cn.wake:
@@ -599,7 +601,7 @@ func (cn *conn) writeLoop() {
 		if len(buf) == 0 {
 			continue
 		}
-		_ = cn.nc.SetWriteDeadline(time.Now().Add(cn.c.opt.WriteTimeout))
+		wdl.Extend(cn.c.opt.WriteTimeout, cn.nc.SetWriteDeadline)
 		if _, err := cn.nc.Write(buf); err != nil {
 			cn.kill(fmt.Errorf("write: %w", err))
 			return
