@@ -140,10 +140,12 @@ func TestBotPlaySurvivesSceneKill9(t *testing.T) {
 	c := newCluster(t)
 	c.startWorld()
 	c.gateway("gateway")
-	bots := c.playBots("-n", "100", "--rate", "20", "--duration", "5s", "--json", "--progress", "200ms")
-	bots.waitAnswered(1000)
+	// The play lasts long enough for both waits on a loaded machine (the
+	// bots then answer a few hundred a second, not 2000).
+	bots := c.playBots("-n", "100", "--rate", "20", "--duration", "8s", "--json", "--progress", "200ms")
+	bots.waitAnswered(500)
 	c.killScene("forest")
-	bots.waitAnswered(1000)
+	bots.waitAnswered(500)
 	res, err := bots.result(90 * time.Second)
 	t.Logf("bot play: %+v", res)
 	if err != nil {

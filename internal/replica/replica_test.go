@@ -179,6 +179,14 @@ func TestBatchedMergesPerKey(t *testing.T) {
 			t.Fatal(err)
 		}
 		poll.Until(t, converge, func() error {
+			// The raw subscriber is another connection: its copy may
+			// arrive after the reader's.
+			mu.Lock()
+			got := msgs
+			mu.Unlock()
+			if got == 0 {
+				return errors.New("the raw subscriber has no message yet")
+			}
 			return sameAs(r, map[string]rec{"a": {N: n - 1}, "b": {N: -(n - 1)}})
 		})
 		mu.Lock()
