@@ -44,7 +44,9 @@ func BenchmarkGatewayRoundTrips(b *testing.B) {
 	for _, n := range []int{100, 1000, 2000} {
 		b.Run(strconv.Itoa(n), func(b *testing.B) {
 			for b.Loop() {
-				c := newCluster(b, benchGatewayFlags...)
+				// RESPAWN_BENCH_FLAGS adds config flags (an A/B of a knob,
+				// e.g. "--scene.procs 2").
+				c := newCluster(b, append(slices.Clone(benchGatewayFlags), strings.Fields(os.Getenv("RESPAWN_BENCH_FLAGS"))...)...)
 				c.startWorld()
 				gw, _, _ := c.gateway("gateway")
 				d := benchDuration(10 * time.Second)
