@@ -24,7 +24,12 @@
 //
 //	for p := range c.Pushes() { ... } // notices, chat, nearby positions
 //
-// Request and Go block while Window requests are unanswered. Replies with
+// A closed-loop player that sends its next request as soon as a reply
+// comes uses GoFunc: its callback runs on the client's reader goroutine, so
+// no goroutine has to be woken between a reply and the next request.
+//
+// Request and Go block while Window requests are unanswered (GoFunc
+// returns ErrWindowFull instead). Replies with
 // a retryable code (unavailable, rate_limited, window_full) are resent by
 // the client with the same seq after a backoff, so callers see them only
 // as latency. Stats counts what happened (resumes, relogins, server
@@ -124,18 +129,41 @@ var (
 	ErrClosed         = errors.New("client: closed")
 	ErrReplaced       = errors.New("client: the player logged in elsewhere")
 	ErrUnknownOutcome = errors.New("client: the session was lost; the request may or may not have been applied")
+	// ErrWindowFull is GoFunc's answer when Window requests are unanswered:
+	// it must not wait, since it may run on the goroutine whose replies
+	// free the slots.
+	ErrWindowFull = errors.New("client: window full")
 )
 
 // Future is a request in flight.
 type Future struct {
 	seq     uint64
 	op      []byte
-	done    chan struct{}
+	done    chan struct{}      // nil for a GoFunc request
+	fn      func(Reply, error) // GoFunc's callback
 	rep     Reply
 	err     error
 	sent    bool
 	sends   int
 	retries int // retryable replies so far
+}
+
+// failLocked ends f with err. A callback is not run here (the caller holds
+// c.mu, and the callback may send again): it is appended to fns for the
+// caller to run with runFailed once c.mu is released.
+func (f *Future) failLocked(err error, fns []func(Reply, error)) []func(Reply, error) {
+	f.err = err
+	if f.fn != nil {
+		return append(fns, f.fn)
+	}
+	close(f.done)
+	return fns
+}
+
+func runFailed(fns []func(Reply, error), err error) {
+	for _, fn := range fns {
+		fn(Reply{}, err)
+	}
 }
 
 // Done is closed when the request completed.
@@ -160,17 +188,20 @@ type Client struct {
 	log    *zap.Logger
 	pushes chan Push
 
-	mu       sync.Mutex
-	cond     *sync.Cond // signalled when a window slot frees or the state changes
-	nc       net.Conn
-	gwIndex  int
-	welcome  gwproto.Welcome
-	session  gwproto.Session
-	resume   string
-	nextSeq  uint64
-	calls    map[uint64]*Future
-	answered map[uint64]bool // recent seqs answered, to spot duplicates
-	ansOrder []uint64
+	mu      sync.Mutex
+	cond    *sync.Cond // signalled when a window slot frees or the state changes
+	nc      net.Conn
+	gwIndex int
+	welcome gwproto.Welcome
+	session gwproto.Session
+	resume  string
+	nextSeq uint64
+	calls   map[uint64]*Future
+	// answered holds the last seqs answered (a ring; 0 is empty), to tell
+	// a duplicate reply from a stray one. A ring, not a map: it is written
+	// on every reply and read only when a reply has no request.
+	answered [1024]uint64
+	ansNext  int
 	stats    Stats
 	closed   bool
 	fatal    error
@@ -201,7 +232,7 @@ func Dial(ctx context.Context, opt Options) (*Client, error) {
 		opt.Log = zap.NewNop()
 	}
 	c := &Client{opt: opt, log: opt.Log, pushes: make(chan Push, opt.PushBuffer), calls: map[uint64]*Future{},
-		answered: map[uint64]bool{}, done: make(chan struct{})}
+		done: make(chan struct{})}
 	c.cond = sync.NewCond(&c.mu)
 	var last error
 	for i := range opt.Gateways {
@@ -319,12 +350,50 @@ func (c *Client) GoContext(ctx context.Context, op any) (*Future, error) {
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
+	f := &Future{op: body, done: make(chan struct{})}
+	c.startCallLocked(f)
+	return f, nil
+}
+
+// GoFunc sends op (JSON) and calls done once with its reply, or with the
+// error that ends it (ErrUnknownOutcome after a lost session, ErrReplaced,
+// ErrClosed, or why the client stopped). If GoFunc returns an error, done
+// is never called.
+//
+// done runs on one of the client's goroutines: the reader's for a reply,
+// the one that found the session lost (or Close's caller) for an error.
+// It must not block, nor call Close or Logout; it may call GoFunc to send
+// the next request. rep.Body is the reader's buffer: it is valid only
+// until done returns. The client keeps op until done is called, to resend
+// it after a resume: do not change it before.
+//
+// GoFunc never waits for a window slot: with Window requests unanswered it
+// returns ErrWindowFull. A closed loop that sends from done never meets
+// it, since the answered request's slot is free when done runs (unless Go
+// callers share the client and take it).
+func (c *Client) GoFunc(op []byte, done func(Reply, error)) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		if c.fatal != nil {
+			return c.fatal
+		}
+		return ErrClosed
+	}
+	if len(c.calls) >= c.windowLocked() {
+		return ErrWindowFull
+	}
+	c.startCallLocked(&Future{op: op, fn: done})
+	return nil
+}
+
+// startCallLocked numbers f, registers it and sends it.
+func (c *Client) startCallLocked(f *Future) {
 	c.nextSeq++
-	f := &Future{seq: c.nextSeq, op: body, done: make(chan struct{})}
+	f.seq = c.nextSeq
 	c.calls[f.seq] = f
 	c.stats.Sent++
 	c.sendLocked(f)
-	return f, nil
 }
 
 func (c *Client) windowLocked() int {
@@ -408,14 +477,15 @@ func (c *Client) stop(err error) {
 		if fail == nil {
 			fail = ErrClosed
 		}
+		var fns []func(Reply, error)
 		for seq, f := range c.calls {
-			f.err = fail
-			close(f.done)
+			fns = f.failLocked(fail, fns)
 			delete(c.calls, seq)
 		}
 		c.cond.Broadcast()
 		c.mu.Unlock()
 		close(c.done)
+		runFailed(fns, fail)
 	})
 }
 
@@ -636,9 +706,7 @@ func (c *Client) readLoop(nc net.Conn, gen uint64) {
 
 func (c *Client) onReply(f gwproto.Frame) {
 	rep := Reply{Seq: f.ID, Code: f.Code}
-	if f.Code == gwproto.CodeOK {
-		rep.Body = append(json.RawMessage(nil), f.Body...)
-	} else {
+	if f.Code != gwproto.CodeOK {
 		var e gwproto.ErrorBody
 		_ = gwproto.DecodeBody(f, &e)
 		rep.Reason, rep.Error = e.Reason, e.Error
@@ -646,7 +714,7 @@ func (c *Client) onReply(f gwproto.Frame) {
 	c.mu.Lock()
 	fut := c.calls[f.ID]
 	if fut == nil {
-		if c.answered[f.ID] || f.ID > c.nextSeq {
+		if (f.ID != 0 && slices.Contains(c.answered[:], f.ID)) || f.ID > c.nextSeq {
 			c.stats.Duplicates++
 		}
 		c.mu.Unlock()
@@ -668,18 +736,26 @@ func (c *Client) onReply(f gwproto.Frame) {
 		return
 	}
 	delete(c.calls, f.ID)
-	c.answered[f.ID] = true
-	c.ansOrder = append(c.ansOrder, f.ID)
-	if len(c.ansOrder) > 1024 {
-		delete(c.answered, c.ansOrder[0])
-		c.ansOrder = c.ansOrder[1:]
-	}
+	c.answered[c.ansNext] = f.ID
+	c.ansNext = (c.ansNext + 1) % len(c.answered)
 	c.stats.Answered++
 	rep.Resent = fut.sends > 1
-	fut.rep = rep
-	close(fut.done)
+	fn := fut.fn
+	if fn == nil {
+		// A Future's reply outlives the read buffer; a callback's does not.
+		if f.Code == gwproto.CodeOK {
+			rep.Body = append(json.RawMessage(nil), f.Body...)
+		}
+		fut.rep = rep
+		close(fut.done)
+	} else if f.Code == gwproto.CodeOK {
+		rep.Body = f.Body
+	}
 	c.cond.Broadcast()
 	c.mu.Unlock()
+	if fn != nil {
+		fn(rep, nil)
+	}
 }
 
 func (c *Client) onPush(f gwproto.Frame) {
@@ -755,6 +831,7 @@ func (c *Client) reconnect(resume bool) {
 		nc, err := c.connect(ctx, i, resume)
 		cancel()
 		if err == nil {
+			var failed []func(Reply, error)
 			c.mu.Lock()
 			if c.closed {
 				c.mu.Unlock()
@@ -769,15 +846,17 @@ func (c *Client) reconnect(resume bool) {
 				// A new session starts again at seq 1; what was unanswered
 				// in the old one may or may not have been applied.
 				for seq, f := range c.calls {
-					f.err = ErrUnknownOutcome
-					close(f.done)
+					failed = f.failLocked(ErrUnknownOutcome, failed)
 					delete(c.calls, seq)
 				}
 				c.nextSeq = 0
-				c.answered, c.ansOrder = map[uint64]bool{}, nil
+				c.answered, c.ansNext = [len(c.answered)]uint64{}, 0
 			}
 			c.startLocked(nc)
 			c.mu.Unlock()
+			// After startLocked: a callback sending its next request
+			// finds the new session.
+			runFailed(failed, ErrUnknownOutcome)
 			c.log.Info("reconnected", zap.String("gateway", c.opt.Gateways[i]), zap.Bool("resumed", resume))
 			return
 		}
