@@ -177,6 +177,8 @@ type sceneKnow struct {
 	wares  []string
 	ops    []string // ops of the mix playable here
 	weight []int
+	total  int  // sum of weight
+	trade  bool // trade is one of ops
 }
 
 func newWorld(cfg *config.Config, ops []string) (*world, error) {
@@ -228,6 +230,8 @@ func newWorld(cfg *config.Config, ops []string) (*world, error) {
 			if ok {
 				s.ops = append(s.ops, op)
 				s.weight = append(s.weight, weights[op])
+				s.total += weights[op]
+				s.trade = s.trade || op == "trade"
 			}
 		}
 		w.scenes[d.ID] = s
@@ -380,16 +384,20 @@ func runPlay(ctx context.Context, cfg *config.Config, o playOpts, stderr io.Writ
 	// Play.
 	start := time.Now()
 	end := start.Add(o.duration)
-	var wg sync.WaitGroup
-	for _, b := range run.bots {
-		wg.Go(func() { run.play(ctx, b, start, end) })
-	}
 	stopProgress := make(chan struct{})
 	var pwg sync.WaitGroup
 	if o.progress > 0 {
 		pwg.Go(func() { run.report(stderr, start, stopProgress) })
 	}
-	wg.Wait()
+	if o.rate > 0 {
+		var wg sync.WaitGroup
+		for _, b := range run.bots {
+			wg.Go(func() { run.play(ctx, b, start, end) })
+		}
+		wg.Wait()
+	} else {
+		run.playClosedLoops(ctx, end)
+	}
 	elapsed := time.Since(start)
 	close(stopProgress)
 	pwg.Wait()
@@ -484,65 +492,162 @@ func (run *playRun) login(ctx context.Context, ac *dataclient.AdminClient, sec *
 	return b, nil
 }
 
-// play is one bot's loop until end.
+// play is one bot's loop until end at --rate: a goroutine per bot, asleep
+// between its ticks.
 func (run *playRun) play(ctx context.Context, b *bot, start, end time.Time) {
-	var tick *time.Ticker
-	if run.o.rate > 0 {
-		every := time.Duration(float64(time.Second) / run.o.rate)
-		// Spread the bots' phases so they do not send in lockstep.
-		wait := time.Duration(b.r.Int64N(int64(every)))
-		if !pause(ctx, wait) {
-			return
-		}
-		tick = time.NewTicker(every)
-		defer tick.Stop()
+	every := time.Duration(float64(time.Second) / run.o.rate)
+	// Spread the bots' phases so they do not send in lockstep.
+	wait := time.Duration(b.r.Int64N(int64(every)))
+	if !pause(ctx, wait) {
+		return
 	}
+	tick := time.NewTicker(every)
+	defer tick.Stop()
 	// Not ctx: a request sent is waited for, through any failover, up to
 	// the grace period after the end. One context for the whole run, not
 	// a timer per request.
 	rctx, cancel := context.WithDeadline(context.Background(), end.Add(run.o.grace))
 	defer cancel()
 	for {
-		if tick != nil {
-			select {
-			case <-tick.C:
-			case <-ctx.Done():
-				return
-			}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return
 		}
 		if ctx.Err() != nil || time.Now().After(end) {
 			return
 		}
-		kind, op := run.next(b)
+		// A fresh op each time: a request given up on (rctx) may still be
+		// held by the client for a resend.
+		kind, op := run.next(b, nil)
 		run.sent.Add(1)
 		t0 := time.Now()
 		rep, err := b.c.Request(rctx, op)
 		if err != nil {
-			run.errs.Add(1)
-			b.mu.Lock()
-			b.uncertain = true
-			b.mu.Unlock()
-			run.notes.printf("bot: %s %s: %v\n", b.id, kind, err)
-			if errors.Is(err, client.ErrReplaced) || errors.Is(err, client.ErrClosed) || b.c.Err() != nil {
+			if !run.failed(b, kind, err) {
 				return
 			}
 			continue
 		}
-		run.ans.Add(1)
-		took := time.Since(t0)
-		run.lat.record(b.i, took)
-		if int64(took) > run.slowest.Load() {
-			run.slowest.Store(int64(took)) // racy max: good enough for a progress line
-		}
-		switch {
-		case rep.OK():
-			run.apply(b, kind, op, rep)
-		case rep.Code == gwproto.CodeGameError && gameSaysNo(rep.Reason):
-		default:
-			run.errs.Add(1)
-			run.notes.printf("bot: %s %s: %v\n", b.id, kind, rep.Err())
+		run.answered(b, kind, op, rep, time.Since(t0))
+	}
+}
+
+// failed records a request whose outcome is unknown (err instead of a
+// reply) and reports whether the bot can go on playing.
+func (run *playRun) failed(b *bot, kind string, err error) bool {
+	run.errs.Add(1)
+	b.mu.Lock()
+	b.uncertain = true
+	b.mu.Unlock()
+	run.notes.printf("bot: %s %s: %v\n", b.id, kind, err)
+	return !errors.Is(err, client.ErrReplaced) && !errors.Is(err, client.ErrClosed) && b.c.Err() == nil
+}
+
+// answered records a reply: its latency, and in the ledger what it
+// acknowledged.
+func (run *playRun) answered(b *bot, kind string, op []byte, rep client.Reply, took time.Duration) {
+	run.ans.Add(1)
+	run.lat.record(b.i, took)
+	if int64(took) > run.slowest.Load() {
+		run.slowest.Store(int64(took)) // racy max: good enough for a progress line
+	}
+	switch {
+	case rep.OK():
+		run.apply(b, kind, op, rep)
+	case rep.Code == gwproto.CodeGameError && gameSaysNo(rep.Reason):
+	default:
+		run.errs.Add(1)
+		run.notes.printf("bot: %s %s: %v\n", b.id, kind, rep.Err())
+	}
+}
+
+// playClosedLoops plays every bot in a closed loop (--rate 0) until end,
+// then waits for the requests in flight up to --grace more; a bot whose
+// request is still unanswered then is closed (its request counts as an
+// error, its ledger as unchecked).
+func (run *playRun) playClosedLoops(ctx context.Context, end time.Time) {
+	var wg sync.WaitGroup
+	loops := make([]*loop, len(run.bots))
+	for i, b := range run.bots {
+		wg.Add(1)
+		l := &loop{run: run, b: b, ctx: ctx, end: end, ended: wg.Done}
+		l.onReply = l.reply
+		loops[i] = l
+	}
+	for _, l := range loops {
+		l.send()
+	}
+	all := make(chan struct{})
+	go func() { wg.Wait(); close(all) }()
+	t := time.NewTimer(time.Until(end.Add(run.o.grace)))
+	defer t.Stop()
+	select {
+	case <-all:
+		return
+	case <-t.C:
+	}
+	for _, l := range loops {
+		if !l.stopped.Load() {
+			l.b.c.Close()
 		}
 	}
+	<-all
+}
+
+// loop drives one bot in a closed loop with no goroutine of its own: the
+// callback of each reply, on the client's reader goroutine, records it and
+// sends the next request. A goroutine per bot blocked in Request would
+// have to be woken for every reply, and a thread wake-up costs more than
+// the rest of the bot's round trip on a VM.
+type loop struct {
+	run     *playRun
+	b       *bot
+	ctx     context.Context
+	end     time.Time
+	ended   func()                    // called once, when the loop stops
+	onReply func(client.Reply, error) // l.reply, bound once: no closure per request
+	stopped atomic.Bool
+
+	// The request in flight, written before GoFunc and read by its
+	// callback (ordered by the client's lock).
+	kind string
+	op   []byte // reused: the client is done with it when the callback runs
+	t0   time.Time
+}
+
+// send sends the bot's next request, or stops the loop at the end.
+func (l *loop) send() {
+	for l.ctx.Err() == nil && time.Now().Before(l.end) {
+		l.kind, l.op = l.run.next(l.b, l.op[:0])
+		l.run.sent.Add(1)
+		l.t0 = time.Now()
+		err := l.b.c.GoFunc(l.op, l.onReply)
+		if err == nil {
+			return // l belongs to the callback now
+		}
+		if !l.run.failed(l.b, l.kind, err) {
+			break
+		}
+	}
+	l.stop()
+}
+
+func (l *loop) reply(rep client.Reply, err error) {
+	if err != nil {
+		if !l.run.failed(l.b, l.kind, err) {
+			l.stop()
+			return
+		}
+	} else {
+		l.run.answered(l.b, l.kind, l.op, rep, time.Since(l.t0))
+	}
+	l.send()
+}
+
+func (l *loop) stop() {
+	l.stopped.Store(true)
+	l.ended()
 }
 
 // report prints a progress line every --progress while the bots play: what
@@ -585,28 +690,26 @@ func opTravel(to string) []byte {
 	return b
 }
 
-// next picks the bot's next request from the mix its scene can play.
-func (run *playRun) next(b *bot) (string, []byte) {
+// next picks the bot's next request from the mix its scene can play and
+// appends it to buf (every op but a trade offer is written by hand: a
+// closed loop builds one per round trip).
+func (run *playRun) next(b *bot, buf []byte) (string, []byte) {
 	sk := run.w.scenes[b.ledgerScene()]
 	if sk == nil || len(sk.ops) == 0 {
 		// A scene the mix cannot play here (or unknown): only moving is
 		// always possible.
-		return "move", []byte(`{"op":"move","x":1,"y":1}`)
+		return "move", append(buf, `{"op":"move","x":1,"y":1}`...)
 	}
 	// A trade offered to this bot is accepted first.
-	if slices.Contains(sk.ops, "trade") {
+	if sk.trade {
 		select {
 		case of := <-b.offers:
-			body, _ := json.Marshal(map[string]string{"op": "trade_accept", "trade": of.id})
-			return "trade_accept:" + of.from.id, body
+			buf = appendJSONString(append(buf, `{"op":"trade_accept","trade":`...), of.id)
+			return "trade_accept:" + of.from.id, append(buf, '}')
 		default:
 		}
 	}
-	total := 0
-	for _, w := range sk.weight {
-		total += w
-	}
-	n := b.r.IntN(total)
+	n := b.r.IntN(sk.total)
 	kind := sk.ops[len(sk.ops)-1]
 	for k, w := range sk.weight {
 		if n < w {
@@ -616,50 +719,66 @@ func (run *playRun) next(b *bot) (string, []byte) {
 		n -= w
 	}
 	pick := func(l []string) string { return l[b.r.IntN(len(l))] }
-	var v any
 	switch kind {
 	case "move":
-		body := append([]byte(`{"op":"move","x":`), strconv.Itoa(b.r.IntN(sk.w))...)
-		body = append(append(append(body, `,"y":`...), strconv.Itoa(b.r.IntN(sk.h))...), '}')
-		return kind, body
-	case "attack":
-		l := sk.bosses
-		if len(l) == 0 {
-			l = sk.mobs
+		buf = strconv.AppendInt(append(buf, `{"op":"move","x":`...), int64(b.r.IntN(sk.w)), 10)
+		buf = strconv.AppendInt(append(buf, `,"y":`...), int64(b.r.IntN(sk.h)), 10)
+		return kind, append(buf, '}')
+	case "attack", "loot":
+		// attack hits a boss, loot a small monster (or the other kind if
+		// the scene has none).
+		l, other := sk.bosses, sk.mobs
+		if kind == "loot" {
+			l, other = other, l
 		}
-		v = map[string]string{"op": "attack", "monster": pick(l)}
-	case "loot":
-		l := sk.mobs
 		if len(l) == 0 {
-			l = sk.bosses
+			l = other
 		}
-		v = map[string]string{"op": "attack", "monster": pick(l)}
+		buf = appendJSONString(append(buf, `{"op":"attack","monster":`...), pick(l))
+		return kind, append(buf, '}')
 	case "buy":
-		v = map[string]any{"op": "buy", "npc": sk.shop, "item": pick(sk.wares), "count": 1 + b.r.IntN(2)}
+		buf = appendJSONString(append(buf, `{"op":"buy","npc":`...), sk.shop)
+		buf = appendJSONString(append(buf, `,"item":`...), pick(sk.wares))
+		buf = strconv.AppendInt(append(buf, `,"count":`...), int64(1+b.r.IntN(2)), 10)
+		return kind, append(buf, '}')
 	case "travel":
-		v = map[string]string{"op": "travel", "to": pick(sk.exits)}
+		buf = appendJSONString(append(buf, `{"op":"travel","to":`...), pick(sk.exits))
+		return kind, append(buf, '}')
 	case "chat":
-		v = map[string]string{"op": "chat", "text": "hi from " + b.id}
-	case "trade":
-		to := run.partner(b, sk.id)
-		if to == nil {
-			return "move", []byte(`{"op":"move","x":1,"y":1}`)
-		}
-		give := []game.ItemCount{{Item: "gold", Count: 1 + int64(b.r.IntN(3))}}
-		var want []game.ItemCount
-		to.mu.Lock()
-		for _, it := range sk.wares {
-			if to.items[it] > 0 {
-				want = []game.ItemCount{{Item: it, Count: 1}}
-				break
-			}
-		}
-		to.mu.Unlock()
-		v = map[string]any{"op": "trade_offer", "to": to.id, "give": give, "want": want}
-		kind = "trade_offer:" + to.id
+		buf = appendJSONString(append(buf, `{"op":"chat","text":`...), "hi from "+b.id)
+		return kind, append(buf, '}')
 	}
-	body, _ := json.Marshal(v)
-	return kind, body
+	// trade
+	to := run.partner(b, sk.id)
+	if to == nil {
+		return "move", append(buf, `{"op":"move","x":1,"y":1}`...)
+	}
+	give := []game.ItemCount{{Item: "gold", Count: 1 + int64(b.r.IntN(3))}}
+	var want []game.ItemCount
+	to.mu.Lock()
+	for _, it := range sk.wares {
+		if to.items[it] > 0 {
+			want = []game.ItemCount{{Item: it, Count: 1}}
+			break
+		}
+	}
+	to.mu.Unlock()
+	body, _ := json.Marshal(map[string]any{"op": "trade_offer", "to": to.id, "give": give, "want": want})
+	return "trade_offer:" + to.id, append(buf, body...)
+}
+
+// appendJSONString appends s as a JSON string: by hand when it needs no
+// escaping (ids of the world, as they are), else by the encoder.
+func appendJSONString(buf []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s)
+			return append(buf, q...)
+		}
+	}
+	buf = append(buf, '"')
+	buf = append(buf, s...)
+	return append(buf, '"')
 }
 
 // partner is another bot in the same scene (by its ledger), if one is
