@@ -196,7 +196,9 @@ type Client struct {
 	session gwproto.Session
 	resume  string
 	nextSeq uint64
-	calls   map[uint64]*Future
+	// calls are the unanswered requests in seq order (seqs only grow): at
+	// most a window of them, found by binary search, resent in order.
+	calls []*Future
 	// answered holds the last seqs answered (a ring; 0 is empty), to tell
 	// a duplicate reply from a stray one. A ring, not a map: it is written
 	// on every reply and read only when a reply has no request.
@@ -231,7 +233,7 @@ func Dial(ctx context.Context, opt Options) (*Client, error) {
 	if opt.Log == nil {
 		opt.Log = zap.NewNop()
 	}
-	c := &Client{opt: opt, log: opt.Log, pushes: make(chan Push, opt.PushBuffer), calls: map[uint64]*Future{},
+	c := &Client{opt: opt, log: opt.Log, pushes: make(chan Push, opt.PushBuffer),
 		done: make(chan struct{})}
 	c.cond = sync.NewCond(&c.mu)
 	var last error
@@ -391,7 +393,7 @@ func (c *Client) GoFunc(op []byte, done func(Reply, error)) error {
 func (c *Client) startCallLocked(f *Future) {
 	c.nextSeq++
 	f.seq = c.nextSeq
-	c.calls[f.seq] = f
+	c.calls = append(c.calls, f)
 	c.stats.Sent++
 	c.sendLocked(f)
 }
@@ -478,10 +480,11 @@ func (c *Client) stop(err error) {
 			fail = ErrClosed
 		}
 		var fns []func(Reply, error)
-		for seq, f := range c.calls {
+		for _, f := range c.calls {
 			fns = f.failLocked(fail, fns)
-			delete(c.calls, seq)
 		}
+		clear(c.calls)
+		c.calls = c.calls[:0]
 		c.cond.Broadcast()
 		c.mu.Unlock()
 		close(c.done)
@@ -594,13 +597,8 @@ func (c *Client) startLocked(nc net.Conn) {
 	c.wdl = time.Time{}
 	c.connGen++
 	gen := c.connGen
-	seqs := make([]uint64, 0, len(c.calls))
-	for s := range c.calls {
-		seqs = append(seqs, s)
-	}
-	slices.Sort(seqs)
-	for _, s := range seqs {
-		c.sendLocked(c.calls[s])
+	for _, f := range c.calls {
+		c.sendLocked(f)
 	}
 	c.cond.Broadcast()
 	c.wg.Add(2)
@@ -704,6 +702,19 @@ func (c *Client) readLoop(nc net.Conn, gen uint64) {
 	go func() { defer c.wg.Done(); c.reconnect(resume) }()
 }
 
+// callLocked finds the unanswered request seq in calls.
+func (c *Client) callLocked(seq uint64) (int, bool) {
+	return slices.BinarySearchFunc(c.calls, seq, func(f *Future, seq uint64) int {
+		switch {
+		case f.seq < seq:
+			return -1
+		case f.seq > seq:
+			return 1
+		}
+		return 0
+	})
+}
+
 func (c *Client) onReply(f gwproto.Frame) {
 	rep := Reply{Seq: f.ID, Code: f.Code}
 	if f.Code != gwproto.CodeOK {
@@ -712,14 +723,15 @@ func (c *Client) onReply(f gwproto.Frame) {
 		rep.Reason, rep.Error = e.Reason, e.Error
 	}
 	c.mu.Lock()
-	fut := c.calls[f.ID]
-	if fut == nil {
+	i, found := c.callLocked(f.ID)
+	if !found {
 		if (f.ID != 0 && slices.Contains(c.answered[:], f.ID)) || f.ID > c.nextSeq {
 			c.stats.Duplicates++
 		}
 		c.mu.Unlock()
 		return
 	}
+	fut := c.calls[i]
 	if f.Code.Retryable() && !c.opt.NoRetry {
 		// Back off per request (50 ms doubling to 2 s), so a long outage
 		// does not turn into a stream of refused resends.
@@ -728,14 +740,14 @@ func (c *Client) onReply(f gwproto.Frame) {
 		c.mu.Unlock()
 		time.AfterFunc(delay, func() {
 			c.mu.Lock()
-			if c.calls[fut.seq] == fut {
+			if i, ok := c.callLocked(fut.seq); ok && c.calls[i] == fut {
 				c.sendLocked(fut)
 			}
 			c.mu.Unlock()
 		})
 		return
 	}
-	delete(c.calls, f.ID)
+	c.calls = slices.Delete(c.calls, i, i+1)
 	c.answered[c.ansNext] = f.ID
 	c.ansNext = (c.ansNext + 1) % len(c.answered)
 	c.stats.Answered++
@@ -845,10 +857,11 @@ func (c *Client) reconnect(resume bool) {
 				c.stats.Relogins++
 				// A new session starts again at seq 1; what was unanswered
 				// in the old one may or may not have been applied.
-				for seq, f := range c.calls {
+				for _, f := range c.calls {
 					failed = f.failLocked(ErrUnknownOutcome, failed)
-					delete(c.calls, seq)
 				}
+				clear(c.calls)
+				c.calls = c.calls[:0]
 				c.nextSeq = 0
 				c.answered, c.ansNext = [len(c.answered)]uint64{}, 0
 			}
