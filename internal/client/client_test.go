@@ -16,7 +16,7 @@ import (
 // server is a scripted gateway for the client's own logic: it answers the
 // handshake and lets the test decide what happens to each request.
 type server struct {
-	t  *testing.T
+	t  testing.TB
 	ln net.Listener
 
 	mu      sync.Mutex
@@ -26,7 +26,7 @@ type server struct {
 	onFrame func(nc net.Conn, f gwproto.Frame) // nil: answer every request OK
 }
 
-func newServer(t *testing.T) *server {
+func newServer(t testing.TB) *server {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
