@@ -135,27 +135,32 @@ func (r *botRun) result(timeout time.Duration) (botResult, error) {
 // 100 bots play the whole mix (move, attack, loot, buy, trade, travel,
 // chat) while the forest's scene process is killed with SIGKILL: no bot is
 // disconnected, every request is answered once, no request fails, and
-// every bot's ledger equals what the scenes and the data server hold.
+// every bot's ledger equals what the scenes and the data server hold. At a
+// rate (a goroutine per bot) and in a closed loop (GoFunc callbacks).
 func TestBotPlaySurvivesSceneKill9(t *testing.T) {
-	c := newCluster(t)
-	c.startWorld()
-	c.gateway("gateway")
-	// The play lasts long enough for both waits on a loaded machine (the
-	// bots then answer a few hundred a second, not 2000).
-	bots := c.playBots("-n", "100", "--rate", "20", "--duration", "8s", "--json", "--progress", "200ms")
-	bots.waitAnswered(500)
-	c.killScene("forest")
-	bots.waitAnswered(500)
-	res, err := bots.result(90 * time.Second)
-	t.Logf("bot play: %+v", res)
-	if err != nil {
-		t.Errorf("bot play exited with %v", err)
-	}
-	if res.Bots != 100 || res.Sent == 0 || res.Answered != res.Sent {
-		t.Errorf("bots %d, sent %d, answered %d", res.Bots, res.Sent, res.Answered)
-	}
-	if res.Errors != 0 || res.Disconnects != 0 || res.Lost != 0 || res.Duplicates != 0 || res.Relogins != 0 {
-		t.Errorf("errors %d, disconnects %d, lost %d, duplicates %d, relogins %d", res.Errors, res.Disconnects, res.Lost, res.Duplicates, res.Relogins)
+	for _, rate := range []string{"20", "0"} {
+		t.Run("rate="+rate, func(t *testing.T) {
+			c := newCluster(t)
+			c.startWorld()
+			c.gateway("gateway")
+			// The play lasts long enough for both waits on a loaded machine
+			// (the bots then answer a few hundred a second, not 2000).
+			bots := c.playBots("-n", "100", "--rate", rate, "--duration", "8s", "--json", "--progress", "200ms")
+			bots.waitAnswered(500)
+			c.killScene("forest")
+			bots.waitAnswered(500)
+			res, err := bots.result(90 * time.Second)
+			t.Logf("bot play: %+v", res)
+			if err != nil {
+				t.Errorf("bot play exited with %v", err)
+			}
+			if res.Bots != 100 || res.Sent == 0 || res.Answered != res.Sent {
+				t.Errorf("bots %d, sent %d, answered %d", res.Bots, res.Sent, res.Answered)
+			}
+			if res.Errors != 0 || res.Disconnects != 0 || res.Lost != 0 || res.Duplicates != 0 || res.Relogins != 0 {
+				t.Errorf("errors %d, disconnects %d, lost %d, duplicates %d, relogins %d", res.Errors, res.Disconnects, res.Lost, res.Duplicates, res.Relogins)
+			}
+		})
 	}
 }
 
