@@ -38,7 +38,13 @@ func BenchmarkApplyMove(b *testing.B) {
 
 // BenchmarkReplay measures what recovery does: decode a logged event and
 // apply it, over a realistic mix (mostly ticks and moves, some attacks).
-func BenchmarkReplay(b *testing.B) {
+func BenchmarkReplay(b *testing.B) { benchReplay(b, false) }
+
+// BenchmarkReplayer is BenchmarkReplay through a Replayer, as a respawned
+// scene process replays its log.
+func BenchmarkReplayer(b *testing.B) { benchReplay(b, true) }
+
+func benchReplay(b *testing.B, replayer bool) {
 	const players = 100
 	var log [][]byte
 	seq := make([]uint64, players)
@@ -73,6 +79,16 @@ func BenchmarkReplay(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.StartTimer()
+		if replayer {
+			rp := NewReplayer()
+			for _, rec := range log {
+				if err := rp.Apply(s, rec); err != nil {
+					b.Fatal(err)
+				}
+			}
+			events += len(log)
+			continue
+		}
 		for _, rec := range log {
 			ev, err := DecodeEvent(rec)
 			if err != nil {

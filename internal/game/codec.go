@@ -146,6 +146,9 @@ func (e *encoder) player(d *player.Data) {
 type decoder struct {
 	b   []byte
 	err error
+	// ids, when set, interns the strings read (Replayer): a log repeats
+	// the same player and session ids over and over.
+	ids *interner
 }
 
 func (d *decoder) fail(err error) {
@@ -247,7 +250,12 @@ func (d *decoder) str() string {
 	if d.err != nil {
 		return ""
 	}
-	s := string(d.b[:n])
+	var s string
+	if d.ids != nil {
+		s = d.ids.get(d.b[:n])
+	} else {
+		s = string(d.b[:n])
+	}
 	d.b = d.b[n:]
 	return s
 }
@@ -464,7 +472,10 @@ func (e *encoder) op(op Op) error {
 // DecodeEvent parses an encoding made by EncodeEvent. Garbage gives an error,
 // never a panic.
 func DecodeEvent(b []byte) (Event, error) {
-	d := decoder{b: b}
+	return decodeEvent(decoder{b: b})
+}
+
+func decodeEvent(d decoder) (Event, error) {
 	kind := d.u8()
 	var ev Event
 	switch kind {
@@ -486,9 +497,7 @@ func DecodeEvent(b []byte) (Event, error) {
 	case evAttach:
 		ev = Attach{Player: d.str(), Session: d.str()}
 	case evRequest:
-		r := Request{Session: d.str(), Player: d.str(), Seq: d.uv()}
-		r.Op = d.op()
-		ev = r
+		ev = d.request()
 	case evGMDamage:
 		ev = GMDamage{ReqID: d.str(), Monster: d.str(), Amount: d.v()}
 	case evGMGive:
@@ -534,13 +543,29 @@ func DecodeEvent(b []byte) (Event, error) {
 			return nil, fmt.Errorf("game: decode event: unknown kind %d", kind)
 		}
 	}
-	if d.err != nil {
-		return nil, fmt.Errorf("game: decode event (kind %d): %w", kind, d.err)
-	}
-	if len(d.b) != 0 {
-		return nil, fmt.Errorf("game: decode event (kind %d): %d trailing bytes", kind, len(d.b))
+	if err := d.end(kind); err != nil {
+		return nil, err
 	}
 	return ev, nil
+}
+
+// request reads a Request's fields (after its kind byte).
+func (d *decoder) request() Request {
+	r := Request{Session: d.str(), Player: d.str(), Seq: d.uv()}
+	r.Op = d.op()
+	return r
+}
+
+// end is the error of a decode of an event of kind: the first read that
+// failed, or bytes left over.
+func (d *decoder) end(kind byte) error {
+	if d.err != nil {
+		return fmt.Errorf("game: decode event (kind %d): %w", kind, d.err)
+	}
+	if len(d.b) != 0 {
+		return fmt.Errorf("game: decode event (kind %d): %d trailing bytes", kind, len(d.b))
+	}
+	return nil
 }
 
 func (d *decoder) op() Op {

@@ -1,104 +1,76 @@
-package game
+package game_test
 
 import (
+	"fmt"
 	"reflect"
-	"strings"
 	"testing"
 
-	"github.com/respawn-dev/respawn/internal/player"
+	"github.com/respawn-dev/respawn/internal/game"
+	"github.com/respawn-dev/respawn/internal/game/gamesim"
 )
 
-func TestRestoreErrors(t *testing.T) {
-	def := defByID(t, "forest")
-	s := New(def)
-	enter(t, s, "p1", 5, map[string]int64{"potion": 1})
-	do(t, s, "s", "p1", 1, Move{X: 3, Y: 3})
-	snap := s.Snapshot()
-	for name, b := range map[string][]byte{
-		"empty":    nil,
-		"version":  append([]byte{99}, snap[1:]...),
-		"trailing": append(append([]byte{}, snap...), 0),
-		"short":    snap[:len(snap)/2],
-	} {
-		if _, err := Restore(def, b); err == nil {
-			t.Errorf("%s: Restore accepted garbage", name)
-		}
-	}
-	if _, err := Restore(defByID(t, "town"), snap); err == nil {
-		t.Error("Restore accepted another scene's snapshot")
-	}
-	// Every prefix fails cleanly.
-	for i := range snap {
-		if _, err := Restore(def, snap[:i]); err == nil {
-			t.Fatalf("prefix %d accepted", i)
-		}
+// TestReplayerEqualsApply applies every scene's log of random events (every
+// event kind and op, duplicates, garbage requests) once with Apply and once
+// from its encoding with a Replayer: the states must stay equal along the
+// way and at the end, and effects applied live after the replay must be the
+// same on both (the Replayer's scratch must not leak into them).
+func TestReplayerEqualsApply(t *testing.T) {
+	for _, seed := range []int64{1, 2, 3} {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			sc := gamesim.RandomEvents(seed, 6000, game.DefaultScenes())
+			for _, def := range sc.Defs {
+				evs := sc.EventsOf(def.ID)
+				cut := len(evs) * 3 / 4
+				live, replayed := game.New(def), game.New(def)
+				rp := game.NewReplayer()
+				for i, ev := range evs[:cut] {
+					live.Apply(ev)
+					b, err := game.EncodeEvent(ev)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if err := rp.Apply(replayed, b); err != nil {
+						t.Fatalf("%s event %d (%T): %v", def.ID, i, ev, err)
+					}
+					if i%97 == 0 && live.Hash() != replayed.Hash() {
+						t.Fatalf("%s: states differ after event %d (%T)", def.ID, i, ev)
+					}
+				}
+				if string(live.Snapshot()) != string(replayed.Snapshot()) {
+					t.Fatalf("%s: snapshots differ after %d events", def.ID, cut)
+				}
+				for i, ev := range evs[cut:] {
+					a, b := live.Apply(ev), replayed.Apply(ev)
+					if !reflect.DeepEqual(a, b) {
+						t.Fatalf("%s event %d (%T): effects differ after the replay:\n%+v\n%+v", def.ID, cut+i, ev, a, b)
+					}
+				}
+				if live.Hash() != sc.Final[def.ID] || replayed.Hash() != sc.Final[def.ID] {
+					t.Fatalf("%s: final state differs from the simulation", def.ID)
+				}
+			}
+		})
 	}
 }
 
-func TestCodecRoundTrip(t *testing.T) {
-	pd := player.Data{ID: "p", Name: "P", Level: 3, Gold: -2, Items: map[string]int64{"b": 2, "a": 1}, Scene: "town", X: -1, Y: 7}
-	evs := []Event{
-		Tick{}, SaveTick{},
-		Enter{Player: pd, Version: 9},
-		Leave{Player: "p"},
-		Leave{Player: "p", Session: "s"},
-		Attach{Player: "p", Session: "s"},
-		TravelIn{TransferID: "forest/t2", From: "forest", Player: pd, Version: 3, Session: "s", LastSeq: 1<<64 - 1},
-		Request{Session: "s", Player: "p", Seq: 1 << 40, Op: Move{X: -3, Y: 1 << 20}},
-		Request{Session: "s", Player: "p", Seq: 2, Op: Attack{Monster: "hogger"}},
-		Request{Session: "s", Player: "p", Seq: 3, Op: Buy{NPC: "m", Item: "sword", Count: 2}},
-		Request{Session: "s", Player: "p", Seq: 4, Op: TradeOffer{To: "q", Give: []ItemCount{{"gold", 5}}, Want: []ItemCount{{"a", 1}, {"b", 2}}}},
-		Request{Session: "s", Player: "p", Seq: 5, Op: TradeAccept{TradeID: "town/trade-1"}},
-		Request{Session: "s", Player: "p", Seq: 6, Op: Travel{To: "forest"}},
-		Request{Session: "s", Player: "p", Seq: 7, Op: EnterDungeon{}},
-		Request{Session: "s", Player: "p", Seq: 8, Op: Chat{Text: "hi ünïcode"}},
-		GMDamage{ReqID: "r", Monster: "hogger", Amount: 999},
-		GMGive{ReqID: "r", Player: "p", Item: "gold", Count: -5},
-		TravelIn{TransferID: "forest/t1", From: "forest", Player: pd, Version: 3},
-		TravelAck{TransferID: "forest/t1"},
-		SaveAck{Player: "p", Version: 4},
-		SaveRejected{Player: "p", Version: 4, Reason: "stale epoch"},
-		RoomEnded{RoomID: "forest/dungeon-1", Applied: []string{"forest/t3"}, AppliedFloor: 2},
+// TestReplayerRefusesGarbage: a record that does not decode gives
+// DecodeEvent's error and leaves the scene as it was.
+func TestReplayerRefusesGarbage(t *testing.T) {
+	s := game.New(game.DefaultScenes()[0])
+	rp := game.NewReplayer()
+	good, err := game.EncodeEvent(game.Request{Session: "s1", Player: "p1", Seq: 1, Op: game.Move{X: 1, Y: 1}})
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, ev := range evs {
-		b, err := EncodeEvent(ev)
-		if err != nil {
-			t.Fatal(err)
+	before := s.Hash()
+	for _, b := range [][]byte{nil, {0xff}, good[:len(good)-1], append(append([]byte{}, good...), 0)} {
+		_, want := game.DecodeEvent(b)
+		got := rp.Apply(s, b)
+		if want == nil || got == nil || got.Error() != want.Error() {
+			t.Errorf("record %x: Replayer says %v, DecodeEvent %v", b, got, want)
 		}
-		got, err := DecodeEvent(b)
-		if err != nil {
-			t.Fatalf("%T: %v", ev, err)
+		if s.Hash() != before {
+			t.Fatalf("record %x changed the scene", b)
 		}
-		if !reflect.DeepEqual(got, ev) {
-			t.Fatalf("round trip:\n got %#v\nwant %#v", got, ev)
-		}
-		for i := range b {
-			if _, err := DecodeEvent(b[:i]); err == nil {
-				t.Fatalf("%T: prefix %d of %d decoded", ev, i, len(b))
-			}
-		}
-	}
-	if b, _ := EncodeEvent(Tick{}); len(b) != 1 {
-		t.Fatalf("a tick is %d bytes", len(b))
-	}
-	for _, bad := range [][]byte{nil, {0}, {200}, {evRequest, 1, 's', 1, 'p', 1, 99}, {evTick, 0}, {evLeave, 0xff, 0xff, 0xff, 0xff, 0x0f}} {
-		if _, err := DecodeEvent(bad); err == nil {
-			t.Fatalf("decoded garbage %v", bad)
-		}
-	}
-	if _, err := EncodeEvent(nil); err == nil {
-		t.Fatal("encoded nil")
-	}
-	for _, ev := range []Event{
-		Request{Session: "s", Seq: 1, Op: Move{X: 1 << 40}},
-		Request{Session: "s", Seq: 1, Op: Chat{Text: strings.Repeat("x", maxStrLen+1)}},
-		Enter{Player: player.Data{ID: "p", Level: -1 << 40}},
-	} {
-		if b, err := EncodeEvent(ev); err == nil {
-			t.Fatalf("encoded %T that cannot be decoded (%d bytes)", ev, len(b))
-		}
-	}
-	if _, err := EncodeEvent(Request{Session: "s", Seq: 1}); err == nil {
-		t.Fatal("encoded a request without an op")
 	}
 }

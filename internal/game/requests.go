@@ -46,7 +46,9 @@ func (s *Scene) opMove(p *playerState, op Move, out []Effect) (Result, []Effect)
 	if op.X != p.data.X || op.Y != p.data.Y {
 		p.data.X, p.data.Y = op.X, op.Y
 		p.touch()
-		out = append(out, PositionChanged{Scene: s.def.ID, Kind: "player", ID: p.data.ID, X: op.X, Y: op.Y})
+		if !s.quiet {
+			out = append(out, PositionChanged{Scene: s.def.ID, Kind: "player", ID: p.data.ID, X: op.X, Y: op.Y})
+		}
 	}
 	return MoveResult{X: op.X, Y: op.Y}, out
 }

@@ -139,7 +139,12 @@ func (s *Scene) onRequest(r Request) []Effect {
 	// with this request counted, so the destination never applies it again.
 	prev := rec.lastSeq
 	rec.lastSeq = r.Seq
-	out := make([]Effect, 1, 2)
+	var out []Effect
+	if s.quiet && cap(s.quietOut) > 0 {
+		out = s.quietOut[:1]
+	} else {
+		out = make([]Effect, 1, 2)
+	}
 	var body Result
 	body, out = s.applyOp(p, r.Op, out)
 	// The op may have moved the player away (travel, a room's end): the
@@ -148,7 +153,7 @@ func (s *Scene) onRequest(r Request) []Effect {
 	if s.sessions[r.Player] == rec {
 		rec.lastSeq = prev
 		s.remember(rec, r.Seq, hash, body)
-		if rec.departed {
+		if rec.departed && !s.quiet {
 			// The player left with this request (a travel, a dungeon
 			// entry, a room's end): its reply goes along, so the
 			// destination answers a resend of it as this scene would.
@@ -159,6 +164,11 @@ func (s *Scene) onRequest(r Request) []Effect {
 				}
 			}
 		}
+	}
+	if s.quiet {
+		clear(out) // hold no effect past this event
+		s.quietOut = out[:0]
+		return nil
 	}
 	out[0] = Reply{Session: r.Session, Player: r.Player, Seq: r.Seq, Body: body}
 	return out

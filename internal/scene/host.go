@@ -299,9 +299,12 @@ type replayer struct {
 	info version.Info
 	st   *game.Scene
 	n    int // events applied
+	ev   *game.Replayer
 }
 
-func newReplayer(def game.SceneDef) *replayer { return &replayer{def: def, info: VersionInfo()} }
+func newReplayer(def game.SceneDef) *replayer {
+	return &replayer{def: def, info: VersionInfo(), ev: game.NewReplayer()}
+}
 
 func (rp *replayer) apply(r shmlog.Record) error {
 	if r.Kind == shmlog.KindSnapshot {
@@ -319,11 +322,9 @@ func (rp *replayer) apply(r shmlog.Record) error {
 	if rp.st == nil {
 		rp.st = game.New(rp.def)
 	}
-	ev, err := game.DecodeEvent(r.Payload)
-	if err != nil {
+	if err := rp.ev.Apply(rp.st, r.Payload); err != nil {
 		return fmt.Errorf("event %d: %w", r.Seq, err)
 	}
-	rp.st.Apply(ev)
 	rp.n++
 	return nil
 }

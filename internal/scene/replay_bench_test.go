@@ -1,0 +1,83 @@
+package scene
+
+import (
+	"fmt"
+	"path/filepath"
+	"testing"
+
+	"github.com/respawn-dev/respawn/internal/game"
+	"github.com/respawn-dev/respawn/internal/player"
+	"github.com/respawn-dev/respawn/internal/shmlog"
+)
+
+// forestLog writes what the failover benchmarks prefill (e2e
+// prefillForest): players entering, then requests (moves, attacks) and
+// ticks, into one slot of a fresh log at path ("": a temporary file).
+func forestLog(tb testing.TB, path string, players, events int) *shmlog.Slot {
+	tb.Helper()
+	if path == "" {
+		path = filepath.Join(tb.TempDir(), "forest.log")
+	}
+	st, err := shmlog.Open(path, shmlog.Options{Slots: 4, SlotSize: 16 << 20})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = st.Close() })
+	slot, err := st.Create("forest")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	add := func(ev game.Event) {
+		raw, err := game.EncodeEvent(ev)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if _, err := slot.Append(raw); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	seq := make([]uint64, players)
+	for i := range players {
+		add(game.Enter{Player: player.Data{ID: fmt.Sprintf("p%d", i), Name: fmt.Sprintf("Player %d", i), Gold: 100}, Version: 1})
+	}
+	for n := range events {
+		i := n % players
+		switch {
+		case n%10 == 0:
+			add(game.Tick{})
+		case n%10 == 1:
+			seq[i]++
+			add(game.Request{Session: fmt.Sprintf("s%d", i), Player: fmt.Sprintf("p%d", i), Seq: seq[i], Op: game.Attack{Monster: "wolf-1"}})
+		default:
+			seq[i]++
+			add(game.Request{Session: fmt.Sprintf("s%d", i), Player: fmt.Sprintf("p%d", i), Seq: seq[i], Op: game.Move{X: n % 90, Y: i % 90}})
+		}
+	}
+	return slot
+}
+
+func forestDef(tb testing.TB) game.SceneDef {
+	tb.Helper()
+	for _, d := range game.DefaultScenes() {
+		if d.ID == "forest" {
+			return d
+		}
+	}
+	tb.Fatal("no forest in the default scenes")
+	return game.SceneDef{}
+}
+
+// BenchmarkReplayForest is the restore phase of a cold failover alone: a
+// forest slot with 500 players and 100k events since its snapshot,
+// replayed as a respawned process does (records, decode, apply).
+func BenchmarkReplayForest(b *testing.B) {
+	slot := forestLog(b, "", 500, 100_000)
+	def := forestDef(b)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, n, err := Replay(slot, def); err != nil || n != 100_500 {
+			b.Fatalf("replayed %d: %v", n, err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*100_500), "ns/event")
+}
