@@ -25,7 +25,11 @@ type logLine struct {
 	Subscribe float64 `json:"subscribe"`
 	Dial      float64 `json:"dial"`
 	Took      float64 `json:"took"`
-	Reason    string  `json:"reason"`
+	// CPU and RestoreCPU: the scene process's CPU time (all threads) until
+	// it served, and during the log's open and restore.
+	CPU        float64 `json:"cpu"`
+	RestoreCPU float64 `json:"restore_cpu"`
+	Reason     string  `json:"reason"`
 	// StandbyEpoch and Why: a handoff's spare ready, or why it went cold.
 	StandbyEpoch uint64 `json:"standby_epoch"`
 	Why          string `json:"why"`
@@ -179,7 +183,7 @@ func blipPhases(c *cluster, proc string, epoch uint64, from time.Time, spans []s
 	if !toldExit.IsZero() {
 		fmt.Fprintf(&b, " old told to exit %s, log handed over %s (took %.1f),", ms(toldExit), ms(handedOver), handTook*1000)
 	}
-	fmt.Fprintf(&b, " noticed %s, spawned %s, main (standby: takeover) %s, prepare %.1f (standby %v), log open +%.1f, restore +%.1f, subscribe +%.1f, serving %s, registered %s, running (mgr) %s, gateway's table %s, gateway linked %s (dial %.1f), first reply %s, last held reply %s",
-		ms(noticed), ms(spawned), ms(mainAt), sl.Prepare*1000, sl.Standby, sl.Open*1000, sl.Restore*1000, sl.Subscribe*1000, ms(serving), ms(registered), ms(running), ms(learnt), ms(linked), dial*1000, ms(first), ms(last))
+	fmt.Fprintf(&b, " noticed %s, spawned %s, main (standby: takeover) %s, prepare %.1f (standby %v), log open +%.1f, restore +%.1f (cpu: open+restore %.1f, process until serving %.1f), subscribe +%.1f, serving %s, registered %s, running (mgr) %s, gateway's table %s, gateway linked %s (dial %.1f), first reply %s, last held reply %s",
+		ms(noticed), ms(spawned), ms(mainAt), sl.Prepare*1000, sl.Standby, sl.Open*1000, sl.Restore*1000, sl.RestoreCPU*1000, sl.CPU*1000, sl.Subscribe*1000, ms(serving), ms(registered), ms(running), ms(learnt), ms(linked), dial*1000, ms(first), ms(last))
 	return b.String()
 }

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -175,7 +176,7 @@ func (p *Process) Start(ctx context.Context) error {
 	if p.opt.Standby {
 		p.log.Info("standing by: waiting for the event log's lock", zap.Duration("prepare", prepare))
 	}
-	began := time.Now()
+	began, beganCPU := time.Now(), processCPU()
 	if !p.opt.Standby {
 		if err := p.host.open(p.ctx, LogPath(p.cfg.ShmDir, p.spec.Name), false); err != nil {
 			return fail(err)
@@ -186,7 +187,7 @@ func (p *Process) Start(ctx context.Context) error {
 		}
 		// The incarnation starts serving now: its start and replay are
 		// counted from the takeover, not from the wait.
-		p.start, began = time.Now(), time.Now()
+		p.start, began, beganCPU = time.Now(), time.Now(), processCPU()
 		p.log.Info("standby taking over: the event log is ours")
 	}
 	opened := time.Now()
@@ -195,7 +196,7 @@ func (p *Process) Start(ctx context.Context) error {
 	}
 	p.host.follow = nil // taken over or not, the copies are done with
 	p.replay = time.Since(began)
-	restored := time.Now()
+	restored, restoredCPU := time.Now(), processCPU()
 	if err := p.setupBus(); err != nil {
 		return fail(err)
 	}
@@ -235,7 +236,10 @@ func (p *Process) Start(ctx context.Context) error {
 		zap.Duration("replay", p.replay), zap.Time("main_at", p.start),
 		zap.Bool("standby", p.opt.Standby), zap.Duration("prepare", prepare),
 		zap.Duration("open", opened.Sub(began)), zap.Duration("restore", restored.Sub(opened)),
-		zap.Duration("subscribe", bused.Sub(restored)))
+		zap.Duration("subscribe", bused.Sub(restored)),
+		// CPU time, all threads: on a loaded machine the wall-clock phases
+		// above mostly measure the wait for a core.
+		zap.Duration("cpu", processCPU()), zap.Duration("restore_cpu", restoredCPU-beganCPU))
 	go func() {
 		<-p.ctx.Done()
 		p.Shutdown()
@@ -364,4 +368,13 @@ func Procs(cfg *config.Config, process string) int {
 		return runtime.NumCPU()
 	}
 	return min(len(spec.Scenes), runtime.NumCPU())
+}
+
+// processCPU is the CPU time this process used so far, user and system.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
