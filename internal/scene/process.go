@@ -153,50 +153,60 @@ func (p *Process) Start(ctx context.Context) error {
 		p.log.Warn("TEST HOOK: the duplicate check is off; resent requests are applied again", zap.String("env", testhook.Env))
 		p.host.breakDedupe = true
 	}
-	// Listeners and the bus connection come before the log: they show no
-	// scene (nothing is served or subscribed until after the replay), and
-	// a standby has them ready before its primary goes.
+	// A cold start opens and replays its log while the listeners and the
+	// bus connection come up: neither touches the scenes, and nothing is
+	// served or subscribed until both are done. Under load the connect
+	// waits on other processes (the NATS server's handshake) that the
+	// replay need not wait behind. A standby has them ready first, then
+	// waits for the log.
+	var cold chan restoration
+	if !p.opt.Standby {
+		cold = make(chan restoration, 1)
+		go func() { cold <- p.openAndRestore(time.Now()) }()
+	}
+	failPrepare := func(err error) error {
+		if cold != nil {
+			<-cold // fail stops what the restore built: not while it builds
+		}
+		return fail(err)
+	}
 	adm, err := admin.New(p.cfg.Scene.Host+":0", p.cfg, nil)
 	if err != nil {
-		return fail(err)
+		return failPrepare(err)
 	}
 	adm.SetVersion(VersionInfo())
 	adm.Registry.MustRegister(p.host.collectors()...)
 	p.admin = adm
 	if p.link, err = newLinkServer(p, p.secret); err != nil {
-		return fail(err)
+		return failPrepare(err)
 	}
 	adm.Registry.MustRegister(p.link.collectors()...)
 	p.host.push = p.link.push
 	p.routes()
 	if err := p.dialBus(); err != nil {
-		return fail(err)
+		return failPrepare(err)
 	}
 	prepare := time.Since(p.start)
-	if p.opt.Standby {
-		p.log.Info("standing by: waiting for the event log's lock", zap.Duration("prepare", prepare))
-	}
-	began, beganCPU := time.Now(), processCPU()
-	if !p.opt.Standby {
-		if err := p.host.open(p.ctx, LogPath(p.cfg.ShmDir, p.spec.Name), false); err != nil {
-			return fail(err)
-		}
+	var r restoration
+	if cold != nil {
+		r = <-cold
 	} else {
+		p.log.Info("standing by: waiting for the event log's lock", zap.Duration("prepare", prepare))
 		if err := p.standBy(); err != nil {
 			return fail(err)
 		}
 		// The incarnation starts serving now: its start and replay are
 		// counted from the takeover, not from the wait.
-		p.start, began, beganCPU = time.Now(), time.Now(), processCPU()
+		p.start = time.Now()
 		p.log.Info("standby taking over: the event log is ours")
+		r = p.restore(p.start, processCPU(), p.start)
 	}
-	opened := time.Now()
-	if err := p.host.restore(p.spec.Scenes); err != nil {
-		return fail(err)
+	if r.err != nil {
+		return fail(r.err)
 	}
 	p.host.follow = nil // taken over or not, the copies are done with
-	p.replay = time.Since(began)
-	restored, restoredCPU := time.Now(), processCPU()
+	p.replay = r.restored.Sub(r.began)
+	ready := time.Now() // both done
 	if err := p.setupBus(); err != nil {
 		return fail(err)
 	}
@@ -231,15 +241,17 @@ func (p *Process) Start(ctx context.Context) error {
 	p.wg.Add(1)
 	go func() { defer p.wg.Done(); ctl.run(p.ctx) }()
 	// The phases of a start, for the failover breakdown (docs/BENCHMARKS.md):
-	// from main to the log's lock, the replay, the listeners, NATS.
+	// the listeners and NATS (prepare, from main), the log's open and its
+	// replay (beside prepare on a cold start), the subscriptions.
 	p.log.Info("scene process serving", zap.String("addr", adm.Addr()), zap.String("link", p.link.Addr()), zap.Strings("scenes", p.spec.Scenes),
 		zap.Duration("replay", p.replay), zap.Time("main_at", p.start),
 		zap.Bool("standby", p.opt.Standby), zap.Duration("prepare", prepare),
-		zap.Duration("open", opened.Sub(began)), zap.Duration("restore", restored.Sub(opened)),
-		zap.Duration("subscribe", bused.Sub(restored)),
-		// CPU time, all threads: on a loaded machine the wall-clock phases
-		// above mostly measure the wait for a core.
-		zap.Duration("cpu", processCPU()), zap.Duration("restore_cpu", restoredCPU-beganCPU))
+		zap.Duration("open", r.opened.Sub(r.began)), zap.Duration("restore", r.restored.Sub(r.opened)),
+		zap.Duration("subscribe", bused.Sub(ready)),
+		// CPU time, all threads (a cold start's prepare runs beside its
+		// restore): on a loaded machine the wall-clock phases above mostly
+		// measure the wait for a core.
+		zap.Duration("cpu", processCPU()), zap.Duration("restore_cpu", r.restoredCPU-r.beganCPU))
 	go func() {
 		<-p.ctx.Done()
 		p.Shutdown()
@@ -368,6 +380,31 @@ func Procs(cfg *config.Config, process string) int {
 		return runtime.NumCPU()
 	}
 	return min(len(spec.Scenes), runtime.NumCPU())
+}
+
+// restoration is how a start's open and replay of the log went.
+type restoration struct {
+	began, opened, restored time.Time
+	beganCPU, restoredCPU   time.Duration
+	err                     error
+}
+
+// openAndRestore opens the log (a cold start: it waits briefly for a dead
+// predecessor's lock) and rebuilds every scene from it.
+func (p *Process) openAndRestore(began time.Time) restoration {
+	beganCPU := processCPU()
+	if err := p.host.open(p.ctx, LogPath(p.cfg.ShmDir, p.spec.Name), false); err != nil {
+		return restoration{err: err}
+	}
+	return p.restore(began, beganCPU, time.Now())
+}
+
+// restore rebuilds every scene from the open log.
+func (p *Process) restore(began time.Time, beganCPU time.Duration, opened time.Time) restoration {
+	r := restoration{began: began, opened: opened, beganCPU: beganCPU}
+	r.err = p.host.restore(p.spec.Scenes)
+	r.restored, r.restoredCPU = time.Now(), processCPU()
+	return r
 }
 
 // processCPU is the CPU time this process used so far, user and system.
