@@ -149,6 +149,9 @@ type decoder struct {
 	// ids, when set, interns the strings read (Replayer): a log repeats
 	// the same player and session ids over and over.
 	ids *interner
+	// moves, when set, hands out one boxed Move per square (Replayer): a
+	// log is mostly moves, and a box each is an allocation each.
+	moves *moveBoxes
 }
 
 func (d *decoder) fail(err error) {
@@ -572,7 +575,11 @@ func (d *decoder) op() Op {
 	kind := d.u8()
 	switch kind {
 	case opMove:
-		return Move{X: d.int(), Y: d.int()}
+		m := Move{X: d.int(), Y: d.int()}
+		if d.moves != nil {
+			return d.moves.get(m)
+		}
+		return m
 	case opAttack:
 		return Attack{Monster: d.str()}
 	case opBuy:

@@ -9,17 +9,20 @@ package game
 // copied out of every record, a request is applied without being boxed as
 // an Event, and the effects nobody reads are not built.
 type Replayer struct {
-	ids interner
+	ids   interner
+	moves moveBoxes
 }
 
 // NewReplayer returns a Replayer; one per scene being replayed (its ids are
 // the scene's).
-func NewReplayer() *Replayer { return &Replayer{ids: interner{m: map[string]string{}}} }
+func NewReplayer() *Replayer {
+	return &Replayer{ids: interner{m: map[string]string{}}, moves: moveBoxes{m: map[Move]Op{}}}
+}
 
 // Apply decodes one logged event and applies it to s. A record that does not
 // decode gives DecodeEvent's error and changes nothing.
 func (rp *Replayer) Apply(s *Scene, b []byte) error {
-	d := decoder{b: b, ids: &rp.ids}
+	d := decoder{b: b, ids: &rp.ids, moves: &rp.moves}
 	if len(b) > 0 && b[0] == evRequest {
 		// Requests are most of a log: apply them without an Event box.
 		kind := d.u8()
@@ -64,4 +67,21 @@ func (in *interner) get(b []byte) string {
 		in.m[s] = s
 	}
 	return s
+}
+
+// moveBoxes hands out one Op per distinct Move: an Op is immutable, so
+// requests may share it. Bounded like an interner (a scene's squares).
+type moveBoxes struct {
+	m map[Move]Op
+}
+
+func (mb *moveBoxes) get(m Move) Op {
+	if op, ok := mb.m[m]; ok {
+		return op
+	}
+	var op Op = m
+	if len(mb.m) < maxInterned {
+		mb.m[m] = op
+	}
+	return op
 }
