@@ -23,8 +23,11 @@ type logLine struct {
 	Open      float64 `json:"open"`
 	Restore   float64 `json:"restore"`
 	Subscribe float64 `json:"subscribe"`
-	Dial      float64 `json:"dial"`
-	Took      float64 `json:"took"`
+	// StartLoops: the loops' start and the recovery's effects (the version
+	// check of every player).
+	StartLoops float64 `json:"start_loops"`
+	Dial       float64 `json:"dial"`
+	Took       float64 `json:"took"`
 	// CPU and RestoreCPU: the scene process's CPU time (all threads) until
 	// it served, and during the log's open and restore.
 	CPU        float64 `json:"cpu"`
@@ -183,7 +186,7 @@ func blipPhases(c *cluster, proc string, epoch uint64, from time.Time, spans []s
 	if !toldExit.IsZero() {
 		fmt.Fprintf(&b, " old told to exit %s, log handed over %s (took %.1f),", ms(toldExit), ms(handedOver), handTook*1000)
 	}
-	fmt.Fprintf(&b, " noticed %s, spawned %s, main (standby: takeover) %s, prepare %.1f (standby %v), log open +%.1f, restore +%.1f (cpu: open+restore %.1f, process until serving %.1f), subscribe +%.1f, serving %s, registered %s, running (mgr) %s, gateway's table %s, gateway linked %s (dial %.1f), first reply %s, last held reply %s",
-		ms(noticed), ms(spawned), ms(mainAt), sl.Prepare*1000, sl.Standby, sl.Open*1000, sl.Restore*1000, sl.RestoreCPU*1000, sl.CPU*1000, sl.Subscribe*1000, ms(serving), ms(registered), ms(running), ms(learnt), ms(linked), dial*1000, ms(first), ms(last))
+	fmt.Fprintf(&b, " noticed %s, spawned %s, main (standby: takeover) %s, prepare %.1f (standby %v), log open +%.1f, restore +%.1f (cpu: open+restore %.1f, process until serving %.1f), subscribe +%.1f, loops started +%.1f, serving %s, registered %s, running (mgr) %s, gateway's table %s, gateway linked %s (dial %.1f), first reply %s, last held reply %s",
+		ms(noticed), ms(spawned), ms(mainAt), sl.Prepare*1000, sl.Standby, sl.Open*1000, sl.Restore*1000, sl.RestoreCPU*1000, sl.CPU*1000, sl.Subscribe*1000, sl.StartLoops*1000, ms(serving), ms(registered), ms(running), ms(learnt), ms(linked), dial*1000, ms(first), ms(last))
 	return b.String()
 }

@@ -212,6 +212,7 @@ func (p *Process) Start(ctx context.Context) error {
 	}
 	bused := time.Now()
 	p.host.startAll()
+	started := time.Now()
 	p.wg.Add(1)
 	go func() { defer p.wg.Done(); p.link.serve() }()
 	p.wg.Add(1)
@@ -247,7 +248,7 @@ func (p *Process) Start(ctx context.Context) error {
 		zap.Duration("replay", p.replay), zap.Time("main_at", p.start),
 		zap.Bool("standby", p.opt.Standby), zap.Duration("prepare", prepare),
 		zap.Duration("open", r.opened.Sub(r.began)), zap.Duration("restore", r.restored.Sub(r.opened)),
-		zap.Duration("subscribe", bused.Sub(ready)),
+		zap.Duration("subscribe", bused.Sub(ready)), zap.Duration("start_loops", started.Sub(bused)),
 		// CPU time, all threads (a cold start's prepare runs beside its
 		// restore): on a loaded machine the wall-clock phases above mostly
 		// measure the wait for a core.
