@@ -16,16 +16,15 @@ import (
 	"github.com/respawn-dev/respawn/internal/token"
 )
 
-// clientConn is one client connection: a reader (this goroutine of serve),
-// and frames written by whoever sends them when the socket takes them at
-// once, else by a writer goroutine draining a bounded queue (outbox).
+// clientConn is one client connection: a reader (this goroutine of serve)
+// and a writer goroutine draining a bounded queue.
 type clientConn struct {
 	g      *Gateway
 	nc     net.Conn
 	kind   string
 	remote string
 	log    *zap.Logger
-	out    outbox
+	out    chan []byte
 
 	closeOnce sync.Once
 	closing   chan struct{}
@@ -41,13 +40,6 @@ type clientConn struct {
 	wdl  deadline.Lazy // the write deadline (writer only)
 }
 
-// newClientConn wraps nc (nil in tests that read the queue themselves).
-func newClientConn(g *Gateway, nc net.Conn, kind string, log *zap.Logger) *clientConn {
-	c := &clientConn{g: g, nc: nc, kind: kind, log: log, closing: make(chan struct{})}
-	c.out.init(nc, g.cfg.OutQueue)
-	return c
-}
-
 func (g *Gateway) serve(nc net.Conn, kind string) {
 	ip := remoteIP(nc)
 	if !g.limits.admit(ip) {
@@ -61,8 +53,8 @@ func (g *Gateway) serve(nc net.Conn, kind string) {
 		return
 	}
 	defer g.limits.release(ip)
-	c := newClientConn(g, nc, kind, g.log.With(zap.String("remote", nc.RemoteAddr().String()), zap.String("transport", kind)))
-	c.remote = ip
+	c := &clientConn{g: g, nc: nc, kind: kind, remote: ip, out: make(chan []byte, g.cfg.OutQueue), closing: make(chan struct{}),
+		log: g.log.With(zap.String("remote", nc.RemoteAddr().String()), zap.String("transport", kind))}
 	g.m.conns.Inc()
 	defer g.m.conns.Dec()
 	g.limits.track(c, true)
@@ -252,22 +244,21 @@ func (c *clientConn) send(t gwproto.Type, code gwproto.Code, id uint64, v any) {
 	c.sendRaw(b)
 }
 
-// sendRaw hands a frame to the client: written at once from the caller's
-// goroutine when nothing is queued and the socket takes it without
-// blocking (no writer wake-up per reply: on a closed loop that hand-off
-// cost as much as the write), else queued for the writer. A client whose
-// queue is full is cut (slow_consumer).
 func (c *clientConn) sendRaw(b []byte) {
+	select {
+	case <-c.closing:
+		return
+	default:
+	}
 	if len(b) > c.g.cfg.MaxFrame {
 		c.log.Warn("frame over max_frame dropped", zap.Int("bytes", len(b)))
 		return
 	}
-	switch c.out.put(b) {
-	case putFull:
+	select {
+	case c.out <- b:
+	default:
 		c.g.m.slow.Inc()
-		c.closeWith(gwproto.CodeSlowConsumer, fmt.Sprintf("more than %d frames waiting to be written", c.out.max))
-	case putBroken:
-		c.closeWith(gwproto.CodeSlowConsumer, "write failed")
+		c.closeWith(gwproto.CodeSlowConsumer, fmt.Sprintf("more than %d frames waiting to be written", cap(c.out)))
 	}
 }
 
@@ -288,30 +279,24 @@ func (c *clientConn) closeWith(code gwproto.Code, msg string) {
 			c.final, _ = gwproto.AppendMsg(nil, gwproto.TypeClose, code, 0, body)
 			c.g.m.closes.WithLabelValues(code.String()).Inc()
 		}
-		c.out.close()
 		close(c.closing)
 	})
 }
 
-// writeLoop writes what the senders queued, many frames per write when a
-// client has a backlog, and at the end the queue's rest and CLOSE.
 func (c *clientConn) writeLoop() {
 	defer c.nc.Close()
+	buf := make([]byte, 0, 16<<10)
 	for {
 		select {
-		case <-c.out.wake:
-			buf, ok := c.out.take()
-			if !ok {
-				continue
-			}
-			ok = c.write(buf)
-			c.out.release(buf)
-			if !ok {
+		case b := <-c.out:
+			buf = append(buf[:0], b...)
+			buf = c.drain(buf)
+			if !c.write(buf) {
 				c.closeWith(gwproto.CodeSlowConsumer, "write failed")
 				return
 			}
 		case <-c.closing:
-			buf := c.out.takeLast()
+			buf = c.drain(buf[:0])
 			buf = append(buf, c.final...)
 			if len(buf) > 0 {
 				c.write(buf)
@@ -321,19 +306,24 @@ func (c *clientConn) writeLoop() {
 	}
 }
 
-// write writes b in pieces of at most 64 KiB, each within the write
-// deadline: a client that takes less than that in gateway.write_timeout
-// is cut, however much is queued for it.
-func (c *clientConn) write(b []byte) bool {
-	for len(b) > 0 {
-		n := min(len(b), 64<<10)
-		c.wdl.Extend(c.g.cfg.WriteTimeout, c.nc.SetWriteDeadline)
-		if _, err := c.nc.Write(b[:n]); err != nil {
-			return false
+// drain appends queued frames to buf, up to about 64 KiB: one write for
+// many frames when a client has a backlog.
+func (c *clientConn) drain(buf []byte) []byte {
+	for len(buf) < 64<<10 {
+		select {
+		case b := <-c.out:
+			buf = append(buf, b...)
+		default:
+			return buf
 		}
-		b = b[n:]
 	}
-	return true
+	return buf
+}
+
+func (c *clientConn) write(b []byte) bool {
+	c.wdl.Extend(c.g.cfg.WriteTimeout, c.nc.SetWriteDeadline)
+	_, err := c.nc.Write(b)
+	return err == nil
 }
 
 func remoteIP(nc net.Conn) string {

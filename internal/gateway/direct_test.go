@@ -189,7 +189,7 @@ func replySession(t *testing.T, g *Gateway, player string) (*Session, <-chan gwp
 	t.Helper()
 	server, peer := net.Pipe()
 	t.Cleanup(func() { peer.Close() })
-	c := newClientConn(g, server, "tcp", g.log)
+	c := &clientConn{g: g, nc: server, kind: "tcp", out: make(chan []byte, 16), closing: make(chan struct{}), log: g.log}
 	g.limits.track(c, true)
 	go func() { c.writeLoop(); g.limits.track(c, false) }()
 	s := liveSession(g, player, "s-"+player, "town", c)

@@ -28,7 +28,7 @@ func pipeSession(t *testing.T, g *Gateway, player, kind string) (*Session, <-cha
 	t.Helper()
 	server, peer := net.Pipe()
 	t.Cleanup(func() { peer.Close() })
-	c := newClientConn(g, server, kind, g.log)
+	c := &clientConn{g: g, nc: server, kind: kind, out: make(chan []byte, 16), closing: make(chan struct{}), log: g.log}
 	g.limits.track(c, true)
 	go func() { c.writeLoop(); g.limits.track(c, false) }()
 	s := liveSession(g, player, "s-"+player, "town", c)

@@ -300,7 +300,7 @@ func TestLoginWithoutDataServerFailsClearly(t *testing.T) {
 }
 
 func testConn(g *Gateway) *clientConn {
-	return newClientConn(g, nil, "tcp", g.log)
+	return &clientConn{g: g, out: make(chan []byte, 16), closing: make(chan struct{}), log: g.log}
 }
 
 // Pitaya #251: a quick reconnect that logs in before the old connection's
@@ -416,8 +416,10 @@ func TestPositionsBatchedAndFiltered(t *testing.T) {
 	}
 	// Nothing moved: no batch at all.
 	g.pos.flush()
-	if b, ok := near.popQueued(); ok {
+	select {
+	case b := <-near.out:
 		t.Fatalf("unexpected frame %q", b)
+	default:
 	}
 	// A player who left is reported gone.
 	g.pos.notice(scenelink.Push{Scene: "town", Kind: "notice", Body: []byte(`{"type":"player_left","id":"m2"}`)})
@@ -430,22 +432,25 @@ func TestPositionsBatchedAndFiltered(t *testing.T) {
 func readPositions(t *testing.T, c *clientConn) gwproto.Positions {
 	t.Helper()
 	var out gwproto.Positions
-	b, ok := c.popQueued()
-	if !ok {
-		return out
+	for {
+		select {
+		case b := <-c.out:
+			f, _, err := gwproto.Decode(b, 1<<20)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var p gwproto.Push
+			if err := gwproto.DecodeBody(f, &p); err != nil || p.Kind != "positions" {
+				t.Fatalf("push %s: %v", b, err)
+			}
+			if err := jsonUnmarshal(p.Data, &out); err != nil {
+				t.Fatal(err)
+			}
+			return out
+		default:
+			return out
+		}
 	}
-	f, _, err := gwproto.Decode(b, 1<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var p gwproto.Push
-	if err := gwproto.DecodeBody(f, &p); err != nil || p.Kind != "positions" {
-		t.Fatalf("push %s: %v", b, err)
-	}
-	if err := jsonUnmarshal(p.Data, &out); err != nil {
-		t.Fatal(err)
-	}
-	return out
 }
 
 var _ = bytes.Equal
@@ -470,7 +475,7 @@ func TestSlowReaderIsCutAlone(t *testing.T) {
 	g := startGateway(t, func(c *config.Gateway) { c.OutQueue = 4; c.WriteTimeout = 200 * time.Millisecond })
 	server, peer := net.Pipe() // synchronous: nothing is written until the peer reads
 	defer peer.Close()
-	c := newClientConn(g, server, "tcp", g.log)
+	c := &clientConn{g: g, nc: server, out: make(chan []byte, g.cfg.OutQueue), closing: make(chan struct{}), log: g.log}
 	wdone := make(chan struct{})
 	go func() { defer close(wdone); c.writeLoop() }()
 	for i := range 20 {
@@ -486,6 +491,61 @@ func TestSlowReaderIsCutAlone(t *testing.T) {
 	}
 	select {
 	case <-wdone: // the blocked write gave up at the write deadline
+	case <-time.After(3 * time.Second):
+		t.Fatal("the writer is still blocked on the slow client")
+	}
+}
+
+// The same over a real TCP socket: the kernel's buffers fill, the writer
+// blocks, the queue fills, and the client is cut without the sender ever
+// waiting for it.
+func TestSlowTCPReaderIsCutWithoutBlockingTheSender(t *testing.T) {
+	g := startGateway(t, func(c *config.Gateway) { c.OutQueue = 8; c.WriteTimeout = 200 * time.Millisecond })
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	peer, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	server, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &clientConn{g: g, nc: server, out: make(chan []byte, g.cfg.OutQueue), closing: make(chan struct{}), log: g.log}
+	wdone := make(chan struct{})
+	go func() { defer close(wdone); c.writeLoop() }()
+	body := make([]byte, 32<<10)
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		for i := range 10000 {
+			select {
+			case <-c.closing:
+				return
+			default:
+			}
+			c.send(gwproto.TypePush, gwproto.CodeOK, uint64(i), body)
+		}
+	}()
+	select {
+	case <-sent:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the sender blocked on a client that does not read")
+	}
+	select {
+	case <-c.closing:
+	case <-time.After(2 * time.Second):
+		t.Fatal("a client that never reads was not cut")
+	}
+	if c.code != gwproto.CodeSlowConsumer {
+		t.Fatalf("closed with %s, want slow_consumer", c.code)
+	}
+	select {
+	case <-wdone:
 	case <-time.After(3 * time.Second):
 		t.Fatal("the writer is still blocked on the slow client")
 	}

@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 
@@ -19,20 +18,4 @@ func liveSession(g *Gateway, player, id, scene string, c *clientConn) *Session {
 	s := g.reg.newSession(player, id, scene, c)
 	s.ready = c
 	return s
-}
-
-// popQueued takes the first frame queued for c's writer (tests whose
-// connection has no socket: every frame is queued).
-func (c *clientConn) popQueued() ([]byte, bool) {
-	o := &c.out
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if len(o.pend) < 4 {
-		return nil, false
-	}
-	n := 4 + int(binary.BigEndian.Uint32(o.pend))
-	b := append([]byte(nil), o.pend[:n]...)
-	o.pend = o.pend[n:]
-	o.frames--
-	return b, true
 }
