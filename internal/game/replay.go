@@ -9,14 +9,15 @@ package game
 // copied out of every record, a request is applied without being boxed as
 // an Event, and the effects nobody reads are not built.
 type Replayer struct {
-	ids   interner
-	moves moveBoxes
+	ids     interner
+	moves   moveBoxes
+	results map[MoveResult]Result // one boxed result per square, as moves
 }
 
 // NewReplayer returns a Replayer; one per scene being replayed (its ids are
 // the scene's).
 func NewReplayer() *Replayer {
-	return &Replayer{ids: interner{m: map[string]string{}}, moves: moveBoxes{m: map[Move]Op{}}}
+	return &Replayer{ids: interner{m: map[string]string{}}, moves: moveBoxes{m: map[Move]Op{}}, results: map[MoveResult]Result{}}
 }
 
 // Apply decodes one logged event and applies it to s. A record that does not
@@ -30,18 +31,18 @@ func (rp *Replayer) Apply(s *Scene, b []byte) error {
 		if err := d.end(kind); err != nil {
 			return err
 		}
-		s.quiet = true
+		s.replaying = rp
 		s.onRequest(r)
-		s.quiet = false
+		s.replaying = nil
 		return nil
 	}
 	ev, err := decodeEvent(d)
 	if err != nil {
 		return err
 	}
-	s.quiet = true
+	s.replaying = rp
 	s.Apply(ev)
-	s.quiet = false
+	s.replaying = nil
 	return nil
 }
 
@@ -84,4 +85,17 @@ func (mb *moveBoxes) get(m Move) Op {
 		mb.m[m] = op
 	}
 	return op
+}
+
+// moveResult is r boxed, shared like the moves: a stored reply is never
+// changed, only replaced.
+func (rp *Replayer) moveResult(r MoveResult) Result {
+	if b, ok := rp.results[r]; ok {
+		return b
+	}
+	var b Result = r
+	if len(rp.results) < maxInterned {
+		rp.results[r] = b
+	}
+	return b
 }

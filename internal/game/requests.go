@@ -46,9 +46,12 @@ func (s *Scene) opMove(p *playerState, op Move, out []Effect) (Result, []Effect)
 	if op.X != p.data.X || op.Y != p.data.Y {
 		p.data.X, p.data.Y = op.X, op.Y
 		p.touch()
-		if !s.quiet {
+		if s.replaying == nil {
 			out = append(out, PositionChanged{Scene: s.def.ID, Kind: "player", ID: p.data.ID, X: op.X, Y: op.Y})
 		}
+	}
+	if s.replaying != nil {
+		return s.replaying.moveResult(MoveResult{X: op.X, Y: op.Y}), out
 	}
 	return MoveResult{X: op.X, Y: op.Y}, out
 }

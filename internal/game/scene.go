@@ -97,11 +97,12 @@ type Scene struct {
 	fifo        []entryRef // stored replies oldest first, built for eviction at the budget; derived
 	fifoHead    int
 	opBuf       []byte // scratch for hashing ops
-	// quiet: the effects of what is being applied are discarded (a
-	// Replayer), so the hot handlers skip building the ones they need not;
-	// never changes what the state becomes. quietOut is their scratch.
-	quiet    bool
-	quietOut []Effect
+	// replaying is the Replayer applying an event, whose effects are
+	// discarded: the hot handlers skip building the ones they need not and
+	// share its boxed results; never changes what the state becomes.
+	// quietOut is their scratch.
+	replaying *Replayer
+	quietOut  []Effect
 
 	gm      []gmEntry // oldest first, at most GMMemory
 	trades  []trade   // in creation order

@@ -140,7 +140,7 @@ func (s *Scene) onRequest(r Request) []Effect {
 	prev := rec.lastSeq
 	rec.lastSeq = r.Seq
 	var out []Effect
-	if s.quiet && cap(s.quietOut) > 0 {
+	if s.replaying != nil && cap(s.quietOut) > 0 {
 		out = s.quietOut[:1]
 	} else {
 		out = make([]Effect, 1, 2)
@@ -153,7 +153,7 @@ func (s *Scene) onRequest(r Request) []Effect {
 	if s.sessions[r.Player] == rec {
 		rec.lastSeq = prev
 		s.remember(rec, r.Seq, hash, body)
-		if rec.departed && !s.quiet {
+		if rec.departed && s.replaying == nil {
 			// The player left with this request (a travel, a dungeon
 			// entry, a room's end): its reply goes along, so the
 			// destination answers a resend of it as this scene would.
@@ -165,7 +165,7 @@ func (s *Scene) onRequest(r Request) []Effect {
 			}
 		}
 	}
-	if s.quiet {
+	if s.replaying != nil {
 		clear(out) // hold no effect past this event
 		s.quietOut = out[:0]
 		return nil
