@@ -521,8 +521,15 @@ func (p *Process) join(scene, player, session string) (scenelink.JoinResult, str
 	}
 	ctx, cancel := context.WithTimeout(p.ctx, linkJoinTimeout)
 	defer cancel()
+	// A join ends with an attach that took: the player's view is read in
+	// the same turn of the loop (one trip through it, not two; a failover
+	// re-joins every session of the scene at once).
+	var view game.PlayerView
+	var inView bool
 	attach := func() (game.Attached, error) {
-		effs, err := l.submit(ctx, game.Attach{Player: player, Session: session})
+		effs, err := l.submitThen(ctx, game.Attach{Player: player, Session: session}, func(st *game.Scene, _ []game.Effect) {
+			view, inView = st.PlayerView(player)
+		})
 		if err != nil {
 			return game.Attached{}, err
 		}
@@ -532,6 +539,17 @@ func (p *Process) join(scene, player, session string) (scenelink.JoinResult, str
 			}
 		}
 		return game.Attached{}, errors.New("the scene gave no answer")
+	}
+	joined := func(a game.Attached) (scenelink.JoinResult, string, error) {
+		jr.LastSeq = a.LastSeq
+		if inView {
+			raw, err := json.Marshal(view)
+			if err != nil {
+				return jr, scenelink.FailUnavailable, err
+			}
+			jr.State = raw
+		}
+		return jr, "", nil
 	}
 	a, err := attach()
 	if err != nil {
@@ -581,8 +599,7 @@ func (p *Process) join(scene, player, session string) (scenelink.JoinResult, str
 			if err != nil {
 				return jr, scenelink.FailUnavailable, err
 			}
-			jr.LastSeq = a.LastSeq
-			return p.joinState(ctx, l, jr, player)
+			return joined(a)
 		}
 		if last := ld.Data.Scene; last != "" && last != scene {
 			// The data server says they were last elsewhere: give the lease
@@ -612,25 +629,7 @@ func (p *Process) join(scene, player, session string) (scenelink.JoinResult, str
 			return jr, scenelink.FailRefused, fmt.Errorf("player %s did not stay in scene %s: %s", player, scene, a.Code)
 		}
 	}
-	jr.LastSeq = a.LastSeq
-	return p.joinState(ctx, l, jr, player)
-}
-
-// joinState completes a join with the player's view.
-func (p *Process) joinState(ctx context.Context, l *loop, jr scenelink.JoinResult, player string) (scenelink.JoinResult, string, error) {
-	var pv game.PlayerView
-	var found bool
-	if err := l.read(ctx, func(st *game.Scene) { pv, found = st.PlayerView(player) }); err != nil {
-		return jr, scenelink.FailUnavailable, err
-	}
-	if found {
-		raw, err := json.Marshal(pv)
-		if err != nil {
-			return jr, scenelink.FailUnavailable, err
-		}
-		jr.State = raw
-	}
-	return jr, "", nil
+	return joined(a)
 }
 
 // awaitDeparture waits while player is in l's outbox (travelling away,

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -518,5 +519,28 @@ func TestLinkTravelResendAtDestination(t *testing.T) {
 	r, ok := effs[0].(game.Reply)
 	if !ok || !r.Resent || r.Body != game.Result(dr) {
 		t.Fatalf("resend after the restart: %+v, want %+v", effs[0], dr)
+	}
+}
+
+// submitThen's function sees the state the event left, in the same turn of
+// the loop (a join reads the player's view so), and does not run for an
+// event that was refused.
+func TestSubmitThen(t *testing.T) {
+	f := newLinkFixture(t)
+	l, _ := f.h.loop("forest")
+	var gold int64
+	var seen bool
+	effs, err := l.submitThen(t.Context(), game.Enter{Player: player.Data{ID: "p1", Name: "N", Gold: 70}, Version: 1}, func(st *game.Scene, effs []game.Effect) {
+		var pv game.PlayerView
+		pv, seen = st.PlayerView("p1")
+		gold = pv.Gold
+	})
+	if err != nil || !seen || gold != 70 {
+		t.Fatalf("then saw the player %v with %d gold (effects %v, %v)", seen, gold, effs, err)
+	}
+	ran := false
+	huge := strings.Repeat("x", 1<<17) // over the log's string limit: refused, not applied
+	if _, err := l.submitThen(t.Context(), game.Attach{Player: "p1", Session: huge}, func(*game.Scene, []game.Effect) { ran = true }); err == nil || ran {
+		t.Fatalf("an unloggable event: err %v, then ran %v", err, ran)
 	}
 }

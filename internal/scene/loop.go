@@ -65,6 +65,10 @@ type submission struct {
 	ev game.Event
 	// read runs on the loop goroutine instead of an event (inspect).
 	read func(*game.Scene)
+	// then, with an event, runs on the loop goroutine right after it was
+	// applied (not if it was refused): a caller that needs the state the
+	// event left saves a second trip through the loop.
+	then func(*game.Scene, []game.Effect)
 	// done receives the event's effects (nil if it was refused) or is
 	// closed after read.
 	done chan<- result
@@ -107,9 +111,15 @@ var errUnloggable = errors.New("event cannot be logged")
 // answers, room ends) are submitted with a context that does not end: the
 // loop's own end still bounds them.
 func (l *loop) submit(ctx context.Context, ev game.Event) ([]game.Effect, error) {
+	return l.submitThen(ctx, ev, nil)
+}
+
+// submitThen is submit, and then (if not nil) runs on the loop goroutine
+// with the state and the effects as soon as ev was applied.
+func (l *loop) submitThen(ctx context.Context, ev game.Event, then func(*game.Scene, []game.Effect)) ([]game.Effect, error) {
 	done := make(chan result, 1)
 	select {
-	case l.in <- submission{ev: ev, done: done}:
+	case l.in <- submission{ev: ev, done: done, then: then}:
 	case <-l.done:
 		return nil, fmt.Errorf("scene %s: %w", l.id, ErrStopped)
 	case <-ctx.Done():
@@ -243,6 +253,9 @@ func (l *loop) take(s submission) {
 		return
 	}
 	effs, err := l.step(s.ev)
+	if s.then != nil && err == nil {
+		s.then(l.st, effs)
+	}
 	if s.link != nil {
 		s.link.answer(l, s.linkID, s.ev, effs, err)
 	} else if s.done != nil {
