@@ -132,6 +132,9 @@ type Reader struct {
 	r   *bufio.Reader
 	max int
 	buf []byte
+	// h is the header being read: a local array escapes through
+	// io.ReadFull, one allocation per frame.
+	h [HeaderLen]byte
 }
 
 // NewReader reads frames of at most max bytes from r.
@@ -145,7 +148,7 @@ func NewReader(r io.Reader, max int) *Reader {
 // Next returns the next frame. io.EOF means the stream ended between frames;
 // an end inside a frame is ErrTruncated. The body is valid until the next call.
 func (r *Reader) Next() (Frame, error) {
-	var h [HeaderLen]byte
+	h := &r.h
 	if _, err := io.ReadFull(r.r, h[:4]); err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) {
 			return Frame{}, ErrTruncated
