@@ -78,8 +78,9 @@ type Options struct {
 	// dropped and counted.
 	PushBuffer int
 	// DiscardPushes drops pushes as they arrive instead of buffering them
-	// for Pushes: for a client that never reads them (bots), whose buffer
-	// would otherwise hold PushBuffer of them, ~2 KB each for positions.
+	// for Pushes (which then delivers nothing): for a client that never
+	// reads them (bots), whose buffer would otherwise hold PushBuffer of
+	// them, ~2 KB each for positions.
 	DiscardPushes bool
 	Log           *zap.Logger
 }
@@ -233,8 +234,14 @@ func Dial(ctx context.Context, opt Options) (*Client, error) {
 	if opt.Log == nil {
 		opt.Log = zap.NewNop()
 	}
-	c := &Client{opt: opt, log: opt.Log, pushes: make(chan Push, opt.PushBuffer),
-		done: make(chan struct{})}
+	pushBuf := opt.PushBuffer
+	if opt.DiscardPushes {
+		// Not even the empty buffer: 1024 slots are 56 KB of pointers the
+		// garbage collector scans every cycle, per client (56 MB for 1000
+		// bots).
+		pushBuf = 0
+	}
+	c := &Client{opt: opt, log: opt.Log, pushes: make(chan Push, pushBuf), done: make(chan struct{})}
 	c.cond = sync.NewCond(&c.mu)
 	var last error
 	for i := range opt.Gateways {
