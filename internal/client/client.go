@@ -146,7 +146,8 @@ type Future struct {
 	err     error
 	sent    bool
 	sends   int
-	retries int // retryable replies so far
+	retries int    // retryable replies so far
+	use     uint64 // a GoFunc future's reuses: a retry timer set before one resends nothing
 }
 
 // failLocked ends f with err. A callback is not run here (the caller holds
@@ -205,6 +206,7 @@ type Client struct {
 	// on every reply and read only when a reply has no request.
 	answered [1024]uint64
 	ansNext  int
+	free     []*Future // GoFunc futures answered, for reuse (a closed loop allocates none)
 	stats    Stats
 	closed   bool
 	fatal    error
@@ -392,7 +394,14 @@ func (c *Client) GoFunc(op []byte, done func(Reply, error)) error {
 	if len(c.calls) >= c.windowLocked() {
 		return ErrWindowFull
 	}
-	c.startCallLocked(&Future{op: op, fn: done})
+	var f *Future
+	if n := len(c.free); n > 0 {
+		f, c.free = c.free[n-1], c.free[:n-1]
+	} else {
+		f = &Future{}
+	}
+	f.op, f.fn = op, done
+	c.startCallLocked(f)
 	return nil
 }
 
@@ -744,10 +753,12 @@ func (c *Client) onReply(f gwproto.Frame) {
 		// does not turn into a stream of refused resends.
 		delay := min(50*time.Millisecond<<min(fut.retries, 6), 2*time.Second)
 		fut.retries++
+		seq, use := fut.seq, fut.use
 		c.mu.Unlock()
 		time.AfterFunc(delay, func() {
 			c.mu.Lock()
-			if i, ok := c.callLocked(fut.seq); ok && c.calls[i] == fut {
+			// Still unanswered, and not reused since for another request.
+			if i, ok := c.callLocked(seq); ok && c.calls[i] == fut && fut.use == use {
 				c.sendLocked(fut)
 			}
 			c.mu.Unlock()
@@ -767,8 +778,15 @@ func (c *Client) onReply(f gwproto.Frame) {
 		}
 		fut.rep = rep
 		close(fut.done)
-	} else if f.Code == gwproto.CodeOK {
-		rep.Body = f.Body
+	} else {
+		if f.Code == gwproto.CodeOK {
+			rep.Body = f.Body
+		}
+		// Nothing refers to fut now but a retry timer, which checks use.
+		*fut = Future{use: fut.use + 1}
+		if len(c.free) < 4 {
+			c.free = append(c.free, fut)
+		}
 	}
 	c.cond.Broadcast()
 	c.mu.Unlock()

@@ -282,3 +282,44 @@ func TestGoFuncCloseDuplicateAndWindow(t *testing.T) {
 		t.Fatalf("GoFunc after Close: %v", err)
 	}
 }
+
+// A retryable reply sets a resend timer; if the request is answered before
+// it fires, the timer must resend nothing, even though the callback's
+// next request may be reusing the answered one's Future by then.
+func TestGoFuncRetryTimerAfterAnswer(t *testing.T) {
+	srv := newServer(t)
+	held := make(chan gwproto.Frame, 4)
+	srv.set(func(nc net.Conn, f gwproto.Frame) {
+		if f.ID == 1 {
+			// Retry later... then answered at once (the timer is now stale).
+			send(nc, gwproto.TypeReply, gwproto.CodeUnavailable, 1, gwproto.ErrorBody{Error: "busy"})
+			send(nc, gwproto.TypeReply, 0, 1, json.RawMessage(`{"n":1}`))
+			return
+		}
+		held <- f // request 2 is held past the timer
+	})
+	c, ctx := srv.dial(t, Options{Token: "t"})
+	k := newCalls(2)
+	if err := c.GoFunc([]byte(`{"n":1}`), func(rep Reply, err error) {
+		k.record("r1", rep, err)
+		if err := c.GoFunc([]byte(`{"n":2}`), func(rep Reply, err error) { k.record("r2", rep, err) }); err != nil {
+			t.Errorf("GoFunc r2: %v", err)
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	f2 := <-held
+	time.Sleep(200 * time.Millisecond) // the retry timer (50 ms) fires meanwhile
+	srv.mu.Lock()
+	nc := srv.conns[0]
+	srv.mu.Unlock()
+	send(nc, gwproto.TypeReply, 0, f2.ID, json.RawMessage(`{"n":2}`))
+	k.wait(t, ctx)
+	k.exactlyOnce(t)
+	if _, seen := srv.snapshot(); len(seen) != 2 || seen[0] != 1 || seen[1] != 2 {
+		t.Fatalf("requests seen %v, want 1 2 (no resend from the stale timer)", seen)
+	}
+	if st := c.Stats(); st.Resends != 0 || st.Duplicates != 0 || st.Answered != 2 {
+		t.Fatalf("stats %+v", st)
+	}
+}
