@@ -151,7 +151,7 @@ type decoder struct {
 	ids *interner
 	// moves, when set, hands out one boxed Move per square (Replayer): a
 	// log is mostly moves, and a box each is an allocation each.
-	moves *moveBoxes
+	moves *squares
 }
 
 func (d *decoder) fail(err error) {
@@ -577,7 +577,7 @@ func (d *decoder) op() Op {
 	case opMove:
 		m := Move{X: d.int(), Y: d.int()}
 		if d.moves != nil {
-			return d.moves.get(m)
+			return d.moves.move(m)
 		}
 		return m
 	case opAttack:

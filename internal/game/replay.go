@@ -9,21 +9,24 @@ package game
 // copied out of every record, a request is applied without being boxed as
 // an Event, and the effects nobody reads are not built.
 type Replayer struct {
-	ids     interner
-	moves   moveBoxes
-	results map[MoveResult]Result // one boxed result per square, as moves
+	ids interner
+	// squares shares boxed values per square of the scene (a log is mostly
+	// moves, and a box each is an allocation each); sized at the first
+	// event, from the scene's definition.
+	squares *squares
 }
 
 // NewReplayer returns a Replayer; one per scene being replayed (its ids are
 // the scene's).
-func NewReplayer() *Replayer {
-	return &Replayer{ids: interner{m: map[string]string{}}, moves: moveBoxes{m: map[Move]Op{}}, results: map[MoveResult]Result{}}
-}
+func NewReplayer() *Replayer { return &Replayer{ids: interner{m: map[string]string{}}} }
 
 // Apply decodes one logged event and applies it to s. A record that does not
 // decode gives DecodeEvent's error and changes nothing.
 func (rp *Replayer) Apply(s *Scene, b []byte) error {
-	d := decoder{b: b, ids: &rp.ids, moves: &rp.moves}
+	if rp.squares == nil {
+		rp.squares = newSquares(s.def)
+	}
+	d := decoder{b: b, ids: &rp.ids, moves: rp.squares}
 	if len(b) > 0 && b[0] == evRequest {
 		// Requests are most of a log: apply them without an Event box.
 		kind := d.u8()
@@ -70,32 +73,61 @@ func (in *interner) get(b []byte) string {
 	return s
 }
 
-// moveBoxes hands out one Op per distinct Move: an Op is immutable, so
-// requests may share it. Bounded like an interner (a scene's squares).
-type moveBoxes struct {
-	m map[Move]Op
+// maxSquares bounds the squares boxed values are shared for (a 128x128
+// scene; the default is 100x100): 2 x 16 B each, allocated as the boxes are
+// first made. Moves off that grid are boxed as usual.
+const maxSquares = 1 << 14
+
+// squares hands out one boxed Move and one boxed MoveResult per square: an
+// Op or a Result is never changed once made, so requests and stored
+// replies may share them. No hashing and no growth: a log whose moves never
+// repeat costs what it did without it.
+type squares struct {
+	w, h    int
+	moves   []Op
+	results []Result
 }
 
-func (mb *moveBoxes) get(m Move) Op {
-	if op, ok := mb.m[m]; ok {
-		return op
+func newSquares(def SceneDef) *squares {
+	w, h := def.EffectiveWidth(), def.EffectiveHeight()
+	if w <= 0 || h <= 0 || w*h > maxSquares {
+		return &squares{} // nothing is on the grid
 	}
-	var op Op = m
-	if len(mb.m) < maxInterned {
-		mb.m[m] = op
-	}
-	return op
+	return &squares{w: w, h: h}
 }
 
-// moveResult is r boxed, shared like the moves: a stored reply is never
-// changed, only replaced.
-func (rp *Replayer) moveResult(r MoveResult) Result {
-	if b, ok := rp.results[r]; ok {
-		return b
+// at is the square's index, or -1 off the grid.
+func (sq *squares) at(x, y int) int {
+	if x < 0 || y < 0 || x >= sq.w || y >= sq.h {
+		return -1
 	}
-	var b Result = r
-	if len(rp.results) < maxInterned {
-		rp.results[r] = b
+	return y*sq.w + x
+}
+
+func (sq *squares) move(m Move) Op {
+	i := sq.at(m.X, m.Y)
+	if i < 0 {
+		return m
 	}
-	return b
+	if sq.moves == nil {
+		sq.moves = make([]Op, sq.w*sq.h)
+	}
+	if sq.moves[i] == nil {
+		sq.moves[i] = m
+	}
+	return sq.moves[i]
+}
+
+func (sq *squares) moveResult(r MoveResult) Result {
+	i := sq.at(r.X, r.Y)
+	if i < 0 {
+		return r
+	}
+	if sq.results == nil {
+		sq.results = make([]Result, sq.w*sq.h)
+	}
+	if sq.results[i] == nil {
+		sq.results[i] = r
+	}
+	return sq.results[i]
 }

@@ -51,7 +51,7 @@ func (s *Scene) opMove(p *playerState, op Move, out []Effect) (Result, []Effect)
 		}
 	}
 	if s.replaying != nil {
-		return s.replaying.moveResult(MoveResult{X: op.X, Y: op.Y}), out
+		return s.replaying.squares.moveResult(MoveResult{X: op.X, Y: op.Y}), out
 	}
 	return MoveResult{X: op.X, Y: op.Y}, out
 }
