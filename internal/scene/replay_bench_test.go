@@ -1,12 +1,11 @@
 package scene
 
 import (
-	"fmt"
 	"path/filepath"
 	"testing"
 
 	"github.com/respawn-dev/respawn/internal/game"
-	"github.com/respawn-dev/respawn/internal/player"
+	"github.com/respawn-dev/respawn/internal/game/gamesim"
 	"github.com/respawn-dev/respawn/internal/shmlog"
 )
 
@@ -36,23 +35,7 @@ func forestLog(tb testing.TB, path string, players, events int) *shmlog.Slot {
 			tb.Fatal(err)
 		}
 	}
-	seq := make([]uint64, players)
-	for i := range players {
-		add(game.Enter{Player: player.Data{ID: fmt.Sprintf("p%d", i), Name: fmt.Sprintf("Player %d", i), Gold: 100}, Version: 1})
-	}
-	for n := range events {
-		i := n % players
-		switch {
-		case n%10 == 0:
-			add(game.Tick{})
-		case n%10 == 1:
-			seq[i]++
-			add(game.Request{Session: fmt.Sprintf("s%d", i), Player: fmt.Sprintf("p%d", i), Seq: seq[i], Op: game.Attack{Monster: "wolf-1"}})
-		default:
-			seq[i]++
-			add(game.Request{Session: fmt.Sprintf("s%d", i), Player: fmt.Sprintf("p%d", i), Seq: seq[i], Op: game.Move{X: n % 90, Y: i % 90}})
-		}
-	}
+	gamesim.ForestEvents(players, events, add)
 	return slot
 }
 
