@@ -62,6 +62,28 @@ func send(nc net.Conn, t gwproto.Type, code gwproto.Code, id uint64, v any) {
 	_, _ = nc.Write(b)
 }
 
+// restart replaces the server's listener with one on the same port whose
+// connections are served by handle (serveFrames), until the test ends:
+// the gateway a reconnecting client comes back to.
+func (s *server) restart(t *testing.T, handle func(nc net.Conn, fr gwproto.Frame) bool) {
+	t.Helper()
+	s.ln.Close()
+	ln, err := net.Listen("tcp", s.ln.Addr().String())
+	if err != nil {
+		t.Skipf("could not listen again on the same port: %v", err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go serveFrames(nc, 16, func(fr gwproto.Frame) bool { return handle(nc, fr) })
+		}
+	}()
+}
+
 // serveFrames reads nc's frames until it closes, answers HELLO with a
 // WELCOME offering window, and hands every other frame to fn; fn returns
 // false once it has closed nc.
@@ -251,47 +273,33 @@ func TestReloginAndReplaced(t *testing.T) {
 	f := c.Go(map[string]any{"op": "x"})
 	<-held
 	// From now on resumes are refused.
-	srv.ln.Close()
-	ln, err := net.Listen("tcp", srv.ln.Addr().String())
-	if err != nil {
-		t.Skipf("could not listen again on the same port: %v", err)
-	}
-	defer ln.Close()
 	var resumes, logins int
 	var mu sync.Mutex
-	go func() {
-		for {
-			nc, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go serveFrames(nc, 16, func(fr gwproto.Frame) bool {
-				switch fr.Type {
-				case gwproto.TypeResume:
-					mu.Lock()
-					resumes++
-					mu.Unlock()
-					send(nc, gwproto.TypeClose, gwproto.CodeResumeFailed, 0, gwproto.ErrorBody{Error: "gone"})
-					nc.Close()
-					return false
-				case gwproto.TypeLogin:
-					mu.Lock()
-					logins++
-					mu.Unlock()
-					send(nc, gwproto.TypeSession, 0, 0, gwproto.Session{Player: "alice", Session: "s2", ResumeToken: "r2"})
-				case gwproto.TypeRequest:
-					if fr.ID == 1 {
-						send(nc, gwproto.TypeReply, 0, 1, json.RawMessage(`{}`))
-						return true
-					}
-					send(nc, gwproto.TypeClose, gwproto.CodeSessionReplaced, 0, gwproto.ErrorBody{Error: "elsewhere"})
-					nc.Close()
-					return false
-				}
+	srv.restart(t, func(nc net.Conn, fr gwproto.Frame) bool {
+		switch fr.Type {
+		case gwproto.TypeResume:
+			mu.Lock()
+			resumes++
+			mu.Unlock()
+			send(nc, gwproto.TypeClose, gwproto.CodeResumeFailed, 0, gwproto.ErrorBody{Error: "gone"})
+			nc.Close()
+			return false
+		case gwproto.TypeLogin:
+			mu.Lock()
+			logins++
+			mu.Unlock()
+			send(nc, gwproto.TypeSession, 0, 0, gwproto.Session{Player: "alice", Session: "s2", ResumeToken: "r2"})
+		case gwproto.TypeRequest:
+			if fr.ID == 1 {
+				send(nc, gwproto.TypeReply, 0, 1, json.RawMessage(`{}`))
 				return true
-			})
+			}
+			send(nc, gwproto.TypeClose, gwproto.CodeSessionReplaced, 0, gwproto.ErrorBody{Error: "elsewhere"})
+			nc.Close()
+			return false
 		}
-	}()
+		return true
+	})
 	srv.mu.Lock()
 	srv.conns[0].Close()
 	srv.mu.Unlock()

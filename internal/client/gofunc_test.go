@@ -144,39 +144,25 @@ func TestGoFuncErrorsReachCallbackOnce(t *testing.T) {
 	c, ctx := srv.dial(t, Options{Token: "t", Window: 8})
 	// Resumes are refused from now on; logins succeed, request 1 of the new
 	// session is answered, the next is answered by session_replaced.
-	srv.ln.Close()
-	ln, err := net.Listen("tcp", srv.ln.Addr().String())
-	if err != nil {
-		t.Skipf("could not listen again on the same port: %v", err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			nc, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go serveFrames(nc, 16, func(fr gwproto.Frame) bool {
-				switch fr.Type {
-				case gwproto.TypeResume:
-					send(nc, gwproto.TypeClose, gwproto.CodeResumeFailed, 0, gwproto.ErrorBody{Error: "gone"})
-					nc.Close()
-					return false
-				case gwproto.TypeLogin:
-					send(nc, gwproto.TypeSession, 0, 0, gwproto.Session{Player: "alice", Session: "s2", ResumeToken: "r2"})
-				case gwproto.TypeRequest:
-					if fr.ID == 1 {
-						send(nc, gwproto.TypeReply, 0, 1, json.RawMessage(`{"new":1}`))
-						return true
-					}
-					send(nc, gwproto.TypeClose, gwproto.CodeSessionReplaced, 0, gwproto.ErrorBody{Error: "elsewhere"})
-					nc.Close()
-					return false
-				}
+	srv.restart(t, func(nc net.Conn, fr gwproto.Frame) bool {
+		switch fr.Type {
+		case gwproto.TypeResume:
+			send(nc, gwproto.TypeClose, gwproto.CodeResumeFailed, 0, gwproto.ErrorBody{Error: "gone"})
+			nc.Close()
+			return false
+		case gwproto.TypeLogin:
+			send(nc, gwproto.TypeSession, 0, 0, gwproto.Session{Player: "alice", Session: "s2", ResumeToken: "r2"})
+		case gwproto.TypeRequest:
+			if fr.ID == 1 {
+				send(nc, gwproto.TypeReply, 0, 1, json.RawMessage(`{"new":1}`))
 				return true
-			})
+			}
+			send(nc, gwproto.TypeClose, gwproto.CodeSessionReplaced, 0, gwproto.ErrorBody{Error: "elsewhere"})
+			nc.Close()
+			return false
 		}
-	}()
+		return true
+	})
 
 	k := newCalls(5)
 	for _, name := range []string{"a", "b", "c"} {
