@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -55,7 +56,22 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	binDir = dir
-	return m.Run()
+	code := m.Run()
+	// A process a test's cleanup missed (a spare started as its manager
+	// was killed) may have made its shm directory again before it gave up.
+	shmDirs.Lock()
+	for _, d := range shmDirs.made {
+		os.RemoveAll(d)
+	}
+	shmDirs.Unlock()
+	return code
+}
+
+// shmDirs are the clusters' directories under /dev/shm, removed again
+// when the tests end.
+var shmDirs struct {
+	sync.Mutex
+	made []string
 }
 
 // cluster is one test's private world: its own directories and ports.
@@ -75,6 +91,10 @@ func newCluster(t testing.TB, extraArgs ...string) *cluster {
 	shm, err := os.MkdirTemp("/dev/shm", "respawn-test-")
 	if err != nil {
 		shm = filepath.Join(t.TempDir(), "shm")
+	} else {
+		shmDirs.Lock()
+		shmDirs.made = append(shmDirs.made, shm)
+		shmDirs.Unlock()
 	}
 	c.shmDir = shm
 	for _, k := range []string{"worldmgr.listen", "worldmgr.admin", "datasvr.admin", "nats.listen", "gateway.listen", "gateway.websocket", "gateway.admin"} {
