@@ -18,6 +18,7 @@ import (
 	"github.com/respawn-dev/respawn/internal/client"
 	"github.com/respawn-dev/respawn/internal/modules"
 	"github.com/respawn-dev/respawn/internal/poll"
+	"github.com/respawn-dev/respawn/internal/process"
 	"github.com/respawn-dev/respawn/internal/secret"
 	"github.com/respawn-dev/respawn/internal/token"
 )
@@ -402,9 +403,9 @@ func reportBlip(b *testing.B, faults, fault string, n, requests int, blip, toRun
 // bot progress line reported answered round trips.
 type cpuSample struct {
 	answered uint64
-	ticks    map[string]uint64
-	syscalls map[string]uint64 // read and write system calls
-	switches map[string]uint64 // voluntary thread switches
+	cpu      map[string]time.Duration // user + system
+	syscalls map[string]uint64        // read and write system calls
+	switches map[string]uint64        // voluntary thread switches
 }
 
 // cpuSamples are taken at every progress line of a bot run: CPU per
@@ -435,10 +436,10 @@ func sampleCPU(run *botRun, pids map[string]int) *cpuSamples {
 			}
 			lines = len(m)
 			n, _ := strconv.ParseUint(m[len(m)-1][1], 10, 64)
-			smp := cpuSample{answered: n, ticks: map[string]uint64{}, syscalls: map[string]uint64{}, switches: map[string]uint64{}}
+			smp := cpuSample{answered: n, cpu: map[string]time.Duration{}, syscalls: map[string]uint64{}, switches: map[string]uint64{}}
 			for name, pid := range pids {
-				if t, err := procTicks(pid); err == nil {
-					smp.ticks[name] = t
+				if t, err := process.CPU(pid); err == nil {
+					smp.cpu[name] = t
 				}
 				if n, err := procSyscalls(pid); err == nil {
 					smp.syscalls[name] = n
@@ -477,16 +478,15 @@ func (s *cpuSamples) perRoundTrip() (string, float64) {
 	if rts <= 0 {
 		return "", 0
 	}
-	names := make([]string, 0, len(last.ticks))
-	for name := range last.ticks {
+	names := make([]string, 0, len(last.cpu))
+	for name := range last.cpu {
 		names = append(names, name)
 	}
 	slices.Sort(names)
-	const usPerTick = 1e6 / 100 // USER_HZ is 100 on Linux
 	var line string
 	var total float64
 	for _, name := range names {
-		us := float64(last.ticks[name]-first.ticks[name]) * usPerTick / rts
+		us := float64((last.cpu[name] - first.cpu[name]).Microseconds()) / rts
 		total += us
 		line += fmt.Sprintf("%s %.1f µs", name, us)
 		if n, ok := last.syscalls[name]; ok {
@@ -499,30 +499,6 @@ func (s *cpuSamples) perRoundTrip() (string, float64) {
 		line += ", "
 	}
 	return fmt.Sprintf("%stotal %.1f µs (%.0f round trips measured)", line, total, rts), total
-}
-
-// procTicks is a process's utime+stime in clock ticks (/proc/PID/stat).
-func procTicks(pid int) (uint64, error) {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// The command name (field 2) may hold spaces: fields count from the
-	// last ')'.
-	i := strings.LastIndexByte(string(raw), ')')
-	if i < 0 {
-		return 0, fmt.Errorf("pid %d: malformed stat", pid)
-	}
-	f := strings.Fields(string(raw[i+1:]))
-	if len(f) < 13 {
-		return 0, fmt.Errorf("pid %d: short stat", pid)
-	}
-	ut, err1 := strconv.ParseUint(f[11], 10, 64)
-	st, err2 := strconv.ParseUint(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("pid %d: stat times %q %q", pid, f[11], f[12])
-	}
-	return ut + st, nil
 }
 
 // procSyscalls is a process's read and write system calls so far

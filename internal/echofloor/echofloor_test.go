@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/respawn-dev/respawn/internal/gwproto"
 	"github.com/respawn-dev/respawn/internal/poll"
+	"github.com/respawn-dev/respawn/internal/process"
 )
 
 // serverEnv makes the test binary the echo server, listening on its value.
@@ -139,10 +139,10 @@ func echoRun(b *testing.B, n int, d time.Duration) {
 	}
 	// Warm up, then measure round trips and both processes' CPU.
 	time.Sleep(time.Second)
-	c0, s0, m0 := count.Load(), cpuTicks(srv.Process.Pid), cpuTicks(os.Getpid())
+	c0, s0, m0 := count.Load(), cpuOf(b, srv.Process.Pid), cpuOf(b, os.Getpid())
 	t0 := time.Now()
 	time.Sleep(d)
-	c1, s1, m1 := count.Load(), cpuTicks(srv.Process.Pid), cpuTicks(os.Getpid())
+	c1, s1, m1 := count.Load(), cpuOf(b, srv.Process.Pid), cpuOf(b, os.Getpid())
 	el := time.Since(t0)
 	close(stop)
 	select {
@@ -151,31 +151,19 @@ func echoRun(b *testing.B, n int, d time.Duration) {
 	default:
 	}
 	rts := float64(c1 - c0)
-	const usPerTick = 1e6 / 100
 	b.ReportMetric(rts/el.Seconds(), "rps")
-	b.ReportMetric(float64(s1-s0)*usPerTick/rts, "server_cpu_us/rt")
-	b.ReportMetric(float64(m1-m0)*usPerTick/rts, "client_cpu_us/rt")
+	b.ReportMetric(float64((s1-s0).Microseconds())/rts, "server_cpu_us/rt")
+	b.ReportMetric(float64((m1-m0).Microseconds())/rts, "client_cpu_us/rt")
 	fmt.Fprintf(os.Stderr, "%s: %d clients, %.0f round trips/s, CPU per round trip: server %.1f µs, clients %.1f µs\n",
-		b.Name(), n, rts/el.Seconds(), float64(s1-s0)*usPerTick/rts, float64(m1-m0)*usPerTick/rts)
+		b.Name(), n, rts/el.Seconds(), float64((s1-s0).Microseconds())/rts, float64((m1-m0).Microseconds())/rts)
 	_ = srv.Process.Kill()
 	wg.Wait()
 }
 
-// cpuTicks is a process's utime+stime in clock ticks (0 if unreadable).
-func cpuTicks(pid int) uint64 {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+func cpuOf(b *testing.B, pid int) time.Duration {
+	d, err := process.CPU(pid)
 	if err != nil {
-		return 0
+		b.Fatal(err)
 	}
-	i := strings.LastIndexByte(string(raw), ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(string(raw[i+1:]))
-	if len(f) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseUint(f[11], 10, 64)
-	st, _ := strconv.ParseUint(f[12], 10, 64)
-	return ut + st
+	return d
 }

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Identity is what ties a pid to one particular process: the executable it
@@ -48,24 +49,52 @@ func ReadIdentity(pid int) (Identity, error) {
 	return Identity{Exe: exe, StartTicks: start, Cmdline: args}, nil
 }
 
-// startTicks parses field 22 of a /proc/PID/stat line. The command name
-// (field 2) may hold spaces and parentheses, so fields are counted from
-// the last ')'.
+// startTicks parses field 22 of a /proc/PID/stat line.
 func startTicks(stat []byte) (uint64, error) {
+	v, err := statField(stat, 22)
+	if err != nil {
+		return 0, fmt.Errorf("stat: start time: %w", err)
+	}
+	return v, nil
+}
+
+// statField parses numeric field n (counted from 1, as proc(5) does) of a
+// /proc/PID/stat line. The command name (field 2) may hold spaces and
+// parentheses, so fields are counted from the last ')'.
+func statField(stat []byte, n int) (uint64, error) {
 	i := bytes.LastIndexByte(stat, ')')
 	if i < 0 {
 		return 0, fmt.Errorf("stat: no command name")
 	}
 	fields := strings.Fields(string(stat[i+1:]))
-	// fields[0] is field 3 (state), so field 22 is fields[19].
-	if len(fields) < 20 {
-		return 0, fmt.Errorf("stat: %d fields after the command name, want at least 20", len(fields))
+	// fields[0] is field 3 (state).
+	if len(fields) < n-2 {
+		return 0, fmt.Errorf("stat: %d fields after the command name, want at least %d", len(fields), n-2)
 	}
-	v, err := strconv.ParseUint(fields[19], 10, 64)
+	v, err := strconv.ParseUint(fields[n-3], 10, 64)
 	if err != nil {
-		return 0, fmt.Errorf("stat: start time %q: %w", fields[19], err)
+		return 0, fmt.Errorf("stat: field %d %q: %w", n, fields[n-3], err)
 	}
 	return v, nil
+}
+
+// CPU is the CPU time pid has used so far, user and system, all threads
+// (/proc/PID/stat utime + stime, in clock ticks of 10 ms).
+func CPU(pid int) (time.Duration, error) {
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, fmt.Errorf("cpu of pid %d: %w", pid, err)
+	}
+	ut, err := statField(stat, 14)
+	if err != nil {
+		return 0, fmt.Errorf("cpu of pid %d: %w", pid, err)
+	}
+	st, err := statField(stat, 15)
+	if err != nil {
+		return 0, fmt.Errorf("cpu of pid %d: %w", pid, err)
+	}
+	const tick = 10 * time.Millisecond // USER_HZ is 100 on Linux
+	return time.Duration(ut+st) * tick, nil
 }
 
 // Mismatch says how got differs from want, or "" when they are the same

@@ -96,3 +96,32 @@ func TestZombieLeaderWithLiveThreadsIsAlive(t *testing.T) {
 		t.Fatalf("pid %d alive after it was reaped", pid)
 	}
 }
+
+func TestCPUGrowsWithWork(t *testing.T) {
+	before, err := CPU(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Spin until the kernel has charged at least two clock ticks.
+	x := 0
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		for i := range 1 << 20 {
+			x += i
+		}
+		after, err := CPU(os.Getpid())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if after >= before+20*time.Millisecond {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("CPU stayed at %v after 10 s of spinning (from %v)", after, before)
+		}
+	}
+	_ = x
+	if _, err := CPU(-1); err == nil {
+		t.Fatal("CPU of pid -1: no error")
+	}
+}
