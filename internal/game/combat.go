@@ -9,6 +9,9 @@ func (s *Scene) opAttack(p *playerState, op Attack, out []Effect) (Result, []Eff
 	}
 	m := &s.mons[i]
 	if m.hp == 0 {
+		if s.replaying != nil {
+			return s.replaying.deadResult(i, m.def.ID), out
+		}
 		return errResult(ErrMonsterDead, "%s is dead", m.def.ID), out
 	}
 	lvl := min(max(p.data.Level, 0), maxPlayerLevel)

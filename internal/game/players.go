@@ -57,7 +57,7 @@ func (s *Scene) count(d *player.Data, f func(e *LedgerEntry, n int64)) {
 
 // addPlayer places p in the scene. The caller has checked it is absent.
 func (s *Scene) addPlayer(p *playerState) {
-	s.players[p.data.ID] = p
+	s.setPlayer(p.data.ID, p)
 	i := sort.Search(len(s.plist), func(i int) bool { return s.plist[i].data.ID >= p.data.ID })
 	s.plist = append(s.plist, nil)
 	copy(s.plist[i+1:], s.plist[i:])
@@ -67,7 +67,7 @@ func (s *Scene) addPlayer(p *playerState) {
 // removePlayer takes p out of the scene and cancels its trades.
 func (s *Scene) removePlayer(p *playerState) {
 	id := p.data.ID
-	delete(s.players, id)
+	s.deletePlayer(id)
 	i := sort.Search(len(s.plist), func(i int) bool { return s.plist[i].data.ID >= id })
 	if i < len(s.plist) && s.plist[i] == p {
 		copy(s.plist[i:], s.plist[i+1:])

@@ -10,15 +10,44 @@ package game
 // an Event, and the effects nobody reads are not built.
 type Replayer struct {
 	ids interner
+	// reqs are the requests' (session, player) pairs met so far, by the
+	// bytes that encode them side by side in a request record: one hash
+	// for both ids, and the pair remembers its player's lookups (reqIDs).
+	reqs map[string]*reqIDs
+	// cur is the pair of the request being applied (nil otherwise).
+	cur *reqIDs
 	// squares shares boxed values per square of the scene (a log is mostly
 	// moves, and a box each is an allocation each); sized at the first
 	// event, from the scene's definition.
 	squares *squares
+	// dead holds each monster's "is dead" refusal, by monster index: an
+	// attack on a dead monster is a common request, and its reply the same
+	// each time (errResult formats it anew).
+	dead []deadRefusal
+}
+
+// reqIDs is one (session, player) pair of request records, with what
+// Scene.lookup last found for the player in scene while its maps were at
+// epoch (Scene.idEpoch): a log is the same players' requests over and over,
+// and the maps change rarely between them.
+type reqIDs struct {
+	session, player string
+	scene           *Scene
+	epoch           uint64
+	rec             *sessRec
+	p               *playerState
+}
+
+type deadRefusal struct {
+	monster string
+	r       Result
 }
 
 // NewReplayer returns a Replayer; one per scene being replayed (its ids are
 // the scene's).
-func NewReplayer() *Replayer { return &Replayer{ids: interner{m: map[string]string{}}} }
+func NewReplayer() *Replayer {
+	return &Replayer{ids: interner{m: map[string]string{}}, reqs: map[string]*reqIDs{}}
+}
 
 // Apply decodes one logged event and applies it to s. A record that does not
 // decode gives DecodeEvent's error and changes nothing.
@@ -29,14 +58,18 @@ func (rp *Replayer) Apply(s *Scene, b []byte) error {
 	d := decoder{b: b, ids: &rp.ids, moves: rp.squares}
 	if len(b) > 0 && b[0] == evRequest {
 		// Requests are most of a log: apply them without an Event box.
+		// The fields are read as decoder.request reads them, so a record
+		// fails exactly as it does in DecodeEvent.
 		kind := d.u8()
-		r := d.request()
+		ids := rp.requestIDs(&d)
+		r := Request{Session: ids.session, Player: ids.player, Seq: d.uv()}
+		r.Op = d.op()
 		if err := d.end(kind); err != nil {
 			return err
 		}
-		s.replaying = rp
+		s.replaying, rp.cur = rp, ids
 		s.onRequest(r)
-		s.replaying = nil
+		s.replaying, rp.cur = nil, nil
 		return nil
 	}
 	ev, err := decodeEvent(d)
@@ -47,6 +80,43 @@ func (rp *Replayer) Apply(s *Scene, b []byte) error {
 	s.Apply(ev)
 	s.replaying = nil
 	return nil
+}
+
+// requestIDs reads a request record's session and player ids (d is past
+// the kind byte) as one interned pair. A record that fails to decode gets an
+// empty pair, with d's error set as two d.str() calls would set it.
+func (rp *Replayer) requestIDs(d *decoder) *reqIDs {
+	start := d.b
+	for range 2 {
+		n := d.length(maxStrLen)
+		if d.err != nil {
+			return &reqIDs{}
+		}
+		d.b = d.b[n:]
+	}
+	key := start[:len(start)-len(d.b)]
+	if ids, ok := rp.reqs[string(key)]; ok { // no allocation for the lookup
+		return ids
+	}
+	kd := decoder{b: key, ids: &rp.ids}
+	ids := &reqIDs{session: kd.str(), player: kd.str()}
+	if len(rp.reqs) < maxInterned && len(key) <= 2*maxInternedLen {
+		rp.reqs[string(key)] = ids
+	}
+	return ids
+}
+
+// deadResult is errResult(ErrMonsterDead, "%s is dead", monster) for the
+// monster at index i, made once.
+func (rp *Replayer) deadResult(i int, monster string) Result {
+	if i >= len(rp.dead) {
+		rp.dead = append(rp.dead, make([]deadRefusal, i+1-len(rp.dead))...)
+	}
+	c := &rp.dead[i]
+	if c.r == nil || c.monster != monster {
+		*c = deadRefusal{monster: monster, r: ErrorResult{Code: ErrMonsterDead, Error: monster + " is dead"}}
+	}
+	return c.r
 }
 
 // maxInterned bounds an interner: a scene's ids are its players' and

@@ -7,6 +7,7 @@ import (
 
 	"github.com/respawn-dev/respawn/internal/game"
 	"github.com/respawn-dev/respawn/internal/game/gamesim"
+	"github.com/respawn-dev/respawn/internal/player"
 )
 
 // TestReplayerEqualsApply applies every scene's log of random events (every
@@ -71,6 +72,110 @@ func TestReplayerRefusesGarbage(t *testing.T) {
 		}
 		if s.Hash() != before {
 			t.Fatalf("record %x changed the scene", b)
+		}
+	}
+}
+
+// TestReplayerLookupsFollowTheMaps: a Replayer keeps each request's player
+// and session record as it last looked them up, and the dead-monster
+// refusal as it last made it. A log that changes them between requests of
+// the same (session, player) pair (leave, enter again, a new session, a
+// record made by the first request, a monster killed and attacked), replayed
+// into one scene and then, with the same Replayer, into a restored copy,
+// must build what Apply builds, and answer resends as Apply does.
+func TestReplayerLookupsFollowTheMaps(t *testing.T) {
+	var def game.SceneDef
+	for _, d := range game.DefaultScenes() {
+		if d.ID == "forest" {
+			def = d
+		}
+	}
+	p1 := player.Data{ID: "p1", Name: "One", Gold: 5}
+	p2 := player.Data{ID: "p2", Name: "Two"}
+	move := func(session, id string, seq uint64, x int) game.Event {
+		return game.Request{Session: session, Player: id, Seq: seq, Op: game.Move{X: x, Y: 1}}
+	}
+	attack := func(session, id string, seq uint64) game.Event {
+		return game.Request{Session: session, Player: id, Seq: seq, Op: game.Attack{Monster: "wolf-1"}}
+	}
+	log := []game.Event{
+		game.Enter{Player: p1, Version: 1},
+		move("s1", "p1", 1, 1), // no record yet: the request makes it
+		move("s1", "p1", 2, 2),
+		game.Enter{Player: p2, Version: 1},
+		move("s2", "p2", 1, 3),
+		move("s1", "p1", 3, 4),
+		game.Leave{Player: "p1"},
+		move("s1", "p1", 4, 5), // departed
+		move("s1", "p1", 2, 2), // a resend answered from the departed record
+		game.Enter{Player: p1, Version: 2},
+		move("s1", "p1", 5, 6), // a present player again, a new record
+		game.Attach{Player: "p1", Session: "s1b"},
+		move("s1", "p1", 6, 7), // replaced
+		move("s1b", "p1", 1, 8),
+		game.GMDamage{ReqID: "gm1", Monster: "wolf-1", Amount: 1 << 20},
+		attack("s1b", "p1", 2), // dead
+		attack("s2", "p2", 2),  // dead
+		attack("s1b", "p1", 3), // dead again: the same refusal
+		game.Leave{Player: "p2", Session: "s2"},
+		attack("s2", "p2", 3),
+		game.Enter{Player: p2, Version: 3},
+		game.Attach{Player: "p2", Session: "s2"},
+		attack("s2", "p2", 1),
+		move("s1b", "p1", 4, 9),
+	}
+	for range 60 { // past a prune, with the ids' maps unchanged
+		log = append(log, game.Tick{})
+	}
+	log = append(log, move("s1b", "p1", 5, 10), attack("s2", "p2", 2))
+	resends := []game.Request{
+		{Session: "s1b", Player: "p1", Seq: 2, Op: game.Attack{Monster: "wolf-1"}},
+		{Session: "s1b", Player: "p1", Seq: 3, Op: game.Attack{Monster: "wolf-1"}},
+		{Session: "s2", Player: "p2", Seq: 1, Op: game.Attack{Monster: "wolf-1"}},
+		{Session: "s1b", Player: "p1", Seq: 4, Op: game.Move{X: 9, Y: 1}},
+	}
+	live, replayed := game.New(def), game.New(def)
+	rp := game.NewReplayer()
+	apply := func(live, replayed *game.Scene, evs []game.Event) {
+		t.Helper()
+		for i, ev := range evs {
+			live.Apply(ev)
+			b, err := game.EncodeEvent(ev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := rp.Apply(replayed, b); err != nil {
+				t.Fatalf("event %d (%+v): %v", i, ev, err)
+			}
+			if string(live.Snapshot()) != string(replayed.Snapshot()) {
+				t.Fatalf("states differ after event %d (%+v)", i, ev)
+			}
+		}
+	}
+	apply(live, replayed, log)
+	// The same Replayer on another scene (a snapshot record restores a new
+	// one mid-replay): what it remembers of the first must not be used.
+	live2, err := game.Restore(def, live.Snapshot())
+	if err != nil {
+		t.Fatal(err)
+	}
+	replayed2, err := game.Restore(def, live.Snapshot())
+	if err != nil {
+		t.Fatal(err)
+	}
+	apply(live2, replayed2, []game.Event{
+		game.Leave{Player: "p1"},
+		move("s1b", "p1", 6, 11),
+		game.Enter{Player: p1, Version: 4},
+		move("s1b", "p1", 7, 12),
+		attack("s2", "p2", 3),
+	})
+	for _, sc := range [][2]*game.Scene{{live, replayed}, {live2, replayed2}} {
+		for _, r := range resends {
+			a, b := sc[0].Apply(r), sc[1].Apply(r)
+			if !reflect.DeepEqual(a, b) {
+				t.Fatalf("resend %+v: live %+v, replayed %+v", r, a, b)
+			}
 		}
 	}
 }

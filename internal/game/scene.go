@@ -85,11 +85,15 @@ type Scene struct {
 	npcs  []npc
 	npcIx map[string]int
 
-	players map[string]*playerState
-	plist   []*playerState // sorted by id: the only order players are visited in
+	// players and sessions (the players' session records, session.go) are
+	// by player id. They are written only through setPlayer, setSession and
+	// their deletes, which count the writes in idEpoch: a Replayer keeps
+	// what it looked up in them while that count stays the same.
+	players  map[string]*playerState
+	sessions map[string]*sessRec
+	idEpoch  uint64
+	plist    []*playerState // sorted by id: the only order players are visited in
 
-	// sessions are the players' session records, by player id (session.go).
-	sessions    map[string]*sessRec
 	sessBytes   int // stored replies' cost, at most sessionBudget
 	sessEntries int
 	nextEntry   uint64
@@ -373,4 +377,26 @@ func (s *Scene) onSaveTick() []Effect {
 		}
 	}
 	return out
+}
+
+// setPlayer, deletePlayer, setSession and deleteSession are the only writes
+// to s.players and s.sessions (see idEpoch).
+func (s *Scene) setPlayer(id string, p *playerState) {
+	s.players[id] = p
+	s.idEpoch++
+}
+
+func (s *Scene) deletePlayer(id string) {
+	delete(s.players, id)
+	s.idEpoch++
+}
+
+func (s *Scene) setSession(player string, rec *sessRec) {
+	s.sessions[player] = rec
+	s.idEpoch++
+}
+
+func (s *Scene) deleteSession(player string) {
+	delete(s.sessions, player)
+	s.idEpoch++
 }

@@ -89,8 +89,7 @@ func (s *Scene) onRequest(r Request) []Effect {
 	if r.Seq == 0 || r.Session == "" || r.Player == "" || len(r.Session) > MaxSessionLen {
 		return s.reply(r, errResult(ErrBadRequest, "request needs a player, a session of 1..%d bytes and a seq > 0", MaxSessionLen))
 	}
-	rec := s.sessions[r.Player]
-	p := s.players[r.Player]
+	rec, p := s.lookup(r.Player)
 	if p == nil && (rec == nil || !rec.departed) {
 		// Not recorded: nothing changed, and unknown players must not grow state.
 		return s.reply(r, errResult(ErrNotInScene, "player %s is not in scene %s", r.Player, s.def.ID))
@@ -99,7 +98,7 @@ func (s *Scene) onRequest(r Request) []Effect {
 		// A present player nobody attached a session to yet (entered by a
 		// GM command): the first session that speaks for it becomes current.
 		rec = &sessRec{session: r.Session}
-		s.sessions[r.Player] = rec
+		s.setSession(r.Player, rec)
 	}
 	if rec.session != r.Session {
 		return s.reply(r, errResult(ErrSessionReplaced, "session %s of player %s was replaced by a newer one", r.Session, r.Player))
@@ -150,7 +149,7 @@ func (s *Scene) onRequest(r Request) []Effect {
 	// The op may have moved the player away (travel, a room's end): the
 	// record is still this one, departed or not, unless the departed cap
 	// just dropped it.
-	if s.sessions[r.Player] == rec {
+	if now, _ := s.lookup(r.Player); now == rec {
 		rec.lastSeq = prev
 		s.remember(rec, r.Seq, hash, body)
 		if rec.departed && s.replaying == nil {
@@ -172,6 +171,24 @@ func (s *Scene) onRequest(r Request) []Effect {
 	}
 	out[0] = Reply{Session: r.Session, Player: r.Player, Seq: r.Seq, Body: body}
 	return out
+}
+
+// lookup returns player's session record and state. A replayed request
+// brings them as the Replayer last looked them up, while neither map has
+// been written since (idEpoch): the same answer without hashing the id twice.
+func (s *Scene) lookup(player string) (*sessRec, *playerState) {
+	if s.replaying == nil || s.replaying.cur == nil {
+		return s.sessions[player], s.players[player]
+	}
+	c := s.replaying.cur
+	if c.player != player {
+		return s.sessions[player], s.players[player]
+	}
+	if c.scene != s || c.epoch != s.idEpoch {
+		c.scene, c.epoch = s, s.idEpoch
+		c.rec, c.p = s.sessions[player], s.players[player]
+	}
+	return c.rec, c.p
 }
 
 func withMoved(e Effect, to string) Effect {
@@ -196,7 +213,7 @@ func (s *Scene) onAttach(ev Attach) []Effect {
 	}
 	switch {
 	case rec == nil:
-		s.sessions[ev.Player] = &sessRec{session: ev.Session}
+		s.setSession(ev.Player, &sessRec{session: ev.Session})
 	case rec.session != ev.Session:
 		s.resetRecord(rec, ev.Session, 0)
 	}
@@ -309,7 +326,7 @@ func (s *Scene) dropRecord(player string) {
 	if rec.departed {
 		s.departedN--
 	}
-	delete(s.sessions, player)
+	s.deleteSession(player)
 }
 
 // sessionArrive makes a present player's record current. Enter (session
@@ -327,7 +344,7 @@ func (s *Scene) sessionArrive(player, session string, lastSeq uint64, carried []
 	switch {
 	case rec == nil:
 		rec = &sessRec{session: session, lastSeq: lastSeq}
-		s.sessions[player] = rec
+		s.setSession(player, rec)
 	case rec.session != session:
 		s.resetRecord(rec, session, lastSeq)
 	case lastSeq > rec.lastSeq:

@@ -253,7 +253,7 @@ func restore(def SceneDef, snap []byte) (*Scene, error) {
 		if len(s.plist) > 0 && s.plist[len(s.plist)-1].data.ID >= p.data.ID {
 			return nil, fmt.Errorf("player %q: out of order", p.data.ID)
 		}
-		s.players[p.data.ID] = p
+		s.setPlayer(p.data.ID, p)
 		s.plist = append(s.plist, p)
 	}
 	var err error
@@ -383,7 +383,7 @@ func (s *Scene) restoreSessions(d *decoder) error {
 		if rec.departed {
 			s.departedN++
 		}
-		s.sessions[id] = rec
+		s.setSession(id, rec)
 	}
 	if d.err == nil && (s.departedN > maxDeparted || s.sessBytes > sessionBudget) {
 		return fmt.Errorf("sessions over their bounds: %d departed, %d bytes", s.departedN, s.sessBytes)
@@ -417,7 +417,7 @@ func (s *Scene) restoreSessionsV1(d *decoder) error {
 			continue
 		}
 		used[player] = tick
-		s.sessions[player] = &sessRec{session: id, lastSeq: last}
+		s.setSession(player, &sessRec{session: id, lastSeq: last})
 	}
 	return nil
 }
