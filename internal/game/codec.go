@@ -152,6 +152,9 @@ type decoder struct {
 	// moves, when set, hands out one boxed Move per square (Replayer): a
 	// log is mostly moves, and a box each is an allocation each.
 	moves *squares
+	// attack, when set, holds the last boxed Attack (Replayer): a log's
+	// attacks are mostly on the same few monsters.
+	attack *Op
 }
 
 func (d *decoder) fail(err error) {
@@ -581,7 +584,14 @@ func (d *decoder) op() Op {
 		}
 		return m
 	case opAttack:
-		return Attack{Monster: d.str()}
+		a := Attack{Monster: d.str()}
+		if d.attack == nil {
+			return a
+		}
+		if last, ok := (*d.attack).(Attack); !ok || last != a {
+			*d.attack = a
+		}
+		return *d.attack
 	case opBuy:
 		return Buy{NPC: d.str(), Item: d.str(), Count: d.v()}
 	case opTradeOffer:

@@ -20,6 +20,9 @@ type Replayer struct {
 	// moves, and a box each is an allocation each); sized at the first
 	// event, from the scene's definition.
 	squares *squares
+	// attack is the last Attack op decoded, boxed (decoder.attack): an Op
+	// is never changed once made, so requests may share it.
+	attack Op
 	// dead holds each monster's "is dead" refusal, by monster index: an
 	// attack on a dead monster is a common request, and its reply the same
 	// each time (errResult formats it anew).
@@ -55,7 +58,7 @@ func (rp *Replayer) Apply(s *Scene, b []byte) error {
 	if rp.squares == nil {
 		rp.squares = newSquares(s.def)
 	}
-	d := decoder{b: b, ids: &rp.ids, moves: rp.squares}
+	d := decoder{b: b, ids: &rp.ids, moves: rp.squares, attack: &rp.attack}
 	if len(b) > 0 && b[0] == evRequest {
 		// Requests are most of a log: apply them without an Event box.
 		// The fields are read as decoder.request reads them, so a record

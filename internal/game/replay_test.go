@@ -77,8 +77,8 @@ func TestReplayerRefusesGarbage(t *testing.T) {
 }
 
 // TestReplayerLookupsFollowTheMaps: a Replayer keeps each request's player
-// and session record as it last looked them up, and the dead-monster
-// refusal as it last made it. A log that changes them between requests of
+// and session record as it last looked them up, the dead-monster refusal
+// as it last made it, and the last Attack op. A log that changes them between requests of
 // the same (session, player) pair (leave, enter again, a new session, a
 // record made by the first request, a monster killed and attacked), replayed
 // into one scene and then, with the same Replayer, into a restored copy,
@@ -117,8 +117,10 @@ func TestReplayerLookupsFollowTheMaps(t *testing.T) {
 		attack("s1b", "p1", 2), // dead
 		attack("s2", "p2", 2),  // dead
 		attack("s1b", "p1", 3), // dead again: the same refusal
+		game.Request{Session: "s2", Player: "p2", Seq: 3, Op: game.Attack{Monster: "nobody"}},
+		game.Request{Session: "s2", Player: "p2", Seq: 4, Op: game.Attack{Monster: "wolf-1"}},
 		game.Leave{Player: "p2", Session: "s2"},
-		attack("s2", "p2", 3),
+		attack("s2", "p2", 5),
 		game.Enter{Player: p2, Version: 3},
 		game.Attach{Player: "p2", Session: "s2"},
 		attack("s2", "p2", 1),
@@ -132,6 +134,7 @@ func TestReplayerLookupsFollowTheMaps(t *testing.T) {
 		{Session: "s1b", Player: "p1", Seq: 2, Op: game.Attack{Monster: "wolf-1"}},
 		{Session: "s1b", Player: "p1", Seq: 3, Op: game.Attack{Monster: "wolf-1"}},
 		{Session: "s2", Player: "p2", Seq: 1, Op: game.Attack{Monster: "wolf-1"}},
+		{Session: "s2", Player: "p2", Seq: 3, Op: game.Attack{Monster: "nobody"}},
 		{Session: "s1b", Player: "p1", Seq: 4, Op: game.Move{X: 9, Y: 1}},
 	}
 	live, replayed := game.New(def), game.New(def)

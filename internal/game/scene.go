@@ -330,7 +330,9 @@ func (s *Scene) onTick() []Effect {
 		m := &s.mons[i]
 		if m.hp == 0 && m.respawnAt != 0 && s.tick >= m.respawnAt {
 			m.hp, m.respawnAt = m.def.HP, 0
-			out = append(out, Broadcast{Scene: s.def.ID, Body: Notice{Type: "monster_respawned", ID: m.def.ID, Name: m.def.Name}})
+			if s.replaying == nil {
+				out = append(out, Broadcast{Scene: s.def.ID, Body: Notice{Type: "monster_respawned", ID: m.def.ID, Name: m.def.Name}})
+			}
 		}
 	}
 	for i := range s.npcs {
@@ -339,8 +341,10 @@ func (s *Scene) onTick() []Effect {
 			continue
 		}
 		n.pathIndex = (n.pathIndex + 1) % len(n.def.Path)
-		pt := n.def.Path[n.pathIndex]
-		out = append(out, PositionChanged{Scene: s.def.ID, Kind: "npc", ID: n.def.ID, X: pt.X, Y: pt.Y})
+		if s.replaying == nil { // a replay discards the effects
+			pt := n.def.Path[n.pathIndex]
+			out = append(out, PositionChanged{Scene: s.def.ID, Kind: "npc", ID: n.def.ID, X: pt.X, Y: pt.Y})
+		}
 	}
 	if s.tick%regenEvery == 0 {
 		for _, p := range s.plist {
