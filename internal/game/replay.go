@@ -23,6 +23,10 @@ type Replayer struct {
 	// attack is the last Attack op decoded, boxed (decoder.attack): an Op
 	// is never changed once made, so requests may share it.
 	attack Op
+	// attackHash is opHash of attackHashed (nil: none yet).
+	attackHashed Op
+	attackHash   uint64
+	hashBuf      []byte
 	// dead holds each monster's "is dead" refusal, by monster index: an
 	// attack on a dead monster is a common request, and its reply the same
 	// each time (errResult formats it anew).
@@ -122,6 +126,25 @@ func (rp *Replayer) deadResult(i int, monster string) Result {
 	return c.r
 }
 
+// opHash is opHash(op) for a move on the scene's grid and for the last
+// Attack decoded: ok is false for any other op, which the caller hashes.
+func (rp *Replayer) opHash(op Op) (h uint64, ok bool) {
+	switch o := op.(type) {
+	case Move:
+		return rp.squares.moveHash(o)
+	case Attack:
+		if op != rp.attack {
+			return 0, false
+		}
+		if rp.attackHashed != rp.attack {
+			rp.hashBuf, rp.attackHash = opHash(rp.hashBuf, op)
+			rp.attackHashed = rp.attack
+		}
+		return rp.attackHash, true
+	}
+	return 0, false
+}
+
 // maxInterned bounds an interner: a scene's ids are its players' and
 // sessions' (a few thousand at most); past the bound strings are copied as
 // usual, so a log of ever new ids cannot grow it without limit.
@@ -159,6 +182,9 @@ type squares struct {
 	w, h    int
 	moves   []Op
 	results []Result
+	// hashes are opHash of the moves, made with them.
+	hashes []uint64
+	buf    []byte
 }
 
 func newSquares(def SceneDef) *squares {
@@ -184,11 +210,22 @@ func (sq *squares) move(m Move) Op {
 	}
 	if sq.moves == nil {
 		sq.moves = make([]Op, sq.w*sq.h)
+		sq.hashes = make([]uint64, sq.w*sq.h)
 	}
 	if sq.moves[i] == nil {
 		sq.moves[i] = m
+		sq.buf, sq.hashes[i] = opHash(sq.buf, sq.moves[i]) // the box: m would be boxed again
 	}
 	return sq.moves[i]
+}
+
+// moveHash is opHash(m) if m's square has its box; ok is false otherwise.
+func (sq *squares) moveHash(m Move) (h uint64, ok bool) {
+	i := sq.at(m.X, m.Y)
+	if i < 0 || sq.moves == nil || sq.moves[i] == nil {
+		return 0, false
+	}
+	return sq.hashes[i], true
 }
 
 func (sq *squares) moveResult(r MoveResult) Result {

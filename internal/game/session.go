@@ -81,6 +81,19 @@ func opHash(buf []byte, op Op) ([]byte, uint64) {
 	return e.b, h.Sum64()
 }
 
+// hashOp is opHash of op; a replayed move or attack takes the hash the
+// Replayer keeps with its boxed op.
+func (s *Scene) hashOp(op Op) uint64 {
+	if s.replaying != nil {
+		if h, ok := s.replaying.opHash(op); ok {
+			return h
+		}
+	}
+	var h uint64
+	s.opBuf, h = opHash(s.opBuf, op)
+	return h
+}
+
 func (s *Scene) reply(r Request, body Result) []Effect {
 	return []Effect{Reply{Session: r.Session, Player: r.Player, Seq: r.Seq, Body: body}}
 }
@@ -113,8 +126,7 @@ func (s *Scene) onRequest(r Request) []Effect {
 		return out
 	}
 	if r.Seq <= rec.lastSeq {
-		var hash uint64
-		s.opBuf, hash = opHash(s.opBuf, r.Op)
+		hash := s.hashOp(r.Op)
 		i := sort.Search(rec.n, func(i int) bool { return rec.at(i).seq >= r.Seq })
 		if i == rec.n || rec.at(i).seq != r.Seq {
 			return s.reply(r, errResult(ErrSeqTooOld, "seq %d of session %s is older than the last %d kept or was never applied (last applied %d)", r.Seq, r.Session, SessionWindow, rec.lastSeq))
@@ -132,8 +144,7 @@ func (s *Scene) onRequest(r Request) []Effect {
 	if r.Seq-rec.lastSeq > SessionWindow { // r.Seq > lastSeq: cannot wrap
 		return s.reply(r, errResult(ErrSeqTooFar, "seq %d of session %s is more than %d past the last applied %d", r.Seq, r.Session, SessionWindow, rec.lastSeq))
 	}
-	var hash uint64
-	s.opBuf, hash = opHash(s.opBuf, r.Op)
+	hash := s.hashOp(r.Op)
 	// lastSeq moves before the op runs: a travel carries the session on
 	// with this request counted, so the destination never applies it again.
 	prev := rec.lastSeq
