@@ -175,6 +175,13 @@ func (d *decoder) u8() byte {
 }
 
 func (d *decoder) uv() uint64 {
+	if len(d.b) > 0 && d.b[0] < 0x80 {
+		// One byte: most lengths and seqs, and what binary.Uvarint would
+		// return, without the call.
+		v := d.b[0]
+		d.b = d.b[1:]
+		return uint64(v)
+	}
 	v, n := binary.Uvarint(d.b)
 	if !d.consumed(n) {
 		return 0
@@ -183,6 +190,16 @@ func (d *decoder) uv() uint64 {
 }
 
 func (d *decoder) v() int64 {
+	if len(d.b) > 0 && d.b[0] < 0x80 {
+		// One byte (|v| < 64): binary.Varint's zigzag, without the call.
+		u := d.b[0]
+		d.b = d.b[1:]
+		v := int64(u >> 1)
+		if u&1 != 0 {
+			v = ^v
+		}
+		return v
+	}
 	v, n := binary.Varint(d.b)
 	if !d.consumed(n) {
 		return 0

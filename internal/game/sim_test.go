@@ -240,8 +240,23 @@ func FuzzDecodeEvent(f *testing.F) {
 	def := game.DefByID(f, "forest")
 	f.Fuzz(func(t *testing.T, b []byte) {
 		ev, err := game.DecodeEvent(b)
+		// A Replayer refuses what DecodeEvent refuses, with its error, and
+		// builds what Apply builds from the rest.
+		s3 := game.New(def)
+		game.EnterPlayer(t, s3, "p1", 10, nil)
+		before := s3.Hash()
+		rerr := game.NewReplayer().Apply(s3, b)
 		if err != nil {
+			if rerr == nil || rerr.Error() != err.Error() {
+				t.Fatalf("DecodeEvent: %v, Replayer: %v", err, rerr)
+			}
+			if s3.Hash() != before {
+				t.Fatal("a refused record changed the scene")
+			}
 			return
+		}
+		if rerr != nil {
+			t.Fatalf("Replayer refuses what DecodeEvent takes: %v", rerr)
 		}
 		b2, err := game.EncodeEvent(ev)
 		if err != nil {
@@ -257,7 +272,7 @@ func FuzzDecodeEvent(f *testing.F) {
 		game.EnterPlayer(t, s2, "p1", 10, nil)
 		s1.Apply(ev)
 		s2.Apply(ev2)
-		if s1.Hash() != s2.Hash() {
+		if s1.Hash() != s2.Hash() || s1.Hash() != s3.Hash() {
 			t.Fatal("same event, different states")
 		}
 		if _, err := game.Restore(def, s1.Snapshot()); err != nil {
