@@ -269,18 +269,30 @@ func (d *decoder) length(limit uint64) int {
 }
 
 func (d *decoder) str() string {
-	n := d.length(maxStrLen)
+	b := d.rawStr()
 	if d.err != nil {
 		return ""
 	}
-	var s string
-	if d.ids != nil {
-		s = d.ids.get(d.b[:n])
-	} else {
-		s = string(d.b[:n])
+	return d.string(b)
+}
+
+// rawStr reads a string's bytes, aliasing the record.
+func (d *decoder) rawStr() []byte {
+	n := d.length(maxStrLen)
+	if d.err != nil {
+		return nil
 	}
+	b := d.b[:n:n]
 	d.b = d.b[n:]
-	return s
+	return b
+}
+
+// string is b as a string: interned when d interns.
+func (d *decoder) string(b []byte) string {
+	if d.ids != nil {
+		return d.ids.get(b)
+	}
+	return string(b)
 }
 
 func (d *decoder) bytes() []byte {
@@ -601,12 +613,14 @@ func (d *decoder) op() Op {
 		}
 		return m
 	case opAttack:
-		a := Attack{Monster: d.str()}
-		if d.attack == nil {
-			return a
+		b := d.rawStr()
+		if d.err != nil || d.attack == nil {
+			return Attack{Monster: d.string(b)}
 		}
-		if last, ok := (*d.attack).(Attack); !ok || last != a {
-			*d.attack = a
+		// The last box when it is the same monster: no string made, no
+		// interning lookup.
+		if last, ok := (*d.attack).(Attack); !ok || last.Monster != string(b) {
+			*d.attack = Attack{Monster: d.string(b)}
 		}
 		return *d.attack
 	case opBuy:

@@ -176,7 +176,9 @@ func (s *Scene) onRequest(r Request) []Effect {
 		}
 	}
 	if s.replaying != nil {
-		clear(out) // hold no effect past this event
+		if len(out) > 1 || out[0] != nil { // a move adds none (clear is a call)
+			clear(out) // hold no effect past this event
+		}
 		s.quietOut = out[:0]
 		return nil
 	}
