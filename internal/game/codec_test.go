@@ -2,6 +2,8 @@ package game
 
 import (
 	"encoding/binary"
+	"math"
+	"strconv"
 	"testing"
 )
 
@@ -36,6 +38,19 @@ func TestDecoderVarints(t *testing.T) {
 		}
 		if gotv != wantv || (d.err == nil) != (n > 0) || (n > 0 && len(d.b) != len(in)-n) {
 			t.Errorf("v(%x) = %d, %v, %d left; binary.Varint: %d, %d", in, gotv, d.err, len(d.b), wantv, n)
+		}
+	}
+}
+
+// TestDecimalLen: decimalLen is len(strconv.Itoa(v)) (a stored move's cost).
+func TestDecimalLen(t *testing.T) {
+	vals := []int{0, 1, -1, 9, 10, -10, 99, 100, math.MaxInt32, math.MinInt32, math.MaxInt, math.MinInt, math.MinInt + 1}
+	for p := 1; p <= 1e18 && p > 0; p *= 10 {
+		vals = append(vals, p-1, p, p+1, -p+1, -p, -p-1)
+	}
+	for _, v := range vals {
+		if got, want := decimalLen(v), len(strconv.Itoa(v)); got != want {
+			t.Errorf("decimalLen(%d) = %d, want %d", v, got, want)
 		}
 	}
 }

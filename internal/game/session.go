@@ -3,7 +3,6 @@ package game
 import (
 	"hash/fnv"
 	"sort"
-	"strconv"
 )
 
 // SessionWindow is how many of a session's latest requests keep their
@@ -450,6 +449,9 @@ func (s *Scene) longestDeparted() string {
 
 // pruneSessions drops departed records older than sessionTTL.
 func (s *Scene) pruneSessions() {
+	if s.departedN == 0 {
+		return // nothing to drop: skip the walk over every record
+	}
 	// Deleting by a per-entry condition does not depend on map order.
 	for p, rec := range s.sessions {
 		if rec.departed && s.tick-rec.departedAt > sessionTTL {
@@ -475,7 +477,7 @@ func resultCost(r Result) int {
 	case OKResult:
 		return 2
 	case MoveResult:
-		return 12 + len(strconv.Itoa(r.X)) + len(strconv.Itoa(r.Y))
+		return 12 + decimalLen(r.X) + decimalLen(r.Y)
 	case AttackResult:
 		return 200 + str(r.Monster) + items(r.Loot)
 	case BuyResult:
@@ -496,4 +498,17 @@ func resultCost(r Result) int {
 		return 100 + str(r.Player) + str(r.Item)
 	}
 	return 4096 // unreachable: the set of results is sealed
+}
+
+// decimalLen is len(strconv.Itoa(v)), without making the string: a stored
+// move's cost is counted on every move.
+func decimalLen(v int) int {
+	n, u := 1, uint64(v)
+	if v < 0 {
+		n, u = 2, -u
+	}
+	for ; u >= 10; u /= 10 {
+		n++
+	}
+	return n
 }
