@@ -55,14 +55,16 @@ type sessEntry struct {
 type sessRec struct {
 	session string
 	lastSeq uint64
-	// ring holds the stored replies: n of them from head, ascending seq,
-	// all within SessionWindow of lastSeq. A fixed ring: a steady window
-	// never allocates or copies.
-	ring       [SessionWindow]sessEntry
+	// head and n place the stored replies in ring (below). Every request
+	// reads them with session and lastSeq: they share its cache line.
 	head, n    int
 	departed   bool
 	departedAt uint64
 	movedTo    string // where a departed player travelled ("" after a logout)
+	// ring holds the stored replies: n of them from head, ascending seq,
+	// all within SessionWindow of lastSeq. A fixed ring: a steady window
+	// never allocates or copies.
+	ring [SessionWindow]sessEntry
 }
 
 // entryRef locates a stored reply for budget eviction; refs whose entry is
