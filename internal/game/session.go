@@ -161,7 +161,7 @@ func (s *Scene) onRequest(r Request) []Effect {
 	// The op may have moved the player away (travel, a room's end): the
 	// record is still this one, departed or not, unless the departed cap
 	// just dropped it.
-	if now, _ := s.lookup(r.Player); now == rec {
+	if s.sessionOf(r.Player) == rec {
 		rec.lastSeq = prev
 		s.remember(rec, r.Seq, hash, body)
 		if rec.departed && s.replaying == nil {
@@ -203,6 +203,15 @@ func (s *Scene) lookup(player string) (*sessRec, *playerState) {
 		c.rec, c.p = s.sessions[player], s.players[player]
 	}
 	return c.rec, c.p
+}
+
+// sessionOf is s.sessions[player], through lookup while replaying.
+func (s *Scene) sessionOf(player string) *sessRec {
+	if s.replaying == nil {
+		return s.sessions[player]
+	}
+	rec, _ := s.lookup(player)
+	return rec
 }
 
 func withMoved(e Effect, to string) Effect {
