@@ -182,3 +182,39 @@ func TestReplayerLookupsFollowTheMaps(t *testing.T) {
 		}
 	}
 }
+
+// TestReplayerEqualsApplyForest: the failover benchmarks' forest history
+// (players entering, then moves, attacks on one monster, dead or alive, and
+// ticks with an escort NPC walking) builds through a Replayer exactly what
+// DecodeEvent and Apply build.
+func TestReplayerEqualsApplyForest(t *testing.T) {
+	var def game.SceneDef
+	for _, d := range game.DefaultScenes() {
+		if d.ID == "forest" {
+			def = d
+		}
+	}
+	live, replayed := game.New(def), game.New(def)
+	rp := game.NewReplayer()
+	n := 0
+	gamesim.ForestEvents(200, 30_000, func(ev game.Event) {
+		b, err := game.EncodeEvent(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dec, err := game.DecodeEvent(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		live.Apply(dec)
+		if err := rp.Apply(replayed, b); err != nil {
+			t.Fatalf("event %d: %v", n, err)
+		}
+		if n++; n%1000 == 0 && live.Hash() != replayed.Hash() {
+			t.Fatalf("states differ after event %d", n)
+		}
+	})
+	if string(live.Snapshot()) != string(replayed.Snapshot()) {
+		t.Fatal("snapshots differ at the end")
+	}
+}
