@@ -4,10 +4,13 @@ package game
 // their effects discarded: what a respawned scene process does with the
 // events since its snapshot, and a standby as it follows the log. The state
 // it builds is exactly the one DecodeEvent and Apply build
-// (TestReplayerEqualsApply); it only allocates less per event, because a
-// cold failover waits for the whole replay: ids are interned instead of
-// copied out of every record, a request is applied without being boxed as
-// an Event, and the effects nobody reads are not built.
+// (TestReplayerEqualsApply, TestReplayerLookupsFollowTheMaps); it only
+// costs less per event, because a cold failover waits for the whole replay:
+// ids are interned instead of copied out of every record, a request's
+// player and session record are looked up once while the scene's maps stay
+// as they were, ops, replies and op hashes that repeat are made once, a
+// request is applied without being boxed as an Event, and the effects
+// nobody reads are not built.
 type Replayer struct {
 	ids interner
 	// reqs are the requests' (session, player) pairs met so far, by the
