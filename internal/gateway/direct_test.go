@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/respawn-dev/respawn/internal/config"
+	"github.com/respawn-dev/respawn/internal/game"
 	"github.com/respawn-dev/respawn/internal/gwproto"
 	"github.com/respawn-dev/respawn/internal/modules"
 	"github.com/respawn-dev/respawn/internal/poll"
@@ -32,6 +33,11 @@ type linkScene struct {
 	joins int
 	conns []net.Conn
 	hold  map[uint64]chan struct{}
+	// forgot: a process whose state lost the sessions' attaches (a
+	// repaired log): a request of a session not joined here is answered
+	// not_in_scene.
+	forgot bool
+	joined map[string]bool
 }
 
 func startLinkScene(t *testing.T, g *Gateway, process string, epoch uint64) *linkScene {
@@ -40,7 +46,7 @@ func startLinkScene(t *testing.T, g *Gateway, process string, epoch uint64) *lin
 	if err != nil {
 		t.Fatal(err)
 	}
-	ls := &linkScene{t: t, addr: ln.Addr().String(), ln: ln, hold: map[uint64]chan struct{}{}}
+	ls := &linkScene{t: t, addr: ln.Addr().String(), ln: ln, hold: map[uint64]chan struct{}{}, joined: map[string]bool{}}
 	t.Cleanup(ls.kill)
 	go func() {
 		for {
@@ -73,6 +79,12 @@ func (ls *linkScene) holdSeq(seq uint64) chan struct{} {
 	ls.hold[seq] = ch
 	ls.mu.Unlock()
 	return ch
+}
+
+func (ls *linkScene) joinCount() int {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	return ls.joins
 }
 
 func (ls *linkScene) seen() []uint64 {
@@ -124,6 +136,7 @@ func (ls *linkScene) serve(g *Gateway, nc net.Conn, process string, epoch uint64
 			}
 			ls.mu.Lock()
 			ls.joins++
+			ls.joined[m.Session] = true
 			ls.mu.Unlock()
 			send(func(e *scenelink.Encoder) {
 				(&scenelink.JoinReply{ID: m.ID, JoinResult: scenelink.JoinResult{Scene: m.Scene}}).Append(e)
@@ -140,6 +153,13 @@ func (ls *linkScene) serve(g *Gateway, nc net.Conn, process string, epoch uint64
 				return
 			}
 			ls.mu.Lock()
+			if ls.forgot && !ls.joined[m.Session] {
+				ls.mu.Unlock()
+				send(func(e *scenelink.Encoder) {
+					(&scenelink.ReplyMsg{ID: m.ID, Reply: scenelink.Reply{Seq: m.Seq, Code: game.ErrNotInScene, Error: "not here"}}).Append(e)
+				})
+				continue
+			}
 			ls.seqs = append(ls.seqs, m.Seq)
 			wait := ls.hold[m.Seq]
 			ls.mu.Unlock()
@@ -294,6 +314,11 @@ func TestDirectRelayKeepsOrderThroughAFailover(t *testing.T) {
 	if got := second.seen(); !slices.Equal(got, []uint64{2, 3}) {
 		t.Fatalf("the successor saw seqs %v, want [2 3]", got)
 	}
+	// The successor restored the session's attach from the log: the
+	// resend went without a join round trip.
+	if n := second.joinCount(); n != 0 {
+		t.Fatalf("the session joined the successor %d times; its state holds the attach already", n)
+	}
 
 	// Joined on the successor's link, the next request goes directly.
 	second.holdSeq(4)
@@ -371,5 +396,44 @@ func TestDrainWaitsForDirectRequest(t *testing.T) {
 	}
 	if r := <-drained; r.Moved != 1 || r.Forced != 0 {
 		t.Fatalf("drain %+v, want 1 moved, none forced", r)
+	}
+}
+
+// A successor whose state does not hold the session's attach (a repaired
+// log) answers the resend not_in_scene: the session joins it then, and the
+// request is answered, once.
+func TestFailoverJoinsWhenTheSuccessorForgotTheSession(t *testing.T) {
+	g := startGateway(t, func(c *config.Gateway) { c.HoldTimeout = 10 * time.Second })
+	put := sceneTable(t, g)
+	first := startLinkScene(t, g, "town", 1)
+	put(modules.SceneRow{ID: "town", Process: "town", Epoch: 1, State: modules.SceneRunning, Link: first.addr})
+	s, frames := replySession(t, g, "bea")
+	if code, msg := s.enqueue(1, []byte(`{"op":"move","x":1,"y":1}`)); code != gwproto.CodeOK {
+		t.Fatalf("enqueue 1: %s %s", code, msg)
+	}
+	wantReply(t, frames, 1)
+
+	first.holdSeq(2)
+	if code, msg := s.enqueue(2, []byte(`{"op":"move","x":2,"y":2}`)); code != gwproto.CodeOK {
+		t.Fatalf("enqueue 2: %s %s", code, msg)
+	}
+	poll.Until(t, 5*time.Second, func() error {
+		if got := first.seen(); !slices.Equal(got, []uint64{1, 2}) {
+			return fmt.Errorf("first process saw seqs %v, want [1 2]", got)
+		}
+		return nil
+	})
+	second := startLinkScene(t, g, "town", 2)
+	second.mu.Lock()
+	second.forgot = true
+	second.mu.Unlock()
+	first.kill()
+	put(modules.SceneRow{ID: "town", Process: "town", Epoch: 2, State: modules.SceneRunning, Link: second.addr})
+	wantReply(t, frames, 2)
+	if n := second.joinCount(); n != 1 {
+		t.Fatalf("the session joined the successor %d times, want 1 (after its not_in_scene)", n)
+	}
+	if got := second.seen(); !slices.Equal(got, []uint64{2}) {
+		t.Fatalf("the successor applied seqs %v, want [2]", got)
 	}
 }

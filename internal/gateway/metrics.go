@@ -26,6 +26,10 @@ type metrics struct {
 	// was already queued or in flight (a client resending after a reconnect).
 	expired prometheus.Counter
 	resends prometheus.Counter
+	// rejoins counts a session's joins on a new link of its scene:
+	// "joined" (a join round trip) or "skipped" (a failover, the restored
+	// scene holds the session's attach already).
+	rejoins *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, g *Gateway) (*metrics, error) {
@@ -43,6 +47,7 @@ func newMetrics(reg prometheus.Registerer, g *Gateway) (*metrics, error) {
 			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 16)}),
 		expired: prometheus.NewCounter(prometheus.CounterOpts{Name: "respawn_gateway_hold_timeouts_total", Help: "Held requests answered unavailable because the scene did not come back within the hold time."}),
 		resends: prometheus.NewCounter(prometheus.CounterOpts{Name: "respawn_gateway_resends_total", Help: "Requests resent with a seq already queued or in flight (answered once)."}),
+		rejoins: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "respawn_gateway_link_joins_total", Help: "Sessions attached to a new link of their scene, by how: joined, or skipped (a failover; the restored scene holds the attach)."}, []string{"how"}),
 	}
 	m.repliesOK = m.replies.WithLabelValues(gwproto.CodeOK.String())
 	// The label values are known: export them at zero, so rate() and
@@ -51,9 +56,12 @@ func newMetrics(reg prometheus.Registerer, g *Gateway) (*metrics, error) {
 		m.logins.WithLabelValues(r)
 		m.resumes.WithLabelValues(r)
 	}
+	for _, h := range []string{"joined", "skipped"} {
+		m.rejoins.WithLabelValues(h)
+	}
 	sessions := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "respawn_gateway_sessions", Help: "Sessions on this gateway, connected or waiting for a resume."},
 		func() float64 { return float64(g.reg.count()) })
-	for _, c := range []prometheus.Collector{m.conns, m.refused, m.slow, m.held, m.pushes, m.logins, m.resumes, m.replies, m.closes, m.latency, m.expired, m.resends, sessions} {
+	for _, c := range []prometheus.Collector{m.conns, m.refused, m.slow, m.held, m.pushes, m.logins, m.resumes, m.replies, m.closes, m.latency, m.expired, m.resends, m.rejoins, sessions} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("gateway metrics: %w", err)
 		}

@@ -51,12 +51,17 @@ type Session struct {
 	redo     *pending        // a direct request the worker must relay (before the queue, even when moving)
 	inflight map[uint64]bool // seqs queued or being relayed
 	joined   *linkEntry      // the link the session is joined on
-	ended    bool            // replaced, taken elsewhere, expired or logged out: the worker stops
-	expiring bool            // removed by the TTL, about to end: no resume may attach
-	leave    bool            // take the player out of the scene when the worker stops
-	moving   bool            // the gateway drains: relay nothing more, the client resends it elsewhere
-	gen      uint64          // bumped on every attach/detach: stale TTL timers do nothing
-	x, y     int             // last known position (for the position filter)
+	// attached is the scene whose state holds this session's attach: it
+	// answered a join of it. The attach is logged before that answer, so
+	// a new process of the same scene restores it, and after a failover
+	// the session's requests go to the new link without joining again.
+	attached string
+	ended    bool   // replaced, taken elsewhere, expired or logged out: the worker stops
+	expiring bool   // removed by the TTL, about to end: no resume may attach
+	leave    bool   // take the player out of the scene when the worker stops
+	moving   bool   // the gateway drains: relay nothing more, the client resends it elsewhere
+	gen      uint64 // bumped on every attach/detach: stale TTL timers do nothing
+	x, y     int    // last known position (for the position filter)
 	hasPos   bool
 	endOnce  sync.Once
 }
@@ -804,7 +809,7 @@ func (s *Session) roundTrip(p *pending, deadline time.Time) (scenelink.Reply, er
 				// destination has them, then names it. Joining the
 				// destination straight away could race the transfer and
 				// enter the player there without their session record.
-				s.unjoin(le)
+				s.notAttached(le, scene)
 				continue
 			}
 			if err := s.follow(ctx, rep.Moved); err != nil {
@@ -823,13 +828,27 @@ func (s *Session) roundTrip(p *pending, deadline time.Time) (scenelink.Reply, er
 func (s *Session) ensureJoined(ctx context.Context) (*linkEntry, error) {
 	for hops := 0; hops < 8; hops++ {
 		s.mu.Lock()
-		scene, joined := s.scene, s.joined
+		scene, joined, attached := s.scene, s.joined, s.attached
 		s.mu.Unlock()
 		le, err := s.g.rt.link(ctx, scene)
 		if err != nil {
 			return nil, err
 		}
 		if joined == le {
+			return le, nil
+		}
+		if attached == scene {
+			// A failover: the scene's new process restored this session's
+			// record from its log (its dedupe included), so a resend needs
+			// no join. A scene that does not know the session after all
+			// answers not_in_scene (the player is not there: we join then)
+			// or session_replaced (a newer session took the player).
+			s.mu.Lock()
+			if s.scene == scene {
+				s.joined = le
+			}
+			s.mu.Unlock()
+			s.g.m.rejoins.WithLabelValues("skipped").Inc()
 			return le, nil
 		}
 		jr, err := le.c.Join(ctx, scene, s.player, s.id)
@@ -844,8 +863,11 @@ func (s *Session) ensureJoined(ctx context.Context) (*linkEntry, error) {
 			continue
 		}
 		s.mu.Lock()
-		s.joined = le
+		if s.scene == scene {
+			s.joined, s.attached = le, scene
+		}
 		s.mu.Unlock()
+		s.g.m.rejoins.WithLabelValues("joined").Inc()
 		return le, nil
 	}
 	return nil, fmt.Errorf("player %s: too many scene moves while joining", s.player)
@@ -889,7 +911,7 @@ func (s *Session) joinNow(ctx context.Context) (scenelink.JoinResult, error) {
 			continue
 		}
 		s.mu.Lock()
-		s.joined = le
+		s.joined, s.attached = le, scene
 		s.mu.Unlock()
 		return jr, nil
 	}
@@ -915,7 +937,7 @@ func (s *Session) setScene(scene string) {
 	from := s.scene
 	s.scene = scene
 	if changed {
-		s.joined = nil
+		s.joined, s.attached = nil, ""
 		s.hasPos = false
 	}
 	s.mu.Unlock()
@@ -929,6 +951,19 @@ func (s *Session) unjoin(le *linkEntry) {
 	s.mu.Lock()
 	if s.joined == le {
 		s.joined = nil
+	}
+	s.mu.Unlock()
+}
+
+// notAttached is told by a scene that does not have the player (or this
+// session) where the session thought: the next try joins for real.
+func (s *Session) notAttached(le *linkEntry, scene string) {
+	s.mu.Lock()
+	if s.joined == le {
+		s.joined = nil
+	}
+	if s.attached == scene {
+		s.attached = ""
 	}
 	s.mu.Unlock()
 }
