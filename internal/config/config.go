@@ -220,6 +220,11 @@ type Gateway struct {
 	PushInterval time.Duration `yaml:"push_interval"`
 	ViewRadius   int           `yaml:"view_radius"`
 	MaxPositions int           `yaml:"max_positions"`
+	// PushHold lets a client's positions batch wait up to this long for
+	// the next frame written to that client (a reply, as a rule) and go
+	// out in the same write; 0 sends every batch at once. Below
+	// PushInterval.
+	PushHold time.Duration `yaml:"push_hold"`
 	// LinkConns is the persistent connections to each scene process.
 	LinkConns int `yaml:"link_conns"`
 	// DrainTimeout bounds a stopping gateway's drain: it tells each client
@@ -353,6 +358,7 @@ func Default() Config {
 			PushInterval:  100 * time.Millisecond,
 			ViewRadius:    30,
 			MaxPositions:  64,
+			PushHold:      50 * time.Millisecond,
 			LinkConns:     2,
 			DrainTimeout:  10 * time.Second,
 			DrainRate:     1000,
@@ -642,6 +648,9 @@ func (c *Config) validateGateway(bad func(key, format string, args ...any), addr
 		{"gateway.drain_timeout", int64(g.DrainTimeout)}, {"gateway.drain_rate", int64(g.DrainRate)},
 	} {
 		positive(kv.key, kv.v)
+	}
+	if g.PushHold < 0 || g.PushHold >= g.PushInterval {
+		bad("gateway.push_hold", "must be at least 0 and below gateway.push_interval (%s), got %s", g.PushInterval, g.PushHold)
 	}
 	names := map[string]bool{}
 	for i, in := range g.Instances {

@@ -38,6 +38,11 @@ type clientConn struct {
 
 	idle deadline.Lazy // the read deadline after login (reader only)
 	wdl  deadline.Lazy // the write deadline (writer only)
+
+	// held is a positions push waiting, at most gateway.push_hold, for
+	// the writer's next write to carry it (holdPositions).
+	heldMu sync.Mutex
+	held   []byte
 }
 
 func (g *Gateway) serve(nc net.Conn, kind string) {
@@ -291,6 +296,7 @@ func (c *clientConn) writeLoop() {
 		case b := <-c.out:
 			buf = append(buf[:0], b...)
 			buf = c.drain(buf)
+			buf = c.carryPositions(buf)
 			if !c.write(buf) {
 				c.closeWith(gwproto.CodeSlowConsumer, "write failed")
 				return
@@ -318,6 +324,49 @@ func (c *clientConn) drain(buf []byte) []byte {
 		}
 	}
 	return buf
+}
+
+// holdPositions keeps a positions push for the writer's next write: a
+// client with a request in flight gets its reply within milliseconds, and
+// the batch rides in that write instead of costing a write (and the
+// client a read) of its own. A batch still held from before goes out now,
+// ahead of it. releasePositions sends what nothing carried.
+func (c *clientConn) holdPositions(frame []byte) {
+	c.heldMu.Lock()
+	old := c.held
+	c.held = frame
+	c.heldMu.Unlock()
+	if old != nil {
+		c.g.m.positions.WithLabelValues("alone").Inc()
+		c.sendRaw(old)
+	}
+}
+
+// releasePositions sends the held positions push, if the writer did not
+// carry it.
+func (c *clientConn) releasePositions() {
+	c.heldMu.Lock()
+	frame := c.held
+	c.held = nil
+	c.heldMu.Unlock()
+	if frame != nil {
+		c.g.m.positions.WithLabelValues("alone").Inc()
+		c.sendRaw(frame)
+	}
+}
+
+// carryPositions appends the held positions push to buf (the writer's
+// next write), after the frames already in it.
+func (c *clientConn) carryPositions(buf []byte) []byte {
+	c.heldMu.Lock()
+	frame := c.held
+	c.held = nil
+	c.heldMu.Unlock()
+	if frame == nil {
+		return buf
+	}
+	c.g.m.positions.WithLabelValues("carried").Inc()
+	return append(buf, frame...)
 }
 
 func (c *clientConn) write(b []byte) bool {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -392,7 +393,7 @@ func TestAnnouncementFromAnotherGatewayEndsLocalSession(t *testing.T) {
 }
 
 func TestPositionsBatchedAndFiltered(t *testing.T) {
-	g := startGateway(t, func(c *config.Gateway) { c.ViewRadius = 10; c.MaxPositions = 2 })
+	g := startGateway(t, func(c *config.Gateway) { c.ViewRadius = 10; c.MaxPositions = 2; c.PushHold = 0 })
 	near, far := testConn(g), testConn(g)
 	sNear := liveSession(g, "near", "a", "town", near)
 	sFar := liveSession(g, "far", "b", "town", far)
@@ -426,6 +427,126 @@ func TestPositionsBatchedAndFiltered(t *testing.T) {
 	g.pos.flush()
 	if got := readPositions(t, near); len(got.Gone) != 1 || got.Gone[0] != "m2" || len(got.Players) != 0 {
 		t.Fatalf("after m2 left: %+v", got)
+	}
+}
+
+// pipeConn is a client connection with its writer running, and the frames
+// its client reads, one slice per read.
+func pipeConn(t *testing.T, g *Gateway) (*clientConn, <-chan []byte) {
+	t.Helper()
+	server, peer := net.Pipe()
+	t.Cleanup(func() { peer.Close() })
+	c := &clientConn{g: g, nc: server, kind: "tcp", out: make(chan []byte, 16), closing: make(chan struct{}), log: g.log}
+	go c.writeLoop()
+	reads := make(chan []byte, 16)
+	go func() {
+		defer close(reads)
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := peer.Read(buf)
+			if err != nil {
+				return
+			}
+			reads <- slices.Clone(buf[:n])
+		}
+	}()
+	return c, reads
+}
+
+// frameTypes decodes the frames of one read.
+func frameTypes(t *testing.T, b []byte) []string {
+	t.Helper()
+	var out []string
+	for len(b) > 0 {
+		f, n, err := gwproto.Decode(b, 1<<20)
+		if err != nil || n == 0 {
+			t.Fatalf("read holds a torn frame: %v", err)
+		}
+		kind := f.Type.String()
+		if f.Type == gwproto.TypePush {
+			var p gwproto.Push
+			if err := gwproto.DecodeBody(f, &p); err != nil {
+				t.Fatal(err)
+			}
+			kind += " " + p.Kind
+		}
+		out = append(out, kind)
+		b = b[n:]
+	}
+	return out
+}
+
+func nextRead(t *testing.T, reads <-chan []byte) []byte {
+	t.Helper()
+	select {
+	case b, ok := <-reads:
+		if !ok {
+			t.Fatal("connection closed")
+		}
+		return b
+	case <-time.After(5 * time.Second):
+		t.Fatal("nothing written within 5 s")
+	}
+	return nil
+}
+
+// A positions batch waits for the client's next reply and rides in its
+// write: one write, one read, for both.
+func TestPositionsRideOnTheNextReply(t *testing.T) {
+	g := startGateway(t, func(c *config.Gateway) { c.PushHold = time.Hour / 2; c.PushInterval = time.Hour })
+	c, reads := pipeConn(t, g)
+	g.reg.install(liveSession(g, "ann", "a", "town", c))
+	g.pos.update(pushOf("town", "ann", 0, 0))
+	g.pos.update(pushOf("town", "ben", 1, 1))
+	g.pos.flush()
+	c.heldMu.Lock()
+	held := c.held != nil
+	c.heldMu.Unlock()
+	if !held || len(c.out) != 0 {
+		t.Fatalf("the batch was not held for the next write (held %v, %d frames queued)", held, len(c.out))
+	}
+	c.send(gwproto.TypeReply, gwproto.CodeOK, 7, map[string]int{"x": 1})
+	if got := frameTypes(t, nextRead(t, reads)); !slices.Equal(got, []string{"REPLY", "PUSH positions"}) {
+		t.Fatalf("one write carried %v, want the reply and then the positions", got)
+	}
+}
+
+// A batch no write carried within push_hold goes out alone.
+func TestPositionsHeldGoOutAlone(t *testing.T) {
+	g := startGateway(t, func(c *config.Gateway) { c.PushHold = 20 * time.Millisecond; c.PushInterval = time.Hour })
+	c, reads := pipeConn(t, g)
+	g.reg.install(liveSession(g, "ann", "a", "town", c))
+	g.pos.update(pushOf("town", "ann", 0, 0))
+	g.pos.update(pushOf("town", "ben", 1, 1))
+	g.pos.flush()
+	if got := frameTypes(t, nextRead(t, reads)); !slices.Equal(got, []string{"PUSH positions"}) {
+		t.Fatalf("got %v, want the positions alone", got)
+	}
+	// The next batch, with the previous one gone out, is held afresh; a
+	// flush while one is still held sends the older first.
+	g.pos.update(pushOf("town", "ben", 2, 2))
+	g.pos.flush()
+	g.pos.update(pushOf("town", "ben", 3, 3))
+	g.pos.flush()
+	var xs []int
+	for len(xs) < 2 {
+		b := nextRead(t, reads)
+		for len(b) > 0 {
+			f, n, err := gwproto.Decode(b, 1<<20)
+			if err != nil || n == 0 {
+				t.Fatalf("torn frame: %v", err)
+			}
+			var p gwproto.Push
+			var pos gwproto.Positions
+			if err := gwproto.DecodeBody(f, &p); err != nil || jsonUnmarshal(p.Data, &pos) != nil || len(pos.Players) != 1 {
+				t.Fatalf("frame %s: %v", b[:n], err)
+			}
+			xs = append(xs, pos.Players[0].X)
+			b = b[n:]
+		}
+	}
+	if !slices.Equal(xs, []int{2, 3}) {
+		t.Fatalf("batches arrived with ben at x %v, want [2 3] (in order)", xs)
 	}
 }
 

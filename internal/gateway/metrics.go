@@ -30,6 +30,9 @@ type metrics struct {
 	// "joined" (a join round trip) or "skipped" (a failover, the restored
 	// scene holds the session's attach already).
 	rejoins *prometheus.CounterVec
+	// positions counts positions pushes by how they went out: "carried"
+	// in a write with other frames (a reply) or "alone" (push_hold).
+	positions *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, g *Gateway) (*metrics, error) {
@@ -45,9 +48,10 @@ func newMetrics(reg prometheus.Registerer, g *Gateway) (*metrics, error) {
 		closes:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "respawn_gateway_closes_total", Help: "Connections the gateway closed, by code."}, []string{"code"}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "respawn_gateway_request_seconds", Help: "Time from a request's turn to its reply, failovers included.",
 			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 16)}),
-		expired: prometheus.NewCounter(prometheus.CounterOpts{Name: "respawn_gateway_hold_timeouts_total", Help: "Held requests answered unavailable because the scene did not come back within the hold time."}),
-		resends: prometheus.NewCounter(prometheus.CounterOpts{Name: "respawn_gateway_resends_total", Help: "Requests resent with a seq already queued or in flight (answered once)."}),
-		rejoins: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "respawn_gateway_link_joins_total", Help: "Sessions attached to a new link of their scene, by how: joined, or skipped (a failover; the restored scene holds the attach)."}, []string{"how"}),
+		expired:   prometheus.NewCounter(prometheus.CounterOpts{Name: "respawn_gateway_hold_timeouts_total", Help: "Held requests answered unavailable because the scene did not come back within the hold time."}),
+		resends:   prometheus.NewCounter(prometheus.CounterOpts{Name: "respawn_gateway_resends_total", Help: "Requests resent with a seq already queued or in flight (answered once)."}),
+		positions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "respawn_gateway_positions_pushes_total", Help: "Positions pushes written to clients, by how: carried (in the same write as a reply or another frame) or alone."}, []string{"how"}),
+		rejoins:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "respawn_gateway_link_joins_total", Help: "Sessions attached to a new link of their scene, by how: joined, or skipped (a failover; the restored scene holds the attach)."}, []string{"how"}),
 	}
 	m.repliesOK = m.replies.WithLabelValues(gwproto.CodeOK.String())
 	// The label values are known: export them at zero, so rate() and
@@ -59,9 +63,12 @@ func newMetrics(reg prometheus.Registerer, g *Gateway) (*metrics, error) {
 	for _, h := range []string{"joined", "skipped"} {
 		m.rejoins.WithLabelValues(h)
 	}
+	for _, h := range []string{"carried", "alone"} {
+		m.positions.WithLabelValues(h)
+	}
 	sessions := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "respawn_gateway_sessions", Help: "Sessions on this gateway, connected or waiting for a resume."},
 		func() float64 { return float64(g.reg.count()) })
-	for _, c := range []prometheus.Collector{m.conns, m.refused, m.slow, m.held, m.pushes, m.logins, m.resumes, m.replies, m.closes, m.latency, m.expired, m.resends, m.rejoins, sessions} {
+	for _, c := range []prometheus.Collector{m.conns, m.refused, m.slow, m.held, m.pushes, m.logins, m.resumes, m.replies, m.closes, m.latency, m.expired, m.resends, m.rejoins, m.positions, sessions} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("gateway metrics: %w", err)
 		}

@@ -55,7 +55,9 @@ func (s *Session) push(frame []byte) {
 // interval each client gets one "positions" push with the players that
 // moved within view_radius of it (at most max_positions, nearest first)
 // and those that left its view: a move costs one entry in the batches of
-// the clients near it, not a frame to everyone in the scene.
+// the clients near it, not a frame to everyone in the scene. A batch waits
+// up to push_hold for the client's next reply and goes out in the same
+// write (clientConn.holdPositions).
 type positions struct {
 	g      *Gateway
 	mu     sync.Mutex
@@ -245,6 +247,19 @@ func (ps *positions) flush() {
 	}
 	ps.mu.Unlock()
 	r := ps.g.cfg.ViewRadius
+	hold := ps.g.cfg.PushHold
+	var held []*clientConn // batches waiting to ride on a reply (push_hold)
+	defer func() {
+		if len(held) > 0 {
+			// One timer per flush, not per client: what no write carried
+			// within push_hold goes out alone.
+			time.AfterFunc(hold, func() {
+				for _, c := range held {
+					c.releasePositions()
+				}
+			})
+		}
+	}()
 	for _, b := range batches {
 		sessions := ps.g.reg.inScene(b.scene)
 		if len(sessions) == 0 {
@@ -314,7 +329,17 @@ func (ps *positions) flush() {
 				data = append(data, b.gone...)
 			}
 			data = append(data, '}')
-			s.push(pushFrame("positions", b.scene, data))
+			frame := pushFrame("positions", b.scene, data)
+			c := s.live()
+			switch {
+			case c == nil:
+			case hold > 0:
+				c.holdPositions(frame)
+				held = append(held, c)
+			default:
+				ps.g.m.positions.WithLabelValues("alone").Inc()
+				c.sendRaw(frame)
+			}
 		}
 	}
 }
