@@ -3,17 +3,18 @@ package echofloor
 import (
 	"bufio"
 	"fmt"
+	"maps"
 	"net"
 	"os"
-	"os/exec"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/respawn-dev/respawn/internal/gwproto"
-	"github.com/respawn-dev/respawn/internal/poll"
 	"github.com/respawn-dev/respawn/internal/process"
 )
 
@@ -21,8 +22,8 @@ import (
 const serverEnv = "RESPAWN_ECHOFLOOR_SERVER"
 
 func TestMain(m *testing.M) {
-	if addr := os.Getenv(serverEnv); addr != "" {
-		if err := serve(addr); err != nil {
+	if isServer, err := serverMode(); isServer {
+		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
@@ -85,40 +86,39 @@ func BenchmarkEchoFloor(b *testing.B) {
 }
 
 func echoRun(b *testing.B, n int, d time.Duration) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	srv := exec.Command(os.Args[0], "-test.run=^$")
-	srv.Env = append(os.Environ(), serverEnv+"="+addr)
-	srv.Stderr = os.Stderr
-	if err := srv.Start(); err != nil {
-		b.Fatal(err)
-	}
-	defer func() { _ = srv.Process.Kill(); _ = srv.Wait() }()
-	poll.Until(b, 10*time.Second, func() error {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-		}
-		return err
-	})
+	addr := freeAddr(b)
+	srv := startServer(b, serverEnv+"="+addr, addr)
+	defer stopServer(srv)
+	closedLoop(b, n, d, addr, map[string]int{"server": srv.Process.Pid})
+}
+
+// closedLoop runs n clients against addr, one request in flight each,
+// for d after a second's warm-up, and reports round trips/s and the CPU
+// per round trip of the clients (this process) and of each server in pids.
+func closedLoop(b *testing.B, n int, d time.Duration, addr string, pids map[string]int) {
 	var count atomic.Uint64
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	body := []byte(`{"op":"move","x":12,"y":34}`)
 	errs := make(chan error, n)
+	conns := make([]net.Conn, 0, n)
+	defer func() {
+		for _, nc := range conns {
+			nc.Close()
+		}
+		wg.Wait()
+	}()
 	for i := range n {
 		nc, err := net.Dial("tcp", addr)
 		if err != nil {
 			b.Fatal(err)
 		}
-		defer nc.Close()
+		conns = append(conns, nc)
 		wg.Go(func() {
 			r := gwproto.NewReader(bufio.NewReader(nc), 1<<20)
-			req := gwproto.AppendFrame(nil, gwproto.Frame{Type: gwproto.TypeRequest, ID: uint64(i), Body: body})
+			// The client's index in the ID's high half: a relay routes
+			// the reply back by it.
+			req := gwproto.AppendFrame(nil, gwproto.Frame{Type: gwproto.TypeRequest, ID: uint64(i) << 32, Body: body})
 			for {
 				select {
 				case <-stop:
@@ -137,12 +137,19 @@ func echoRun(b *testing.B, n int, d time.Duration) {
 			}
 		})
 	}
-	// Warm up, then measure round trips and both processes' CPU.
+	// Warm up, then measure round trips and every process's CPU.
 	time.Sleep(time.Second)
-	c0, s0, m0 := count.Load(), cpuOf(b, srv.Process.Pid), cpuOf(b, os.Getpid())
+	cpu := func() map[string]time.Duration {
+		out := map[string]time.Duration{"clients": cpuOf(b, os.Getpid())}
+		for name, pid := range pids {
+			out[name] = cpuOf(b, pid)
+		}
+		return out
+	}
+	c0, u0 := count.Load(), cpu()
 	t0 := time.Now()
 	time.Sleep(d)
-	c1, s1, m1 := count.Load(), cpuOf(b, srv.Process.Pid), cpuOf(b, os.Getpid())
+	c1, u1 := count.Load(), cpu()
 	el := time.Since(t0)
 	close(stop)
 	select {
@@ -152,12 +159,14 @@ func echoRun(b *testing.B, n int, d time.Duration) {
 	}
 	rts := float64(c1 - c0)
 	b.ReportMetric(rts/el.Seconds(), "rps")
-	b.ReportMetric(float64((s1-s0).Microseconds())/rts, "server_cpu_us/rt")
-	b.ReportMetric(float64((m1-m0).Microseconds())/rts, "client_cpu_us/rt")
-	fmt.Fprintf(os.Stderr, "%s: %d clients, %.0f round trips/s, CPU per round trip: server %.1f µs, clients %.1f µs\n",
-		b.Name(), n, rts/el.Seconds(), float64((s1-s0).Microseconds())/rts, float64((m1-m0).Microseconds())/rts)
-	_ = srv.Process.Kill()
-	wg.Wait()
+	names := slices.Sorted(maps.Keys(u0))
+	var line strings.Builder
+	for _, name := range names {
+		us := float64((u1[name] - u0[name]).Microseconds()) / rts
+		b.ReportMetric(us, name+"_cpu_us/rt")
+		fmt.Fprintf(&line, ", %s %.1f µs", name, us)
+	}
+	fmt.Fprintf(os.Stderr, "%s: %d clients, %.0f round trips/s, CPU per round trip%s\n", b.Name(), n, rts/el.Seconds(), line.String())
 }
 
 func cpuOf(b *testing.B, pid int) time.Duration {
