@@ -34,6 +34,30 @@ func TestMain(m *testing.M) {
 
 // serve echoes every frame back on its connection until killed.
 func serve(addr string) error {
+	return acceptEach(addr, func(nc net.Conn) {
+		out := make(chan []byte, 64)
+		go func() {
+			for b := range out {
+				if _, err := nc.Write(b); err != nil {
+					return
+				}
+			}
+		}()
+		defer close(out)
+		r := gwproto.NewReader(nc, 1<<20)
+		for {
+			f, err := r.Next()
+			if err != nil {
+				return
+			}
+			out <- gwproto.AppendFrame(nil, gwproto.Frame{Type: gwproto.TypeReply, ID: f.ID, Body: f.Body})
+		}
+	})
+}
+
+// acceptEach listens on addr and serves each connection on its own
+// goroutine with handle, closing it after, until the listener fails.
+func acceptEach(addr string, handle func(nc net.Conn)) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
@@ -45,23 +69,7 @@ func serve(addr string) error {
 		}
 		go func() {
 			defer nc.Close()
-			out := make(chan []byte, 64)
-			go func() {
-				for b := range out {
-					if _, err := nc.Write(b); err != nil {
-						return
-					}
-				}
-			}()
-			defer close(out)
-			r := gwproto.NewReader(nc, 1<<20)
-			for {
-				f, err := r.Next()
-				if err != nil {
-					return
-				}
-				out <- gwproto.AppendFrame(nil, gwproto.Frame{Type: gwproto.TypeReply, ID: f.ID, Body: f.Body})
-			}
+			handle(nc)
 		}()
 	}
 }

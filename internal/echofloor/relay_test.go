@@ -68,30 +68,19 @@ func (b *batcher) run() {
 // serveBackend echoes every frame on its connection, batching the replies:
 // a scene process without a scene.
 func serveBackend(addr string) error {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return err
-	}
-	for {
-		nc, err := ln.Accept()
-		if err != nil {
-			return err
-		}
-		go func() {
-			defer nc.Close()
-			w := newBatcher(nc)
-			r := gwproto.NewReader(nc, 1<<20)
-			var reply []byte
-			for {
-				f, err := r.Next()
-				if err != nil {
-					return
-				}
-				reply = gwproto.AppendFrame(reply[:0], gwproto.Frame{Type: gwproto.TypeReply, ID: f.ID, Body: f.Body})
-				w.queue(reply)
+	return acceptEach(addr, func(nc net.Conn) {
+		w := newBatcher(nc)
+		r := gwproto.NewReader(nc, 1<<20)
+		var reply []byte
+		for {
+			f, err := r.Next()
+			if err != nil {
+				return
 			}
-		}()
-	}
+			reply = gwproto.AppendFrame(reply[:0], gwproto.Frame{Type: gwproto.TypeReply, ID: f.ID, Body: f.Body})
+			w.queue(reply)
+		}
+	})
 }
 
 // serveRelay relays clients' frames to the backend over relayLinks
@@ -125,52 +114,41 @@ func serveRelay(addr, backend string) error {
 			}
 		}()
 	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return err
-	}
-	for {
-		nc, err := ln.Accept()
-		if err != nil {
-			return err
-		}
-		go func() {
-			defer nc.Close()
-			out := make(chan []byte, 64)
-			var idx uint32
-			registered := false
-			defer func() {
-				if registered {
-					mu.Lock()
-					delete(clients, idx)
-					mu.Unlock()
-				}
-			}()
-			go func() {
-				for b := range out {
-					if _, err := nc.Write(b); err != nil {
-						return
-					}
-				}
-			}()
-			r := gwproto.NewReader(nc, 1<<20)
-			var frame []byte
-			for {
-				f, err := r.Next()
-				if err != nil {
-					return
-				}
-				if !registered {
-					idx, registered = uint32(f.ID>>32), true
-					mu.Lock()
-					clients[idx] = out
-					mu.Unlock()
-				}
-				frame = gwproto.AppendFrame(frame[:0], f)
-				links[idx%relayLinks].queue(frame)
+	return acceptEach(addr, func(nc net.Conn) {
+		out := make(chan []byte, 64)
+		var idx uint32
+		registered := false
+		defer func() {
+			if registered {
+				mu.Lock()
+				delete(clients, idx)
+				mu.Unlock()
 			}
 		}()
-	}
+		go func() {
+			for b := range out {
+				if _, err := nc.Write(b); err != nil {
+					return
+				}
+			}
+		}()
+		r := gwproto.NewReader(nc, 1<<20)
+		var frame []byte
+		for {
+			f, err := r.Next()
+			if err != nil {
+				return
+			}
+			if !registered {
+				idx, registered = uint32(f.ID>>32), true
+				mu.Lock()
+				clients[idx] = out
+				mu.Unlock()
+			}
+			frame = gwproto.AppendFrame(frame[:0], f)
+			links[idx%relayLinks].queue(frame)
+		}
+	})
 }
 
 // BenchmarkRelayFloor: as BenchmarkEchoFloor, but through a relay process

@@ -332,41 +332,42 @@ func (c *clientConn) drain(buf []byte) []byte {
 // client a read) of its own. A batch still held from before goes out now,
 // ahead of it. releasePositions sends what nothing carried.
 func (c *clientConn) holdPositions(frame []byte) {
-	c.heldMu.Lock()
-	old := c.held
-	c.held = frame
-	c.heldMu.Unlock()
-	if old != nil {
-		c.g.m.positions.WithLabelValues("alone").Inc()
-		c.sendRaw(old)
+	if old := c.swapHeld(frame); old != nil {
+		c.sendAlone(old)
 	}
 }
 
 // releasePositions sends the held positions push, if the writer did not
 // carry it.
 func (c *clientConn) releasePositions() {
-	c.heldMu.Lock()
-	frame := c.held
-	c.held = nil
-	c.heldMu.Unlock()
-	if frame != nil {
-		c.g.m.positions.WithLabelValues("alone").Inc()
-		c.sendRaw(frame)
+	if frame := c.swapHeld(nil); frame != nil {
+		c.sendAlone(frame)
 	}
 }
 
 // carryPositions appends the held positions push to buf (the writer's
 // next write), after the frames already in it.
 func (c *clientConn) carryPositions(buf []byte) []byte {
-	c.heldMu.Lock()
-	frame := c.held
-	c.held = nil
-	c.heldMu.Unlock()
+	frame := c.swapHeld(nil)
 	if frame == nil {
 		return buf
 	}
 	c.g.m.positions.WithLabelValues("carried").Inc()
 	return append(buf, frame...)
+}
+
+// swapHeld puts frame in the held slot and returns what was there.
+func (c *clientConn) swapHeld(frame []byte) []byte {
+	c.heldMu.Lock()
+	defer c.heldMu.Unlock()
+	old := c.held
+	c.held = frame
+	return old
+}
+
+func (c *clientConn) sendAlone(frame []byte) {
+	c.g.m.positions.WithLabelValues("alone").Inc()
+	c.sendRaw(frame)
 }
 
 func (c *clientConn) write(b []byte) bool {

@@ -337,8 +337,7 @@ func (ps *positions) flush() {
 				c.holdPositions(frame)
 				held = append(held, c)
 			default:
-				ps.g.m.positions.WithLabelValues("alone").Inc()
-				c.sendRaw(frame)
+				c.sendAlone(frame)
 			}
 		}
 	}
