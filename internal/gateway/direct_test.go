@@ -262,6 +262,29 @@ func wantReply(t *testing.T, frames <-chan gwproto.Frame, seq uint64) {
 	}
 }
 
+// enqueueMove queues request seq, a move to (seq, seq), as the client's
+// reader would.
+func enqueueMove(t *testing.T, s *Session, seq uint64) {
+	t.Helper()
+	if code, msg := s.enqueue(seq, []byte(fmt.Sprintf(`{"op":"move","x":%d,"y":%d}`, seq, seq))); code != gwproto.CodeOK {
+		t.Fatalf("enqueue %d: %s %s", seq, code, msg)
+	}
+}
+
+// failoverStart is a gateway whose session of player is joined to the
+// town's process of epoch 1 (first), with request 1 answered.
+func failoverStart(t *testing.T, player string) (g *Gateway, put func(modules.SceneRow), first *linkScene, s *Session, frames <-chan gwproto.Frame) {
+	t.Helper()
+	g = startGateway(t, func(c *config.Gateway) { c.HoldTimeout = 10 * time.Second })
+	put = sceneTable(t, g)
+	first = startLinkScene(t, g, "town", 1)
+	put(modules.SceneRow{ID: "town", Process: "town", Epoch: 1, State: modules.SceneRunning, Link: first.addr})
+	s, frames = replySession(t, g, player)
+	enqueueMove(t, s, 1)
+	wantReply(t, frames, 1)
+	return g, put, first, s, frames
+}
+
 func inFlight(s *Session) (direct, redo *pending, queued int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -273,27 +296,14 @@ func inFlight(s *Session) (direct, redo *pending, queued int) {
 // direct request unanswered, the worker resends it to the successor before
 // the one queued behind it, so the successor sees the seqs in order.
 func TestDirectRelayKeepsOrderThroughAFailover(t *testing.T) {
-	g := startGateway(t, func(c *config.Gateway) { c.HoldTimeout = 10 * time.Second })
-	put := sceneTable(t, g)
-	first := startLinkScene(t, g, "town", 1)
-	put(modules.SceneRow{ID: "town", Process: "town", Epoch: 1, State: modules.SceneRunning, Link: first.addr})
-	s, frames := replySession(t, g, "ann")
-
-	if code, msg := s.enqueue(1, []byte(`{"op":"move","x":1,"y":1}`)); code != gwproto.CodeOK {
-		t.Fatalf("enqueue 1: %s %s", code, msg)
-	}
-	wantReply(t, frames, 1)
+	g, put, first, s, frames := failoverStart(t, "ann")
 
 	first.holdSeq(2) // never answered: the process dies first
-	if code, msg := s.enqueue(2, []byte(`{"op":"move","x":2,"y":2}`)); code != gwproto.CodeOK {
-		t.Fatalf("enqueue 2: %s %s", code, msg)
-	}
+	enqueueMove(t, s, 2)
 	if d, _, q := inFlight(s); d == nil || d.seq != 2 || q != 0 {
 		t.Fatalf("request 2 not sent directly: direct %v, %d queued", d, q)
 	}
-	if code, msg := s.enqueue(3, []byte(`{"op":"move","x":3,"y":3}`)); code != gwproto.CodeOK {
-		t.Fatalf("enqueue 3: %s %s", code, msg)
-	}
+	enqueueMove(t, s, 3)
 	// The worker must leave 3 queued while 2 is unanswered.
 	time.Sleep(50 * time.Millisecond) // give a wrongly eager worker the chance to take it
 	if d, _, q := inFlight(s); d == nil || q != 1 {
@@ -322,9 +332,7 @@ func TestDirectRelayKeepsOrderThroughAFailover(t *testing.T) {
 
 	// Joined on the successor's link, the next request goes directly.
 	second.holdSeq(4)
-	if code, msg := s.enqueue(4, []byte(`{"op":"move","x":4,"y":4}`)); code != gwproto.CodeOK {
-		t.Fatalf("enqueue 4: %s %s", code, msg)
-	}
+	enqueueMove(t, s, 4)
 	if d, _, q := inFlight(s); d == nil || d.seq != 4 || q != 0 {
 		t.Fatalf("request 4 not sent directly after the failover: direct %v, %d queued", d, q)
 	}
@@ -342,9 +350,7 @@ func TestDirectRequestUnansweredExpires(t *testing.T) {
 
 	release := ls.holdSeq(1)
 	began := time.Now()
-	if code, msg := s.enqueue(1, []byte(`{"op":"move","x":1,"y":1}`)); code != gwproto.CodeOK {
-		t.Fatalf("enqueue 1: %s %s", code, msg)
-	}
+	enqueueMove(t, s, 1)
 	f := nextReply(t, frames)
 	if f.ID != 1 || f.Code != gwproto.CodeUnavailable {
 		t.Fatalf("reply %d %s %s, want seq 1 unavailable", f.ID, f.Code, f.Body)
@@ -354,9 +360,7 @@ func TestDirectRequestUnansweredExpires(t *testing.T) {
 	}
 	// Its late answer is dropped; the next request is answered.
 	close(release)
-	if code, msg := s.enqueue(2, []byte(`{"op":"move","x":2,"y":2}`)); code != gwproto.CodeOK {
-		t.Fatalf("enqueue 2: %s %s", code, msg)
-	}
+	enqueueMove(t, s, 2)
 	wantReply(t, frames, 2)
 }
 
@@ -369,9 +373,7 @@ func TestDrainWaitsForDirectRequest(t *testing.T) {
 	put(modules.SceneRow{ID: "town", Process: "town", Epoch: 1, State: modules.SceneRunning, Link: ls.addr})
 	s, frames := replySession(t, g, "cy")
 	release := ls.holdSeq(1)
-	if code, msg := s.enqueue(1, []byte(`{"op":"move","x":1,"y":1}`)); code != gwproto.CodeOK {
-		t.Fatalf("enqueue 1: %s %s", code, msg)
-	}
+	enqueueMove(t, s, 1)
 	if d, _, _ := inFlight(s); d == nil {
 		t.Fatal("request 1 not sent directly")
 	}
@@ -403,20 +405,10 @@ func TestDrainWaitsForDirectRequest(t *testing.T) {
 // log) answers the resend not_in_scene: the session joins it then, and the
 // request is answered, once.
 func TestFailoverJoinsWhenTheSuccessorForgotTheSession(t *testing.T) {
-	g := startGateway(t, func(c *config.Gateway) { c.HoldTimeout = 10 * time.Second })
-	put := sceneTable(t, g)
-	first := startLinkScene(t, g, "town", 1)
-	put(modules.SceneRow{ID: "town", Process: "town", Epoch: 1, State: modules.SceneRunning, Link: first.addr})
-	s, frames := replySession(t, g, "bea")
-	if code, msg := s.enqueue(1, []byte(`{"op":"move","x":1,"y":1}`)); code != gwproto.CodeOK {
-		t.Fatalf("enqueue 1: %s %s", code, msg)
-	}
-	wantReply(t, frames, 1)
+	g, put, first, s, frames := failoverStart(t, "bea")
 
 	first.holdSeq(2)
-	if code, msg := s.enqueue(2, []byte(`{"op":"move","x":2,"y":2}`)); code != gwproto.CodeOK {
-		t.Fatalf("enqueue 2: %s %s", code, msg)
-	}
+	enqueueMove(t, s, 2)
 	poll.Until(t, 5*time.Second, func() error {
 		if got := first.seen(); !slices.Equal(got, []uint64{1, 2}) {
 			return fmt.Errorf("first process saw seqs %v, want [1 2]", got)
