@@ -96,7 +96,6 @@ func BenchmarkEchoFloor(b *testing.B) {
 func echoRun(b *testing.B, n int, d time.Duration) {
 	addr := freeAddr(b)
 	srv := startServer(b, serverEnv+"="+addr, addr)
-	defer stopServer(srv)
 	closedLoop(b, n, d, addr, map[string]int{"server": srv.Process.Pid})
 }
 

@@ -167,9 +167,7 @@ func BenchmarkRelayFloor(b *testing.B) {
 func relayRun(b *testing.B, n int, d time.Duration) {
 	backendAddr, relayAddr := freeAddr(b), freeAddr(b)
 	backend := startServer(b, backendEnv+"="+backendAddr, backendAddr)
-	defer stopServer(backend)
 	relay := startServer(b, relayEnv+"="+relayAddr+","+backendAddr, relayAddr)
-	defer stopServer(relay)
 	closedLoop(b, n, d, relayAddr, map[string]int{"relay": relay.Process.Pid, "backend": backend.Process.Pid})
 }
 
@@ -183,7 +181,8 @@ func freeAddr(b *testing.B) string {
 }
 
 // startServer runs this test binary as a server (env selects which) and
-// waits until addr accepts.
+// waits until addr accepts; the server is killed, by its pid, and waited
+// for when the benchmark ends, whether or not it came up.
 func startServer(b *testing.B, env, addr string) *exec.Cmd {
 	srv := exec.Command(os.Args[0], "-test.run=^$")
 	srv.Env = append(os.Environ(), env)
@@ -191,6 +190,10 @@ func startServer(b *testing.B, env, addr string) *exec.Cmd {
 	if err := srv.Start(); err != nil {
 		b.Fatal(err)
 	}
+	b.Cleanup(func() {
+		_ = srv.Process.Kill()
+		_ = srv.Wait()
+	})
 	poll.Until(b, 10*time.Second, func() error {
 		c, err := net.Dial("tcp", addr)
 		if err == nil {
@@ -199,11 +202,6 @@ func startServer(b *testing.B, env, addr string) *exec.Cmd {
 		return err
 	})
 	return srv
-}
-
-func stopServer(srv *exec.Cmd) {
-	_ = srv.Process.Kill()
-	_ = srv.Wait()
 }
 
 // serverMode runs the server a test binary was started as, if any.
