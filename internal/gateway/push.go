@@ -207,46 +207,16 @@ type mover struct {
 	enc []byte
 }
 
+// batch is one scene's moves since the last flush.
+type batch struct {
+	scene string
+	moved []mover // in id order: a mover's index is its rank, the tie-break among movers at the same distance
+	gone  []byte  // encoded "gone" array, nil if none
+}
+
 // flush sends each client the moves near it since the last flush.
 func (ps *positions) flush() {
-	type batch struct {
-		scene string
-		moved []mover
-		gone  []byte // encoded "gone" array, nil if none
-		me    map[*Session]gwproto.Pos
-	}
-	var batches []batch
-	max := ps.g.cfg.MaxPositions
-	ps.mu.Lock()
-	for id, sp := range ps.scenes {
-		if len(sp.moved) == 0 && len(sp.gone) == 0 {
-			if len(sp.at) == 0 {
-				delete(ps.scenes, id)
-			}
-			continue
-		}
-		b := batch{scene: id}
-		for pid := range sp.moved {
-			p := sp.at[pid]
-			enc, _ := json.Marshal(p)
-			b.moved = append(b.moved, mover{Pos: p, enc: enc})
-		}
-		// In id order: a mover's index is its rank, the tie-break among
-		// movers at the same distance.
-		slices.SortFunc(b.moved, func(x, y mover) int { return strings.Compare(x.ID, y.ID) })
-		if len(sp.gone) > 0 {
-			gone := make([]string, 0, len(sp.gone))
-			for pid := range sp.gone {
-				gone = append(gone, pid)
-			}
-			sort.Strings(gone)
-			b.gone, _ = json.Marshal(gone[:min(len(gone), max)])
-		}
-		sp.moved, sp.gone = map[string]bool{}, map[string]bool{}
-		batches = append(batches, b)
-	}
-	ps.mu.Unlock()
-	r := ps.g.cfg.ViewRadius
+	batches := ps.take()
 	hold := ps.g.cfg.PushHold
 	var held []*clientConn // batches waiting to ride on a reply (push_hold)
 	defer func() {
@@ -265,14 +235,6 @@ func (ps *positions) flush() {
 		if len(sessions) == 0 {
 			continue
 		}
-		// A grid of cells view_radius wide: a client looks at its cell and
-		// the 8 around it, not at every mover in the scene.
-		grid := map[cellKey][]int{}
-		for i := range b.moved {
-			m := &b.moved[i]
-			k := cellKey{floorDiv(m.X, r), floorDiv(m.Y, r)}
-			grid[k] = append(grid[k], i)
-		}
 		ps.mu.Lock()
 		at := ps.scenes[b.scene]
 		mine := make([]gwproto.Pos, len(sessions))
@@ -283,10 +245,7 @@ func (ps *positions) flush() {
 			}
 		}
 		ps.mu.Unlock()
-		// near holds distance<<32 | rank: sorting the keys orders the
-		// movers nearest first, ties by id, without a comparison callback.
-		var near []uint64
-		var data []byte
+		v := newView(b, ps.g.cfg.ViewRadius, ps.g.cfg.MaxPositions)
 		for i, s := range sessions {
 			me, ok := mine[i], known[i]
 			if !ok {
@@ -297,39 +256,10 @@ func (ps *positions) flush() {
 			if !ok {
 				continue
 			}
-			near = near[:0]
-			cx, cy := floorDiv(me.X, r), floorDiv(me.Y, r)
-			for dx := -1; dx <= 1; dx++ {
-				for dy := -1; dy <= 1; dy++ {
-					for _, i := range grid[cellKey{cx + dx, cy + dy}] {
-						m := &b.moved[i]
-						if abs(m.X-me.X) <= r && abs(m.Y-me.Y) <= r && m.ID != s.player {
-							near = append(near, uint64(dist(m.Pos, me))<<32|uint64(i))
-						}
-					}
-				}
-			}
-			if len(near) == 0 && b.gone == nil {
+			frame := v.frame(me, s.player)
+			if frame == nil {
 				continue
 			}
-			if len(near) > max {
-				near = smallest(near, max)
-			}
-			// {"players":[...],"gone":[...]} from the pre-encoded entries.
-			data = append(data[:0], `{"players":[`...)
-			for j, k := range near {
-				if j > 0 {
-					data = append(data, ',')
-				}
-				data = append(data, b.moved[uint32(k)].enc...)
-			}
-			data = append(data, ']')
-			if b.gone != nil {
-				data = append(data, `,"gone":`...)
-				data = append(data, b.gone...)
-			}
-			data = append(data, '}')
-			frame := pushFrame("positions", b.scene, data)
 			c := s.live()
 			switch {
 			case c == nil:
@@ -341,6 +271,173 @@ func (ps *positions) flush() {
 			}
 		}
 	}
+}
+
+// take returns each scene's moves since the last flush and starts afresh.
+func (ps *positions) take() []batch {
+	var batches []batch
+	max := ps.g.cfg.MaxPositions
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	for id, sp := range ps.scenes {
+		if len(sp.moved) == 0 && len(sp.gone) == 0 {
+			if len(sp.at) == 0 {
+				delete(ps.scenes, id)
+			}
+			continue
+		}
+		b := batch{scene: id}
+		for pid := range sp.moved {
+			p := sp.at[pid]
+			enc, _ := json.Marshal(p)
+			b.moved = append(b.moved, mover{Pos: p, enc: enc})
+		}
+		slices.SortFunc(b.moved, func(x, y mover) int { return strings.Compare(x.ID, y.ID) })
+		if len(sp.gone) > 0 {
+			gone := make([]string, 0, len(sp.gone))
+			for pid := range sp.gone {
+				gone = append(gone, pid)
+			}
+			sort.Strings(gone)
+			b.gone, _ = json.Marshal(gone[:min(len(gone), max)])
+		}
+		sp.moved, sp.gone = map[string]bool{}, map[string]bool{}
+		batches = append(batches, b)
+	}
+	return batches
+}
+
+// cand is a mover as a viewer's scan reads it: compact and contiguous.
+type cand struct {
+	x, y int
+	rank int
+}
+
+// view answers "which movers are near this point" for one batch. Movers
+// are put in a grid of cells view_radius wide, so a viewer looks at its
+// cell and the 8 around it, not at every mover in the scene; each cell's
+// block (the movers of those 9 cells) is gathered once and shared by every
+// viewer in the cell (in a crowd, most viewers share a few cells).
+type view struct {
+	b      batch
+	r, max int
+	blocks map[cellKey][]cand
+	// Scratch, reused across viewers.
+	near, sorted []uint64
+	count        []int
+	data         []byte
+}
+
+func newView(b batch, r, max int) *view {
+	v := &view{b: b, r: r, max: max, blocks: map[cellKey][]cand{}}
+	// Movers in rank order, so every block is in rank order too.
+	for i := range b.moved {
+		m := &b.moved[i]
+		cx, cy := floorDiv(m.X, r), floorDiv(m.Y, r)
+		for dx := -1; dx <= 1; dx++ {
+			for dy := -1; dy <= 1; dy++ {
+				k := cellKey{cx + dx, cy + dy}
+				v.blocks[k] = append(v.blocks[k], cand{x: m.X, y: m.Y, rank: i})
+			}
+		}
+	}
+	return v
+}
+
+// maxBucketRadius bounds the view radius for which the nearest are picked
+// by counting distances (a counter per distance); beyond it they are
+// selected by comparison (smallest).
+const maxBucketRadius = 4096
+
+// frame is the positions PUSH for a viewer at me (player, whose own move
+// is left out), or nil when it has nothing to tell.
+func (v *view) frame(me gwproto.Pos, player string) []byte {
+	self := -1
+	if i, ok := slices.BinarySearchFunc(v.b.moved, player, func(m mover, id string) int { return strings.Compare(m.ID, id) }); ok {
+		self = i
+	}
+	r := v.r
+	// near holds distance<<32 | rank, in rank order: sorting the keys
+	// orders the movers nearest first, ties by id.
+	near := v.near[:0]
+	for _, c := range v.blocks[cellKey{floorDiv(me.X, r), floorDiv(me.Y, r)}] {
+		dx, dy := abs(c.x-me.X), abs(c.y-me.Y)
+		if dx <= r && dy <= r && c.rank != self {
+			near = append(near, uint64(max(dx, dy))<<32|uint64(c.rank))
+		}
+	}
+	v.near = near
+	if len(near) == 0 && v.b.gone == nil {
+		return nil
+	}
+	switch {
+	case r <= maxBucketRadius:
+		near = v.nearest(near)
+	case len(near) > v.max:
+		near = smallest(near, v.max)
+	default:
+		slices.Sort(near)
+	}
+	// {"players":[...],"gone":[...]} from the pre-encoded entries, in a
+	// buffer reused across viewers; the frame is the one allocation.
+	data := append(v.data[:0], `{"players":[`...)
+	for j, k := range near {
+		if j > 0 {
+			data = append(data, ',')
+		}
+		data = append(data, v.b.moved[uint32(k)].enc...)
+	}
+	data = append(data, ']')
+	if v.b.gone != nil {
+		data = append(data, `,"gone":`...)
+		data = append(data, v.b.gone...)
+	}
+	data = append(data, '}')
+	v.data = data
+	return gwproto.AppendPush(make([]byte, 0, gwproto.PushLen("positions", v.b.scene, len(data))), "positions", v.b.scene, data)
+}
+
+// nearest returns the first max of keys (distance<<32 | rank, in rank
+// order) in key order, by a counting sort on the distance: linear, where
+// selecting and sorting by comparison was half of a flush's CPU.
+func (v *view) nearest(keys []uint64) []uint64 {
+	count := v.count[:0]
+	for range v.r + 1 {
+		count = append(count, 0)
+	}
+	v.count = count
+	for _, k := range keys {
+		count[k>>32]++
+	}
+	// Keep every distance below the cut and the first (lowest ranks) of
+	// the cut's distance that fit; count becomes each distance's offset.
+	n, taken := min(len(keys), v.max), 0
+	cut := 0
+	for d := range count {
+		c := min(count[d], n-taken)
+		count[d] = taken
+		taken += c
+		cut = d
+		if taken == n {
+			break
+		}
+	}
+	end := taken // offsets past cut's last slot stop placing at the cut
+	out := slices.Grow(v.sorted[:0], n)[:n]
+	for _, k := range keys {
+		d := int(k >> 32)
+		if d > cut {
+			continue
+		}
+		i := count[d]
+		if d == cut && i >= end {
+			continue
+		}
+		out[i] = k
+		count[d]++
+	}
+	v.sorted = out
+	return out
 }
 
 // smallest returns the k smallest of keys (distinct), in order, in keys'

@@ -33,6 +33,12 @@ func AppendPush(dst []byte, kind, scene string, data []byte) []byte {
 	return dst
 }
 
+// PushLen is the size of the frame AppendPush makes (exact when kind and
+// scene need no escaping): the capacity to give its buffer.
+func PushLen(kind, scene string, dataLen int) int {
+	return HeaderLen + len(`{"kind":"","scene":"","data":}`) + len(kind) + len(scene) + max(dataLen, len("{}"))
+}
+
 // appendJSONString appends s as a JSON string: as is when it needs no
 // escaping (ids, kinds), else as encoding/json writes it.
 func appendJSONString(dst []byte, s string) []byte {

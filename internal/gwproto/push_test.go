@@ -25,6 +25,9 @@ func TestPushRoundTrip(t *testing.T) {
 		if !json.Valid(f.Body) {
 			t.Fatalf("%s: body %s is not JSON", want.Kind, f.Body)
 		}
+		if plainString(want.Kind) && plainString(want.Scene) && len(b)-len("prefix") != PushLen(want.Kind, want.Scene, len(want.Data)) {
+			t.Fatalf("%s: frame of %d bytes, PushLen %d", want.Kind, len(b)-len("prefix"), PushLen(want.Kind, want.Scene, len(want.Data)))
+		}
 		got, err := DecodePush(f.Body)
 		if err != nil || got.Kind != want.Kind || got.Scene != want.Scene || !bytes.Equal(got.Data, want.Data) {
 			t.Fatalf("DecodePush(%s) = %+v, %v; want %+v", f.Body, got, err, want)
