@@ -278,7 +278,6 @@ func (ps *positions) take() []batch {
 	var batches []batch
 	max := ps.g.cfg.MaxPositions
 	ps.mu.Lock()
-	defer ps.mu.Unlock()
 	for id, sp := range ps.scenes {
 		if len(sp.moved) == 0 && len(sp.gone) == 0 {
 			if len(sp.at) == 0 {
@@ -286,13 +285,10 @@ func (ps *positions) take() []batch {
 			}
 			continue
 		}
-		b := batch{scene: id}
+		b := batch{scene: id, moved: make([]mover, 0, len(sp.moved))}
 		for pid := range sp.moved {
-			p := sp.at[pid]
-			enc, _ := json.Marshal(p)
-			b.moved = append(b.moved, mover{Pos: p, enc: enc})
+			b.moved = append(b.moved, mover{Pos: sp.at[pid]})
 		}
-		slices.SortFunc(b.moved, func(x, y mover) int { return strings.Compare(x.ID, y.ID) })
 		if len(sp.gone) > 0 {
 			gone := make([]string, 0, len(sp.gone))
 			for pid := range sp.gone {
@@ -301,8 +297,18 @@ func (ps *positions) take() []batch {
 			sort.Strings(gone)
 			b.gone, _ = json.Marshal(gone[:min(len(gone), max)])
 		}
-		sp.moved, sp.gone = map[string]bool{}, map[string]bool{}
+		clear(sp.moved)
+		clear(sp.gone)
 		batches = append(batches, b)
+	}
+	ps.mu.Unlock()
+	// Sorted and encoded outside the lock: the scenes' links deliver every
+	// position push through it (update).
+	for _, b := range batches {
+		slices.SortFunc(b.moved, func(x, y mover) int { return strings.Compare(x.ID, y.ID) })
+		for i := range b.moved {
+			b.moved[i].enc, _ = json.Marshal(b.moved[i].Pos)
+		}
 	}
 	return batches
 }
