@@ -5,7 +5,6 @@ package main
 import (
 	"context"
 	"os"
-	"runtime"
 
 	"go.uber.org/zap"
 
@@ -23,7 +22,8 @@ func main() {
 		func(ctx context.Context, cfg *config.Config, _ *config.Loader, log *zap.Logger) error {
 			opt.Config, opt.Log = cfg, log
 			if os.Getenv("GOMAXPROCS") == "" {
-				runtime.GOMAXPROCS(scene.Procs(cfg, opt.Process))
+				// Every CPU until the scenes are restored, then Procs.
+				opt.Procs = scene.Procs(cfg, opt.Process)
 			}
 			return scene.Run(ctx, opt)
 		})

@@ -189,6 +189,11 @@ func TestMetricsMatchTheDocs(t *testing.T) {
 			*p += v
 		}
 		atLeast(t, a, "respawn_scene_log_slots_free", 1)
+		// A scene process starts on every CPU and serves with scene.procs
+		// (0: one thread per hosted scene; each hosts one here).
+		if v, err := metricSum(a, "go_sched_gomaxprocs_threads"); err != nil || v != 1 { // (go_sched_gomaxprocs_threads: client_golang's Go collector)
+			t.Errorf("scene process %s serves with GOMAXPROCS %g (%v), want 1", a, v, err)
+		}
 	}
 	if events < 12 || bytes < events || players < 4 {
 		t.Errorf("scene processes: %g events, %g log bytes, %g players; want >= 12, >= events, >= 4", events, bytes, players)

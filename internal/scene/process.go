@@ -53,6 +53,11 @@ type Options struct {
 	// ManagerPID is the manager that started a standby: it gives up when
 	// its parent is no longer that process (0: its parent at the wait).
 	ManagerPID int
+	// Procs is the GOMAXPROCS to serve with (Procs(cfg, process)); 0 leaves
+	// it alone. Until the scenes are restored the process runs on every
+	// CPU: the replay and the listeners' and bus's set-up run side by
+	// side, not in turns on one thread, which is time a crash costs players.
+	Procs int
 }
 
 // Process is a running scene process.
@@ -206,6 +211,9 @@ func (p *Process) Start(ctx context.Context) error {
 	}
 	p.host.follow = nil // taken over or not, the copies are done with
 	p.replay = r.restored.Sub(r.began)
+	if p.opt.Procs > 0 {
+		runtime.GOMAXPROCS(p.opt.Procs)
+	}
 	ready := time.Now() // both done
 	if err := p.setupBus(); err != nil {
 		return fail(err)

@@ -72,4 +72,7 @@ func BenchmarkReplayForest(b *testing.B) {
 	cpu := ru1.Utime.Nano() - ru0.Utime.Nano() + ru1.Stime.Nano() - ru0.Stime.Nano()
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*100_500), "ns/event")
 	b.ReportMetric(float64(cpu)/float64(b.N*100_500), "cpu_ns/event")
+	// Page faults: a respawned process touches its heap for the first
+	// time while it replays (run with -benchtime=1x to see that case).
+	b.ReportMetric(float64(ru1.Minflt-ru0.Minflt)/float64(b.N), "minflt/op")
 }
