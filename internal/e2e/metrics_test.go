@@ -190,8 +190,9 @@ func TestMetricsMatchTheDocs(t *testing.T) {
 		}
 		atLeast(t, a, "respawn_scene_log_slots_free", 1)
 		// A scene process starts on every CPU and serves with scene.procs
-		// (0: one thread per hosted scene; each hosts one here).
-		if v, err := metricSum(a, "go_sched_gomaxprocs_threads"); err != nil || v != 1 { // (go_sched_gomaxprocs_threads: client_golang's Go collector)
+		// (0: one thread per hosted scene; each hosts one here), as the Go
+		// collector's go_sched_gomaxprocs_threads shows.
+		if v, err := metricSum(a, "go_sched_gomaxprocs_threads"); err != nil || v != 1 {
 			t.Errorf("scene process %s serves with GOMAXPROCS %g (%v), want 1", a, v, err)
 		}
 	}
