@@ -54,9 +54,10 @@ type Options struct {
 	// its parent is no longer that process (0: its parent at the wait).
 	ManagerPID int
 	// Procs is the GOMAXPROCS to serve with (Procs(cfg, process)); 0 leaves
-	// it alone. Until the scenes are restored the process runs on every
-	// CPU: the replay and the listeners' and bus's set-up run side by
-	// side, not in turns on one thread, which is time a crash costs players.
+	// it alone. Until startBurst after it serves the process runs on every
+	// CPU: the replay and the listeners' and bus's set-up run side by side,
+	// and then the held requests beside the republish and the saves, not in
+	// turns on one thread, which is time a crash costs players.
 	Procs int
 }
 
@@ -211,9 +212,6 @@ func (p *Process) Start(ctx context.Context) error {
 	}
 	p.host.follow = nil // taken over or not, the copies are done with
 	p.replay = r.restored.Sub(r.began)
-	if p.opt.Procs > 0 {
-		runtime.GOMAXPROCS(p.opt.Procs)
-	}
 	ready := time.Now() // both done
 	if err := p.setupBus(); err != nil {
 		return fail(err)
@@ -261,6 +259,13 @@ func (p *Process) Start(ctx context.Context) error {
 		// restore): on a loaded machine the wall-clock phases above mostly
 		// measure the wait for a core.
 		zap.Duration("cpu", processCPU()), zap.Duration("restore_cpu", r.restoredCPU-r.beganCPU))
+	if p.opt.Procs > 0 {
+		// The first moments of serving are a burst too: the players'
+		// held requests, the replicas republished, a save for every
+		// player whose version the data server must confirm. Then the
+		// steady state, on Procs threads.
+		time.AfterFunc(startBurst, func() { runtime.GOMAXPROCS(p.opt.Procs) })
+	}
 	go func() {
 		<-p.ctx.Done()
 		p.Shutdown()
@@ -374,6 +379,10 @@ func splitList(s string) []string {
 	}
 	return out
 }
+
+// startBurst is how long a starting scene process keeps every CPU once it
+// serves, before it drops to Options.Procs.
+const startBurst = time.Second
 
 // Procs is the GOMAXPROCS a scene process should run with: scene.procs, or
 // when that is 0 one per scene the process hosts, at most the CPUs. A
