@@ -74,6 +74,8 @@ var (
 type encoder struct {
 	b   []byte
 	err error
+	// scratch holds a result's JSON on its way into b (result).
+	scratch []byte
 }
 
 func (e *encoder) u8(v byte)    { e.b = append(e.b, v) }
@@ -690,13 +692,14 @@ func (e *encoder) result(r Result) {
 		e.u8(0)
 		return
 	}
-	b, err := json.Marshal(r)
+	var err error
+	e.scratch, err = AppendResultJSON(e.scratch[:0], r)
 	if err != nil {
 		// Plain structs of strings and ints cannot fail to marshal.
 		panic(fmt.Sprintf("game: marshal %T: %v", r, err))
 	}
 	e.u8(kind)
-	e.bytes(b)
+	e.bytes(e.scratch)
 }
 
 func (d *decoder) result() Result {
@@ -716,7 +719,11 @@ func (d *decoder) result() Result {
 	case resOK:
 		r, err = unmarshalAs[OKResult](b)
 	case resMove:
-		r, err = unmarshalAs[MoveResult](b)
+		if m, ok := parseMoveResult(b); ok {
+			r = m // a snapshot holds thousands: encoding/json was most of a restore's reply windows
+		} else {
+			r, err = unmarshalAs[MoveResult](b)
+		}
 	case resAttack:
 		r, err = unmarshalAs[AttackResult](b)
 	case resBuy:

@@ -107,6 +107,9 @@ type Scene struct {
 	// quietOut is their scratch.
 	replaying *Replayer
 	quietOut  []Effect
+	// snapLen is the last snapshot's size: the next one's buffer starts
+	// at about that size instead of growing to it. Not state.
+	snapLen int
 
 	gm      []gmEntry // oldest first, at most GMMemory
 	trades  []trade   // in creation order

@@ -47,7 +47,7 @@ const EventFormat = 2
 
 // Snapshot returns the canonical encoding of the scene's state.
 func (s *Scene) Snapshot() []byte {
-	e := encoder{b: make([]byte, 0, 256+len(s.plist)*96+len(s.sessions)*64)}
+	e := encoder{b: make([]byte, 0, max(256+len(s.plist)*96+len(s.sessions)*64, s.snapLen+s.snapLen/8))}
 	e.u8(SnapshotVersion)
 	e.str(s.def.ID)
 	dj := defJSON(s.def)
@@ -169,6 +169,7 @@ func (s *Scene) Snapshot() []byte {
 		e.v(l.Minted)
 		e.v(l.Sunk)
 	}
+	s.snapLen = len(e.b)
 	return e.b
 }
 

@@ -7,8 +7,8 @@ import (
 	"github.com/respawn-dev/respawn/internal/game"
 )
 
-// Hand-written JSON for the bodies the scene writes per move (the position
-// push and the move reply): encoding/json's reflection and allocations were
+// Hand-written JSON for the position push the scene writes per move (the
+// move reply's is game.AppendResultJSON): encoding/json's reflection and allocations were
 // a visible share of a scene's CPU per request. The bytes are exactly what
 // json.Marshal writes for the same values (jsonfast_test.go checks), so
 // readers that parse the usual form by hand (the gateway's parsePos) keep
@@ -44,22 +44,4 @@ func appendPositionBody(b []byte, e game.PositionChanged) []byte {
 	b = append(b, `,"y":`...)
 	b = strconv.AppendInt(b, int64(e.Y), 10)
 	return append(b, '}')
-}
-
-// appendResultBody appends a reply's body as json.Marshal(r) would: moves
-// by hand, anything else through json.Marshal.
-func appendResultBody(b []byte, r game.Result) ([]byte, error) {
-	switch r := r.(type) {
-	case game.MoveResult:
-		b = append(b, `{"x":`...)
-		b = strconv.AppendInt(b, int64(r.X), 10)
-		b = append(b, `,"y":`...)
-		b = strconv.AppendInt(b, int64(r.Y), 10)
-		return append(b, '}'), nil
-	}
-	raw, err := json.Marshal(r)
-	if err != nil {
-		return b, err
-	}
-	return append(b, raw...), nil
 }

@@ -62,29 +62,6 @@ func parsePosForTest(b []byte) (game.PositionChanged, bool) {
 	return p, err == nil
 }
 
-func TestResultBodyIsJSONMarshal(t *testing.T) {
-	for _, r := range []game.Result{
-		game.MoveResult{X: 3, Y: -4},
-		game.MoveResult{},
-		game.OKResult{},
-		game.ErrorResult{Code: "bad_request", Error: "no <such> thing"},
-		game.AttackResult{Monster: "hogger", Damage: 3, HP: 7, MaxHP: 10},
-		nil,
-	} {
-		got, err := appendResultBody([]byte("prefix"), r)
-		if err != nil {
-			t.Fatalf("%#v: %v", r, err)
-		}
-		want, err := json.Marshal(r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if string(got) != "prefix"+string(want) {
-			t.Errorf("%#v: got %s, json.Marshal %s", r, got, want)
-		}
-	}
-}
-
 func FuzzPositionBody(f *testing.F) {
 	f.Add("player", "p1", 3, 4)
 	f.Add("player", "a\"<\u2028\xff", -1, 1<<31)

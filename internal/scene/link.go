@@ -882,7 +882,7 @@ func appendReply(enc *scenelink.Encoder, id uint64, r *game.Reply) error {
 		m.Code, m.Error = er.Code, er.Error
 	}
 	var small [128]byte
-	body, err := appendResultBody(small[:0], r.Body)
+	body, err := game.AppendResultJSON(small[:0], r.Body)
 	if err != nil {
 		return err
 	}
