@@ -359,7 +359,7 @@ func Default() Config {
 			ViewRadius:    30,
 			MaxPositions:  64,
 			PushHold:      50 * time.Millisecond,
-			LinkConns:     2,
+			LinkConns:     1,
 			DrainTimeout:  10 * time.Second,
 			DrainRate:     1000,
 		},
