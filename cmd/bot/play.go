@@ -31,7 +31,6 @@ import (
 	"github.com/respawn-dev/respawn/internal/dataclient"
 	"github.com/respawn-dev/respawn/internal/game"
 	"github.com/respawn-dev/respawn/internal/gwproto"
-	"github.com/respawn-dev/respawn/internal/jsonint"
 	"github.com/respawn-dev/respawn/internal/secret"
 )
 
@@ -1104,20 +1103,9 @@ func httpJSON(ctx context.Context, url, tok string, out any) error {
 // move, so the form the scene writes ({"x":X,"y":Y}) is read by hand;
 // anything else goes through the JSON decoder.
 func moveResult(body []byte) (game.MoveResult, bool) {
-	var r game.MoveResult
-	rest, ok := bytes.CutPrefix(body, []byte(`{"x":`))
-	if ok {
-		r.X, rest, ok = jsonint.Small(rest)
-	}
-	if ok {
-		rest, ok = bytes.CutPrefix(rest, []byte(`,"y":`))
-	}
-	if ok {
-		r.Y, rest, ok = jsonint.Small(rest)
-	}
-	if ok && string(rest) == "}" {
+	if r, ok := game.ParseMoveResult(body); ok {
 		return r, true
 	}
-	r = game.MoveResult{}
+	var r game.MoveResult
 	return r, json.Unmarshal(body, &r) == nil
 }

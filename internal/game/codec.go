@@ -719,7 +719,7 @@ func (d *decoder) result() Result {
 	case resOK:
 		r, err = unmarshalAs[OKResult](b)
 	case resMove:
-		if m, ok := parseMoveResult(b); ok {
+		if m, ok := ParseMoveResult(b); ok {
 			r = m // a snapshot holds thousands: encoding/json was most of a restore's reply windows
 		} else {
 			r, err = unmarshalAs[MoveResult](b)

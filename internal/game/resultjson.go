@@ -1,6 +1,7 @@
 package game
 
 import (
+	"bytes"
 	"encoding/json"
 	"strconv"
 
@@ -26,29 +27,14 @@ func AppendResultJSON(b []byte, r Result) ([]byte, error) {
 	return append(b, raw...), nil
 }
 
-// parseMoveResult reads the form AppendResultJSON writes for a move,
+// ParseMoveResult reads the form AppendResultJSON writes for a move,
 // {"x":X,"y":Y}; ok is false for any other bytes, which the caller hands
 // to encoding/json.
-func parseMoveResult(b []byte) (m MoveResult, ok bool) {
-	rest, ok := cut(b, `{"x":`)
-	if ok {
-		m.X, rest, ok = jsonint.Small(rest)
-	}
-	if ok {
-		rest, ok = cut(rest, `,"y":`)
-	}
-	if ok {
-		m.Y, rest, ok = jsonint.Small(rest)
-	}
-	if !ok || string(rest) != "}" {
+func ParseMoveResult(b []byte) (MoveResult, bool) {
+	rest, ok := bytes.CutPrefix(b, []byte("{"))
+	if !ok {
 		return MoveResult{}, false
 	}
-	return m, true
-}
-
-func cut(b []byte, prefix string) ([]byte, bool) {
-	if len(b) < len(prefix) || string(b[:len(prefix)]) != prefix {
-		return nil, false
-	}
-	return b[len(prefix):], true
+	x, y, ok := jsonint.XY(rest)
+	return MoveResult{X: x, Y: y}, ok
 }

@@ -30,7 +30,7 @@ func TestResultJSONIsJSONMarshal(t *testing.T) {
 	}
 }
 
-// parseMoveResult reads what encoding/json reads, or leaves it to it.
+// ParseMoveResult reads what encoding/json reads, or leaves it to it.
 func FuzzParseMoveResult(f *testing.F) {
 	for _, s := range []string{`{"x":3,"y":-4}`, `{"x":0,"y":0}`, `{"x":07,"y":1}`, `{"y":1,"x":2}`, `{"x":1,"y":2} `, `{"x":1234567890,"y":2}`, `{"x":1`, ``} {
 		f.Add([]byte(s))
@@ -39,13 +39,13 @@ func FuzzParseMoveResult(f *testing.F) {
 		f.Add([]byte(fmt.Sprintf(`{"x":%d,"y":%d}`, x*999, -x)))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		got, ok := parseMoveResult(b)
+		got, ok := ParseMoveResult(b)
 		if !ok {
 			return
 		}
 		var want MoveResult
 		if err := json.Unmarshal(b, &want); err != nil || got != want {
-			t.Fatalf("parseMoveResult(%q) = %+v; encoding/json: %+v, %v", b, got, want, err)
+			t.Fatalf("ParseMoveResult(%q) = %+v; encoding/json: %+v, %v", b, got, want, err)
 		}
 	})
 }

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"slices"
@@ -99,40 +100,27 @@ type scenePos struct {
 // is read by hand; anything else goes through the JSON decoder.
 func parsePos(b []byte) (scenePos, bool) {
 	var m scenePos
-	rest, ok := cutPrefix(b, `{"kind":"`)
+	rest, ok := bytes.CutPrefix(b, []byte(`{"kind":"`))
 	if ok {
 		m.Kind, rest, ok = plainStr(rest)
 	}
 	if ok {
-		rest, ok = cutPrefix(rest, `,"id":"`)
+		rest, ok = bytes.CutPrefix(rest, []byte(`,"id":"`))
 	}
 	if ok {
 		m.ID, rest, ok = plainStr(rest)
 	}
 	if ok {
-		rest, ok = cutPrefix(rest, `,"x":`)
+		rest, ok = bytes.CutPrefix(rest, []byte(","))
 	}
 	if ok {
-		m.X, rest, ok = jsonint.Small(rest)
+		m.X, m.Y, ok = jsonint.XY(rest)
 	}
 	if ok {
-		rest, ok = cutPrefix(rest, `,"y":`)
-	}
-	if ok {
-		m.Y, rest, ok = jsonint.Small(rest)
-	}
-	if ok && string(rest) == "}" {
 		return m, true
 	}
 	m = scenePos{}
 	return m, json.Unmarshal(b, &m) == nil
-}
-
-func cutPrefix(b []byte, p string) ([]byte, bool) {
-	if len(b) < len(p) || string(b[:len(p)]) != p {
-		return nil, false
-	}
-	return b[len(p):], true
 }
 
 // plainStr reads a JSON string's content up to its closing quote; one

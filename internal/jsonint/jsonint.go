@@ -4,6 +4,8 @@
 // encoding/json for any form it refuses.
 package jsonint
 
+import "bytes"
+
 // Small reads an optionally negative decimal integer of at most 9 digits
 // without leading zeros from the start of b, and returns it with the rest
 // of b. ok is false for anything else (no digits, 10 or more digits, a
@@ -24,4 +26,24 @@ func Small(b []byte) (n int, rest []byte, ok bool) {
 		n = -n
 	}
 	return n, b[i:], true
+}
+
+// XY reads `"x":X,"y":Y}` from the start of b: the end of an object whose
+// last two fields are map coordinates, as the scene writes them (a move's
+// reply, a position push). ok is false for any other bytes.
+func XY(b []byte) (x, y int, ok bool) {
+	rest, ok := bytes.CutPrefix(b, []byte(`"x":`))
+	if ok {
+		x, rest, ok = Small(rest)
+	}
+	if ok {
+		rest, ok = bytes.CutPrefix(rest, []byte(`,"y":`))
+	}
+	if ok {
+		y, rest, ok = Small(rest)
+	}
+	if !ok || string(rest) != "}" {
+		return 0, 0, false
+	}
+	return x, y, true
 }

@@ -49,3 +49,21 @@ func FuzzSmall(f *testing.F) {
 		}
 	})
 }
+
+// Whatever XY accepts, encoding/json reads as the same coordinates (as the
+// end of an object: "{" before it).
+func FuzzXY(f *testing.F) {
+	for _, s := range []string{`"x":3,"y":-4}`, `"x":0,"y":0}`, `"x":07,"y":1}`, `"y":1,"x":2}`, `"x":1,"y":2} `, `"x":1234567890,"y":2}`, `"x":1`, ``} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		x, y, ok := XY(b)
+		if !ok {
+			return
+		}
+		var v struct{ X, Y int }
+		if err := json.Unmarshal(append([]byte("{"), b...), &v); err != nil || v.X != x || v.Y != y {
+			t.Fatalf("XY(%q) = %d, %d; encoding/json: %+v, %v", b, x, y, v, err)
+		}
+	})
+}

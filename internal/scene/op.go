@@ -1,6 +1,7 @@
 package scene
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 
@@ -68,17 +69,10 @@ func decodeOpJSON(raw []byte) (game.Op, error) {
 // {"op":"move","x":X,"y":Y}, without the JSON decoder (moves are most of
 // a scene's requests). Any other spelling is left to the decoder.
 func decodeMove(b []byte) (game.Move, bool) {
-	const head = `{"op":"move","x":`
-	if len(b) < len(head) || string(b[:len(head)]) != head {
+	rest, ok := bytes.CutPrefix(b, []byte(`{"op":"move",`))
+	if !ok {
 		return game.Move{}, false
 	}
-	x, rest, ok := jsonint.Small(b[len(head):])
-	if !ok || len(rest) < 5 || string(rest[:5]) != `,"y":` {
-		return game.Move{}, false
-	}
-	y, rest, ok := jsonint.Small(rest[5:])
-	if !ok || string(rest) != "}" {
-		return game.Move{}, false
-	}
-	return game.Move{X: x, Y: y}, true
+	x, y, ok := jsonint.XY(rest)
+	return game.Move{X: x, Y: y}, ok
 }
