@@ -76,3 +76,20 @@ func BenchmarkReplayForest(b *testing.B) {
 	// time while it replays (run with -benchtime=1x to see that case).
 	b.ReportMetric(float64(ru1.Minflt-ru0.Minflt)/float64(b.N), "minflt/op")
 }
+
+// BenchmarkSnapshotForest is the stall of a scene's loop at each snapshot
+// (every scene.snapshot_events): the forest of BenchmarkReplayForest, 500
+// players with full reply windows, encoded.
+func BenchmarkSnapshotForest(b *testing.B) {
+	slot := forestLog(b, "", 500, 100_000)
+	st, _, err := Replay(slot, forestDef(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	var n int
+	for b.Loop() {
+		n = len(st.Snapshot())
+	}
+	b.ReportMetric(float64(n), "bytes")
+}
