@@ -100,6 +100,8 @@ var Rows = []Row{
 		Key: k("game", "BenchmarkReplay", "events/s"), Show: "%.1f M events/s", Scale: 1e-6, Op: AtLeast, Limit: 1e6, Target: "≥ 1 M events/s"},
 	{Section: "Scene log", What: "snapshot of a scene with 500 players", Suite: "micro",
 		Key: k("game", "BenchmarkSnapshot500", "ns/op"), Show: "%.0f µs", Scale: 1e-3},
+	{Section: "Scene log", What: "… with a full reply window per player (the forest after 100,000 events): the loop's stall per snapshot", Suite: "micro",
+		Key: k("scene", "BenchmarkSnapshotForest", "ns/op"), Show: "%.0f µs", Scale: 1e-3},
 	{Section: "Scene log", What: "scene link round trips, 100 players (no gateway)", Suite: "micro",
 		Key: k("scene", "BenchmarkLinkRoundTrip/players=100", "roundtrips/s"), Show: "%.0f /s"},
 
