@@ -383,6 +383,7 @@ func armCrashPoints(seed uint64) string {
 		fmt.Sprintf("%s=%d", crashpoint.JournalBeforeFsync, between(150, 400)),
 		fmt.Sprintf("%s=%d", crashpoint.JournalAfterFsync, between(150, 400)),
 		fmt.Sprintf("%s=%d", crashpoint.GatewayResend, between(1, 3)),
+		fmt.Sprintf("%s=%d", crashpoint.GatewayBeforeReply, between(300, 800)),
 		fmt.Sprintf("%s=%d", crashpoint.FlushBetweenRows, between(2, 6)),
 		fmt.Sprintf("%s=%d", crashpoint.LeaseHandoff, between(2, 6)),
 	}, ",")

@@ -39,6 +39,11 @@ const (
 	// GatewayResend: the gateway is about to resend a request after its
 	// scene connection broke.
 	GatewayResend = "gateway.resend"
+	// GatewayBeforeReply: the gateway holds a scene's answer to a request
+	// (applied and logged) that it has not passed to the client; the
+	// client resumes on another gateway and resends it, and the scene must
+	// answer it from its reply window, not apply it again.
+	GatewayBeforeReply = "gateway.before-reply"
 	// SceneTravelApplied: a scene logged and applied a request that sent
 	// its player away (a travel, a dungeon entry) but has sent neither the
 	// reply nor the transfer; the gateway resends it where the player went.
@@ -56,8 +61,8 @@ const (
 )
 
 // Names lists every point.
-var Names = []string{ShmlogBeforeCommit, SnapshotWrite, JournalBeforeFsync, JournalAfterFsync, GatewayResend, SceneTravelApplied,
-	FlushBetweenRows, LeaseHandoff}
+var Names = []string{ShmlogBeforeCommit, SnapshotWrite, JournalBeforeFsync, JournalAfterFsync, GatewayResend, GatewayBeforeReply,
+	SceneTravelApplied, FlushBetweenRows, LeaseHandoff}
 
 // Points is a process's armed points. A nil *Points arms nothing.
 type Points struct {

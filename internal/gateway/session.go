@@ -732,6 +732,9 @@ func (s *Session) answer(p *pending, start time.Time, rep scenelink.Reply, err e
 		g.m.replies.WithLabelValues(code.String()).Inc()
 	}
 	g.m.latency.Observe(time.Since(start).Seconds())
+	if err == nil {
+		g.crash.Hit(crashpoint.GatewayBeforeReply)
+	}
 	if c != nil {
 		c.send(gwproto.TypeReply, code, p.seq, body)
 	}
